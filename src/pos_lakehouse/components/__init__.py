@@ -1,0 +1,2 @@
+from pos_lakehouse.components.gold_tables import GoldTables as GoldTables
+from pos_lakehouse.components.retailer_pipeline import RetailerPipeline as RetailerPipeline

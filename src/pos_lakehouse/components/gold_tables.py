@@ -1,0 +1,84 @@
+"""GoldTables: one Delta table per object type for all retailers, one Dagster partition per retailer."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from pos_lakehouse.components.retailer_pipeline import column_schema, silver_key
+from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
+from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.transform import canonical
+
+
+def retailer_partitions(specs: list[RetailerSpec]) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([s.data_provider_code for s in specs])
+
+
+class GoldTables(dg.Component, dg.Model, dg.Resolvable):
+    """Gold tables unioning every retailer's silver, partitioned (Delta and Dagster) by data provider code."""
+
+    retailers_path: str = Field(
+        default="../retailers",
+        description="Folder of retailer YAMLs (relative to this file); the retailer partitions derive from it.",
+    )
+    tables: list[str] = Field(
+        default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold."
+    )
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        specs = load_retailer_specs((Path(context.path) / self.retailers_path).resolve())
+        if not specs:
+            return dg.Definitions()
+        by_code = {s.data_provider_code: s for s in specs}
+        partitions = retailer_partitions(specs)
+        assets = [self._gold_asset(name, specs, by_code, partitions) for name in self.tables]
+        return dg.Definitions(assets=[a for a in assets if a is not None])
+
+    @staticmethod
+    def _gold_asset(name, specs, by_code, partitions):
+        table = canonical.TABLES[name]
+        feeders = [s for s in specs if name in s.canonical_tables]
+        if not feeders:
+            return None
+        deps = [
+            dg.AssetDep(
+                silver_key(s, name),
+                partition_mapping=dg.StaticPartitionMapping({s.data_provider_code: s.data_provider_code}),
+            )
+            for s in feeders
+        ]
+
+        @dg.asset(
+            key=dg.AssetKey(["gold", name]),
+            description=f"{table.description} All retailers; one partition per data provider.",
+            deps=deps,
+            partitions_def=partitions,
+            group_name="gold",
+            kinds={"polars", "delta"},
+            tags={"layer": "gold"},
+            pool=f"gold_{name}",
+            metadata={"dagster/column_schema": column_schema(table), "partition_column": PARTITION_COLUMN},
+        )
+        def gold(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+            spec = by_code[context.partition_key]
+            if name not in spec.canonical_tables:
+                context.log.info(f"{spec.name} does not deliver {name}; nothing to publish")
+                return dg.MaterializeResult(metadata={"dagster/row_count": 0})
+            r = refresh_gold(lake, spec, name)
+            context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
+            return dg.MaterializeResult(
+                metadata={
+                    "dagster/row_count": r.partition_rows,
+                    "rows_merged": r.merged_rows,
+                    "rows_inserted": r.inserted,
+                    "rows_updated": r.updated,
+                    "dates_from": str(r.min_date) if r.min_date else "-",
+                    "dates_to": str(r.max_date) if r.max_date else "-",
+                    "dagster/uri": lake.gold(name),
+                }
+            )
+
+        return gold

@@ -1,0 +1,170 @@
+"""RetailerPipeline: one YAML file becomes a retailer's sensor, bronze and silver assets, and checks."""
+
+
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+from pydantic import Field
+
+from pos_lakehouse.ingest.landing import LandingZone
+from pos_lakehouse.ingest.sensors import build_landing_sensor
+from pos_lakehouse.layers.bronze import ingest_files
+from pos_lakehouse.layers.silver import refresh_silver
+from pos_lakehouse.quality.checks import silver_check_specs, run_silver_checks
+from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.transform import canonical
+
+FRESHNESS = {
+    "daily": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
+    "weekly": dg.FreshnessPolicy.time_window(fail_window=timedelta(days=9), warn_window=timedelta(days=8)),
+}
+
+
+class BronzeRunConfig(dg.Config):
+    """Which landing files this run ingests (the sensor fills it in)."""
+
+    files: list[str] = Field(
+        default_factory=list,
+        description="Landing files (relative to the retailer folder) to ingest. Empty: every file not yet in bronze.",
+    )
+
+
+def bronze_key(spec: RetailerSpec, file_name: str) -> dg.AssetKey:
+    return dg.AssetKey(["bronze", spec.name, file_name])
+
+
+def silver_key(spec: RetailerSpec, table: str) -> dg.AssetKey:
+    return dg.AssetKey(["silver", spec.name, table])
+
+
+def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns]
+    )
+
+
+class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
+    """A retailer's POS pipeline: landing-zone sensor, bronze and silver Delta assets, and their checks."""
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        spec = RetailerSpec.model_validate(self.model_dump())
+        partitions = dg.StaticPartitionsDefinition([spec.data_provider_code])
+        group = spec.name
+        who = f"{spec.name} ({spec.retailer_id}, {spec.country})"
+
+        bronze_specs = [
+            dg.AssetSpec(
+                key=bronze_key(spec, f.name),
+                description=f"Raw `{f.name}` files of {who}, appended once per delivery ({f.format.type}, `{f.match}`).",
+                group_name=group,
+                kinds={"polars", "delta"},
+                tags={"layer": "bronze", "retailer": spec.name},
+                metadata={"landing_pattern": f.match, "holds": ", ".join(f.holds)},
+            )
+            for f in spec.delivery.files
+        ]
+
+        @dg.multi_asset(
+            name=f"{spec.name}_bronze",
+            specs=bronze_specs,
+            partitions_def=partitions,
+            can_subset=True,
+            description=f"Append new deliveries of {who} to bronze, exactly once per file.",
+        )
+        def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
+            names = config.files
+            if not names:
+                names = [f.name for f in landing.list_files(spec.name) if spec.file_spec_for(f.name)]
+                context.log.info(f"no files given: considering all {len(names)} files in {landing.describe(spec.name)}")
+            outcomes = ingest_files(lake, landing, spec, names)
+            for o in outcomes:
+                (context.log.error if o.status == "rejected" else context.log.info)(o.describe())
+            for fs in spec.delivery.files:
+                key = bronze_key(spec, fs.name)
+                if key not in context.selected_asset_keys:
+                    continue
+                mine = [o for o in outcomes if o.table == fs.name]
+                ingested = [o for o in mine if o.status == "ingested"]
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    metadata={
+                        "files_ingested": len(ingested),
+                        "rows_appended": sum(o.rows for o in ingested),
+                        "files_skipped_duplicate": len([o for o in mine if o.status == "duplicate"]),
+                        "files_rejected": len([o for o in mine if o.status == "rejected"]),
+                        "files": dg.MetadataValue.md("\n".join(f"- {o.describe()}" for o in mine) or "none"),
+                        "extra_columns_kept": ", ".join(sorted({c for o in ingested for c in o.extra_columns})) or "none",
+                        "dagster/uri": lake.bronze(spec.name, fs.name),
+                    },
+                )
+            rejected = [o for o in outcomes if o.status == "rejected"]
+            if rejected:
+                raise dg.Failure(
+                    description=f"{spec.name}: {len(rejected)} of {len(outcomes)} file(s) rejected and quarantined: "
+                    + "; ".join(o.describe() for o in rejected),
+                    metadata={"rejected": dg.MetadataValue.json([o.__dict__ for o in rejected])},
+                )
+
+        silver_specs = []
+        for table_name in spec.canonical_tables:
+            table = canonical.TABLES[table_name]
+            deps = [bronze_key(spec, f.name) for f in spec.files_holding(table_name)]
+            if table_name in canonical.FACTS:
+                deps += [silver_key(spec, d) for d in canonical.DIMENSIONS if d in spec.canonical_tables]
+            silver_specs.append(
+                dg.AssetSpec(
+                    key=silver_key(spec, table_name),
+                    description=f"{spec.name}: {table.description}",
+                    deps=deps,
+                    group_name=group,
+                    kinds={"polars", "delta"},
+                    tags={"layer": "silver", "retailer": spec.name},
+                    freshness_policy=FRESHNESS[spec.cadence],
+                    metadata={"dagster/column_schema": column_schema(table), "layer": "silver"},
+                )
+            )
+
+        @dg.multi_asset(
+            name=f"{spec.name}_silver",
+            specs=silver_specs,
+            check_specs=silver_check_specs(spec, [s.key for s in silver_specs]),
+            partitions_def=partitions,
+            can_subset=True,
+            description=f"Map new bronze rows of {who} to the canonical model and MERGE them into silver.",
+        )
+        def silver(context: dg.AssetExecutionContext, lake: Lake):
+            tables = [k.path[-1] for k in context.selected_asset_keys]
+            now = datetime.now(timezone.utc)
+            results = refresh_silver(lake, spec, tables, now)
+            for name, r in results.items():
+                if r.quarantined:
+                    context.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
+                yield dg.MaterializeResult(
+                    asset_key=silver_key(spec, name),
+                    metadata={
+                        "dagster/row_count": lake.row_count(lake.silver(spec.name, name)),
+                        "dagster/uri": lake.silver(spec.name, name),
+                        "rows_read_from_bronze": r.input_rows,
+                        "rows_inserted": r.inserted,
+                        "rows_updated": r.updated,
+                        "rows_quarantined": r.quarantined,
+                        "quarantine_reasons": dg.MetadataValue.json(r.quarantine_reasons),
+                        "new_versions": r.new_versions,
+                        "closed_versions": r.closed_versions,
+                        "dates_from": str(r.min_date) if r.min_date else "-",
+                        "dates_to": str(r.max_date) if r.max_date else "-",
+                        "bronze_versions_consumed": dg.MetadataValue.json(r.bronze_versions),
+                    },
+                )
+            yield from run_silver_checks(context, lake, spec, tables)
+
+        sensor = build_landing_sensor(spec, job_name=f"{spec.name}_ingest", bronze_op_name=f"{spec.name}_bronze")
+        ingest_job = dg.define_asset_job(
+            name=f"{spec.name}_ingest",
+            selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs]),
+            description=f"Ingest landed files of {who} into bronze (silver and gold follow by automation).",
+            tags={"retailer": spec.name},
+        )
+        return dg.Definitions(assets=[bronze, silver], sensors=[sensor], jobs=[ingest_job])
+

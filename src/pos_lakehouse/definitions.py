@@ -1,0 +1,35 @@
+"""The code location: every component under `defs/`, plus policies that apply to all of them."""
+
+import warnings
+from pathlib import Path
+
+import dagster as dg
+
+# Silver and gold follow their upstream as soon as it lands and its blocking checks pass.
+CARRY_FORWARD = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def build_definitions() -> dg.Definitions:
+    """Everything under `defs/` with the global policies applied (also used by the CLI and tests)."""
+    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    with warnings.catch_warnings():
+        # The spec-mapping API is marked preview; it is still the supported way to apply a root policy.
+        warnings.simplefilter("ignore", category=dg.PreviewWarning)
+        warnings.simplefilter("ignore", category=dg.BetaWarning)
+        with_policy = loaded.map_resolved_asset_specs(
+            func=lambda spec: spec.replace_attributes(automation_condition=CARRY_FORWARD),
+            selection=dg.AssetSelection.tag("layer", "silver") | dg.AssetSelection.tag("layer", "gold"),
+        )
+    automation = dg.AutomationConditionSensorDefinition(
+        "carry_forward_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=15,
+        description="Materializes silver and gold when their upstream lands and blocking checks pass.",
+    )
+    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]))
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

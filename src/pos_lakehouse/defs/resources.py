@@ -1,0 +1,18 @@
+"""Resources by role; the environment switch in `settings` decides their implementation."""
+
+import dagster as dg
+
+from pos_lakehouse.ingest.landing import LocalLandingZone
+from pos_lakehouse.settings import current_settings
+from pos_lakehouse.storage.lake import Lake
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    settings = current_settings()
+    return dg.Definitions(
+        resources={
+            "lake": Lake(root=settings.data_root),
+            "landing": LocalLandingZone(root=settings.landing_root),
+        }
+    )

@@ -1,0 +1,142 @@
+"""Bronze: each delivered file appended once, as raw strings, with where and when it came from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, content_hash, safe_relative
+from pos_lakehouse.ingest.readers import DeliveryError, read_raw
+from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.transform.mapping import missing_required, resolve_columns
+
+REJECTED_FILES_TABLE = "rejected_files"
+
+
+@dataclass
+class FileOutcome:
+    """What happened to one delivered file."""
+
+    file: str
+    status: str  # ingested | duplicate | rejected
+    table: str | None = None
+    delivery_id: str | None = None
+    rows: int = 0
+    reason: str | None = None
+    detail: str | None = None
+    extra_columns: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        if self.status == "rejected":
+            return f"{self.file}: rejected ({self.reason}): {self.detail}"
+        if self.status == "duplicate":
+            return f"{self.file}: already in bronze (delivery {self.delivery_id[:12]}), skipped"
+        return f"{self.file}: {self.rows} rows -> bronze.{self.table}"
+
+
+def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
+    """Whether rows of this exact file content are already in the bronze table."""
+    if not lake.exists(uri):
+        return False
+    hits = lake.scan(uri).filter(pl.col("_delivery_id") == delivery_id).select(pl.len()).collect()
+    return hits.item() > 0
+
+
+def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: list[str], now: datetime | None = None) -> list[FileOutcome]:
+    """Append each named landing file to its bronze table exactly once; reject unreadable ones to quarantine.
+
+    A file's content hash is its delivery id: a file already in bronze is skipped, so a
+    retry or a manual re-run never appends twice. A rejected file is copied to the
+    quarantine area with a machine-readable reason; nothing else is affected.
+    """
+    now = now or datetime.now(timezone.utc)
+    outcomes = []
+    for name in names:
+        outcomes.append(_ingest_one(lake, landing, spec, name, now))
+    return outcomes
+
+
+def _ingest_one(lake: Lake, landing: LandingZone, spec: RetailerSpec, name: str, now: datetime) -> FileOutcome:
+    try:
+        rel = safe_relative(name)
+    except UnsafePathError as exc:
+        outcome = FileOutcome(name, "rejected", reason="unsafe_path", detail=str(exc))
+        record_rejection(lake, spec, outcome, None, now)
+        return outcome
+    file_spec = spec.file_spec_for(rel)
+    if file_spec is None:
+        outcome = FileOutcome(rel, "rejected", reason="unmatched_file", detail=f"no delivery.files pattern of {spec.name} matches it")
+        record_rejection(lake, spec, outcome, None, now)
+        return outcome
+    uri = lake.bronze(spec.name, file_spec.name)
+    with landing.local_copy(spec.name, rel) as path:
+        delivery_id = content_hash(path)
+        if delivery_in_bronze(lake, uri, delivery_id):
+            return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
+        try:
+            raw = read_raw(path, file_spec.format, display_name=rel)
+            columns = raw.collect_schema().names()
+            renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
+            missing = missing_required(renames, file_spec.holds)
+            if missing:
+                raise DeliveryError(
+                    rel,
+                    "missing_column",
+                    f"required column(s) {missing} not found; the file has {columns} "
+                    f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
+                )
+            rows = raw.select(pl.len()).collect().item()
+            if rows == 0:
+                raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
+            frame = raw.with_row_index("_row_number", offset=1).with_columns(
+                pl.col("_row_number").cast(pl.Int64),
+                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+                pl.lit(rel).alias("_source_file"),
+                pl.lit(delivery_id).alias("_delivery_id"),
+                pl.lit(spec.data_provider_code).alias("data_provider_code"),
+                pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
+            )
+            lake.append(uri, frame, description=f"Raw `{file_spec.name}` deliveries of {spec.name}, as delivered (strings).")
+        except DeliveryError as exc:
+            outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
+            record_rejection(lake, spec, outcome, path, now)
+            return outcome
+    return FileOutcome(rel, "ingested", table=file_spec.name, delivery_id=delivery_id, rows=rows, extra_columns=extras)
+
+
+def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path: Path | None, now: datetime) -> None:
+    """Keep the rejected bytes and a machine-readable reason under `<root>/quarantine/<retailer>/`."""
+    copy_path = None
+    if path is not None and "://" not in lake.root:
+        target = Path(lake.quarantine(spec.name, "files", f"{(outcome.delivery_id or 'unknown')[:16]}_{Path(outcome.file).name}"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        target.with_suffix(target.suffix + ".reason.json").write_text(json.dumps(asdict(outcome) | {"rejected_at": now.isoformat()}, indent=2))
+        copy_path = str(target)
+    row = pl.DataFrame(
+        {
+            "file": [outcome.file],
+            "delivery_id": [outcome.delivery_id],
+            "bronze_table": [outcome.table],
+            "reason": [outcome.reason],
+            "detail": [outcome.detail],
+            "quarantined_copy": [copy_path],
+            "rejected_at": [now],
+        },
+        schema={
+            "file": pl.String,
+            "delivery_id": pl.String,
+            "bronze_table": pl.String,
+            "reason": pl.String,
+            "detail": pl.String,
+            "quarantined_copy": pl.String,
+            "rejected_at": pl.Datetime("us", "UTC"),
+        },
+    )
+    lake.append(lake.quarantine(spec.name, REJECTED_FILES_TABLE), row, description="Delivered files that could not be ingested, with the reason.")

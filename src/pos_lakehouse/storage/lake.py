@@ -1,0 +1,220 @@
+"""Delta Lake storage: table locations, append, MERGE and the bookmarks that make work incremental.
+
+`Lake` is the `lake` resource. All writes go through it so that layout, retries on
+concurrent commits and commit metadata are handled in one place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from pydantic import Field
+
+from pos_lakehouse.settings import join_uri
+
+BOOKMARK_PREFIX = "pos_lakehouse.bookmark."
+_MAX_COMMIT_ATTEMPTS = 8
+
+
+class Lake(dg.ConfigurableResource):
+    """The medallion's storage root: `<root>/{bronze,silver,gold,quarantine}/...` as Delta tables."""
+
+    root: str = Field(description="Data root: a local path or an object-store URI.")
+
+    # ---- layout -------------------------------------------------------------------------
+    def uri(self, layer: str, *parts: str) -> str:
+        return join_uri(self.root, layer, *parts)
+
+    def bronze(self, retailer: str, table: str) -> str:
+        return self.uri("bronze", retailer, table)
+
+    def silver(self, retailer: str, table: str) -> str:
+        return self.uri("silver", retailer, table)
+
+    def gold(self, table: str) -> str:
+        return self.uri("gold", table)
+
+    def quarantine(self, retailer: str, *parts: str) -> str:
+        return self.uri("quarantine", retailer, *parts)
+
+    # ---- reading ------------------------------------------------------------------------
+    @staticmethod
+    def table(uri: str) -> DeltaTable | None:
+        try:
+            return DeltaTable(uri)
+        except TableNotFoundError:
+            return None
+
+    def exists(self, uri: str) -> bool:
+        return self.table(uri) is not None
+
+    def scan(self, uri: str, schema: pl.Schema | None = None) -> pl.LazyFrame:
+        """Lazy scan of a table; an absent table reads as empty with `schema`."""
+        dt = self.table(uri)
+        if dt is None:
+            if schema is None:
+                raise FileNotFoundError(f"no Delta table at {uri}")
+            return pl.LazyFrame(schema=schema)
+        return pl.scan_delta(dt)
+
+    def row_count(self, uri: str) -> int:
+        dt = self.table(uri)
+        return 0 if dt is None else pl.scan_delta(dt).select(pl.len()).collect().item()
+
+    def version(self, uri: str) -> int | None:
+        dt = self.table(uri)
+        return None if dt is None else dt.version()
+
+    def files_added_since(self, uri: str, version: int | None) -> tuple[list[str], int | None]:
+        """Data files of an append-only table added after `version`, and the table's current version."""
+        dt = self.table(uri)
+        if dt is None:
+            return [], None
+        current = set(dt.file_uris())
+        if version is not None and version >= 0:
+            if version == dt.version():
+                return [], version
+            previous = set(DeltaTable(uri, version=version).file_uris())
+            current -= previous
+        return sorted(current), dt.version()
+
+    def bookmarks(self, uri: str) -> dict[str, str]:
+        """Bookmarks (consumed upstream versions, watermarks) carried by the newest commit that has any.
+
+        Every writer commits the full set it read plus its own changes, so one commit is enough.
+        """
+        dt = self.table(uri)
+        if dt is None:
+            return {}
+        for commit in dt.history(limit=50):
+            marks = {k[len(BOOKMARK_PREFIX):]: str(v) for k, v in commit.items() if k.startswith(BOOKMARK_PREFIX)}
+            if marks:
+                return marks
+        return {}
+
+    # ---- writing ------------------------------------------------------------------------
+    @staticmethod
+    def _commit(bookmarks: Mapping[str, str] | None, operation: str) -> CommitProperties:
+        meta = {"pos_lakehouse.operation": operation}
+        for k, v in (bookmarks or {}).items():
+            meta[BOOKMARK_PREFIX + k] = str(v)
+        return CommitProperties(custom_metadata=meta)
+
+    def append(
+        self,
+        uri: str,
+        data: pl.LazyFrame | pl.DataFrame,
+        *,
+        partition_by: Sequence[str] | None = None,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Append rows; streams a LazyFrame without collecting it."""
+        if isinstance(data, pl.DataFrame):
+            data = data.lazy()
+        options = {
+            "partition_by": list(partition_by) if partition_by else None,
+            "commit_properties": self._commit(bookmarks, "append"),
+            "schema_mode": "merge",
+        }
+        if description and not self.exists(uri):
+            options["description"] = description
+            options["name"] = Path(uri).name
+        _retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)
+
+    def merge(
+        self,
+        uri: str,
+        data: pl.DataFrame | pl.LazyFrame,
+        *,
+        keys: Sequence[str],
+        restrict: str | None = None,
+        partition_by: Sequence[str] | None = None,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+        column_descriptions: Mapping[str, str] | None = None,
+    ) -> dict:
+        """Upsert rows by `keys`; `restrict` is an extra SQL condition on the target (`t.`) that prunes files.
+
+        Creates the table on first write. Retries when another writer committed first.
+        """
+        if isinstance(data, pl.DataFrame):
+            data = data.lazy()
+        if not self.exists(uri):
+            frame = data.collect(engine="streaming")
+            table = _with_column_comments(frame.to_arrow(), column_descriptions or {})
+            _retry(
+                lambda: write_deltalake(
+                    uri,
+                    table,
+                    mode="error",
+                    partition_by=list(partition_by) if partition_by else None,
+                    name=Path(uri).name,
+                    description=description,
+                    commit_properties=self._commit(bookmarks, "create"),
+                ),
+                uri,
+            )
+            return {"num_target_rows_inserted": frame.height, "num_target_rows_updated": 0}
+        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        predicate = f"({restrict}) AND {on}" if restrict else on
+
+        def _do() -> dict:
+            merger = data.sink_delta(
+                uri,
+                mode="merge",
+                delta_merge_options={
+                    "predicate": predicate,
+                    "source_alias": "s",
+                    "target_alias": "t",
+                    "merge_schema": True,
+                    "commit_properties": self._commit(bookmarks, "merge"),
+                },
+            )
+            assert merger is not None
+            return merger.when_matched_update_all().when_not_matched_insert_all().execute()
+
+        return _retry(_do, uri)
+
+    def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
+        """Record bookmarks with an empty commit-less write when there was nothing to merge."""
+        dt = self.table(uri)
+        if dt is None:
+            return
+        empty = pl.DataFrame(schema=pl.Schema(dt.schema().to_arrow()))
+        _retry(
+            lambda: write_deltalake(uri, empty.to_arrow(), mode="append", commit_properties=self._commit(bookmarks, "bookmark")),
+            uri,
+        )
+
+
+def _retry(fn, uri: str):
+    """Optimistic concurrency: another writer may commit first; retry with backoff."""
+    for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
+        try:
+            return fn()
+        except CommitFailedError:
+            if attempt == _MAX_COMMIT_ATTEMPTS:
+                raise
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+        except Exception as exc:  # delta-rs surfaces some conflicts as generic errors
+            if "conflict" in str(exc).lower() and attempt < _MAX_COMMIT_ATTEMPTS:
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                continue
+            raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
+    return None
+
+
+def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:
+    """Column descriptions travel as Delta column metadata (`comment`), as Spark and Unity Catalog read them."""
+    fields = [
+        f.with_metadata({"comment": comments[f.name]}) if f.name in comments else f for f in table.schema
+    ]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))

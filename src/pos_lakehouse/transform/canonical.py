@@ -1,0 +1,152 @@
+"""The canonical model every retailer is mapped into (silver) and unioned in (gold).
+
+One `CanonicalTable` per object type: its columns, their Polars types and a description
+that is written into Delta table metadata and shown as the Dagster column schema.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+MONEY = pl.Decimal(18, 4)
+QUANTITY = pl.Decimal(18, 4)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class CanonicalTable:
+    name: str
+    description: str
+    natural_keys: tuple[str, ...]
+    source_columns: tuple[Column, ...]
+    derived_columns: tuple[Column, ...] = field(default_factory=tuple)
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        return self.source_columns + self.derived_columns + METADATA_COLUMNS
+
+    def column(self, name: str) -> Column:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(name)
+
+    @property
+    def source_names(self) -> set[str]:
+        return {c.name for c in self.source_columns}
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema({c.name: c.dtype for c in self.columns})
+
+
+METADATA_COLUMNS: tuple[Column, ...] = (
+    Column("data_provider_code", pl.String(), "Retailer code, `cds_<retailer id>`; gold partition column."),
+    Column("secure_group_key", pl.Int64(), "Row-level security key from the retailer's YAML."),
+    Column("_source_file", pl.String(), "Landing file the row was read from."),
+    Column("_delivery_id", pl.String(), "Content hash (SHA-256) of the delivered file."),
+    Column("_ingested_at", pl.Datetime("us", "UTC"), "When the row entered bronze (UTC)."),
+    Column("_updated_at", pl.Datetime("us", "UTC"), "When this layer last wrote the row (UTC)."),
+)
+
+_SCD2_COLUMNS: tuple[Column, ...] = (
+    Column("extra_attributes", pl.String(), "JSON object of source columns beyond the canonical model."),
+    Column("valid_from", pl.Date(), "First day this version is valid (SCD2)."),
+    Column("valid_to", pl.Date(), "Last day this version is valid; null while current (SCD2)."),
+    Column("is_current", pl.Boolean(), "True for the version in force today (SCD2)."),
+)
+
+PROD_DIM = CanonicalTable(
+    name="prod_dim",
+    description="Products as each retailer describes them, with SCD2 history and corporate master attributes.",
+    natural_keys=("prod_id",),
+    source_columns=(
+        Column("prod_id", pl.String(), "Retailer product id, prefixed by the retailer id.", required=True),
+        Column("gtin", pl.String(), "Global Trade Item Number (EAN/UPC)."),
+        Column("prod_name", pl.String(), "Product name as the retailer sends it."),
+        Column("brand", pl.String(), "Brand as the retailer sends it."),
+        Column("category", pl.String(), "Retailer category."),
+        Column("subcategory", pl.String(), "Retailer sub-category."),
+        Column("pack_size", pl.String(), "Pack size or unit of measure."),
+    ),
+    derived_columns=(Column("prod_key", pl.Int64(), "Surrogate key of this product version."), *_SCD2_COLUMNS),
+)
+
+SITE_DIM = CanonicalTable(
+    name="site_dim",
+    description="Stores as each retailer describes them, with SCD2 history and corporate master attributes.",
+    natural_keys=("site_id",),
+    source_columns=(
+        Column("site_id", pl.String(), "Retailer store id, prefixed by the retailer id.", required=True),
+        Column("global_location_number", pl.String(), "GS1 Global Location Number (GLN)."),
+        Column("site_name", pl.String(), "Store name."),
+        Column("address", pl.String(), "Street address."),
+        Column("city", pl.String(), "City."),
+        Column("region", pl.String(), "Region or state."),
+        Column("country", pl.String(), "ISO country code."),
+        Column("channel", pl.String(), "Store format or channel (hyper, super, online, ...)."),
+        Column("latitude", pl.Float64(), "Latitude (WGS84)."),
+        Column("longitude", pl.Float64(), "Longitude (WGS84)."),
+    ),
+    derived_columns=(Column("site_key", pl.Int64(), "Surrogate key of this store version."), *_SCD2_COLUMNS),
+)
+
+_FACT_MEASURES: tuple[Column, ...] = (
+    Column("pos_sales_units", QUANTITY, "Units sold."),
+    Column("pos_sales_value_lc", MONEY, "Sales value in local currency."),
+    Column("pos_returns_units", QUANTITY, "Units returned."),
+    Column("pos_returns_value_lc", MONEY, "Returns value in local currency."),
+    Column("inventory_qty_on_hand", QUANTITY, "Units on hand at end of period."),
+    Column("inventory_qty_on_order", QUANTITY, "Units on order at end of period."),
+    Column("inventory_value_lc", MONEY, "Inventory value in local currency."),
+)
+
+MEASURES: tuple[str, ...] = tuple(c.name for c in _FACT_MEASURES)
+
+
+def _fact_table(name: str, date_col: str, description: str) -> CanonicalTable:
+    return CanonicalTable(
+        name=name,
+        description=description,
+        natural_keys=(date_col, "site_id", "prod_id"),
+        source_columns=(
+            Column(date_col, pl.Date(), "Business date of the measures.", required=True),
+            Column("site_id", pl.String(), "Retailer store id, prefixed by the retailer id.", required=True),
+            Column("prod_id", pl.String(), "Retailer product id, prefixed by the retailer id.", required=True),
+            *_FACT_MEASURES,
+            Column("currency", pl.String(), "ISO currency of the `_lc` measures."),
+        ),
+        derived_columns=(
+            Column("prod_key", pl.Int64(), "Product version in force on the date (point-in-time lookup)."),
+            Column("site_key", pl.Int64(), "Store version in force on the date (point-in-time lookup)."),
+        ),
+    )
+
+
+STORE_DAY_FACT = _fact_table("store_day_fact", "date", "Daily sales, returns and inventory per store and product.")
+STORE_WEEK_FACT = _fact_table(
+    "store_week_fact", "week_end_date", "Weekly sales, returns and inventory per store and product (week ending date)."
+)
+
+TABLES: dict[str, CanonicalTable] = {t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT)}
+DIMENSIONS = ("prod_dim", "site_dim")
+FACTS = ("store_day_fact", "store_week_fact")
+
+# Attributes that describe a dimension but can travel inside a fact-shaped delivery (one big table).
+DIM_ATTRIBUTE_SOURCES = {
+    "prod_dim": PROD_DIM.source_names,
+    "site_dim": SITE_DIM.source_names,
+}
+
+
+def empty_frame(table: CanonicalTable) -> pl.DataFrame:
+    return pl.DataFrame(schema=table.schema)
