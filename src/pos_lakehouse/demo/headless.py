@@ -31,9 +31,15 @@ class Headless:
     defs: dg.Definitions
     instance: dg.DagsterInstance
     on_run: Callable[[RunRecord], None] | None = None
+    quiet: bool = True
     sensor_cursors: dict[str, str | None] = field(default_factory=dict)
     automation_cursor: AssetDaemonCursor | None = None
     runs: list[RunRecord] = field(default_factory=list)
+
+    @property
+    def _loggers(self) -> dict:
+        # Run events still go to the instance (and the UI); only the console echo is quieted.
+        return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}} if self.quiet else {}
 
     @property
     def landing_sensors(self) -> list[dg.SensorDefinition]:
@@ -62,7 +68,7 @@ class Headless:
         job = self.defs.resolve_job_def(sensor.job_name)
         tags = {**(request.tags or {}), "dagster/run_key": request.run_key or "", "dagster/sensor_name": sensor.name}
         result = job.execute_in_process(
-            run_config=request.run_config,
+            run_config={**(request.run_config or {}), **self._loggers},
             instance=self.instance,
             partition_key=request.partition_key,
             tags=tags,
@@ -111,6 +117,7 @@ class Headless:
                 groups[json.dumps(sorted(pdef.get_partition_keys())) if pdef else ""].append(key)
             for _, group_keys in sorted(groups.items(), key=lambda kv: min(_layer(k) for k in kv[1])):
                 run = job.execute_in_process(
+                    run_config=self._loggers,
                     instance=self.instance,
                     asset_selection=sorted(group_keys, key=lambda k: k.to_user_string()),
                     partition_key=partition_key,

@@ -111,6 +111,19 @@ _FACT_MEASURES: tuple[Column, ...] = (
 )
 
 MEASURES: tuple[str, ...] = tuple(c.name for c in _FACT_MEASURES)
+VALUE_MEASURES: tuple[str, ...] = ("pos_sales_value_lc", "pos_returns_value_lc", "inventory_value_lc")
+VOLUME_MEASURES: tuple[str, ...] = ("pos_sales_units", "pos_returns_units", "inventory_qty_on_hand", "inventory_qty_on_order")
+
+_USD_COLUMNS: tuple[Column, ...] = tuple(
+    Column(m.replace("_lc", "_usd"), MONEY, f"{m.replace('_lc', '').replace('_', ' ')} converted to USD at the day's FX rate.")
+    for m in VALUE_MEASURES
+)
+# Antitrust twins: a rolling mean over the grain's window (7 days / 4 weeks / 3 months) per product and store.
+# Silver fills them for competition-sensitive retailers; gold views decide which one a reader sees.
+_MASKED_COLUMNS: tuple[Column, ...] = tuple(
+    Column(f"at_masked_{m}", MONEY if m.endswith(("_lc", "_usd")) else QUANTITY, f"Antitrust-masked `{m}` (rolling mean).")
+    for m in (*MEASURES, *(c.name for c in _USD_COLUMNS))
+)
 
 
 def _fact_table(name: str, date_col: str, description: str) -> CanonicalTable:
@@ -128,6 +141,9 @@ def _fact_table(name: str, date_col: str, description: str) -> CanonicalTable:
         derived_columns=(
             Column("prod_key", pl.Int64(), "Product version in force on the date (point-in-time lookup)."),
             Column("site_key", pl.Int64(), "Store version in force on the date (point-in-time lookup)."),
+            Column("fx_rate_to_usd", pl.Float64(), "USD per unit of `currency` on the date (corporate FX rates)."),
+            *_USD_COLUMNS,
+            *_MASKED_COLUMNS,
         ),
     )
 
@@ -136,10 +152,15 @@ STORE_DAY_FACT = _fact_table("store_day_fact", "date", "Daily sales, returns and
 STORE_WEEK_FACT = _fact_table(
     "store_week_fact", "week_end_date", "Weekly sales, returns and inventory per store and product (week ending date)."
 )
+STORE_MONTH_FACT = _fact_table(
+    "store_month_fact", "month_end_date", "Monthly sales, returns and inventory per store and product (month ending date)."
+)
 
-TABLES: dict[str, CanonicalTable] = {t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT)}
+TABLES: dict[str, CanonicalTable] = {
+    t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT, STORE_MONTH_FACT)
+}
 DIMENSIONS = ("prod_dim", "site_dim")
-FACTS = ("store_day_fact", "store_week_fact")
+FACTS = ("store_day_fact", "store_week_fact", "store_month_fact")
 
 # Attributes that describe a dimension but can travel inside a fact-shaped delivery (one big table).
 DIM_ATTRIBUTE_SOURCES = {

@@ -1,0 +1,57 @@
+"""Shared fixtures: a fresh data root per test, the code location loaded against it, and a headless driver."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pos_lakehouse.storage.lake import Lake
+
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
+
+
+@pytest.fixture
+def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(root))
+    monkeypatch.setenv("POS_LAKEHOUSE_ENV", "local")
+    return root
+
+
+@pytest.fixture
+def lake(data_root: Path) -> Lake:
+    return Lake(root=str(data_root))
+
+
+@pytest.fixture
+def defs(data_root: Path) -> dg.Definitions:
+    from pos_lakehouse.definitions import build_definitions
+
+    return build_definitions()
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def headless(defs: dg.Definitions, instance: dg.DagsterInstance):
+    from pos_lakehouse.demo.headless import Headless
+
+    return Headless(defs, instance, quiet=True)
+
+
+def spec_named(name: str):
+    from pos_lakehouse.retailer import load_retailer_specs
+
+    return next(s for s in load_retailer_specs(RETAILERS_DIR) if s.name == name)
