@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
 import gzip
 import io
 import zipfile
@@ -37,7 +39,9 @@ def _decompressed_bytes(path: Path, fmt: FileFormat) -> bytes:
                 if len(members) != 1:
                     raise DeliveryError(path.name, "zip_members", f"expected one file in the zip, found {len(members)}")
                 return zf.read(members[0])
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+    except EOFError as exc:  # the compressed stream ends early: a partial upload
+        raise DeliveryError(path.name, "truncated", f"compressed data ends early ({compression}): {exc}") from exc
+    except (OSError, zipfile.BadZipFile) as exc:
         raise DeliveryError(path.name, "corrupt", f"cannot decompress ({compression}): {exc}") from exc
     return data
 
@@ -101,19 +105,86 @@ def _decode(data: bytes, encoding: str, name: str) -> str:
         ) from exc
 
 
-def _read_csv(path: Path, fmt: FileFormat, name: str) -> pl.DataFrame:
+_UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8"}
+_CHUNK = 8 << 20
+
+
+def _validate_utf8(path: Path, name: str) -> None:
+    """Stream the file through a strict UTF-8 decoder; name the first bad byte's offset and line."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    offset = lines = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                line = lines + chunk[: exc.start].count(b"\n") + 1
+                raise DeliveryError(
+                    name, "bad_encoding", f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line}) is not valid utf-8"
+                ) from exc
+            offset += len(chunk)
+            lines += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise DeliveryError(name, "bad_encoding", f"the file ends inside a utf-8 character (line {lines + 1})") from exc
+
+
+def _fields(line: str, fmt: FileFormat) -> int:
+    quoting = {"quotechar": fmt.quote_char} if fmt.quote_char else {"quoting": csv.QUOTE_NONE}
+    rows = list(csv.reader([line], delimiter=fmt.separator, **quoting))
+    return len(rows[0]) if rows else 0
+
+
+def _check_not_truncated(head: str, tail: str, ends_with_newline: bool, fmt: FileFormat, name: str) -> None:
+    """A file cut off mid-row (no final newline, last row shorter than the header) is a partial delivery.
+
+    Loading it would silently lose the missing rows, so the whole file is rejected and the
+    retailer's complete re-delivery loads instead.
+    """
+    if ends_with_newline:
+        return
+    lines = head.splitlines()[fmt.skip_rows :]
+    last = tail.splitlines()[-1] if tail.splitlines() else ""
+    if len(lines) < 2 or not last:
+        return
+    expected, got = _fields(lines[0], fmt), _fields(last, fmt)
+    if got < expected:
+        raise DeliveryError(
+            name, "truncated", f"the last row has {got} of {expected} fields and no line end: the file was cut off (incomplete upload?)"
+        )
+
+
+def _csv_options(fmt: FileFormat) -> dict:
+    return {
+        "separator": fmt.separator,
+        "quote_char": fmt.quote_char,
+        "has_header": fmt.has_header,
+        "skip_rows": fmt.skip_rows,
+        "infer_schema": False,
+        "truncate_ragged_lines": False,
+    }
+
+
+def _read_csv(path: Path, fmt: FileFormat, name: str) -> pl.LazyFrame:
+    """Plain UTF-8 files are scanned lazily (large deliveries stream); others are decoded in memory first."""
+    compressed = fmt.compression in ("gzip", "zip") or (fmt.compression == "infer" and path.suffix.lower() in (".gz", ".zip"))
+    if not compressed and fmt.encoding.lower() in _UTF8:
+        _validate_utf8(path, name)
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+            size = path.stat().st_size
+            fh.seek(max(0, size - (1 << 16)))
+            tail_bytes = fh.read()
+        if not head.strip():
+            raise DeliveryError(name, "empty_file", "the file holds no text")
+        _check_not_truncated(head, tail_bytes.decode("utf-8", errors="replace"), tail_bytes.endswith((b"\n", b"\r")), fmt, name)
+        return pl.scan_csv(path, **_csv_options(fmt))
     text = _decode(_decompressed_bytes(path, fmt), fmt.encoding, name)
     if text.startswith("\ufeff"):
         text = text[1:]
     if not text.strip():
         raise DeliveryError(name, "empty_file", "the file holds no text")
-    frame = pl.read_csv(
-        io.StringIO(text),
-        separator=fmt.separator,
-        quote_char=fmt.quote_char,
-        has_header=fmt.has_header,
-        skip_rows=fmt.skip_rows,
-        infer_schema=False,
-        truncate_ragged_lines=False,
-    )
-    return frame
+    _check_not_truncated(text[: 1 << 16], text[-(1 << 16) :], text.endswith(("\n", "\r")), fmt, name)
+    return pl.read_csv(io.BytesIO(text.encode("utf-8")), **_csv_options(fmt)).lazy()

@@ -12,7 +12,7 @@ import polars as pl
 
 from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, content_hash, safe_relative
 from pos_lakehouse.ingest.readers import DeliveryError, read_raw
-from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform.mapping import missing_required, resolve_columns
 
@@ -75,39 +75,69 @@ def _ingest_one(lake: Lake, landing: LandingZone, spec: RetailerSpec, name: str,
         record_rejection(lake, spec, outcome, None, now)
         return outcome
     uri = lake.bronze(spec.name, file_spec.name)
-    with landing.local_copy(spec.name, rel) as path:
-        delivery_id = content_hash(path)
-        if delivery_in_bronze(lake, uri, delivery_id):
-            return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
-        try:
-            raw = read_raw(path, file_spec.format, display_name=rel)
-            columns = raw.collect_schema().names()
-            renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
-            missing = missing_required(renames, file_spec.holds)
-            if missing:
-                raise DeliveryError(
-                    rel,
-                    "missing_column",
-                    f"required column(s) {missing} not found; the file has {columns} "
-                    f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
-                )
-            rows = raw.select(pl.len()).collect().item()
-            if rows == 0:
-                raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
-            frame = raw.with_row_index("_row_number", offset=1).with_columns(
-                pl.col("_row_number").cast(pl.Int64),
-                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
-                pl.lit(rel).alias("_source_file"),
-                pl.lit(delivery_id).alias("_delivery_id"),
-                pl.lit(spec.data_provider_code).alias("data_provider_code"),
-                pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
+    try:
+        with landing.local_copy(spec.name, rel) as path:
+            return _ingest_local(lake, spec, file_spec, uri, rel, path, now)
+    except UnsafePathError as exc:  # e.g. a symlink pointing out of the retailer's folder
+        outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="unsafe_path", detail=str(exc))
+    except FileNotFoundError as exc:  # moved or deleted between the sensor's listing and this run
+        outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="not_found", detail=str(exc))
+    record_rejection(lake, spec, outcome, None, now)
+    return outcome
+
+
+def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str, rel: str, path: Path, now: datetime) -> FileOutcome:
+    delivery_id = content_hash(path)
+    if delivery_in_bronze(lake, uri, delivery_id):
+        return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
+    try:
+        raw = read_raw(path, file_spec.format, display_name=rel)
+        columns = raw.collect_schema().names()
+        renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
+        missing = missing_required(renames, file_spec.holds)
+        if missing:
+            raise DeliveryError(
+                rel,
+                "missing_column",
+                f"required column(s) {missing} not found; the file has {columns} "
+                f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
             )
+        rows = raw.select(pl.len()).collect().item()
+        if rows == 0:
+            raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
+        frame = raw.with_row_index("_row_number", offset=1).with_columns(
+            pl.col("_row_number").cast(pl.Int64),
+            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+            pl.lit(rel).alias("_source_file"),
+            pl.lit(delivery_id).alias("_delivery_id"),
+            pl.lit(spec.data_provider_code).alias("data_provider_code"),
+            pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
+        )
+        try:
             lake.append(uri, frame, description=f"Raw `{file_spec.name}` deliveries of {spec.name}, as delivered (strings).")
-        except DeliveryError as exc:
-            outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
-            record_rejection(lake, spec, outcome, path, now)
-            return outcome
+        except RuntimeError as exc:
+            # The lake wraps errors met while streaming the file; only reader errors are the delivery's fault.
+            if isinstance(exc.__cause__, pl.exceptions.PolarsError):
+                raise _read_failure(rel, file_spec.format.type, exc.__cause__) from exc
+            raise
+    except pl.exceptions.PolarsError as exc:
+        failure = _read_failure(rel, file_spec.format.type, exc)
+        outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=failure.reason, detail=failure.detail)
+        record_rejection(lake, spec, outcome, path, now)
+        return outcome
+    except DeliveryError as exc:
+        outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
+        record_rejection(lake, spec, outcome, path, now)
+        return outcome
     return FileOutcome(rel, "ingested", table=file_spec.name, delivery_id=delivery_id, rows=rows, extra_columns=extras)
+
+
+def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:
+    """A reader error met while streaming a file, as a delivery error with a machine-readable reason."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "more fields" in message:
+        return DeliveryError(rel, "wrong_field_count", f"a row has more fields than the header: {message}")
+    return DeliveryError(rel, "corrupt", f"cannot read as {kind}: {message}")
 
 
 def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path: Path | None, now: datetime) -> None:

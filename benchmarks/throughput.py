@@ -1,0 +1,228 @@
+"""Throughput of one large delivery, landing -> gold on Polars, against a bare Polars baseline.
+
+    uv run python benchmarks/throughput.py              # >= 5,000,000 fact rows
+    uv run python benchmarks/throughput.py --rows 500000
+
+The delivery is bigbox_us-shaped (one pipe-delimited file per store, every date, product and
+store columns inline: the demo's large-volume retailer) and goes through the same code as the
+Dagster assets: `layers.bronze.ingest_files`, `layers.silver.refresh_silver` (dims, facts,
+derived periods, FX and masking) and `layers.gold.refresh_gold` for every gold table.
+
+The baseline reads the same files with `pl.scan_csv` and sinks them into a Delta table: what a
+bare "read the files and write Delta" job costs on this machine, measured in the same run.
+
+Each side runs in its own child process, so its peak memory is that process's maximum
+resident set size (`wait4` rusage; Polars allocates outside Python's heap, which `tracemalloc`
+cannot see). Targets (issue 3): ratio <= 3, peak memory <= 4 GB at 5 million rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+TARGET_RATIO = 3.0
+TARGET_PEAK_GB = 4.0
+PRODUCTS = 2000
+DAYS = 100
+DENSITY = 0.51
+
+
+def generate(landing: Path, rows: int, seed: int = 1003) -> int:
+    """bigbox_us files holding at least `rows` fact rows; returns the exact number written."""
+    import numpy as np
+
+    from pos_lakehouse.demo.file_retailers import _US_BRANDS, _US_DEPTS, _US_STATES, bigbox_store_frame
+    from pos_lakehouse.demo.generator import DEMO_START
+
+    landing.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    price = rng.integers(97, 4999, PRODUCTS)
+    dates = [DEMO_START + timedelta(days=d) for d in range(DAYS)]
+    stores = max(1, math.ceil(rows / (PRODUCTS * DAYS * 0.5)))
+    written = 0
+    for store in range(1, stores + 1):
+        frame, _ = bigbox_store_frame(rng, store, dates, price, _US_BRANDS, _US_DEPTS, _US_STATES[store % len(_US_STATES)], DENSITY)
+        frame.write_csv(landing / f"bigbox_us_store_{store:04d}_{dates[0]:%Y%m%d}_{dates[-1]:%Y%m%d}.txt", separator="|")
+        written += frame.height
+    return written
+
+
+def run_baseline(landing: Path, target: Path) -> dict:
+    import polars as pl
+
+    started = time.perf_counter()
+    pl.scan_csv(sorted(str(p) for p in landing.glob("*.txt")), separator="|").sink_delta(str(target), mode="overwrite")
+    return {"seconds": time.perf_counter() - started}
+
+
+def run_pipeline(root: Path) -> dict:
+    from pos_lakehouse.ingest.landing import LocalLandingZone
+    from pos_lakehouse.layers.bronze import ingest_files
+    from pos_lakehouse.layers.gold import GOLD_TABLES, refresh_gold
+    from pos_lakehouse.layers.silver import refresh_silver
+    from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.settings import PROJECT_ROOT
+    from pos_lakehouse.storage.lake import Lake
+
+    spec = next(s for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers") if s.name == "bigbox_us")
+    lake = Lake(root=str(root))
+    landing = LocalLandingZone(root=str(root / "landing"))
+    stages = {}
+    started = time.perf_counter()
+    names = [f.name for f in landing.list_files(spec.name)]
+    outcomes = ingest_files(lake, landing, spec, names)
+    rejected = [o.describe() for o in outcomes if o.status != "ingested"]
+    if rejected:
+        raise SystemExit(f"benchmark delivery rejected: {rejected}")
+    stages["bronze"] = time.perf_counter() - started
+    t = time.perf_counter()
+    silver = refresh_silver(lake, spec, spec.silver_tables)
+    stages["silver"] = time.perf_counter() - t
+    t = time.perf_counter()
+    gold_rows = {}
+    for table in GOLD_TABLES:
+        if table in spec.silver_tables:
+            gold_rows[table] = refresh_gold(lake, spec, table).partition_rows
+    stages["gold"] = time.perf_counter() - t
+    return {
+        "seconds": time.perf_counter() - started,
+        "stages": stages,
+        "bronze_rows": sum(o.rows for o in outcomes),
+        "silver_fact_rows": silver["store_day_fact"].inserted,
+        "quarantined": sum(r.quarantined for r in silver.values()),
+        "gold_rows": gold_rows,
+    }
+
+
+# ---- issue 7: the same delivery on the Spark engine (`--engine spark`) ----------------------------
+def run_spark(root: Path) -> dict:
+    """Bronze as the Polars pipeline writes it, then silver and gold on local Spark (the job's code).
+
+    Spark's fixed start-up cost (JVM, Delta jars, first query) is timed apart from the work.
+    """
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    os.environ.setdefault("POS_LAKEHOUSE_SPARK_CODEGEN", "true")  # big batches: generated code pays off
+    from datetime import datetime, timezone
+
+    from pos_lakehouse.ingest.landing import LocalLandingZone
+    from pos_lakehouse.layers.bronze import ingest_files
+    from pos_lakehouse.layers.gold import GOLD_TABLES
+    from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.settings import PROJECT_ROOT
+    from pos_lakehouse.spark import gold as spark_gold
+    from pos_lakehouse.spark import silver as spark_silver
+    from pos_lakehouse.spark.lake import SparkLake
+    from pos_lakehouse.spark.session import local_spark
+    from pos_lakehouse.storage.lake import Lake
+
+    spec = next(s for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers") if s.name == "bigbox_us")
+    landing = LocalLandingZone(root=str(root / "landing"))
+    ingest_files(Lake(root=str(root)), landing, spec, [f.name for f in landing.list_files(spec.name)])
+    started = time.perf_counter()
+    spark = local_spark("pos_lakehouse_benchmark")
+    spark.conf.set("spark.sql.caseSensitive", "true")
+    spark.range(1).count()
+    startup = time.perf_counter() - started
+    lake = SparkLake(spark, str(root))
+    t = time.perf_counter()
+    silver = spark_silver.refresh_silver(lake, spec, spec.silver_tables, datetime.now(timezone.utc))
+    stages = {"silver": time.perf_counter() - t}
+    t = time.perf_counter()
+    gold_rows = {table: spark_gold.refresh_gold(lake, spec, table).partition_rows for table in GOLD_TABLES if table in spec.silver_tables}
+    stages["gold"] = time.perf_counter() - t
+    spark.stop()
+    return {"startup": startup, "seconds": sum(stages.values()), "stages": stages,
+            "silver_fact_rows": silver["store_day_fact"].inserted, "gold_rows": gold_rows}
+
+
+def report_spark(work_root: Path, pipeline: dict) -> None:
+    """Run the Spark phase on a fresh copy of the landing folder and print its ratio to Polars."""
+    spark_root = work_root.parent / "spark_data"
+    if spark_root.exists():
+        shutil.rmtree(spark_root)
+    shutil.copytree(work_root / "landing", spark_root / "landing")
+    result, gb = _child("spark", "--root", str(spark_root))
+    polars_work = pipeline["stages"]["silver"] + pipeline["stages"]["gold"]
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result["stages"].items())
+    print(f"spark     (silver + gold):     {result['seconds']:8.1f}s  + start-up {result['startup']:.1f}s  peak RSS {gb:5.2f} GB (Python side; the JVM is its own process)")
+    print(f"  stages: {stages}; silver facts {result['silver_fact_rows']:,}; gold {', '.join(f'{k} {v:,}' for k, v in result['gold_rows'].items())}")
+    print(f"Spark/Polars time ratio (silver + gold): {result['seconds'] / polars_work:.2f} "
+          f"(with start-up: {(result['seconds'] + result['startup']) / polars_work:.2f}); Spark fixed start-up cost: {result['startup']:.1f}s")
+
+
+def _child(phase: str, *args: str) -> tuple[dict, float]:
+    """Run one phase in a child process; its result and its peak resident memory in GB."""
+    out = Path(tempfile.mkstemp(suffix=".json")[1])
+    proc = subprocess.Popen([sys.executable, __file__, "--phase", phase, "--out", str(out), *args])
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{phase} failed with exit code {proc.returncode}")
+    result = json.loads(out.read_text())
+    out.unlink()
+    return result, usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5_000_000, help="fact rows in the delivery (at least)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files and tables")
+    parser.add_argument("--engine", choices=["polars", "spark"], default="polars", help="spark: also run silver+gold on local Spark (issue 7)")
+    parser.add_argument("--phase", choices=["baseline", "pipeline", "spark"], help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.phase == "baseline":
+        args.out.write_text(json.dumps(run_baseline(args.root / "landing" / "bigbox_us", args.root / "baseline_delta")))
+        return 0
+    if args.phase == "pipeline":
+        args.out.write_text(json.dumps(run_pipeline(args.root)))
+        return 0
+    if args.phase == "spark":
+        args.out.write_text(json.dumps(run_spark(args.root)))
+        return 0
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="pos_throughput_"))
+    root = work / "data"
+    if root.exists():
+        shutil.rmtree(root)
+    t = time.perf_counter()
+    rows = generate(root / "landing" / "bigbox_us", args.rows)
+    size = sum(p.stat().st_size for p in (root / "landing" / "bigbox_us").iterdir())
+    print(f"delivery: {rows:,} fact rows in {len(list((root / 'landing' / 'bigbox_us').iterdir()))} pipe-delimited files "
+          f"({size / 1024**2:,.0f} MiB), generated in {time.perf_counter() - t:.1f}s")
+
+    baseline, baseline_gb = _child("baseline", "--root", str(root))
+    pipeline, pipeline_gb = _child("pipeline", "--root", str(root))
+    ratio = pipeline["seconds"] / baseline["seconds"]
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in pipeline["stages"].items())
+    print(f"baseline  (scan_csv -> Delta): {baseline['seconds']:8.1f}s  {rows / baseline['seconds']:>12,.0f} rows/s  peak RSS {baseline_gb:5.2f} GB")
+    print(f"pipeline  (landing -> gold):   {pipeline['seconds']:8.1f}s  {rows / pipeline['seconds']:>12,.0f} rows/s  peak RSS {pipeline_gb:5.2f} GB")
+    print(f"  stages: {stages}")
+    print(f"  bronze rows {pipeline['bronze_rows']:,}; silver facts {pipeline['silver_fact_rows']:,}; quarantined {pipeline['quarantined']:,}; "
+          f"gold {', '.join(f'{k} {v:,}' for k, v in pipeline['gold_rows'].items())}")
+    ok_ratio, ok_mem = ratio <= TARGET_RATIO, pipeline_gb <= TARGET_PEAK_GB
+    print(f"ratio pipeline/baseline: {ratio:.2f} (target <= {TARGET_RATIO:g}: {'met' if ok_ratio else 'MISSED'})")
+    print(f"peak memory: {pipeline_gb:.2f} GB (target <= {TARGET_PEAK_GB:g} GB at 5M rows: {'met' if ok_mem else 'MISSED'})")
+    if args.engine == "spark":
+        report_spark(root, pipeline)
+    if not args.keep and args.workdir is None:
+        shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
