@@ -1,0 +1,73 @@
+"""ServingViews: the asset that rebuilds the local secure gold views (DuckDB) after any gold change."""
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from pos_lakehouse.layers.gold import GOLD_TABLES
+from pos_lakehouse.retailer import load_retailer_specs
+from pos_lakehouse.serving.duckdb_views import build_views, policy_hash
+from pos_lakehouse.serving.policy import load_policy
+from pos_lakehouse.storage.lake import Lake
+
+# Rebuild whenever any retailer's partition of any gold table lands, or the access policy changed
+# (the policy's hash is the asset's code version). Unlike `eager()`, missing upstream partitions do
+# not block: a retailer that has not delivered yet must not hide the others.
+REFRESH_ON_GOLD_CHANGE = (
+    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("refresh on any gold update")
+
+
+class ServingViews(dg.Component, dg.Model, dg.Resolvable):
+    """Secure gold views for analysts: one DuckDB view per gold table, filtered and masked by the access policy."""
+
+    retailers_path: str = Field(
+        default="../retailers", description="Folder of retailer YAMLs (relative to this file), to know the published gold tables."
+    )
+    access_policy_path: str = Field(
+        default="access_policy.yaml", description="The access policy YAML (relative to this file)."
+    )
+    tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Gold tables to serve.")
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        base = Path(context.path)
+        policy_path = (base / self.access_policy_path).resolve()
+        policy = load_policy(policy_path)  # fail at load time, in the UI, on an invalid policy
+        specs = load_retailer_specs((base / self.retailers_path).resolve())
+        published = [t for t in self.tables if any(t in s.silver_tables for s in specs)]
+        tables = list(self.tables)
+
+        @dg.asset(
+            key=dg.AssetKey(["serving", "gold_views"]),
+            description="DuckDB secure views over gold (`<data root>/serving/gold.duckdb`): rows by the reader's "
+            "secure group keys, recent measures of competition-sensitive retailers antitrust-masked. "
+            "Query with `pos-lakehouse query --as USER`.",
+            deps=[dg.AssetKey(["gold", t]) for t in published],
+            group_name="serving",
+            kinds={"duckdb"},
+            tags={"layer": "serving"},
+            automation_condition=REFRESH_ON_GOLD_CHANGE,
+            code_version=policy_hash(policy),
+            metadata={"access_policy": str(policy_path)},
+        )
+        def gold_views(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+            build = build_views(lake, load_policy(policy_path), tables)
+            for name, snap in build.tables.items():
+                context.log.info(f"{name}: Delta version {snap.delta_version}, {len(snap.files)} files, {snap.rows} rows")
+            return dg.MaterializeResult(
+                metadata={
+                    "dagster/uri": str(build.path),
+                    "views": ", ".join(build.tables),
+                    "policy_hash": build.policy_hash,
+                    "users": ", ".join(sorted(policy.users)),
+                    "gold_versions": dg.MetadataValue.json(
+                        {n: s.delta_version for n, s in build.tables.items()}
+                    ),
+                    "gold_rows": dg.MetadataValue.json({n: s.rows for n, s in build.tables.items()}),
+                }
+            )
+
+        return dg.Definitions(assets=[gold_views])

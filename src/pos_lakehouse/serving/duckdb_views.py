@@ -1,0 +1,291 @@
+"""Local secure gold views: a DuckDB database file with one view per gold table.
+
+Each view returns only the rows whose `secure_group_key` the reader may see and, for
+competition-sensitive retailers, shows the `at_masked_*` measures instead of the real ones for
+records younger than the policy's threshold (CASE on record age).
+
+How it reads Delta without the network: DuckDB's `delta` extension downloads on first use, so the
+views read the gold tables' *current* Parquet files, listed through `deltalake` (the add actions
+of the latest version; the partition value comes from the Delta log, not from the path). A view
+is therefore a snapshot of one Delta version: the `serving/gold_views` asset rebuilds the file
+after every gold change, and `query` rebuilds it first when a gold table or the policy moved on
+(`is_current`). The file is written beside the target and swapped in with an atomic rename, so
+a reader never sees a half-built database and never waits on a writer's lock.
+
+Who reads: DuckDB has no principals. The reader is the `pos_reader` variable
+(`SET VARIABLE pos_reader = 'claire'`), looked up in `access.reader_keys` (users -> groups ->
+keys from the policy); unset or unknown, the views return no rows. `query()` sets it from
+`--as USER`, then locks the connection down (read-only, file access only to the gold files,
+configuration locked, statements limited to queries). That emulates the production policy for
+development and demos; it is not a security boundary -- anyone who can read the data root can
+read the Parquet files. Production enforcement is Unity Catalog (see `unity_catalog.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import unquote
+
+import duckdb
+import polars as pl
+import sqlglot
+from sqlglot import exp
+
+from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
+from pos_lakehouse.serving.policy import AccessPolicy
+from pos_lakehouse.serving.render import literal, quote, select_list
+from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.transform import canonical
+
+READER_VARIABLE = "pos_reader"
+DATABASE_NAME = "gold.duckdb"
+
+# Table functions that read files or run SQL text; a `query --as` statement may use none of them.
+_FORBIDDEN_FUNCTIONS = {
+    "read_parquet", "parquet_scan", "read_csv", "read_csv_auto", "read_json", "read_json_auto",
+    "read_ndjson", "read_text", "read_blob", "glob", "delta_scan", "iceberg_scan", "query",
+    "query_table", "getvariable", "parquet_metadata", "parquet_schema", "sniff_csv",
+}
+
+
+class QueryRejected(ValueError):
+    """A `query --as` statement that is not a plain read of the secure views."""
+
+
+def database_path(lake: Lake) -> Path:
+    """`<data root>/serving/gold.duckdb` (DuckDB needs a local file, even when gold lives elsewhere)."""
+    if "://" in lake.root and not lake.root.startswith("file://"):
+        raise ValueError(f"local DuckDB views need a local data root, not {lake.root}; use Unity Catalog views")
+    return Path(lake.root.removeprefix("file://")) / "serving" / DATABASE_NAME
+
+
+@dataclass
+class TableSnapshot:
+    table: str
+    delta_version: int | None
+    files: list[str] = field(default_factory=list)
+    rows: int = 0
+
+
+@dataclass
+class ViewsBuild:
+    path: Path
+    policy_hash: str
+    tables: dict[str, TableSnapshot]
+
+    @property
+    def files(self) -> list[str]:
+        return [f for t in self.tables.values() for f in t.files]
+
+
+def policy_hash(policy: AccessPolicy) -> str:
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
+
+
+# ---- DuckDB types for Delta / canonical columns ------------------------------------------------
+def duckdb_type(dtype: pl.DataType) -> str:
+    if isinstance(dtype, pl.Decimal):
+        return f"DECIMAL({dtype.precision or 38}, {dtype.scale or 0})"
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    simple = {
+        pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Int32: "INTEGER", pl.Int16: "SMALLINT", pl.Int8: "TINYINT",
+        pl.Float64: "DOUBLE", pl.Float32: "FLOAT", pl.Boolean: "BOOLEAN", pl.Date: "DATE",
+    }
+    for pl_type, name in simple.items():
+        if dtype == pl_type:
+            return name
+    return "VARCHAR"
+
+
+# ---- reading one gold table's current version --------------------------------------------------
+def _current_files(lake: Lake, table_name: str) -> tuple[pl.Schema, int | None, dict[str, list[str]], int]:
+    """Schema, Delta version, data files per partition value, and row count of the table's latest version."""
+    dt = lake.table(lake.gold(table_name))
+    if dt is None:
+        return canonical.TABLES[table_name].schema, None, {}, 0
+    schema = pl.scan_delta(dt).collect_schema()
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+    by_partition: dict[str, list[str]] = {}
+    rows = 0
+    if actions.height:
+        base = dt.table_uri.removeprefix("file://").rstrip("/")
+        part_col = f"partition.{PARTITION_COLUMN}"
+        for path, code, n in actions.select("path", part_col, "num_records").iter_rows():
+            by_partition.setdefault(code, []).append(f"{base}/{unquote(path)}")
+            rows += int(n or 0)
+    return schema, dt.version(), by_partition, rows
+
+
+def _parquet_columns(files: list[str]) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return {name for f in files for name in pq.read_schema(f).names}
+
+
+def source_sql(schema: pl.Schema, by_partition: dict[str, list[str]]) -> str:
+    """SQL reading the table's current files; partition values from the Delta log, absent columns as NULL."""
+    columns = list(schema)
+    if not by_partition:
+        typed = ", ".join(f"CAST(NULL AS {duckdb_type(schema[c])}) AS {quote(c, 'duckdb')}" for c in columns)
+        return f"SELECT {typed} WHERE false"
+    parts = []
+    for code, files in sorted(by_partition.items()):
+        present = _parquet_columns(files)
+        select = []
+        for c in columns:
+            target = duckdb_type(schema[c])
+            if c == PARTITION_COLUMN:
+                select.append(f"CAST({literal(code)} AS VARCHAR) AS {quote(c, 'duckdb')}")
+            elif c in present:
+                select.append(f"CAST({quote(c, 'duckdb')} AS {target}) AS {quote(c, 'duckdb')}")
+            else:  # added to the Delta schema after these files were written
+                select.append(f"CAST(NULL AS {target}) AS {quote(c, 'duckdb')}")
+        file_list = ", ".join(literal(f) for f in files)
+        parts.append(
+            f"SELECT {', '.join(select)} FROM read_parquet([{file_list}], union_by_name = true, hive_partitioning = false)"
+        )
+    return "\nUNION ALL\n".join(parts)
+
+
+def secure_view_sql(policy: AccessPolicy, table_name: str, schema: pl.Schema, by_partition: dict[str, list[str]]) -> str:
+    columns = list(schema)
+    reader_filter = (
+        f"{quote('secure_group_key', 'duckdb')} IN (SELECT secure_group_key FROM access.reader_keys "
+        f"WHERE reader = getvariable('{READER_VARIABLE}'))"
+    )
+    return (
+        f"CREATE VIEW main.{quote(table_name, 'duckdb')} AS\n"
+        f"SELECT {', '.join(select_list(policy, table_name, columns, 'duckdb'))}\n"
+        f"FROM (\n{source_sql(schema, by_partition)}\n) AS gold\n"
+        f"WHERE {reader_filter}"
+    )
+
+
+# ---- building the database ----------------------------------------------------------------------
+def build_views(lake: Lake, policy: AccessPolicy, tables: list[str] | tuple[str, ...] = GOLD_TABLES) -> ViewsBuild:
+    """(Re)create the DuckDB file: the policy tables, and one secure view per gold table."""
+    path = database_path(lake)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    build = ViewsBuild(path, policy_hash(policy), {})
+    con = duckdb.connect(str(tmp))
+    try:
+        _write_policy_tables(con, policy)
+        built_at = datetime.now(timezone.utc)
+        for name in tables:
+            schema, version, by_partition, rows = _current_files(lake, name)
+            snap = TableSnapshot(name, version, [f for fs in by_partition.values() for f in fs], rows)
+            build.tables[name] = snap
+            con.execute(secure_view_sql(policy, name, schema, by_partition))
+            description = canonical.TABLES[name].description
+            con.execute(f"COMMENT ON VIEW main.{quote(name, 'duckdb')} IS {literal(description + ' Secure view.')}")
+            con.execute(
+                "INSERT INTO access.gold_snapshot VALUES (?, ?, ?, ?, ?)",
+                [name, version, len(snap.files), rows, built_at],
+            )
+            if snap.files:
+                con.executemany("INSERT INTO access.gold_files VALUES (?, ?)", [[name, f] for f in snap.files])
+        con.execute("INSERT INTO access.build VALUES (?, ?)", [build.policy_hash, built_at])
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    os.replace(tmp, path)
+    return build
+
+
+def _write_policy_tables(con: duckdb.DuckDBPyConnection, policy: AccessPolicy) -> None:
+    con.execute("CREATE SCHEMA access")
+    con.execute("CREATE TABLE access.build (policy_hash VARCHAR, built_at TIMESTAMPTZ)")
+    con.execute(
+        "CREATE TABLE access.gold_snapshot (table_name VARCHAR, delta_version BIGINT, data_files BIGINT, "
+        "row_count BIGINT, built_at TIMESTAMPTZ)"
+    )
+    con.execute("CREATE TABLE access.gold_files (table_name VARCHAR, path VARCHAR)")
+    con.execute("CREATE TABLE access.reader_keys (reader VARCHAR, secure_group_key BIGINT)")
+    con.execute("CREATE TABLE access.reader_groups (reader VARCHAR, group_name VARCHAR)")
+    con.execute(
+        "CREATE TABLE access.retailers (data_provider_code VARCHAR, name VARCHAR, secure_group_key BIGINT, "
+        "competition_sensitive BOOLEAN, mask_younger_than_days INTEGER, masked_measures VARCHAR)"
+    )
+    rows = [(u, k) for u in policy.users for k in policy.user_keys(u)]
+    if rows:
+        con.executemany("INSERT INTO access.reader_keys VALUES (?, ?)", rows)
+    groups = [(u, g) for u, gs in policy.users.items() for g in gs]
+    if groups:
+        con.executemany("INSERT INTO access.reader_groups VALUES (?, ?)", groups)
+    con.executemany(
+        "INSERT INTO access.retailers VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (code, r.name, r.secure_group_key, r.competition_sensitive, r.mask_younger_than_days, r.masked_measures)
+            for code, r in sorted(policy.retailers.items())
+        ],
+    )
+
+
+def is_current(lake: Lake, policy: AccessPolicy, tables: list[str] | tuple[str, ...] = GOLD_TABLES) -> bool:
+    """Whether the database reflects every gold table's latest Delta version and this policy."""
+    path = database_path(lake)
+    if not path.exists():
+        return False
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            built = con.execute("SELECT policy_hash FROM access.build").fetchone()
+            versions = dict(con.execute("SELECT table_name, delta_version FROM access.gold_snapshot").fetchall())
+    except duckdb.Error:
+        return False
+    if not built or built[0] != policy_hash(policy) or set(versions) != set(tables):
+        return False
+    return all(lake.version(lake.gold(t)) == versions[t] for t in tables)
+
+
+def ensure_current(lake: Lake, policy: AccessPolicy, tables: list[str] | tuple[str, ...] = GOLD_TABLES) -> bool:
+    """Rebuild when stale; returns whether a rebuild happened."""
+    if is_current(lake, policy, tables):
+        return False
+    build_views(lake, policy, tables)
+    return True
+
+
+# ---- querying as a reader ----------------------------------------------------------------------
+def check_query(sql: str) -> None:
+    """Accept only read queries over tables (no SET, ATTACH, COPY, DDL, file-reading or SQL-text functions)."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except sqlglot.errors.ParseError as exc:
+        raise QueryRejected(f"could not parse the query: {exc}") from exc
+    if not statements:
+        raise QueryRejected("empty query")
+    if len(statements) > 1:
+        raise QueryRejected("one statement at a time")
+    stmt = statements[0]
+    if not isinstance(stmt, (exp.Query, exp.Describe)):
+        raise QueryRejected(f"only queries (SELECT ... or DESCRIBE) are allowed, not {stmt.key.upper()}")
+    for table in stmt.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise QueryRejected(f"table functions are not allowed: {table.sql(dialect='duckdb')}")
+    for func in stmt.find_all(exp.Func):
+        name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+        if name in _FORBIDDEN_FUNCTIONS or isinstance(func, exp.ReadCSV):
+            raise QueryRejected(f"function {name} is not allowed in a secure query")
+
+
+def query(lake: Lake, policy: AccessPolicy, user: str, sql: str) -> pl.DataFrame:
+    """Run one read query against the secure views as `user` (refreshing stale views first)."""
+    policy.user_keys(user)  # unknown user -> PolicyError, before touching any data
+    check_query(sql)
+    ensure_current(lake, policy)
+    path = database_path(lake)
+    with duckdb.connect(str(path), read_only=True) as con:
+        files = [r[0] for r in con.execute("SELECT path FROM access.gold_files").fetchall()]
+        con.execute(f"SET VARIABLE {READER_VARIABLE} = {literal(user)}")
+        con.execute(f"SET allowed_paths = [{', '.join(literal(f) for f in files)}]" if files else "SELECT 1")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        return con.sql(sql).pl()

@@ -1,0 +1,155 @@
+"""The gold access policy: who may read which retailers' rows, and which recent measures are masked.
+
+One YAML file (`defs/serving/access_policy.yaml`) is the single source for every place the
+policy is enforced: the local DuckDB secure views (`duckdb_views.py`), the Unity Catalog SQL
+(`unity_catalog.py`) and the gold asset check that every `secure_group_key` in gold is known.
+
+Shape of the file:
+
+```yaml
+retailers:                 # every data provider gold may hold, by data_provider_code
+  cds_1001:
+    name: marche_fr
+    secure_group_key: 110011
+    competition_sensitive: true    # recent measures of this retailer are antitrust-masked
+    mask_younger_than_days: 28     # records younger than this (by business date) show at_masked_*
+    masked_measures: value         # value | volume | all
+groups:                    # reader groups (Databricks account groups in production)
+  pos_admins: {all_retailers: true}
+  category_managers_eu: {secure_group_keys: [110011, 110012]}
+users:                     # local only: DuckDB has no principals, so the CLI maps a user to groups
+  ada: [pos_admins]
+```
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pos_lakehouse.settings import PROJECT_ROOT
+from pos_lakehouse.transform import canonical
+
+DEFAULT_POLICY_PATH = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "serving" / "access_policy.yaml"
+
+# Measure columns by kind, including the USD conversions; each has an `at_masked_<measure>` twin in the facts.
+VALUE_COLUMNS: tuple[str, ...] = (
+    *canonical.VALUE_MEASURES,
+    *(m.replace("_lc", "_usd") for m in canonical.VALUE_MEASURES),
+)
+VOLUME_COLUMNS: tuple[str, ...] = canonical.VOLUME_MEASURES
+
+
+class PolicyError(ValueError):
+    """The access policy file is inconsistent, or a reader is unknown."""
+
+
+class RetailerAccess(BaseModel):
+    """How one retailer's gold rows are protected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Retailer name (as in its YAML), for people reading the policy.")
+    secure_group_key: int = Field(description="The key every gold row of this retailer carries.")
+    competition_sensitive: bool = Field(
+        default=False, description="Recent measures are replaced by their antitrust-masked twins."
+    )
+    mask_younger_than_days: int = Field(
+        default=0, ge=0, description="Records whose business date is fewer days old than this are masked."
+    )
+    masked_measures: Literal["value", "volume", "all"] = Field(
+        default="all", description="Which measures are masked: value (money), volume (units, stock) or all."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "RetailerAccess":
+        if self.competition_sensitive and self.mask_younger_than_days <= 0:
+            raise ValueError(f"{self.name}: competition_sensitive needs mask_younger_than_days > 0")
+        return self
+
+    @property
+    def masks(self) -> bool:
+        return self.competition_sensitive and self.mask_younger_than_days > 0
+
+    def masked_columns(self) -> tuple[str, ...]:
+        if not self.masks:
+            return ()
+        return {
+            "value": VALUE_COLUMNS,
+            "volume": VOLUME_COLUMNS,
+            "all": (*VOLUME_COLUMNS, *VALUE_COLUMNS),
+        }[self.masked_measures]
+
+
+class Group(BaseModel):
+    """A reader group and the retailers (by secure group key) its members may read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(default="", description="Who is in this group and why.")
+    all_retailers: bool = Field(default=False, description="Members read every retailer declared in the policy.")
+    secure_group_keys: tuple[int, ...] = Field(default=(), description="Secure group keys members may read.")
+
+
+class AccessPolicy(BaseModel):
+    """Retailers, groups and (for local use) users; the one object every enforcement point renders."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retailers: dict[str, RetailerAccess] = Field(description="By data_provider_code (`cds_<id>`).")
+    groups: dict[str, Group] = Field(default_factory=dict)
+    users: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="Local users -> their groups (Databricks uses account groups instead)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "AccessPolicy":
+        keys = [r.secure_group_key for r in self.retailers.values()]
+        if len(keys) != len(set(keys)):
+            raise ValueError(f"a secure_group_key is declared for more than one retailer: {sorted(keys)}")
+        known = set(keys)
+        for name, group in self.groups.items():
+            unknown = set(group.secure_group_keys) - known
+            if unknown:
+                raise ValueError(f"group {name!r} grants keys no retailer in the policy has: {sorted(unknown)}")
+        for user, groups in self.users.items():
+            missing = set(groups) - set(self.groups)
+            if missing:
+                raise ValueError(f"user {user!r} is in undefined group(s) {sorted(missing)}")
+        return self
+
+    # ---- questions every enforcement point asks ---------------------------------------------
+    @cached_property
+    def known_keys(self) -> frozenset[int]:
+        return frozenset(r.secure_group_key for r in self.retailers.values())
+
+    def group_keys(self, group: str) -> tuple[int, ...]:
+        """Keys a group may read, sorted; `all_retailers` expands to every key in the policy."""
+        g = self.groups[group]
+        return tuple(sorted(self.known_keys if g.all_retailers else set(g.secure_group_keys)))
+
+    def user_keys(self, user: str) -> tuple[int, ...]:
+        """Keys a local user may read (empty for a user without groups); an unknown user is an error."""
+        if user not in self.users:
+            raise PolicyError(f"unknown user {user!r}; users in the access policy: {', '.join(sorted(self.users))}")
+        return tuple(sorted({k for g in self.users[user] for k in self.group_keys(g)}))
+
+    def masked_retailers(self) -> dict[str, RetailerAccess]:
+        return {code: r for code, r in self.retailers.items() if r.masks}
+
+
+def load_policy(path: str | Path | None = None) -> AccessPolicy:
+    """Read and validate the access policy YAML (the project's default file when `path` is None)."""
+    path = Path(path) if path else DEFAULT_POLICY_PATH
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise PolicyError(f"access policy not found: {path}") from exc
+    try:
+        return AccessPolicy.model_validate(doc)
+    except ValueError as exc:
+        raise PolicyError(f"invalid access policy {path}: {exc}") from exc

@@ -1,0 +1,257 @@
+"""Gold for analysts: secure DuckDB views (row-level security, antitrust masking), catalog, Unity Catalog SQL."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import duckdb
+import polars as pl
+import pytest
+import sqlglot
+from sqlglot import exp
+
+from pos_lakehouse.layers.gold import GOLD_TABLES
+from pos_lakehouse.retailer import load_retailer_specs
+from pos_lakehouse.serving import duckdb_views
+from pos_lakehouse.serving.catalog import gold_catalog, to_markdown
+from pos_lakehouse.serving.duckdb_views import QueryRejected, build_views, database_path, query
+from pos_lakehouse.serving.policy import AccessPolicy, PolicyError, load_policy
+from pos_lakehouse.serving.render import mask_rules
+from pos_lakehouse.serving.unity_catalog import render
+from pos_lakehouse.transform import canonical
+
+from conftest import RETAILERS_DIR
+from serving_data import days_ago, fact_rows, prod_rows, write_gold
+
+COUNT_BY_RETAILER = "select data_provider_code, count(*) as n from store_day_fact group by 1 order by 1"
+# (code, secure group key, days delivered); 2 sites x 3 products a day
+WRITTEN = {"cds_1001": (110011, 3), "cds_1002": (110012, 2), "cds_1003": (110013, 1)}
+
+
+def _today() -> "date":  # noqa: F821 - the views' notion of today (DuckDB's current_date)
+    return duckdb.execute("select current_date").fetchone()[0]
+
+
+@pytest.fixture
+def three_retailers(lake):
+    """Gold facts and products of three retailers, plus a row with a secure group key no policy knows."""
+    today = _today()
+    for code, (key, days) in WRITTEN.items():
+        write_gold(lake, "store_day_fact", fact_rows(code, key, [days_ago(100 + d, today) for d in range(days)]))
+        write_gold(lake, "prod_dim", prod_rows(code, key))
+    write_gold(lake, "store_day_fact", fact_rows("cds_1999", 999999, [days_ago(100, today)]))
+    return lake
+
+
+def _counts(df: pl.DataFrame) -> dict[str, int]:
+    return dict(df.select(df.columns[0], df.columns[1]).iter_rows())
+
+
+def test_shipped_policy_covers_every_retailer_yaml():
+    policy = load_policy()
+    for spec in load_retailer_specs(RETAILERS_DIR):
+        assert spec.data_provider_code in policy.retailers, f"{spec.name} missing from the access policy"
+        assert policy.retailers[spec.data_provider_code].secure_group_key == spec.secure_group_key
+    assert {"ada", "claire", "guest"} <= set(policy.users) and policy.users["guest"] == ()
+
+
+def test_row_level_security_per_user(three_retailers):
+    lake, policy = three_retailers, load_policy()
+    build_views(lake, policy)
+    rows = {code: 6 * days for code, (_, days) in WRITTEN.items()}
+
+    # Admin: every retailer the policy knows; the row with an unknown key stays invisible (fail closed).
+    assert _counts(query(lake, policy, "ada", COUNT_BY_RETAILER)) == rows
+    # Category managers: only their groups' retailers, whole partitions of them.
+    assert _counts(query(lake, policy, "claire", COUNT_BY_RETAILER)) == {c: rows[c] for c in ("cds_1001", "cds_1002")}
+    assert _counts(query(lake, policy, "noah", COUNT_BY_RETAILER)) == {"cds_1003": rows["cds_1003"]}
+    assert set(query(lake, policy, "claire", "select distinct secure_group_key from prod_dim")["secure_group_key"]) == {110011, 110012}
+    # Known user without a group: no rows, on every view.
+    for table in GOLD_TABLES:
+        assert query(lake, policy, "guest", f"select count(*) as n from {table}")["n"][0] == 0
+    # Unknown user: an error, not an empty result.
+    with pytest.raises(PolicyError, match="unknown user 'mallory'"):
+        query(lake, policy, "mallory", COUNT_BY_RETAILER)
+    # Opening the file without naming a reader shows nothing either.
+    with duckdb.connect(str(database_path(lake)), read_only=True) as con:
+        assert con.execute("select count(*) from store_day_fact").fetchone()[0] == 0
+
+
+def test_query_cli_as_user(three_retailers, capsys):
+    from pos_lakehouse.cli import main
+
+    assert main(["query", "--as", "claire", COUNT_BY_RETAILER]) == 0
+    out = capsys.readouterr().out
+    assert "cds_1001" in out and "cds_1002" in out and "cds_1003" not in out
+    assert main(["query", "--as", "nobody", COUNT_BY_RETAILER]) == 2
+    assert "unknown user" in capsys.readouterr().err
+
+
+def test_queries_cannot_step_around_the_views(three_retailers):
+    lake, policy = three_retailers, load_policy()
+    gold_file = next(iter(build_views(lake, policy).tables["store_day_fact"].files))
+    for sql in (
+        f"select * from read_parquet('{gold_file}')",
+        "set variable pos_reader = 'ada'",
+        "select count(*) from store_day_fact; set variable pos_reader = 'ada'",
+        "select getvariable('pos_reader')",
+        "attach '/tmp/x.duckdb'",
+    ):
+        with pytest.raises(QueryRejected):
+            query(lake, policy, "guest", sql)
+
+
+def test_views_follow_gold_changes(three_retailers):
+    lake, policy = three_retailers, load_policy()
+    build_views(lake, policy)
+    assert duckdb_views.is_current(lake, policy)
+    write_gold(lake, "store_day_fact", fact_rows("cds_1001", 110011, [days_ago(200, _today())]))
+    assert not duckdb_views.is_current(lake, policy)
+    # `query` notices the new Delta version and rebuilds before reading.
+    assert _counts(query(lake, policy, "claire", COUNT_BY_RETAILER))["cds_1001"] == 6 * 4
+    assert duckdb_views.is_current(lake, policy)
+    # A changed policy makes the views stale too.
+    assert not duckdb_views.is_current(lake, _masking_policy())
+
+
+def test_policy_file_is_validated(tmp_path):
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(
+        "retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011}}\n"
+        "groups: {eu: {secure_group_keys: [110011, 123]}}\n"
+    )
+    with pytest.raises(PolicyError, match="grants keys no retailer in the policy has: \\[123\\]"):
+        load_policy(bad)
+    bad.write_text(
+        "retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011}}\n"
+        "users: {bob: [nosuchgroup]}\n"
+    )
+    with pytest.raises(PolicyError, match="undefined group"):
+        load_policy(bad)
+    bad.write_text("retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011, competition_sensitive: true}}\n")
+    with pytest.raises(PolicyError, match="mask_younger_than_days"):
+        load_policy(bad)
+
+
+def _masking_policy(masked_measures: str = "all", days: int = 28) -> AccessPolicy:
+    return AccessPolicy.model_validate(
+        {
+            "retailers": {
+                "cds_1001": {
+                    "name": "marche_fr", "secure_group_key": 110011, "competition_sensitive": True,
+                    "mask_younger_than_days": days, "masked_measures": masked_measures,
+                },
+                "cds_1002": {"name": "kaufhalle_de", "secure_group_key": 110012},
+            },
+            "groups": {"admins": {"all_retailers": True}},
+            "users": {"ada": ["admins"]},
+        }
+    )
+
+
+def test_masking_boundary(lake):
+    days = 28
+    today = _today()
+    ages = {"younger": days - 1, "at_threshold": days, "older": days + 1}
+    for code, key in (("cds_1001", 110011), ("cds_1002", 110012)):
+        write_gold(lake, "store_day_fact", fact_rows(code, key, [days_ago(a, today) for a in ages.values()], sites=1, products=1,
+                                                      units=10, masked_units=7, value=100, masked_value=70))
+    policy = _masking_policy("all", days)
+    build_views(lake, policy)
+    df = query(lake, policy, "ada", "select data_provider_code, date, pos_sales_units, pos_sales_value_lc, "
+               "pos_sales_value_usd, at_masked_pos_sales_units from store_day_fact")
+    by = {(r["data_provider_code"], (today - r["date"]).days): r for r in df.iter_rows(named=True)}
+    # Competition-sensitive retailer: one day younger than the threshold -> masked twins shown ...
+    young = by[("cds_1001", ages["younger"])]
+    assert (young["pos_sales_units"], young["pos_sales_value_lc"]) == (Decimal("7"), Decimal("70"))
+    assert young["pos_sales_value_usd"] == Decimal("77")
+    # ... at the threshold and one day older -> the real measures.
+    for age in (ages["at_threshold"], ages["older"]):
+        assert (by[("cds_1001", age)]["pos_sales_units"], by[("cds_1001", age)]["pos_sales_value_lc"]) == (Decimal("10"), Decimal("100"))
+    # Not competition-sensitive: always real, however recent.
+    assert by[("cds_1002", ages["younger"])]["pos_sales_units"] == Decimal("10")
+    # The masked twin itself stays available as its own column.
+    assert young["at_masked_pos_sales_units"] == Decimal("7")
+
+    # `value` sensitivity masks money only: units stay real on the same young record.
+    policy = _masking_policy("value", days)
+    build_views(lake, policy)
+    young = query(lake, policy, "ada", f"select pos_sales_units, pos_sales_value_lc from store_day_fact "
+                  f"where data_provider_code = 'cds_1001' and date = DATE '{days_ago(ages['younger'], today)}'").row(0)
+    assert young == (Decimal("10"), Decimal("70"))
+
+
+def test_catalog_lists_every_gold_table(three_retailers, tmp_path, capsys):
+    lake = three_retailers
+    catalog = gold_catalog(lake)
+    assert [t.name for t in catalog] == list(GOLD_TABLES)
+    facts = next(t for t in catalog if t.name == "store_day_fact")
+    assert facts.exists and facts.partition_columns == ["data_provider_code"] and facts.last_update is not None
+    assert {r.data_provider_code: r.rows for r in facts.retailers} == {
+        **{c: 6 * d for c, (_, d) in WRITTEN.items()}, "cds_1999": 6,
+    }
+    described = {c.name: c.description for c in facts.columns}
+    assert described["pos_sales_units"] == canonical.STORE_DAY_FACT.column("pos_sales_units").description
+    text = to_markdown(catalog, {"cds_1001": "marche_fr"})
+    for name in GOLD_TABLES:
+        assert f"## {name}" in text
+    assert "| marche_fr | cds_1001 | 18 |" in text and "not created yet" in text  # week/month facts absent here
+
+    from pos_lakehouse.cli import main
+
+    out = tmp_path / "catalog.md"
+    assert main(["catalog", "--markdown", str(out)]) == 0
+    assert all(f"## {name}" in out.read_text() for name in GOLD_TABLES)
+    assert main(["catalog"]) == 0
+    assert "## store_day_fact" in capsys.readouterr().out
+
+
+def _column_names(node: exp.Expression) -> set[str]:
+    return {c.name for c in node.find_all(exp.Column)}
+
+
+def test_uc_sql_parses_as_databricks_and_enforces_the_policy(capsys):
+    from pos_lakehouse.cli import main
+
+    policy = load_policy()
+    assert main(["uc-sql"]) == 0
+    sql = capsys.readouterr().out
+    assert sql == render(policy)
+    statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
+
+    views = {s.this.this.name: s for s in statements if isinstance(s, exp.Create) and s.kind == "VIEW"}
+    assert set(views) == set(GOLD_TABLES)
+    groups_with_keys = {g for g in policy.groups if policy.group_keys(g)}
+    for name, view in views.items():
+        table = view.this.this
+        assert (table.catalog, table.db) == ("pos", "gold_secure")
+        select = view.expression
+        assert isinstance(select, exp.Select)
+        source = select.args["from_"].this
+        assert (source.catalog, source.db, source.name) == ("pos", "gold", name)
+        # Row filter: one is_account_group_member term per group, each with exactly that group's keys.
+        where = select.args["where"].this
+        terms = list(where.flatten()) if isinstance(where, exp.Or) else [where]
+        seen = {}
+        for term in terms:
+            member = next(f for f in term.find_all(exp.Anonymous) if f.name.lower() == "is_account_group_member")
+            keys = next(term.find_all(exp.In))
+            seen[member.expressions[0].name] = tuple(sorted(int(k.name) for k in keys.expressions))
+        assert seen == {g: policy.group_keys(g) for g in groups_with_keys}
+        # Masking: a CASE for every masked measure, choosing the at_masked_ twin on record age.
+        cases = {c.parent.alias: c for c in select.find_all(exp.Case) if isinstance(c.parent, exp.Alias)}
+        columns = [c.name for c in canonical.TABLES[name].columns]
+        expected = {r.column: r for r in mask_rules(policy, name, columns)}
+        assert set(cases) == set(expected)
+        if name in canonical.FACTS:
+            assert expected, "competition-sensitive retailers must mask fact measures"
+        for measure, case in cases.items():
+            when = case.args["ifs"][0]
+            assert when.args["true"].name == f"at_masked_{measure}" and case.args["default"].name == measure
+            assert {d.sql(dialect="databricks").lower() for d in when.this.find_all(exp.DateDiff)}
+            codes = {lit.name for eq in when.this.find_all(exp.EQ) for lit in eq.find_all(exp.Literal)}
+            assert codes == {code for code, _ in expected[measure].thresholds}
+        assert len(select.expressions) == len(columns)
+    grants = [s for s in statements if isinstance(s, exp.Grant)]
+    granted = {(g.args["securable"].name, g.args["principals"][0].name) for g in grants if g.args.get("kind") == "VIEW"}
+    assert granted == {(v, g) for v in GOLD_TABLES for g in groups_with_keys}
