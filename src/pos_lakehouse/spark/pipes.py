@@ -1,0 +1,175 @@
+"""The `spark` resource: runs `spark/job.py` through Dagster Pipes, locally or on Databricks.
+
+`environment` follows the project's switch (`POS_LAKEHOUSE_ENV`):
+- `local`: `PipesSubprocessClient` runs `python -m pos_lakehouse.spark.job` with local Spark;
+- `databricks`: `PipesDatabricksClient` (classic compute: a new job cluster or an existing one)
+  or `PipesDatabricksServerlessClient` submits the same file as a `spark_python_task`.
+Either way the asset receives the same Pipes results (materializations, checks, custom messages).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from pos_lakehouse.retailer import RetailerSpec
+
+JOB_MODULE = "pos_lakehouse.spark.job"
+
+
+def WorkspaceClient(**kwargs):  # noqa: N802 - a seam: tests replace it (no workspace is reachable from CI)
+    """The Databricks SDK client; credentials come from the environment (DATABRICKS_HOST/TOKEN or a profile)."""
+    from databricks.sdk import WorkspaceClient as _WorkspaceClient
+
+    return _WorkspaceClient(**kwargs)
+
+
+class SparkJobs(dg.ConfigurableResource):
+    """Runs the Spark job of big retailers through Dagster Pipes: local subprocess or Databricks run."""
+
+    environment: Literal["local", "databricks"] = Field(default="local", description="Where Spark runs (the project's switch).")
+    # ---- local -------------------------------------------------------------------------------
+    driver_memory: str = Field(default="4g", description="Local Spark driver memory (executors live in the driver).")
+    cores: int = Field(default=0, description="Local Spark cores; 0 uses every core of the machine.")
+    # ---- Databricks --------------------------------------------------------------------------
+    compute: Literal["classic", "serverless"] = Field(default="classic", description="Databricks compute for the job run.")
+    job_file: str = Field(
+        default="dbfs:/pos_lakehouse/spark_job.py",
+        description="Where `src/pos_lakehouse/spark/job.py` was uploaded (DBFS, workspace file or UC volume).",
+    )
+    wheel: str | None = Field(default=None, description="The project wheel (pos_lakehouse) installed on the cluster, e.g. a UC volume path.")
+    existing_cluster_id: str | None = Field(default=None, description="Classic: run on this cluster instead of a new job cluster.")
+    new_cluster: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "spark_version": "17.3.x-scala2.13",
+            "node_type_id": "Standard_D4ds_v5",
+            "num_workers": 2,
+            "spark_conf": {"spark.sql.session.timeZone": "UTC"},
+        },
+        description="Classic: the job cluster spec (Databricks `new_cluster`).",
+    )
+    volume_path: str | None = Field(default=None, description="Serverless: UC volume Pipes uses for context and messages.")
+    environment_version: str = Field(default="3", description="Serverless: environment (client) version.")
+    timeout_seconds: int = Field(default=3600, description="Databricks run timeout.")
+
+    # ---- what the assets call ----------------------------------------------------------------
+    def run(self, context: dg.AssetExecutionContext, spec: RetailerSpec, command: str, tables: Sequence[str], data_root: str) -> dg.PipesClientCompletedInvocation:
+        """Run the job for one retailer (`silver` or `gold` of some tables) and return the Pipes invocation."""
+        extras = {
+            "command": command,
+            "retailer": spec.model_dump(mode="json"),
+            "tables": list(tables),
+            "data_root": data_root,
+            "now": datetime.now(timezone.utc).isoformat(),
+        }
+        if self.environment == "databricks":
+            return self._run_databricks(context, spec, command, extras)
+        return self._run_local(context, extras)
+
+    def _run_local(self, context, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
+        env = {
+            "TZ": "UTC",
+            "POS_LAKEHOUSE_SPARK_MEMORY": self.driver_memory,
+            "POS_LAKEHOUSE_PIPES_TRANSPORT": "local",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if self.cores:
+            env["POS_LAKEHOUSE_SPARK_CORES"] = str(self.cores)
+        return dg.PipesSubprocessClient(env=env).run(
+            context=context, command=[sys.executable, "-m", JOB_MODULE], extras=dict(extras)
+        )
+
+    # ---- Databricks ------------------------------------------------------------------------------
+    def submit_task(self, spec: RetailerSpec, command: str) -> Any:
+        """The `SubmitTask` for one run: the same job file, with the project wheel as a library."""
+        from databricks.sdk.service import compute, jobs
+
+        transport = "volumes" if self.compute == "serverless" else "dbfs"
+        task: dict[str, Any] = {
+            "task_key": f"pos_lakehouse_{spec.name}_{command}",
+            "spark_python_task": {"python_file": self.job_file, "parameters": ["--transport", transport]},
+            "timeout_seconds": self.timeout_seconds,
+        }
+        if self.compute == "serverless":
+            task["environment_key"] = "pos_lakehouse"
+        else:
+            if self.wheel:
+                task["libraries"] = [compute.Library(whl=self.wheel).as_dict()]
+            if self.existing_cluster_id:
+                task["existing_cluster_id"] = self.existing_cluster_id
+            else:
+                cluster = dict(self.new_cluster)
+                cluster["spark_env_vars"] = {**cluster.get("spark_env_vars", {}), "POS_LAKEHOUSE_ENV": "databricks", "TZ": "UTC"}
+                task["new_cluster"] = cluster
+        return jobs.SubmitTask.from_dict(task)
+
+    def submit_args(self, spec: RetailerSpec, command: str) -> dict[str, Any]:
+        args: dict[str, Any] = {"run_name": f"pos_lakehouse {spec.name} {command}", "timeout_seconds": self.timeout_seconds}
+        if self.compute == "serverless":
+            from databricks.sdk.service import compute, jobs
+
+            deps = [self.wheel] if self.wheel else []
+            args["environments"] = [
+                jobs.JobEnvironment(
+                    environment_key="pos_lakehouse",
+                    spec=compute.Environment(environment_version=self.environment_version, dependencies=deps),
+                )
+            ]
+        return args
+
+    def pipes_client(self, workspace=None):
+        from dagster_databricks.pipes import PipesDatabricksClient, PipesDatabricksServerlessClient
+
+        workspace = workspace or WorkspaceClient()
+        if self.compute == "serverless":
+            if not self.volume_path:
+                raise dg.DagsterInvalidConfigError(
+                    "serverless Spark needs `volume_path` (a UC volume for Pipes messages)", [], None
+                )
+            return PipesDatabricksServerlessClient(client=workspace, volume_path=self.volume_path)
+        return PipesDatabricksClient(client=workspace)
+
+    def _run_databricks(self, context, spec: RetailerSpec, command: str, extras) -> dg.PipesClientCompletedInvocation:
+        return self.pipes_client().run(
+            context=context, extras=dict(extras), task=self.submit_task(spec, command), submit_args=self.submit_args(spec, command)
+        )
+
+
+def spark_jobs_from_environment(environment: str) -> SparkJobs:
+    """The `spark` resource for the project's environment; Databricks details from environment variables."""
+    if environment != "databricks":
+        return SparkJobs(
+            environment="local",
+            driver_memory=os.environ.get("POS_LAKEHOUSE_SPARK_MEMORY", "4g"),
+            cores=int(os.environ.get("POS_LAKEHOUSE_SPARK_CORES", "0") or 0),
+        )
+    kwargs: dict[str, Any] = {"environment": "databricks"}
+    for field, var in (
+        ("compute", "POS_LAKEHOUSE_DATABRICKS_COMPUTE"),
+        ("job_file", "POS_LAKEHOUSE_DATABRICKS_JOB_FILE"),
+        ("wheel", "POS_LAKEHOUSE_DATABRICKS_WHEEL"),
+        ("existing_cluster_id", "POS_LAKEHOUSE_DATABRICKS_CLUSTER_ID"),
+        ("volume_path", "POS_LAKEHOUSE_DATABRICKS_VOLUME"),
+    ):
+        if os.environ.get(var):
+            kwargs[field] = os.environ[var]
+    return SparkJobs(**kwargs)
+
+
+def silver_results(invocation: dg.PipesClientCompletedInvocation):
+    """Materializations and check results the job reported, for the silver multi-asset to yield."""
+    return invocation.get_results()
+
+
+def gold_materialization(invocation: dg.PipesClientCompletedInvocation, table: str) -> dg.MaterializeResult:
+    """The job's report for `gold/<table>` (one per run)."""
+    for result in invocation.get_results():
+        if isinstance(result, dg.MaterializeResult) and (result.asset_key is None or result.asset_key == dg.AssetKey(["gold", table])):
+            return result
+    raise dg.Failure(f"the Spark job reported no materialization of gold/{table}")
