@@ -1,0 +1,166 @@
+"""Data-quality rules as pandera (Polars) schemas, one per canonical table.
+
+Each rule has a name the UI shows, and a severity: `ERROR` rules are blocking (bad data must not
+flow on to gold), `WARN` rules are reported but let data through (a product with a bad GTIN still
+sold what it sold).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import pandera.polars as pa
+import polars as pl
+
+from pos_lakehouse.transform import canonical
+
+MAX_ABS_MEASURE = 10_000_000  # a single store-day-product above this is a unit or decimal error
+
+
+def gs1_check_digit_valid(code: pl.Expr) -> pl.Expr:
+    """GS1 mod-10 check digit (GTIN-8/12/13/14, GLN-13): weights 3,1,3,... from the right, excluding the check digit."""
+    digits_only = code.str.contains(r"^\d{8}$|^\d{12,14}$")
+    padded = code.str.pad_start(14, "0")
+    total = pl.sum_horizontal(
+        [padded.str.slice(i, 1).cast(pl.Int64, strict=False) * (3 if i % 2 == 0 else 1) for i in range(13)]
+    )
+    check = padded.str.slice(13, 1).cast(pl.Int64, strict=False)
+    return digits_only & (((10 - total % 10) % 10) == check)
+
+
+def _gs1_check(column: str) -> pa.Check:
+    return pa.Check(
+        lambda data: data.lazyframe.select(gs1_check_digit_valid(pl.col(data.key)).fill_null(False)),
+        name="valid_gs1_check_digit",
+        error=f"{column} is not a valid GS1 code (length or check digit)",
+        ignore_na=True,
+    )
+
+
+def _not_in_future(today: date) -> pa.Check:
+    return pa.Check(
+        lambda data: data.lazyframe.select(pl.col(data.key) <= today),
+        name="not_in_future",
+        error=f"date after today ({today})",
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One pandera schema and whether its failures block downstream."""
+
+    name: str
+    schema: pa.DataFrameSchema
+    blocking: bool
+    description: str
+
+
+def _measures_in_range() -> dict[str, pa.Column]:
+    return {
+        m: pa.Column(
+            canonical.STORE_DAY_FACT.column(m).dtype,
+            pa.Check.in_range(-MAX_ABS_MEASURE, MAX_ABS_MEASURE),
+            nullable=True,
+            required=False,
+        )
+        for m in canonical.MEASURES
+    }
+
+
+def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
+    """The rules of a canonical table: structure and keys (blocking) and plausibility (warnings)."""
+    today = today or datetime.now(timezone.utc).date()
+    table = canonical.TABLES[table_name]
+    if table_name in canonical.DIMENSIONS:
+        natural = table.natural_keys[0]
+        key = "prod_key" if table_name == "prod_dim" else "site_key"
+        code = "gtin" if table_name == "prod_dim" else "global_location_number"
+        structure = pa.DataFrameSchema(
+            {
+                natural: pa.Column(pl.String, nullable=False),
+                key: pa.Column(pl.Int64, nullable=False, unique=True),
+                "valid_from": pa.Column(pl.Date, nullable=False),
+                "valid_to": pa.Column(pl.Date, nullable=True),
+                "is_current": pa.Column(pl.Boolean, nullable=False),
+                "data_provider_code": pa.Column(pl.String, nullable=False),
+                "secure_group_key": pa.Column(pl.Int64, nullable=False),
+            },
+            checks=[
+                pa.Check(
+                    lambda data: data.lazyframe.select(
+                        pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("valid_from"))
+                    ),
+                    name="valid_to_after_valid_from",
+                    error="version ends before it starts",
+                )
+            ],
+            name=f"{table_name}_structure",
+        )
+        codes = pa.DataFrameSchema({code: pa.Column(pl.String, _gs1_check(code), nullable=True)}, name=f"{table_name}_codes")
+        return [
+            Rule("structure_and_keys", structure, True, f"Types, non-null ids and unique `{key}`; versions well ordered."),
+            Rule(f"valid_{code}", codes, False, f"`{code}` has a valid GS1 check digit (warning: the row still flows)."),
+        ]
+    date_col = table.natural_keys[0]
+    structure = pa.DataFrameSchema(
+        {
+            date_col: pa.Column(pl.Date, _not_in_future(today), nullable=False),
+            "site_id": pa.Column(pl.String, nullable=False),
+            "prod_id": pa.Column(pl.String, nullable=False),
+            "prod_key": pa.Column(pl.Int64, nullable=False),
+            "site_key": pa.Column(pl.Int64, nullable=False),
+            "currency": pa.Column(pl.String, pa.Check.str_matches(r"^[A-Z]{3}$"), nullable=False),
+            "data_provider_code": pa.Column(pl.String, nullable=False),
+            "secure_group_key": pa.Column(pl.Int64, nullable=False),
+            **_measures_in_range(),
+        },
+        unique=list(table.natural_keys),
+        name=f"{table_name}_structure",
+    )
+    plausible = pa.DataFrameSchema(
+        {
+            "pos_sales_units": pa.Column(canonical.QUANTITY, pa.Check.ge(0), nullable=True, required=False),
+            "inventory_qty_on_hand": pa.Column(canonical.QUANTITY, pa.Check.ge(0), nullable=True, required=False),
+        },
+        name=f"{table_name}_plausibility",
+    )
+    return [
+        Rule(
+            "structure_and_keys",
+            structure,
+            True,
+            f"Types, non-null keys and product/store versions, dates not in the future, measures in range, unique ({', '.join(table.natural_keys)}).",
+        ),
+        Rule("plausible_quantities", plausible, False, "Sales and stock quantities are not negative (warning)."),
+    ]
+
+
+@dataclass
+class RuleOutcome:
+    rule: Rule
+    rows_checked: int
+    failing_rows: int
+    failures_by_check: dict[str, int]
+    sample: pl.DataFrame
+
+    @property
+    def passed(self) -> bool:
+        return self.failing_rows == 0
+
+
+def evaluate(rule: Rule, frame: pl.DataFrame, sample_size: int = 5) -> RuleOutcome:
+    """Validate lazily (all failures at once) and return counts plus a sample of failing rows."""
+    try:
+        rule.schema.validate(frame, lazy=True)
+    except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:
+        cases = exc.failure_cases if isinstance(exc, pa.errors.SchemaErrors) else pl.DataFrame(
+            {"check": [str(exc)], "column": [None], "index": [None]}, schema={"check": pl.String, "column": pl.String, "index": pl.Int32}
+        )
+        label = pl.concat_str([pl.col("column").fill_null("table"), pl.col("check").cast(pl.String)], separator=": ")
+        by_check = cases.group_by(label.alias("rule")).agg(pl.col("index").n_unique().alias("n"))
+        rows = cases["index"].drop_nulls().unique()
+        sample = frame.with_row_index("_row").filter(pl.col("_row").is_in(rows.head(sample_size).implode())) if rows.len() else cases.head(sample_size)
+        failing = rows.len() if rows.len() else cases.height
+        return RuleOutcome(rule, frame.height, failing, {r: int(n) for r, n in by_check.iter_rows()}, sample)
+    return RuleOutcome(rule, frame.height, 0, {}, frame.clear())

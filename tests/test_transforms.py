@@ -1,0 +1,147 @@
+"""Pure transforms on tiny frames: keys, SCD2, point-in-time lookup, currency, aggregates, masking."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from pos_lakehouse.transform import canonical
+from pos_lakehouse.transform.keys import surrogate_key, surrogate_key_expr
+from pos_lakehouse.transform.mapping import prefix_ids, to_canonical
+from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, mask, masked_measures, period_end
+from pos_lakehouse.transform.scd2 import START_OF_HISTORY, point_in_time_keys, scd2_versions
+
+NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def test_surrogate_keys_are_pinned():
+    # Golden values: changing the key recipe silently would orphan every stored fact. Spark's
+    # xxhash64(concat_ws('|', ...)) must produce these same numbers (see the Spark parity test).
+    assert surrogate_key(1001, ["1001_A00007"], date(1900, 1, 1)) == 521406920559559196
+    assert surrogate_key(1001, ["1001_A00007"], date(2026, 9, 20)) == -8489505005029969067
+    assert surrogate_key(1002, ["1002_M001"], date(1900, 1, 1)) == 7532685742570592210
+    frame = pl.DataFrame({"prod_id": ["1001_A00007"], "valid_from": [date(2026, 9, 20)]})
+    assert frame.select(surrogate_key_expr(1001, ["prod_id"], "valid_from")).item() == -8489505005029969067
+
+
+def test_mapping_types_prefixes_and_explains_bad_values():
+    raw = pl.LazyFrame(
+        {
+            " Datum ": ["01.09.2026", "02.09.2026", "kaputt"],
+            "FILIALE": ["F1", "F1", "F2"],
+            "artikel": ["A", "B", "C"],
+            "Umsatz": ["1.234,50", "abc", "3,00"],
+            "Farbe": ["rot", "blau", "grün"],
+            "_delivery_id": ["d"] * 3,
+            "_row_number": [1, 2, 3],
+        }
+    )
+    mapping = {"Datum": "date", "Filiale": "site_id", "Artikel": "prod_id", "Umsatz": "pos_sales_value_lc"}
+    out = prefix_ids(
+        to_canonical(raw, mapping, ["store_day_fact"], decimal_comma=True, date_formats=["%d.%m.%Y"]), 1002
+    ).collect()
+    assert out["date"].to_list() == [date(2026, 9, 1), date(2026, 9, 2), None]
+    assert out["pos_sales_value_lc"].to_list()[0] == Decimal("1234.5")
+    assert out["site_id"].to_list() == ["1002_F1", "1002_F1", "1002_F2"]
+    assert out["_errors"][0] is None
+    assert "pos_sales_value_lc: cannot parse abc" in out["_errors"][1]
+    assert "date: cannot parse kaputt" in out["_errors"][2]
+    assert out["extra_attributes"][0] == '{"Farbe":"rot"}'
+
+
+def _obs(rows):
+    return pl.DataFrame(
+        rows, schema={"prod_id": pl.String, "_observed_on": pl.Date, "prod_name": pl.String, "brand": pl.String}, orient="row"
+    )
+
+
+def test_scd2_rename_opens_a_version_and_closes_the_old_one():
+    table = canonical.PROD_DIM
+    first = scd2_versions(
+        _obs([("1001_P", date(2026, 9, 1), "Soap", "B"), ("1001_P", date(2026, 9, 2), "Soap", "B")]),
+        canonical.empty_frame(table), table, ["prod_name"], 1001, "prod_key", NOW,
+    )
+    assert first.height == 1
+    assert first["valid_from"].item() == START_OF_HISTORY and first["is_current"].item()
+    assert first["prod_key"].item() == surrogate_key(1001, ["1001_P"], START_OF_HISTORY)
+
+    # Unchanged re-delivery: nothing to write.
+    again = scd2_versions(_obs([("1001_P", date(2026, 9, 3), "Soap", "B")]), first, table, ["prod_name"], 1001, "prod_key", NOW)
+    assert again.is_empty()
+
+    # A brand change is not tracked: updated in place on the current version (type 1).
+    type1 = scd2_versions(_obs([("1001_P", date(2026, 9, 4), "Soap", "B2")]), first, table, ["prod_name"], 1001, "prod_key", NOW)
+    assert type1.height == 1 and type1["brand"].item() == "B2" and type1["prod_key"].item() == first["prod_key"].item()
+
+    renamed = scd2_versions(_obs([("1001_P", date(2026, 9, 20), "Soap XL", "B")]), first, table, ["prod_name"], 1001, "prod_key", NOW)
+    by_name = {r["prod_name"]: r for r in renamed.iter_rows(named=True)}
+    assert by_name["Soap"]["valid_to"] == date(2026, 9, 19) and not by_name["Soap"]["is_current"]
+    assert by_name["Soap XL"]["valid_from"] == date(2026, 9, 20) and by_name["Soap XL"]["is_current"]
+    assert by_name["Soap XL"]["prod_key"] == surrogate_key(1001, ["1001_P"], date(2026, 9, 20))
+
+    dim = pl.concat([first.filter(pl.col("prod_key") != by_name["Soap"]["prod_key"]), renamed], how="diagonal_relaxed")
+    facts = pl.LazyFrame({"date": [date(2026, 9, 19), date(2026, 9, 20), date(2026, 9, 1)], "prod_id": ["1001_P", "1001_P", "1001_X"]})
+    keyed = point_in_time_keys(facts, dim.lazy(), "prod_id", "prod_key", "date").collect().sort("date")
+    assert keyed.filter(pl.col("prod_id") == "1001_P")["prod_key"].to_list() == [by_name["Soap"]["prod_key"], by_name["Soap XL"]["prod_key"]]
+    assert keyed.filter(pl.col("prod_id") == "1001_X")["prod_key"].item() is None  # unknown product: caller quarantines
+
+
+def test_fx_conversion_hit_and_miss():
+    facts = pl.LazyFrame(
+        {"date": [date(2026, 9, 1), date(2026, 9, 2)], "currency": ["EUR", "EUR"],
+         "pos_sales_value_lc": [Decimal("10.00"), Decimal("5.00")], "pos_returns_value_lc": [None, None], "inventory_value_lc": [None, None]},
+        schema_overrides={c: canonical.MONEY for c in canonical.VALUE_MEASURES},
+    )
+    fx = pl.LazyFrame({"date": [date(2026, 9, 1)], "currency": ["EUR"], "usd_per_unit": [1.1]})
+    out = convert_to_usd(facts, fx, "date").collect().sort("date")
+    assert out["pos_sales_value_usd"].to_list() == [Decimal("11.0000"), None]
+    assert out["fx_rate_to_usd"].to_list() == [1.1, None]
+
+
+def test_week_and_month_aggregates_sum_flows_and_take_stocks_at_period_end():
+    days = pl.date_range(date(2026, 8, 24), date(2026, 9, 13), eager=True)  # Mon 24 Aug .. Sun 13 Sep
+    daily = pl.DataFrame(
+        {
+            "date": days,
+            "site_id": "S",
+            "prod_id": "P",
+            "pos_sales_units": [Decimal(i + 1) for i in range(len(days))],
+            "inventory_qty_on_hand": [Decimal(100 - i) for i in range(len(days))],
+            "prod_key": 1, "site_key": 2, "currency": "EUR", "fx_rate_to_usd": 1.0,
+        }
+    ).with_columns(
+        [pl.lit(None, canonical.TABLES["store_day_fact"].column(c).dtype).alias(c)
+         for c in canonical.STORE_DAY_FACT.source_names | {"pos_sales_value_usd", "pos_returns_value_usd", "inventory_value_usd", "data_provider_code", "secure_group_key", "_source_file", "_delivery_id", "_ingested_at"}
+         if c not in ("date", "site_id", "prod_id", "pos_sales_units", "inventory_qty_on_hand", "currency")]
+    )
+    weeks = aggregate_period(daily.lazy(), "week").collect().sort("week_end_date")
+    assert weeks["week_end_date"].to_list() == [date(2026, 8, 30), date(2026, 9, 6), date(2026, 9, 13)]
+    assert weeks["pos_sales_units"].sum() == daily["pos_sales_units"].sum()
+    assert weeks["inventory_qty_on_hand"].to_list() == [Decimal(94), Decimal(87), Decimal(80)]
+    months = aggregate_period(daily.lazy(), "month").collect().sort("month_end_date")
+    assert months["month_end_date"].to_list() == [date(2026, 8, 31), date(2026, 9, 30)]
+    assert months["pos_sales_units"].sum() == daily["pos_sales_units"].sum()
+    assert weeks.filter(pl.col("week_end_date") == date(2026, 9, 6))["pos_sales_units"].item() == sum(Decimal(i) for i in range(8, 15))
+    saturday_week = pl.select(period_end(pl.lit(date(2026, 9, 2)), "week", "saturday")).item()
+    assert saturday_week == date(2026, 9, 5)
+
+
+def test_masking_on_a_hand_computed_example():
+    frame = pl.DataFrame(
+        {
+            "prod_id": ["P"] * 4 + ["Q"],
+            "site_id": ["S"] * 5,
+            "date": [date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 8), date(2026, 9, 9), date(2026, 9, 9)],
+            "pos_sales_value_lc": [Decimal(7), Decimal(14), Decimal(21), Decimal(28), Decimal(100)],
+        },
+        schema_overrides={"pos_sales_value_lc": canonical.MONEY},
+    )
+    out = mask(frame, "date", "day", ["pos_sales_value_lc"]).sort("prod_id", "date")
+    # 7-day window ending on the row's date: 2 Sep -> (7+14)/2; 8 Sep -> (14+21)/2 (1 Sep has left the window);
+    # 9 Sep -> (21+28)/2 (2 Sep has left too); Q is its own product.
+    assert out["at_masked_pos_sales_value_lc"].to_list() == [Decimal(7), Decimal("10.5"), Decimal("17.5"), Decimal("24.5"), Decimal(100)]
+    assert masked_measures("none") == ()
+    assert "pos_sales_units" in masked_measures("volume") and "pos_sales_units" not in masked_measures("value")
