@@ -23,7 +23,12 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root.mkdir()
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(root))
     monkeypatch.setenv("POS_LAKEHOUSE_ENV", "local")
-    return root
+    # Retailers whose landing folder is on SFTP (kaufhalle_de) read <root>/landing through a real SFTP server
+    # on loopback, as in `pos-lakehouse demo` (issue 6); it is stopped when the test ends.
+    from pos_lakehouse.demo.simulators import serve_sftp_landing
+
+    with serve_sftp_landing(root / "landing", monkeypatch.setenv):
+        yield root
 
 
 @pytest.fixture
@@ -40,7 +45,8 @@ def defs(data_root: Path) -> dg.Definitions:
 
 @pytest.fixture
 def instance() -> dg.DagsterInstance:
-    with dg.instance_for_test() as inst:
+    # In-memory run and event storage: the same Dagster APIs, without a SQLite file write per event.
+    with dg.DagsterInstance.ephemeral() as inst:
         yield inst
 
 

@@ -47,9 +47,11 @@ def test_retailer_component_through_component_tree(data_root):
         "silver/marche_fr/prod_dim",
         "silver/marche_fr/site_dim",
         "silver/marche_fr/store_day_fact",
+        "silver/marche_fr/store_week_fact",
+        "silver/marche_fr/store_month_fact",
     }
     checks = {c.name for a in defs.assets for c in a.check_specs}
-    assert {"unique_keys", "one_current_version", "facts_reference_dimensions"} <= checks
+    assert {"structure_and_keys", "one_current_version", "facts_reference_dimension_versions", "valid_gtin"} <= checks
     assert {j.name for j in defs.jobs} == {"marche_fr_ingest"}
     assert {s.name for s in defs.sensors} == {"marche_fr_landing_sensor"}
     assert (RETAILERS_DIR / "marche_fr" / "defs.yaml").exists()

@@ -23,7 +23,6 @@ def _dagster_home() -> Path:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate the demo landing zone and run it to gold headless, through the code location's own sensors and automation."""
     from rich.console import Console
-    from rich.table import Table
 
     import dagster as dg
 
@@ -35,7 +34,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.storage.lake import Lake
 
-    console = Console()
+    # A pipe or CI log is not 80 columns wide; keep the summary table readable there.
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     settings = current_settings()
     root = Path(settings.data_root)
     if args.reset and root.exists():
@@ -58,7 +58,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             failures.append(record)
             console.print(f"     [red]{record.error}[/]")
 
-    with dg.DagsterInstance.get() as instance:
+    from pos_lakehouse.demo.simulators import start_demo_services  # retailers' API, warehouse and SFTP server on loopback
+
+    with start_demo_services(root, args.retailer or None) as services, dg.DagsterInstance.get() as instance:
+        console.print(f"[bold]sources[/]: {'; '.join(services.started) or 'none'}")
         console.print(f"[bold]runs[/] (Dagster instance {home}; open them with `pos-lakehouse dev`)")
         headless = Headless(defs, instance, on_run=on_run)
         with console.status("sensors and automation ..."):
@@ -66,19 +69,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     lake = Lake(root=settings.data_root)
     specs = load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")
-    table = Table(title="gold", show_lines=False)
-    table.add_column("table")
-    for s in specs:
-        table.add_column(s.name, justify="right")
+    if args.retailer:
+        specs = [s for s in specs if s.name in args.retailer]
     import polars as pl
 
-    for name in ("prod_dim", "site_dim", "store_day_fact", "store_week_fact"):
-        uri = lake.gold(name)
-        counts = {}
-        if lake.exists(uri):
-            counts = dict(lake.scan(uri).group_by("data_provider_code").agg(pl.len()).collect().iter_rows())
-        table.add_row(name, *[f"{counts.get(s.data_provider_code, 0):,}" for s in specs])
-    console.print(table)
+    from pos_lakehouse.demo.summary import summary_table
+
+    with dg.DagsterInstance.get() as instance:
+        console.print(summary_table(lake, instance, specs))
 
     expected = read_expected(root / "expected")
     if not expected.is_empty():
@@ -118,6 +116,53 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0 if diffs.is_empty() else 1
 
 
+# ---- serving: secure views, Unity Catalog SQL, catalog (issue 5) --------------------------------
+def cmd_query(args: argparse.Namespace) -> int:
+    """Run one SQL query against the secure gold views as a user of the access policy."""
+    import polars as pl
+
+    from pos_lakehouse.serving.duckdb_views import QueryRejected, query
+    from pos_lakehouse.serving.policy import PolicyError, load_policy
+    from pos_lakehouse.storage.lake import Lake
+
+    try:
+        policy = load_policy(args.policy)
+        result = query(Lake(root=current_settings().data_root), policy, args.as_user, args.sql)
+    except (PolicyError, QueryRejected) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
+        print(result)
+    print(f"{result.height} row(s) as {args.as_user}", file=sys.stderr)
+    return 0
+
+
+def cmd_uc_sql(args: argparse.Namespace) -> int:
+    """Print the access policy rendered as Databricks SQL (Unity Catalog dynamic views and grants)."""
+    from pos_lakehouse.serving.policy import load_policy
+    from pos_lakehouse.serving.unity_catalog import render
+
+    print(render(load_policy(args.policy), catalog=args.catalog, gold_schema=args.gold_schema, view_schema=args.view_schema), end="")
+    return 0
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """List every gold table: description, columns, partition column, rows per retailer, last update."""
+    from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.serving.catalog import gold_catalog, to_markdown
+    from pos_lakehouse.storage.lake import Lake
+
+    names = {s.data_provider_code: s.name for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")}
+    text = to_markdown(gold_catalog(Lake(root=current_settings().data_root)), names)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(text)
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pos-lakehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
     rec = sub.add_parser("reconcile", help=cmd_reconcile.__doc__)
     rec.set_defaults(func=cmd_reconcile)
+    qry = sub.add_parser("query", help=cmd_query.__doc__)
+    qry.add_argument("--as", dest="as_user", required=True, metavar="USER", help="a user of the access policy")
+    qry.add_argument("sql", help="one SELECT over the gold views (prod_dim, site_dim, store_day_fact, ...)")
+    qry.add_argument("--policy", help="access policy YAML (default: defs/serving/access_policy.yaml)")
+    qry.add_argument("--max-rows", type=int, default=50, help="rows to print")
+    qry.set_defaults(func=cmd_query)
+    ucs = sub.add_parser("uc-sql", help=cmd_uc_sql.__doc__)
+    ucs.add_argument("--policy", help="access policy YAML (default: defs/serving/access_policy.yaml)")
+    ucs.add_argument("--catalog", default="pos", help="Unity Catalog catalog")
+    ucs.add_argument("--gold-schema", default="gold", help="schema holding the gold tables")
+    ucs.add_argument("--view-schema", default="gold_secure", help="schema for the secure views")
+    ucs.set_defaults(func=cmd_uc_sql)
+    cat = sub.add_parser("catalog", help=cmd_catalog.__doc__)
+    cat.add_argument("--markdown", metavar="PATH", help="write the catalog as Markdown to PATH instead of printing it")
+    cat.set_defaults(func=cmd_catalog)
     return parser
 
 

@@ -7,6 +7,14 @@ import dagster as dg
 
 # Silver and gold follow their upstream as soon as it lands and its blocking checks pass.
 CARRY_FORWARD = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# A gold partition has one real upstream: its own retailer's silver table (the other retailers'
+# silver tables map to other partitions), so "all deps" would wait on data that never maps here.
+_BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_checks_match(
+    dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True
+).with_label("all_blocking_checks_passed")
+CARRY_FORWARD_GOLD = dg.AutomationCondition.eager() & dg.AutomationCondition.any_deps_match(
+    _BLOCKING_CHECKS_PASSED
+).with_label("own_retailer_blocking_checks_passed")
 
 
 def build_definitions() -> dg.Definitions:
@@ -18,7 +26,10 @@ def build_definitions() -> dg.Definitions:
         warnings.simplefilter("ignore", category=dg.BetaWarning)
         with_policy = loaded.map_resolved_asset_specs(
             func=lambda spec: spec.replace_attributes(automation_condition=CARRY_FORWARD),
-            selection=dg.AssetSelection.tag("layer", "silver") | dg.AssetSelection.tag("layer", "gold"),
+            selection=dg.AssetSelection.tag("layer", "silver"),
+        ).map_resolved_asset_specs(
+            func=lambda spec: spec.replace_attributes(automation_condition=CARRY_FORWARD_GOLD),
+            selection=dg.AssetSelection.tag("layer", "gold"),
         )
     automation = dg.AutomationConditionSensorDefinition(
         "carry_forward_automation",

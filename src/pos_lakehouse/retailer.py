@@ -7,6 +7,7 @@ every attribute carries a description that `dg` shows when scaffolding or checki
 from __future__ import annotations
 
 import fnmatch
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -43,14 +44,96 @@ class FileSpec(dg.Model):
     """One kind of file the retailer delivers, and which canonical tables its rows feed."""
 
     name: str = Field(description="Bronze table name for these files, e.g. `sales` or `pos_daily`.")
-    match: str = Field(description="Glob matched against file names in the landing folder, e.g. `sales_*.csv`.")
+    match: str | None = Field(
+        default=None,
+        description="Glob matched against file names in the landing folder, e.g. `sales_*.csv` (file channels only; "
+        "api/database retailers name their sources under `delivery.api` / `delivery.database`).",
+    )
     holds: list[CanonicalName] = Field(
         description="Canonical tables this file feeds: a one-big-table file lists several (prod_dim, site_dim, store_day_fact)."
     )
     format: FileFormat = Field(default_factory=FileFormat, description="How the file is encoded.")
+    replaces: Literal["site_days", "rows"] = Field(
+        default="site_days",
+        description="What a fact delivery restates: `site_days` (default) -- for every store and date it contains it "
+        "replaces all earlier rows of that store and date (a product missing from the correction is removed); "
+        "`rows` -- only the delivered rows are upserted (for retailers that split one store-day over several files).",
+    )
 
     def matches(self, file_name: str) -> bool:
-        return fnmatch.fnmatch(file_name.lower(), self.match.lower())
+        return self.match is not None and fnmatch.fnmatch(file_name.lower(), self.match.lower())
+
+
+# ---- pulled deliveries (issue 6): API, database and SFTP sub-models -------------------------------
+# Secrets never live in YAML: each names the environment variable that holds it.
+
+
+class ApiSpec(dg.Model):
+    """A retailer's REST API: paged JSON, bearer-token auth, an incremental `updated_after` filter."""
+
+    base_url: str | None = Field(default=None, description="API root, e.g. `https://api.retailer.com`; `base_url_env` wins when set.")
+    base_url_env: str | None = Field(default=None, description="Environment variable holding the API root (e.g. a port chosen at start).")
+    token_env: str = Field(description="Environment variable holding the bearer token (never logged).")
+    endpoints: dict[str, str] = Field(
+        description="Per bronze table (`files[].name`): the endpoint path that lists its records, e.g. `/v1/products`."
+    )
+    page_size: int = Field(default=500, description="Records asked for per page.")
+    updated_after_param: str = Field(default="updated_after", description="Query parameter of the incremental filter.")
+    updated_at_field: str = Field(default="updated_at", description="Record field holding its last-change timestamp.")
+    max_retries: int = Field(default=6, description="Retries of one request on 429, 5xx or network errors.")
+    backoff_seconds: float = Field(default=0.5, description="First retry delay; doubles per retry (Retry-After wins).")
+    timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
+
+
+class DatabaseSpec(dg.Model):
+    """A retailer's warehouse read over a SQLAlchemy URL, incrementally on an `updated_at` column."""
+
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL without a password, e.g. `sqlite:///{data_root}/sources/x.sqlite` "
+        "(`{data_root}` is the data root). `url_env` wins when that variable is set.",
+    )
+    url_env: str | None = Field(
+        default=None, description="Environment variable holding the connection URL (may carry credentials; never logged)."
+    )
+    password_env: str | None = Field(
+        default=None, description="Environment variable holding the password, when the URL has a user but no password."
+    )
+    tables: dict[str, str] = Field(description="Per bronze table (`files[].name`): the source table (or `schema.table`).")
+    updated_at_column: str = Field(default="updated_at", description="Column holding each row's last-change time.")
+    lag_seconds: int = Field(
+        default=300, description="Re-read this far behind the watermark, for transactions that commit late."
+    )
+    chunk_rows: int = Field(default=50_000, description="Rows per chunk read and appended (memory bound).")
+
+    @model_validator(mode="after")
+    def _no_secret_in_yaml(self) -> "DatabaseSpec":
+        if self.url and re.match(r"^[^:/]+://[^/@:]*:[^/@]+@", self.url):
+            raise ValueError("delivery.database.url must not carry a password: use `url_env` or `password_env`")
+        if not self.url and not self.url_env:
+            raise ValueError("delivery.database needs `url` or `url_env`")
+        return self
+
+
+class SftpSpec(dg.Model):
+    """A landing folder on the retailer's (or our) SFTP server."""
+
+    host: str | None = Field(default=None, description="SFTP host; `host_env` wins when set.")
+    host_env: str | None = Field(default=None, description="Environment variable holding the host.")
+    port: int = Field(default=22, description="SFTP port; `port_env` wins when set.")
+    port_env: str | None = Field(default=None, description="Environment variable holding the port.")
+    username_env: str = Field(description="Environment variable holding the account name.")
+    password_env: str = Field(description="Environment variable holding the password (never logged).")
+    path: str = Field(default=".", description="Folder of the retailer's files on the server (relative to its login folder).")
+    known_hosts: str | None = Field(
+        default=None, description="known_hosts file to verify the server; null accepts any host key (loopback demo only)."
+    )
+    settle_seconds: float = Field(
+        default=0.0, description="A file must keep its size (and mtime) this long before it is taken."
+    )
+    done_suffix: str | None = Field(
+        default=None, description="If set, a file is taken only once `<file><suffix>` (e.g. `.done`) exists next to it."
+    )
 
 
 class DeliverySpec(dg.Model):
@@ -63,6 +146,40 @@ class DeliverySpec(dg.Model):
     max_files_per_run: int = Field(
         default=100, description="Upper bound of files one sensor run ingests; more become further runs."
     )
+    api: ApiSpec | None = Field(default=None, description="For `channel: api`: the retailer's REST API.")
+    database: DatabaseSpec | None = Field(default=None, description="For `channel: database`: the retailer's warehouse.")
+    sftp: SftpSpec | None = Field(default=None, description="For `channel: sftp`: the SFTP landing folder.")
+    poll_seconds: int = Field(default=300, description="For api/database: how often the sensor asks the source for news.")
+
+    @model_validator(mode="after")
+    def _channel_settings(self) -> "DeliverySpec":
+        names = [f.name for f in self.files]
+        if self.channel in ("api", "database"):
+            sub = self.api if self.channel == "api" else self.database
+            if sub is None:
+                raise ValueError(f"delivery.channel {self.channel} needs a `delivery.{self.channel}` block")
+            sources = sub.endpoints if self.channel == "api" else sub.tables
+            missing = [n for n in names if n not in sources]
+            unknown = [n for n in sources if n not in names]
+            if missing or unknown:
+                raise ValueError(
+                    f"delivery.{self.channel}: every files[].name needs a source and vice versa "
+                    f"(no source for {missing}, no file for {unknown})"
+                )
+        elif self.channel == "sftp" and self.sftp is None:
+            raise ValueError("delivery.channel sftp needs a `delivery.sftp` block")
+        if self.channel in ("api", "database"):
+            whole_days = [f.name for f in self.files if getattr(f, "replaces", "rows") == "site_days" and any(h.endswith("_fact") for h in f.holds)]
+            if whole_days:
+                raise ValueError(
+                    f"delivery.files {whole_days}: pulled pages/chunks hold only changed rows, not whole store-days; "
+                    "set `replaces: rows`"
+                )
+        if self.channel in ("landing", "sftp"):
+            unmatched = [f.name for f in self.files if not f.match]
+            if unmatched:
+                raise ValueError(f"delivery.files {unmatched}: `match` (a file-name glob) is required for channel {self.channel}")
+        return self
 
 
 class RetailerSpec(dg.Model):
@@ -84,6 +201,9 @@ class RetailerSpec(dg.Model):
         default_factory=dict,
         description="Per delivered file kind (`files[].name`): source column -> canonical column.",
     )
+    week_ends_on: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
+        default="sunday", description="Last day of the retailer's business week, for weekly aggregates."
+    )
     scd2: dict[Literal["prod_dim", "site_dim"], list[str]] = Field(
         default_factory=lambda: {"prod_dim": ["prod_name", "brand", "category"], "site_dim": ["site_name", "channel"]},
         description="Attributes whose change opens a new dimension version (SCD2).",
@@ -102,6 +222,21 @@ class RetailerSpec(dg.Model):
     @property
     def data_provider_code(self) -> str:
         return f"cds_{self.retailer_id}"
+
+    @property
+    def derived_tables(self) -> list[str]:
+        """Period aggregates silver derives from delivered daily facts (weekly senders deliver weeks)."""
+        if "store_day_fact" not in self.canonical_tables:
+            return []
+        derived = ["store_month_fact"]
+        if "store_week_fact" not in self.canonical_tables:
+            derived.insert(0, "store_week_fact")
+        return derived
+
+    @property
+    def silver_tables(self) -> list[str]:
+        """Every silver table of the retailer: delivered ones, then derived aggregates."""
+        return [*self.canonical_tables, *self.derived_tables]
 
     @property
     def canonical_tables(self) -> list[str]:

@@ -1,2 +1,3 @@
 from pos_lakehouse.components.gold_tables import GoldTables as GoldTables
 from pos_lakehouse.components.retailer_pipeline import RetailerPipeline as RetailerPipeline
+from pos_lakehouse.components.serving_views import ServingViews as ServingViews

@@ -8,7 +8,10 @@ from pydantic import Field
 
 from pos_lakehouse.components.retailer_pipeline import column_schema, silver_key
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
+from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
+from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.spark.pipes import SparkJobs, gold_materialization
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -27,6 +30,10 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
     tables: list[str] = Field(
         default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold."
     )
+    access_policy_path: str = Field(
+        default="../serving/access_policy.yaml",
+        description="Access policy YAML (relative to this file); gold checks that every secure_group_key is known to it.",
+    )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         specs = load_retailer_specs((Path(context.path) / self.retailers_path).resolve())
@@ -34,13 +41,14 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             return dg.Definitions()
         by_code = {s.data_provider_code: s for s in specs}
         partitions = retailer_partitions(specs)
-        assets = [self._gold_asset(name, specs, by_code, partitions) for name in self.tables]
+        policy = load_policy((Path(context.path) / self.access_policy_path).resolve())
+        assets = [self._gold_asset(name, specs, by_code, partitions, policy) for name in self.tables]
         return dg.Definitions(assets=[a for a in assets if a is not None])
 
     @staticmethod
-    def _gold_asset(name, specs, by_code, partitions):
+    def _gold_asset(name, specs, by_code, partitions, policy):
         table = canonical.TABLES[name]
-        feeders = [s for s in specs if name in s.canonical_tables]
+        feeders = [s for s in specs if name in s.silver_tables]
         if not feeders:
             return None
         deps = [
@@ -61,12 +69,21 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             tags={"layer": "gold"},
             pool=f"gold_{name}",
             metadata={"dagster/column_schema": column_schema(table), "partition_column": PARTITION_COLUMN},
+            check_specs=gold_check_specs(dg.AssetKey(["gold", name])),
         )
-        def gold(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+        def gold(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs) -> dg.MaterializeResult:
             spec = by_code[context.partition_key]
-            if name not in spec.canonical_tables:
+            if name not in spec.silver_tables:
                 context.log.info(f"{spec.name} does not deliver {name}; nothing to publish")
-                return dg.MaterializeResult(metadata={"dagster/row_count": 0})
+                return dg.MaterializeResult(
+                    metadata={"dagster/row_count": 0},
+                    check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
+                )
+            if spec.engine == "spark":  # issue 7: the partition MERGE runs in the Spark job (Pipes)
+                done = gold_materialization(spark.run(context, spec, "gold", [name], lake.root), name)
+                return dg.MaterializeResult(
+                    metadata=done.metadata, check_results=run_gold_checks(lake, spec, name, policy, context.asset_key)
+                )
             r = refresh_gold(lake, spec, name)
             context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
             return dg.MaterializeResult(
@@ -78,7 +95,8 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
                     "dates_from": str(r.min_date) if r.min_date else "-",
                     "dates_to": str(r.max_date) if r.max_date else "-",
                     "dagster/uri": lake.gold(name),
-                }
+                },
+                check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
             )
 
         return gold

@@ -7,11 +7,14 @@ import dagster as dg
 from pydantic import Field
 
 from pos_lakehouse.ingest.landing import LandingZone
+from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sensors import build_landing_sensor
+from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.silver import refresh_silver
 from pos_lakehouse.quality.checks import silver_check_specs, run_silver_checks
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.spark.pipes import SparkJobs
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -19,6 +22,8 @@ FRESHNESS = {
     "daily": dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=48), warn_window=timedelta(hours=30)),
     "weekly": dg.FreshnessPolicy.time_window(fail_window=timedelta(days=9), warn_window=timedelta(days=8)),
 }
+# The same windows as a tag, so `dg list defs` and asset search show them.
+FRESHNESS_TAG = {"daily": "warn-30h_fail-48h", "weekly": "warn-8d_fail-9d"}
 
 
 class BronzeRunConfig(dg.Config):
@@ -73,6 +78,11 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             description=f"Append new deliveries of {who} to bronze, exactly once per file.",
         )
         def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
+            # issue 6: api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
+            if is_pulled(spec):
+                yield from pulled_bronze_results(context, lake, spec, config.files, lambda t: bronze_key(spec, t))
+                return
+            landing = landing_for(spec, landing)
             names = config.files
             if not names:
                 names = [f.name for f in landing.list_files(spec.name) if spec.file_spec_for(f.name)]
@@ -107,10 +117,12 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                 )
 
         silver_specs = []
-        for table_name in spec.canonical_tables:
+        for table_name in spec.silver_tables:
             table = canonical.TABLES[table_name]
             deps = [bronze_key(spec, f.name) for f in spec.files_holding(table_name)]
-            if table_name in canonical.FACTS:
+            if table_name in spec.derived_tables:
+                deps = [silver_key(spec, "store_day_fact")]
+            elif table_name in canonical.FACTS:
                 deps += [silver_key(spec, d) for d in canonical.DIMENSIONS if d in spec.canonical_tables]
             silver_specs.append(
                 dg.AssetSpec(
@@ -118,8 +130,8 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                     description=f"{spec.name}: {table.description}",
                     deps=deps,
                     group_name=group,
-                    kinds={"polars", "delta"},
-                    tags={"layer": "silver", "retailer": spec.name},
+                    kinds={spec.engine, "delta"},  # polars or spark (issue 7)
+                    tags={"layer": "silver", "retailer": spec.name, "freshness": FRESHNESS_TAG[spec.cadence]},
                     freshness_policy=FRESHNESS[spec.cadence],
                     metadata={"dagster/column_schema": column_schema(table), "layer": "silver"},
                 )
@@ -133,8 +145,11 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             can_subset=True,
             description=f"Map new bronze rows of {who} to the canonical model and MERGE them into silver.",
         )
-        def silver(context: dg.AssetExecutionContext, lake: Lake):
+        def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs):
             tables = [k.path[-1] for k in context.selected_asset_keys]
+            if spec.engine == "spark":  # issue 7: the same work as a Spark job through Dagster Pipes
+                yield from spark.run(context, spec, "silver", tables, lake.root).get_results()
+                return
             now = datetime.now(timezone.utc)
             results = refresh_silver(lake, spec, tables, now)
             for name, r in results.items():
@@ -152,14 +167,19 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                         "quarantine_reasons": dg.MetadataValue.json(r.quarantine_reasons),
                         "new_versions": r.new_versions,
                         "closed_versions": r.closed_versions,
+                        "corporate_master_matched": r.enrichment_matched,
+                        "corporate_master_missing": r.enrichment_missing,
+                        "rows_without_fx_rate": r.fx_missing,
                         "dates_from": str(r.min_date) if r.min_date else "-",
                         "dates_to": str(r.max_date) if r.max_date else "-",
                         "bronze_versions_consumed": dg.MetadataValue.json(r.bronze_versions),
                     },
                 )
-            yield from run_silver_checks(context, lake, spec, tables)
+            yield from run_silver_checks(context, lake, spec, tables, results)
 
         sensor = build_landing_sensor(spec, job_name=f"{spec.name}_ingest", bronze_op_name=f"{spec.name}_bronze")
+        if is_pulled(spec):  # issue 6: poll the API/database instead of watching a folder
+            sensor = build_poll_sensor(spec, job_name=f"{spec.name}_ingest")
         ingest_job = dg.define_asset_job(
             name=f"{spec.name}_ingest",
             selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs]),

@@ -166,5 +166,11 @@ def write_expected(expected_dir: Path, retailer: str, totals: list[dict]) -> Pat
 
 def read_expected(expected_dir: Path) -> pl.DataFrame:
     frames = [pl.read_csv(p, schema_overrides={"date": pl.Date, "pos_sales_units": pl.String, "pos_sales_value_lc": pl.String}) for p in sorted(expected_dir.glob("*.csv"))]
-    return pl.concat(frames) if frames else pl.DataFrame()
+    # Generators of different retailers write different optional columns (e.g. `table`).
+    if not frames:
+        return pl.DataFrame()
+    expected = pl.concat(frames, how="diagonal_relaxed")
+    if "table" not in expected.columns:
+        return expected.with_columns(pl.lit("store_day_fact").alias("table"))
+    return expected.with_columns(pl.col("table").fill_null("store_day_fact"))
 

@@ -43,7 +43,7 @@ class Headless:
 
     @property
     def landing_sensors(self) -> list[dg.SensorDefinition]:
-        return [s for s in (self.defs.sensors or []) if s.name.endswith("_landing_sensor")]
+        return [s for s in (self.defs.sensors or []) if s.name.endswith(("_landing_sensor", "_poll_sensor"))]
 
     def tick_sensor(self, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
         context = dg.build_sensor_context(

@@ -7,6 +7,7 @@ import json
 import dagster as dg
 
 from pos_lakehouse.ingest.landing import LandedFile, LandingZone
+from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
 
 
@@ -42,7 +43,12 @@ def build_landing_sensor(spec: RetailerSpec, job_name: str, bronze_op_name: str)
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
-        batches, next_cursor, unmatched = plan_runs(spec, landing.list_files(spec.name), cursor)
+        try:
+            landing = landing_for(spec, landing)  # a retailer's SFTP folder when delivery.channel is sftp
+            listed = landing.list_files(spec.name)
+        except SftpError as exc:  # unreachable server, wrong password, missing settings: shown on the tick
+            return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
+        batches, next_cursor, unmatched = plan_runs(spec, listed, cursor)
         for name in unmatched:
             context.log.warning(f"{spec.name}: {name!r} matches no delivery.files pattern; ignored")
         requests = [

@@ -15,7 +15,7 @@ from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
-GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact")
+GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact")
 PARTITION_COLUMN = "data_provider_code"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 
@@ -51,27 +51,41 @@ def refresh_gold(lake: Lake, spec: RetailerSpec, table_name: str) -> GoldResult:
     silver = lake.scan(silver_uri, table.schema)
     if watermark:
         silver = silver.filter(pl.col("_updated_at") > datetime.strptime(watermark, _TS_FORMAT))
-    changed = canonical_order(silver, table).collect(engine="streaming")
-    if changed.is_empty():
+    # Lazy all the way into the MERGE: a first load of millions of rows streams.
+    changed = canonical_order(silver, table)
+    changed_rows, latest = changed.select(pl.len(), pl.col("_updated_at").max()).collect().row(0)
+    if changed_rows == 0:
         result.partition_rows = partition_row_count(lake, table_name, code)
         return result
-    new_mark = changed["_updated_at"].max().strftime(_TS_FORMAT)  # type: ignore[union-attr]
+    new_mark = latest.strftime(_TS_FORMAT)
     restrict = f"t.{PARTITION_COLUMN} = '{code}'"
     date_col = table.natural_keys[0] if table_name not in ("prod_dim", "site_dim") else None
+    delete_unmatched = None
     if date_col:
-        result.min_date, result.max_date = changed[date_col].min(), changed[date_col].max()
+        dates = changed.select(pl.col(date_col).unique().sort()).collect()[date_col]
+        result.min_date, result.max_date = dates.min(), dates.max()
         restrict += f" AND t.{date_col} >= '{result.min_date}' AND t.{date_col} <= '{result.max_date}'"
+        # A restatement may have removed silver rows, which leave no changed row behind: the
+        # dates that changed are republished whole, and gold rows of those dates that silver
+        # no longer has are deleted.
+        date_list = ", ".join(f"'{d}'" for d in dates.to_list())
+        on_dates = lake.scan(silver_uri, table.schema).filter(pl.col(date_col).is_in(dates.implode()))
+        rows_on_dates = on_dates.select(pl.len()).collect().item()
+        if changed_rows < rows_on_dates:
+            changed, changed_rows = canonical_order(on_dates, table), rows_on_dates
+        delete_unmatched = f"t.{PARTITION_COLUMN} = '{code}' AND t.{date_col} IN ({date_list})"
     stats = lake.merge(
         gold_uri,
         changed,
         keys=gold_keys(table_name),
         restrict=restrict,
         partition_by=[PARTITION_COLUMN],
-        bookmarks={**marks, mark_key: new_mark},
+        bookmarks={mark_key: new_mark},
         description=table.description,
         column_descriptions={c.name: c.description for c in table.columns},
+        delete_unmatched=delete_unmatched,
     )
-    result.merged_rows = changed.height
+    result.merged_rows = changed_rows
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     result.partition_rows = partition_row_count(lake, table_name, code)

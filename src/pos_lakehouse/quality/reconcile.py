@@ -58,6 +58,8 @@ def reconcile(expected: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
         pl.col("pos_sales_units").cast(pl.String).map_elements(_canonical_number, return_dtype=pl.String),
         pl.col("pos_sales_value_lc").cast(pl.String).map_elements(_canonical_number, return_dtype=pl.String),
     )
+    # Only the grains each retailer delivers are reconciled (derived weeks and months are checked against days in tests).
+    actual = actual.join(exp.select("retailer", "table").unique(), on=["retailer", "table"], how="semi")
     joined = exp.join(actual, on=["retailer", "table", "date"], how="full", suffix="_gold", coalesce=True)
     differs = pl.lit(False)
     for m in MEASURES:

@@ -6,6 +6,7 @@ concurrent commits and commit metadata are handled in one place.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -85,19 +86,27 @@ class Lake(dg.ConfigurableResource):
             current -= previous
         return sorted(current), dt.version()
 
-    def bookmarks(self, uri: str) -> dict[str, str]:
-        """Bookmarks (consumed upstream versions, watermarks) carried by the newest commit that has any.
+    def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:
+        """Bookmarks (consumed upstream versions, watermarks) stored in the table's commits.
 
-        Every writer commits the full set it read plus its own changes, so one commit is enough.
+        The newest commit that mentions a key wins. Writers record only the keys they advanced,
+        so two retailers committing to one gold table never overwrite each other's watermark.
         """
         dt = self.table(uri)
         if dt is None:
             return {}
-        for commit in dt.history(limit=50):
-            marks = {k[len(BOOKMARK_PREFIX):]: str(v) for k, v in commit.items() if k.startswith(BOOKMARK_PREFIX)}
-            if marks:
-                return marks
-        return {}
+        marks: dict[str, str] = {}
+        for commit in dt.history(limit=max_commits):  # newest first
+            for k, v in commit.items():
+                if k.startswith(BOOKMARK_PREFIX):
+                    marks.setdefault(k[len(BOOKMARK_PREFIX):], str(v))
+            # Spark writers (spark/lake.py) can only set `userMetadata`: the same keys as a JSON object.
+            user = commit.get("userMetadata")
+            if isinstance(user, str) and user.startswith("{"):
+                for k, v in json.loads(user).items():
+                    if k.startswith(BOOKMARK_PREFIX):
+                        marks.setdefault(k[len(BOOKMARK_PREFIX):], str(v))
+        return marks
 
     # ---- writing ------------------------------------------------------------------------
     @staticmethod
@@ -140,29 +149,59 @@ class Lake(dg.ConfigurableResource):
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
         column_descriptions: Mapping[str, str] | None = None,
+        update_columns: Sequence[str] | None = None,
+        action_column: str | None = None,
+        clear_columns: Sequence[str] | None = None,
+        delete_unmatched: str | None = None,
     ) -> dict:
         """Upsert rows by `keys`; `restrict` is an extra SQL condition on the target (`t.`) that prunes files.
 
         Creates the table on first write. Retries when another writer committed first.
+        Optional (issue 3: partial files and restatements):
+        - `update_columns`: matched rows update only these columns (a file that carries some
+          measures must not null the others);
+        - `action_column`: a source column saying per row `upsert`, `clear` (set `clear_columns`
+          from the source, i.e. to null) or `delete` (remove the target row); never stored;
+        - `delete_unmatched`: a target (`t.`) condition; target rows meeting it that no source row
+          matches are deleted (a republished range replaces what was there).
         """
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
         if not self.exists(uri):
-            frame = data.collect(engine="streaming")
-            table = _with_column_comments(frame.to_arrow(), column_descriptions or {})
-            _retry(
-                lambda: write_deltalake(
+            first = data.filter(pl.col(action_column) == "upsert").drop(action_column) if action_column else data
+            # The table is created empty (schema, column comments), then the rows stream in by
+            # append, so a first load of millions of rows is never held in memory at once.
+            table = _with_column_comments(pl.DataFrame(schema=first.collect_schema()).to_arrow(), column_descriptions or {})
+            try:
+                _retry(
+                    lambda: write_deltalake(
+                        uri,
+                        table,
+                        mode="error",
+                        partition_by=list(partition_by) if partition_by else None,
+                        name=Path(uri).name,
+                        description=description,
+                        commit_properties=self._commit(None, "create"),
+                    ),
                     uri,
-                    table,
-                    mode="error",
-                    partition_by=list(partition_by) if partition_by else None,
-                    name=Path(uri).name,
-                    description=description,
-                    commit_properties=self._commit(bookmarks, "create"),
-                ),
-                uri,
-            )
-            return {"num_target_rows_inserted": frame.height, "num_target_rows_updated": 0}
+                )
+                _retry(
+                    lambda: first.sink_delta(
+                        uri,
+                        mode="append",
+                        delta_write_options={
+                            "partition_by": list(partition_by) if partition_by else None,
+                            "commit_properties": self._commit(bookmarks, "create"),
+                        },
+                    ),
+                    uri,
+                )
+                return {"num_target_rows_inserted": self.row_count(uri), "num_target_rows_updated": 0}
+            except RuntimeError as exc:
+                # (issue 5) Two retailers' first gold runs raced and the other created the table
+                # first: MERGE into it like any later write instead of failing.
+                if "already exists" not in str(exc).lower():
+                    raise
         on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         predicate = f"({restrict}) AND {on}" if restrict else on
 
@@ -179,7 +218,21 @@ class Lake(dg.ConfigurableResource):
                 },
             )
             assert merger is not None
-            return merger.when_matched_update_all().when_not_matched_insert_all().execute()
+            if action_column is None and update_columns is None:
+                merger = merger.when_matched_update_all().when_not_matched_insert_all()
+            else:
+                source_cols = [c for c in data.collect_schema().names() if c != action_column]
+                upsert = f"s.{action_column} = 'upsert'" if action_column else None
+                if action_column:
+                    merger = merger.when_matched_delete(f"s.{action_column} = 'delete'")
+                    if clear_columns:
+                        merger = merger.when_matched_update({c: f"s.{c}" for c in clear_columns}, f"s.{action_column} = 'clear'")
+                updated = [c for c in (update_columns or source_cols) if c in source_cols]
+                merger = merger.when_matched_update({c: f"s.{c}" for c in updated}, upsert)
+                merger = merger.when_not_matched_insert({c: f"s.{c}" for c in source_cols}, upsert)
+            if delete_unmatched:
+                merger = merger.when_not_matched_by_source_delete(delete_unmatched)
+            return merger.execute()
 
         return _retry(_do, uri)
 

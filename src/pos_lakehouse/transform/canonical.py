@@ -78,7 +78,14 @@ PROD_DIM = CanonicalTable(
         Column("subcategory", pl.String(), "Retailer sub-category."),
         Column("pack_size", pl.String(), "Pack size or unit of measure."),
     ),
-    derived_columns=(Column("prod_key", pl.Int64(), "Surrogate key of this product version."), *_SCD2_COLUMNS),
+    derived_columns=(
+        Column("prod_key", pl.Int64(), "Surrogate key of this product version."),
+        Column("corp_product_code", pl.String(), "Corporate product code (product master, joined on GTIN)."),
+        Column("corp_product_name", pl.String(), "Corporate product name (product master)."),
+        Column("corp_brand", pl.String(), "Corporate brand (product master)."),
+        Column("corp_category", pl.String(), "Corporate category (product master)."),
+        *_SCD2_COLUMNS,
+    ),
 )
 
 SITE_DIM = CanonicalTable(
@@ -97,7 +104,13 @@ SITE_DIM = CanonicalTable(
         Column("latitude", pl.Float64(), "Latitude (WGS84)."),
         Column("longitude", pl.Float64(), "Longitude (WGS84)."),
     ),
-    derived_columns=(Column("site_key", pl.Int64(), "Surrogate key of this store version."), *_SCD2_COLUMNS),
+    derived_columns=(
+        Column("site_key", pl.Int64(), "Surrogate key of this store version."),
+        Column("corp_site_code", pl.String(), "Corporate site code (site master, joined on GLN)."),
+        Column("corp_customer", pl.String(), "Corporate customer (account) the store belongs to (site master)."),
+        Column("corp_sales_region", pl.String(), "Corporate sales region (site master)."),
+        *_SCD2_COLUMNS,
+    ),
 )
 
 _FACT_MEASURES: tuple[Column, ...] = (

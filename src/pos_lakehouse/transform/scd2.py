@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 
 import polars as pl
@@ -45,6 +45,7 @@ def scd2_versions(
     retailer_id: int,
     key_column: str,
     now,
+    enrich: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> pl.DataFrame:
     """Rows to upsert so the dimension reflects `observations`.
 
@@ -54,6 +55,7 @@ def scd2_versions(
     - other attributes are updated in place on the current version (type 1);
     - a new entity's first version is valid from `START_OF_HISTORY`.
     Observations older than the entity's current version are ignored (late arrivals do not rewrite history).
+    `enrich` adds derived attributes (corporate master) before comparing with what is stored.
     """
     natural = table.natural_keys[0]
     if observations.is_empty():
@@ -115,6 +117,8 @@ def scd2_versions(
             for c in columns
         ]
     )
+    if enrich is not None:
+        out = enrich(out).select(columns)
     # Only rows that differ from what is stored need writing.
     if existing.is_empty():
         return out
