@@ -12,6 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from pos_lakehouse.spark.pipes import SparkJobs
 from pos_lakehouse.components.gold_tables import GoldTables, retailer_partitions
 from pos_lakehouse.layers.gold import PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks
@@ -121,14 +122,14 @@ def _gold_asset(specs, table="store_day_fact"):
 def test_gold_asset_runs_its_checks(lake, instance):
     write_silver(lake, MARCHE, "store_day_fact", fact_rows("cds_1001", 110011, DAYS))
     asset = _gold_asset([MARCHE, KAUF])
-    result = dg.materialize([asset], partition_key="cds_1001", resources={"lake": lake}, instance=instance)
+    result = dg.materialize([asset], partition_key="cds_1001", resources={"lake": lake, "spark": SparkJobs()}, instance=instance)
     assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {"rows_match_silver", "unique_keys", "secure_group_keys_known"}
     assert all(e.passed for e in evaluations.values()), evaluations
     assert evaluations["rows_match_silver"].metadata["gold_rows"].value == 18
     # A retailer that has delivered nothing yet: its (empty) partition passes too.
-    assert dg.materialize([asset], partition_key="cds_1002", resources={"lake": lake}, instance=instance).success
+    assert dg.materialize([asset], partition_key="cds_1002", resources={"lake": lake, "spark": SparkJobs()}, instance=instance).success
 
 
 def test_gold_checks_catch_missing_duplicate_and_unknown_rows(lake):

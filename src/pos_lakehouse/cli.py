@@ -93,9 +93,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Open the Dagster UI (`dg dev`) with this project's DAGSTER_HOME."""
+    from pos_lakehouse.demo.simulators import start_demo_services
+
     _dagster_home()
     exe = shutil.which("dg") or str(Path(sys.executable).parent / "dg")
-    return subprocess.call([exe, "dev", *args.dg_args], cwd=PROJECT_ROOT)
+    # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll them.
+    with start_demo_services(Path(current_settings().data_root)):
+        return subprocess.call([exe, "dev", *args.dg_args], cwd=PROJECT_ROOT)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
