@@ -114,7 +114,7 @@ def refresh_dimension(lake: Lake, spec: RetailerSpec, table_name: str, now: date
     key_column = KEY_COLUMN[table_name]
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
-    observations, raws = [], []
+    observations = []
     for file_spec in spec.files_holding(table_name):
         raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
         if version is not None:

@@ -24,7 +24,6 @@ read the Parquet files. Production enforcement is Unity Catalog (see `unity_cata
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -128,7 +128,6 @@ class _ArrowLake:
 
 
 def run_silver(pipes, lake, spec, tables: list[str], now: datetime) -> None:
-    import dagster as dg
 
     from pos_lakehouse.quality.checks import run_silver_checks
     from pos_lakehouse.spark.silver import refresh_silver

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pos_lakehouse.settings import join_uri
+from pos_lakehouse.storage.layout import MedallionLayout
 from pos_lakehouse.spark.types import spark_schema
 from pos_lakehouse.storage.lake import BOOKMARK_PREFIX
 
@@ -29,29 +30,13 @@ FILE_ROW = "_file_row"
 _BOOKMARK_COMMITS = 50
 
 
-class SparkLake:
+class SparkLake(MedallionLayout):
     """`Lake` for Spark: `<root>/{bronze,silver,gold,quarantine}/...` Delta tables."""
 
     def __init__(self, spark: SparkSession, root: str):
         self.spark = spark
         self.root = root
         self._known: set[str] = set()
-
-    # ---- layout (as Lake) -----------------------------------------------------------------
-    def uri(self, layer: str, *parts: str) -> str:
-        return join_uri(self.root, layer, *parts)
-
-    def bronze(self, retailer: str, table: str) -> str:
-        return self.uri("bronze", retailer, table)
-
-    def silver(self, retailer: str, table: str) -> str:
-        return self.uri("silver", retailer, table)
-
-    def gold(self, table: str) -> str:
-        return self.uri("gold", table)
-
-    def quarantine(self, retailer: str, *parts: str) -> str:
-        return self.uri("quarantine", retailer, *parts)
 
     # ---- reading --------------------------------------------------------------------------
     def exists(self, uri: str) -> bool:

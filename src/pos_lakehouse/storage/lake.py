@@ -18,32 +18,16 @@ from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pydantic import Field
 
-from pos_lakehouse.settings import join_uri
+from pos_lakehouse.storage.layout import MedallionLayout
 
 BOOKMARK_PREFIX = "pos_lakehouse.bookmark."
 _MAX_COMMIT_ATTEMPTS = 8
 
 
-class Lake(dg.ConfigurableResource):
+class Lake(dg.ConfigurableResource, MedallionLayout):
     """The medallion's storage root: `<root>/{bronze,silver,gold,quarantine}/...` as Delta tables."""
 
     root: str = Field(description="Data root: a local path or an object-store URI.")
-
-    # ---- layout -------------------------------------------------------------------------
-    def uri(self, layer: str, *parts: str) -> str:
-        return join_uri(self.root, layer, *parts)
-
-    def bronze(self, retailer: str, table: str) -> str:
-        return self.uri("bronze", retailer, table)
-
-    def silver(self, retailer: str, table: str) -> str:
-        return self.uri("silver", retailer, table)
-
-    def gold(self, table: str) -> str:
-        return self.uri("gold", table)
-
-    def quarantine(self, retailer: str, *parts: str) -> str:
-        return self.uri("quarantine", retailer, *parts)
 
     # ---- reading ------------------------------------------------------------------------
     @staticmethod

@@ -175,12 +175,6 @@ TABLES: dict[str, CanonicalTable] = {
 DIMENSIONS = ("prod_dim", "site_dim")
 FACTS = ("store_day_fact", "store_week_fact", "store_month_fact")
 
-# Attributes that describe a dimension but can travel inside a fact-shaped delivery (one big table).
-DIM_ATTRIBUTE_SOURCES = {
-    "prod_dim": PROD_DIM.source_names,
-    "site_dim": SITE_DIM.source_names,
-}
-
 
 def empty_frame(table: CanonicalTable) -> pl.DataFrame:
     return pl.DataFrame(schema=table.schema)

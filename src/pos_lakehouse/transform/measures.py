@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Literal
 
 import polars as pl
 
-from pos_lakehouse.transform.canonical import MEASURES, MONEY, QUANTITY, VALUE_MEASURES, VOLUME_MEASURES
+from pos_lakehouse.transform.canonical import MEASURES, MONEY, QUANTITY, VALUE_MEASURES
 
 USD_MEASURES = tuple(m.replace("_lc", "_usd") for m in VALUE_MEASURES)
 # Flows add up over a period; stocks are read at the period's end.
@@ -108,8 +108,3 @@ def mask(frame: pl.DataFrame, date_col: str, grain: Grain, measures: Sequence[st
 def history_window(grain: Grain) -> timedelta:
     """How far back a masked value looks (upper bound), to fetch history for incremental masking."""
     return {"day": timedelta(days=6), "week": timedelta(days=27), "month": timedelta(days=92)}[grain]
-
-
-def window_end(d: date, grain: Grain) -> date:
-    """The last date whose mask can change when `d` changes."""
-    return d + history_window(grain)
