@@ -1,12 +1,16 @@
 """Where this code location runs: the one place that reads the environment.
 
 `POS_LAKEHOUSE_ENV` chooses `local` (default) or `databricks`; `POS_LAKEHOUSE_DATA` is the
-data root (a local path by default, any URI deltalake understands otherwise). Every other
-module asks this one instead of reading environment variables itself.
+data root (a local path by default, or an object-store URI: `s3://`, `abfss://`, `az://`, `gs://`);
+`POS_LAKEHOUSE_LANDING` optionally puts the landing zone elsewhere than `<data root>/landing`
+(often another bucket than the lake's). Every other module asks this one instead of reading
+environment variables itself. Object-store credentials are not read here: delta-rs, Polars and
+obstore read the cloud's standard variables themselves (docs/storage.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +25,18 @@ Environment = Literal["local", "databricks"]
 class Settings:
     environment: Environment
     data_root: str
+    landing_override: str | None = None
 
     @property
     def landing_root(self) -> str:
-        return join_uri(self.data_root, "landing")
+        return self.landing_override or join_uri(self.data_root, "landing")
+
+    @property
+    def remote(self) -> bool:
+        """Whether the data root is in an object store (then the landing zone defaults to it too)."""
+        from pos_lakehouse.storage.object_store import is_remote
+
+        return is_remote(self.data_root)
 
 
 def join_uri(root: str, *parts: str) -> str:
@@ -32,11 +44,26 @@ def join_uri(root: str, *parts: str) -> str:
     return "/".join([root, *[p.strip("/") for p in parts if p]])
 
 
+def _normalise_root(root: str) -> str:
+    if "://" not in root:
+        return str(Path(root).expanduser().resolve())
+    return root.rstrip("/")
+
+
 def current_settings() -> Settings:
     env = os.environ.get("POS_LAKEHOUSE_ENV", "local").strip().lower()
     if env not in ("local", "databricks"):
         raise ValueError(f"POS_LAKEHOUSE_ENV must be 'local' or 'databricks', not {env!r}")
-    data_root = os.environ.get("POS_LAKEHOUSE_DATA") or str(PROJECT_ROOT / "data")
-    if "://" not in data_root:
-        data_root = str(Path(data_root).expanduser().resolve())
-    return Settings(environment=env, data_root=data_root)  # type: ignore[arg-type]
+    data_root = _normalise_root(os.environ.get("POS_LAKEHOUSE_DATA") or str(PROJECT_ROOT / "data"))
+    landing = os.environ.get("POS_LAKEHOUSE_LANDING")
+    return Settings(environment=env, data_root=data_root, landing_override=_normalise_root(landing) if landing else None)  # type: ignore[arg-type]
+
+
+def local_serving_dir(data_root: str) -> Path:
+    """A local folder for what must be a local file (the DuckDB views and the data files they read)
+    when the data root is an object store: `POS_LAKEHOUSE_SERVING_DIR`, else
+    `<project>/.serving/<hash of the data root>` so two data roots never share one."""
+    configured = os.environ.get("POS_LAKEHOUSE_SERVING_DIR")
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return PROJECT_ROOT / ".serving" / hashlib.sha256(data_root.encode()).hexdigest()[:12]

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from pos_lakehouse.ingest.landing import LocalLandingZone
+from pos_lakehouse.ingest.object_store import landing_zone_for
 from pos_lakehouse.settings import current_settings
 from pos_lakehouse.spark.pipes import spark_jobs_from_environment
 from pos_lakehouse.storage.lake import Lake
@@ -14,7 +14,8 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
             "lake": Lake(root=settings.data_root),
-            "landing": LocalLandingZone(root=settings.landing_root),
+            # A local folder, or an object store when the landing root is a URI (s3://, abfss://, gs://).
+            "landing": landing_zone_for(settings.landing_root),
             # Big retailers' Spark job through Pipes: local subprocess, or Databricks (issue 7).
             "spark": spark_jobs_from_environment(settings.environment),
         }

@@ -1,7 +1,8 @@
 """Landing zones: where retailers' files arrive, behind one `landing` resource.
 
 Sensors and bronze assets only talk to `LandingZone`; the local folder is the default
-implementation, others (SFTP, object stores) implement the same three methods.
+implementation, others (SFTP in `sftp.py`, object stores in `object_store.py`) implement the same
+three methods.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ class LandedFile:
     name: str  # path relative to the retailer's folder, POSIX separators
     size: int
     mtime_ns: int
+    # Object stores give each object version an ETag: a better identity than a timestamp (any
+    # new content gets a new one; S3 keeps it when identical bytes are re-uploaded in one part).
+    etag: str | None = None
 
     @property
     def identity(self) -> str:
-        return f"{self.size}:{self.mtime_ns}"
+        return f"{self.size}:{self.etag}" if self.etag else f"{self.size}:{self.mtime_ns}"
 
 
 class UnsafePathError(ValueError):

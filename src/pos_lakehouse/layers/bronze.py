@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +13,7 @@ from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, content_h
 from pos_lakehouse.ingest.readers import DeliveryError, read_raw
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.storage.object_store import put_bytes, put_file
 from pos_lakehouse.transform.mapping import missing_required, resolve_columns
 
 REJECTED_FILES_TABLE = "rejected_files"
@@ -143,12 +143,12 @@ def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:
 def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path: Path | None, now: datetime) -> None:
     """Keep the rejected bytes and a machine-readable reason under `<root>/quarantine/<retailer>/`."""
     copy_path = None
-    if path is not None and "://" not in lake.root:
-        target = Path(lake.quarantine(spec.name, "files", f"{(outcome.delivery_id or 'unknown')[:16]}_{Path(outcome.file).name}"))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        target.with_suffix(target.suffix + ".reason.json").write_text(json.dumps(asdict(outcome) | {"rejected_at": now.isoformat()}, indent=2))
-        copy_path = str(target)
+    if path is not None:
+        # A local folder or an object store alike (the quarantine lives under the data root).
+        target = lake.quarantine(spec.name, "files", f"{(outcome.delivery_id or 'unknown')[:16]}_{Path(outcome.file).name}")
+        put_file(path, target)
+        put_bytes(target + ".reason.json", json.dumps(asdict(outcome) | {"rejected_at": now.isoformat()}, indent=2).encode())
+        copy_path = target
     row = pl.DataFrame(
         {
             "file": [outcome.file],

@@ -38,7 +38,9 @@ from sqlglot import exp
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
 from pos_lakehouse.serving.policy import AccessPolicy
 from pos_lakehouse.serving.render import literal, quote, select_list
+from pos_lakehouse.settings import local_serving_dir
 from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.storage.object_store import is_remote, local_path, mirror
 from pos_lakehouse.transform import canonical
 
 READER_VARIABLE = "pos_reader"
@@ -57,10 +59,11 @@ class QueryRejected(ValueError):
 
 
 def database_path(lake: Lake) -> Path:
-    """`<data root>/serving/gold.duckdb` (DuckDB needs a local file, even when gold lives elsewhere)."""
-    if "://" in lake.root and not lake.root.startswith("file://"):
-        raise ValueError(f"local DuckDB views need a local data root, not {lake.root}; use Unity Catalog views")
-    return Path(lake.root.removeprefix("file://")) / "serving" / DATABASE_NAME
+    """`<data root>/serving/gold.duckdb`; DuckDB needs a local file, so with an object-store data root
+    it is `<local serving dir>/gold.duckdb` (`settings.local_serving_dir`)."""
+    if is_remote(lake.root):
+        return local_serving_dir(lake.root) / DATABASE_NAME
+    return local_path(lake.root) / "serving" / DATABASE_NAME
 
 
 @dataclass
@@ -118,6 +121,14 @@ def _current_files(lake: Lake, table_name: str) -> tuple[pl.Schema, int | None, 
         for path, code, n in actions.select("path", part_col, "num_records").iter_rows():
             by_partition.setdefault(code, []).append(f"{base}/{unquote(path)}")
             rows += int(n or 0)
+    if is_remote(lake.root):
+        # DuckDB's httpfs/delta extensions are downloaded at run time, which production and CI
+        # cannot rely on: the views read a local mirror of the current (immutable) data files,
+        # refreshed with only the files added since the last build.
+        cache = database_path(lake).parent / "files" / table_name
+        remote = [f for fs in by_partition.values() for f in fs]
+        local = dict(zip(remote, mirror(remote, cache)))
+        by_partition = {code: [local[f] for f in fs] for code, fs in by_partition.items()}
     return schema, dt.version(), by_partition, rows
 
 

@@ -1,0 +1,177 @@
+"""The object-store landing zone against a real S3-compatible server on loopback: what is listed,
+the identity that drives the sensor's cursor, half-uploaded objects, staging and the env switch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import dagster as dg
+import pytest
+
+from pos_lakehouse.ingest.landing import LocalLandingZone, UnsafePathError, content_hash
+from pos_lakehouse.ingest.object_store import ObjectStoreLandingZone, landing_zone_for
+
+from object_store_server import bucket, s3_env, s3_server  # noqa: F401 - fixtures
+
+MARCHE = "marche_fr"
+
+
+def put(s3, bucket: str, key: str, body: bytes) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_lists_deliveries_with_size_and_etag_and_skips_what_is_not_one(s3_env, bucket):
+    s3 = s3_env.client()
+    delivered = {
+        "ventes_2026-01-01.parquet": b"a" * 10,
+        "archive/ventes_2025-12-31.parquet": b"b" * 20,
+    }
+    for name, body in delivered.items():
+        put(s3, bucket, f"landing/{MARCHE}/{name}", body)
+    not_deliveries = [
+        "landing/marche_fr/.hidden",
+        "landing/marche_fr/~$ventes.xlsx",            # office lock file
+        "landing/marche_fr/ventes_2026-01-02.parquet.part",  # upload under a temporary name
+        "landing/marche_fr/upload.tmp",
+        "landing/marche_fr/_system/x.parquet",        # system folder
+        "landing/marche_fr/.trash/y.parquet",
+        "landing/marche_fr/empty-folder/",            # folder marker a console creates
+        "landing/marche_fr_old/ventes.parquet",       # another retailer whose name shares the prefix
+        "landing/other/ventes.parquet",
+    ]
+    for key in not_deliveries:
+        put(s3, bucket, key, b"" if key.endswith("/") else b"zz")
+
+    zone = ObjectStoreLandingZone(root=f"s3://{bucket}/landing")
+    listed = zone.list_files(MARCHE)
+    assert [f.name for f in listed] == sorted(delivered)
+    for f in listed:
+        assert f.retailer == MARCHE
+        assert f.size == len(delivered[f.name])
+        # S3's ETag of a single-part upload is the MD5 of the bytes: the identity is the content's.
+        assert f.etag == hashlib.md5(delivered[f.name]).hexdigest()
+        assert f.identity == f"{f.size}:{f.etag}"
+        assert f.mtime_ns > 0
+    assert zone.list_files("nobody") == []
+    assert zone.describe(MARCHE) == f"s3://{bucket}/landing/{MARCHE}"
+
+
+def test_identity_changes_with_content_not_with_a_reupload_of_the_same_bytes(s3_env, bucket):
+    s3 = s3_env.client()
+    key = f"landing/{MARCHE}/ventes.parquet"
+    zone = ObjectStoreLandingZone(root=f"s3://{bucket}/landing")
+    put(s3, bucket, key, b"version one")
+    first = zone.list_files(MARCHE)[0].identity
+    put(s3, bucket, key, b"version one")
+    assert zone.list_files(MARCHE)[0].identity == first
+    put(s3, bucket, key, b"version two")  # same size, new content
+    second = zone.list_files(MARCHE)[0].identity
+    assert second != first and second.startswith(f"{len(b'version two')}:")
+
+
+def test_half_uploaded_objects_are_not_taken(s3_env, bucket):
+    s3 = s3_env.client()
+    zone = ObjectStoreLandingZone(root=f"s3://{bucket}/landing")
+    key = f"landing/{MARCHE}/ventes_big.parquet"
+    # A multipart upload in progress: one part sent, not completed.
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)
+    part = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1, Body=b"x" * 1024)
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "the upload is in progress on the server"
+    assert zone.list_files(MARCHE) == []
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    listed = zone.list_files(MARCHE)
+    assert [(f.name, f.size) for f in listed] == [("ventes_big.parquet", 1024)]
+    assert listed[0].etag.endswith("-1"), "a multipart ETag names its part count"
+
+    # Upload under a temporary name, then "rename" (copy + delete): taken only after the rename.
+    put(s3, bucket, f"landing/{MARCHE}/ventes_2.parquet.part", b"y" * 10)
+    assert [f.name for f in zone.list_files(MARCHE)] == ["ventes_big.parquet"]
+    s3.copy_object(Bucket=bucket, Key=f"landing/{MARCHE}/ventes_2.parquet", CopySource={"Bucket": bucket, "Key": f"landing/{MARCHE}/ventes_2.parquet.part"})
+    s3.delete_object(Bucket=bucket, Key=f"landing/{MARCHE}/ventes_2.parquet.part")
+    assert [f.name for f in zone.list_files(MARCHE)] == ["ventes_2.parquet", "ventes_big.parquet"]
+
+
+def test_done_marker_and_settle_time(s3_env, bucket):
+    s3 = s3_env.client()
+    marked = ObjectStoreLandingZone(root=f"s3://{bucket}/landing", done_suffix=".done")
+    put(s3, bucket, f"landing/{MARCHE}/a.parquet", b"a")
+    put(s3, bucket, f"landing/{MARCHE}/b.parquet", b"b")
+    put(s3, bucket, f"landing/{MARCHE}/b.parquet.done", b"")
+    assert [f.name for f in marked.list_files(MARCHE)] == ["b.parquet"]
+    # Everything was just written: a settle time longer than that hides it all, zero shows it.
+    assert ObjectStoreLandingZone(root=f"s3://{bucket}/landing", settle_seconds=3600).list_files(MARCHE) == []
+    assert len(ObjectStoreLandingZone(root=f"s3://{bucket}/landing").list_files(MARCHE)) == 3
+
+
+def test_local_copy_streams_the_exact_bytes_and_cleans_up(s3_env, bucket):
+    s3 = s3_env.client()
+    body = bytes(range(256)) * 40_000  # ~10 MB: several stream chunks
+    put(s3, bucket, f"landing/{MARCHE}/sub/ventes.parquet", body)
+    zone = ObjectStoreLandingZone(root=f"s3://{bucket}/landing")
+    with zone.local_copy(MARCHE, "sub/ventes.parquet") as path:
+        assert path.stat().st_size == len(body)
+        assert content_hash(path) == hashlib.sha256(body).hexdigest()
+    assert not path.exists() and not path.parent.exists()
+    with pytest.raises(FileNotFoundError, match="ventes_absent.parquet"):
+        with zone.local_copy(MARCHE, "ventes_absent.parquet"):
+            pass
+    with pytest.raises(UnsafePathError):
+        with zone.local_copy(MARCHE, "../other/ventes.parquet"):
+            pass
+
+
+def test_sensor_on_the_store_takes_each_object_version_once(s3_env, bucket, monkeypatch, tmp_path):
+    monkeypatch.setenv("POS_LAKEHOUSE_ENV", "local")
+    monkeypatch.setenv("POS_LAKEHOUSE_DATA", f"s3://{bucket}/data")
+    monkeypatch.delenv("POS_LAKEHOUSE_LANDING", raising=False)
+    from pos_lakehouse.definitions import build_definitions
+
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def(f"{MARCHE}_landing_sensor")
+    s3 = s3_env.client()
+
+    def tick(cursor):
+        with dg.DagsterInstance.ephemeral() as instance:
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
+            result = sensor(context)
+        return result, result.cursor
+
+    result, cursor = tick(None)
+    assert not result.run_requests and f"s3://{bucket}/data/landing/{MARCHE}" in result.skip_reason.skip_message
+    put(s3, bucket, f"data/landing/{MARCHE}/marche_fr_pos_2026-01-01.parquet", b"one")
+    put(s3, bucket, f"data/landing/{MARCHE}/marche_fr_pos_2026-01-02.parquet.part", b"half")
+    result, cursor = tick(cursor)
+    files = [r.run_config["ops"][f"{MARCHE}_bronze"]["config"]["files"] for r in result.run_requests]
+    assert files == [["marche_fr_pos_2026-01-01.parquet"]]
+    assert json.loads(cursor) == {"marche_fr_pos_2026-01-01.parquet": f"3:{hashlib.md5(b'one').hexdigest()}"}
+    result, cursor = tick(cursor)
+    assert not result.run_requests, "nothing changed: no run"
+    put(s3, bucket, f"data/landing/{MARCHE}/marche_fr_pos_2026-01-01.parquet", b"ONE")  # a corrected re-delivery
+    result, cursor = tick(cursor)
+    assert [r.run_config["ops"][f"{MARCHE}_bronze"]["config"]["files"] for r in result.run_requests] == [["marche_fr_pos_2026-01-01.parquet"]]
+
+
+def test_environment_switch_picks_the_landing_zone(monkeypatch, tmp_path):
+    from pos_lakehouse.settings import current_settings
+
+    monkeypatch.setenv("POS_LAKEHOUSE_DATA", "s3://corp-lake/pos/")
+    monkeypatch.delenv("POS_LAKEHOUSE_LANDING", raising=False)
+    settings = current_settings()
+    assert settings.data_root == "s3://corp-lake/pos" and settings.remote
+    zone = landing_zone_for(settings.landing_root)
+    assert isinstance(zone, ObjectStoreLandingZone) and zone.root == "s3://corp-lake/pos/landing"
+
+    monkeypatch.setenv("POS_LAKEHOUSE_LANDING", "abfss://landing@corpstore.dfs.core.windows.net/pos")
+    zone = landing_zone_for(current_settings().landing_root)
+    assert isinstance(zone, ObjectStoreLandingZone) and zone.describe("marche_fr") == "abfss://landing@corpstore.dfs.core.windows.net/pos/marche_fr"
+
+    monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path))
+    monkeypatch.delenv("POS_LAKEHOUSE_LANDING")
+    settings = current_settings()
+    assert not settings.remote
+    zone = landing_zone_for(settings.landing_root)
+    assert isinstance(zone, LocalLandingZone) and zone.root == str(tmp_path / "landing")
