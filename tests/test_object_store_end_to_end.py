@@ -1,4 +1,5 @@
-"""The whole medallion on an `s3://` data root, against a real S3-compatible server on loopback:
+"""The whole medallion on an object-store data root, against real servers on loopback (moto's S3
+server for `s3://`, Azurite for Azure `az://`):
 landing -> bronze -> silver -> gold through the same sensors, jobs and automation, reconciled
 against the generator's totals; bookmarks, quarantine and the DuckDB secure views on the store;
 and the commit protocol that keeps concurrent writers safe."""
@@ -17,15 +18,15 @@ import pytest
 from pos_lakehouse.demo.generator import read_expected, write_marche_fr
 from pos_lakehouse.quality.reconcile import gold_totals, reconcile
 from pos_lakehouse.storage.lake import Lake
-from pos_lakehouse.storage.object_store import store_for
+from pos_lakehouse.storage.object_store import split, store_for
 
 from conftest import spec_named
-from object_store_server import bucket, s3_env, s3_server  # noqa: F401 - fixtures
+from object_store_server import azure_env, azure_server, s3_env, s3_server, store_root  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def s3_root(bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    root = f"s3://{bucket}/pos"
+def lake_root(store_root: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    root = store_root
     monkeypatch.setenv("POS_LAKEHOUSE_ENV", "local")
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", root)
     monkeypatch.delenv("POS_LAKEHOUSE_LANDING", raising=False)
@@ -41,28 +42,32 @@ def complete_periods_end() -> date:
     return end - timedelta(days=(end.weekday() + 1) % 7)
 
 
-def keys(bucket: str, prefix: str) -> list[str]:
-    return sorted(m["path"] for batch in obstore.list(store_for(f"s3://{bucket}"), prefix=prefix) for m in batch)
+def keys(root: str) -> list[str]:
+    return sorted(m["path"] for batch in obstore.list(store_for(root), prefix=split(root)[1] + "/") for m in batch)
+
+
+def read(uri: str) -> bytes:
+    return bytes(obstore.get(store_for(uri), split(uri)[1]).bytes())
 
 
 def upload(root: str, files: list[Path], retailer: str) -> None:
     store = store_for(root)
-    base = root.split("/", 3)[3]
+    base = split(root)[1]
     for f in files:
         obstore.put(store, f"{base}/landing/{retailer}/{f.name}", f)
 
 
-def test_file_retailer_landing_to_gold_on_s3_reconciles(s3_root, bucket, tmp_path):
+def test_file_retailer_landing_to_gold_on_object_store_reconciles(lake_root, tmp_path):
     staging, expected_dir = tmp_path / "staging", tmp_path / "expected"
     days = 6
     files = write_marche_fr(staging, expected_dir, days=days, start=complete_periods_end() - timedelta(days=days - 1), n_products=30, n_stores=5)
-    upload(s3_root, files, "marche_fr")
+    upload(lake_root, files, "marche_fr")
 
     from pos_lakehouse.definitions import build_definitions
     from pos_lakehouse.demo.headless import Headless
 
     defs = build_definitions()
-    lake = Lake(root=s3_root)
+    lake = Lake(root=lake_root)
     with dg.DagsterInstance.ephemeral() as instance:
         headless = Headless(defs, instance, quiet=True)
         records = headless.settle()
@@ -76,7 +81,7 @@ def test_file_retailer_landing_to_gold_on_s3_reconciles(s3_root, bucket, tmp_pat
         assert lake.row_count(lake.bronze("marche_fr", "pos_daily")) == sum(pl.read_parquet(f).height for f in files)
 
         # Every layer is a Delta table in the bucket, nothing on the local disk.
-        stored = keys(bucket, "pos/")
+        stored = keys(lake_root)
         for prefix in ("pos/bronze/marche_fr/pos_daily/_delta_log/", "pos/silver/marche_fr/store_day_fact/_delta_log/", "pos/gold/store_day_fact/_delta_log/"):
             assert any(k.startswith(prefix) for k in stored), prefix
         assert not (tmp_path / "s3:").exists()
@@ -94,16 +99,15 @@ def test_file_retailer_landing_to_gold_on_s3_reconciles(s3_root, bucket, tmp_pat
         # A corrupt delivery: rejected, its bytes and reason quarantined in the bucket, gold untouched.
         bad = tmp_path / f"marche_fr_pos_{date.today().isoformat()}.parquet"
         bad.write_bytes(b"PAR1 this is not parquet")
-        upload(s3_root, [bad], "marche_fr")
+        upload(lake_root, [bad], "marche_fr")
         failed = [r for r in headless.settle() if not r.success]
         assert failed and bad.name in failed[0].error
         rejected = lake.scan(lake.quarantine("marche_fr", "rejected_files")).collect()
         assert rejected["file"].to_list() == [bad.name] and rejected["reason"].to_list() == ["corrupt"]
         copy = rejected["quarantined_copy"][0]
-        assert copy.startswith(f"{s3_root}/quarantine/marche_fr/files/")
-        copy_key = copy.removeprefix(f"s3://{bucket}/")
-        assert bytes(obstore.get(store_for(copy), copy_key).bytes()) == bad.read_bytes()
-        assert b'"reason": "corrupt"' in bytes(obstore.get(store_for(copy), copy_key + ".reason.json").bytes())
+        assert copy.startswith(f"{lake_root}/quarantine/marche_fr/files/")
+        assert read(copy) == bad.read_bytes()
+        assert b'"reason": "corrupt"' in read(copy + ".reason.json")
         assert {t: lake.version(lake.gold(t)) for t in gold_versions} == gold_versions
 
     # The DuckDB secure views read the gold tables of the bucket (through a local mirror of the current files).
@@ -113,6 +117,10 @@ def test_file_retailer_landing_to_gold_on_s3_reconciles(s3_root, bucket, tmp_pat
     policy = load_policy()
     build = build_views(lake, policy)
     assert build.path == database_path(lake) and str(build.path).startswith(str(tmp_path / "serving"))
+    mirrored = {f: Path(f).stat().st_mtime_ns for f in build.files}
+    assert mirrored and all(f.startswith(str(tmp_path / "serving" / "files")) for f in mirrored)
+    again = build_views(lake, policy)
+    assert {f: Path(f).stat().st_mtime_ns for f in again.files} == mirrored, "immutable data files are not downloaded twice"
     gold_rows = lake.row_count(lake.gold("store_day_fact"))
     assert build.tables["store_day_fact"].rows == gold_rows > 0
     claire = query(lake, policy, "claire", "select count(*) as n, sum(pos_sales_units) as units from store_day_fact")
@@ -121,18 +129,19 @@ def test_file_retailer_landing_to_gold_on_s3_reconciles(s3_root, bucket, tmp_pat
     assert query(lake, policy, "noah", "select count(*) as n from store_day_fact")["n"].item() == 0
 
 
-def test_concurrent_commits_on_s3_all_land(s3_root, bucket):
-    """Writers race for the same Delta version; S3's conditional put (If-None-Match) lets exactly one win
-    each version and the others retry -- no commit is lost, no locking provider needed."""
+def test_concurrent_commits_all_land(lake_root):
+    """Writers race for the same Delta version; the store's create-if-absent (S3: conditional PUT with
+    If-None-Match; Azure: the same header on a blob write) lets exactly one win each version and the
+    others retry -- no commit is lost, no locking provider needed."""
     # The primitive delta-rs relies on: the store refuses to create an object that exists.
     from obstore.exceptions import AlreadyExistsError
 
-    store = store_for(s3_root)
+    store = store_for(lake_root)
     obstore.put(store, "pos/_probe", b"1", mode="create")
     with pytest.raises(AlreadyExistsError):
         obstore.put(store, "pos/_probe", b"2", mode="create")
 
-    lake = Lake(root=s3_root)
+    lake = Lake(root=lake_root)
     uri = lake.uri("bronze", "race", "t")
     lake.append(uri, pl.DataFrame({"writer": [0]}))
     errors: list[BaseException] = []

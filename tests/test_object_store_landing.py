@@ -175,3 +175,42 @@ def test_environment_switch_picks_the_landing_zone(monkeypatch, tmp_path):
     assert not settings.remote
     zone = landing_zone_for(settings.landing_root)
     assert isinstance(zone, LocalLandingZone) and zone.root == str(tmp_path / "landing")
+
+
+# ---- Azure (Azurite) ---------------------------------------------------------------------------------
+from object_store_server import azure_env, azure_server  # noqa: E402,F401 - fixtures
+
+
+def test_azure_listing_identity_and_uncommitted_blocks(azure_env):
+    import base64
+
+    import obstore
+
+    from pos_lakehouse.storage.object_store import store_for
+
+    container = azure_env.new_container()
+    zone = landing_zone_for(f"az://{container}/landing")
+    assert isinstance(zone, ObjectStoreLandingZone)
+    store = store_for(zone.root)
+    obstore.put(store, f"landing/{MARCHE}/ventes_1.csv", b"a;b\n1;2\n")
+    obstore.put(store, f"landing/{MARCHE}/ventes_2.csv.part", b"half")
+    obstore.put(store, f"landing/{MARCHE}/_system/x.csv", b"x")
+
+    # A block blob being uploaded: a block staged, the block list not committed yet.
+    blob = f"{container}/landing/{MARCHE}/ventes_big.csv"
+    block_id = base64.b64encode(b"block-000001").decode()
+    azure_env.request("PUT", blob, {"comp": "block", "blockid": block_id}, body=b"z" * 2048)
+    listed = zone.list_files(MARCHE)
+    assert [f.name for f in listed] == ["ventes_1.csv"]
+    first = listed[0].identity
+    assert listed[0].etag and first == f"8:{listed[0].etag}"
+
+    block_list = f'<?xml version="1.0" encoding="utf-8"?><BlockList><Latest>{block_id}</Latest></BlockList>'.encode()
+    azure_env.request("PUT", blob, {"comp": "blocklist"}, body=block_list, content_type="application/xml")
+    assert [(f.name, f.size) for f in zone.list_files(MARCHE)] == [("ventes_1.csv", 8), ("ventes_big.csv", 2048)]
+
+    obstore.put(store, f"landing/{MARCHE}/ventes_1.csv", b"a;b\n1;3\n")  # corrected re-delivery, same size
+    assert next(f for f in zone.list_files(MARCHE) if f.name == "ventes_1.csv").identity != first
+    with zone.local_copy(MARCHE, "ventes_big.csv") as path:
+        assert path.read_bytes() == b"z" * 2048
+    assert not path.exists()
