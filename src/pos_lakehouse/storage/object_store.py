@@ -117,8 +117,9 @@ def mirror(uris: list[str], cache_dir: Path) -> list[str]:
 
     Delta never rewrites a data file in place (every write adds files with new names), so a file
     already in the cache is reused and only files added since the last mirror are downloaded.
-    Files of the cache that `uris` no longer names (compacted, vacuumed) are removed. Local
-    paths are returned as they are.
+    Files that neither this nor the previous mirror named (compacted, vacuumed) are removed: the
+    previous generation stays, so a reader of the database built from it is not cut off while
+    the new one is being built. Local paths are returned as they are.
     """
     out, keep = [], set()
     for uri in uris:
@@ -134,8 +135,12 @@ def mirror(uris: list[str], cache_dir: Path) -> list[str]:
             download(uri, partial)
             os.replace(partial, target)
         out.append(str(target))
-    if cache_dir.is_dir():
+    if cache_dir.is_dir() or keep:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        manifest = cache_dir / ".mirrored"
+        previous = set(manifest.read_text().splitlines()) if manifest.exists() else set()
         for path in cache_dir.rglob("*"):
-            if path.is_file() and path not in keep and not path.name.startswith("."):
+            if path.is_file() and path not in keep and str(path) not in previous and not path.name.startswith("."):
                 path.unlink(missing_ok=True)
+        manifest.write_text("\n".join(sorted(str(p) for p in keep)))
     return out
