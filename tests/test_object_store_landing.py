@@ -166,8 +166,22 @@ def test_environment_switch_picks_the_landing_zone(monkeypatch, tmp_path):
     assert isinstance(zone, ObjectStoreLandingZone) and zone.root == "s3://corp-lake/pos/landing"
 
     monkeypatch.setenv("POS_LAKEHOUSE_LANDING", "abfss://landing@corpstore.dfs.core.windows.net/pos")
-    zone = landing_zone_for(current_settings().landing_root)
+    monkeypatch.setenv("POS_LAKEHOUSE_LANDING_SETTLE_SECONDS", "120")
+    monkeypatch.setenv("POS_LAKEHOUSE_LANDING_DONE_SUFFIX", ".done")
+    settings = current_settings()
+    zone = landing_zone_for(settings.landing_root, settings.landing_settle_seconds, settings.landing_done_suffix)
     assert isinstance(zone, ObjectStoreLandingZone) and zone.describe("marche_fr") == "abfss://landing@corpstore.dfs.core.windows.net/pos/marche_fr"
+    assert (zone.settle_seconds, zone.done_suffix) == (120.0, ".done")
+    # What `defs/resources.py` builds from the same environment.
+    from pos_lakehouse.defs.resources import resources
+
+    built = resources().resources["landing"]
+    assert isinstance(built, ObjectStoreLandingZone) and built.root == zone.root and built.done_suffix == ".done"
+    monkeypatch.setenv("POS_LAKEHOUSE_LANDING_SETTLE_SECONDS", "soon")
+    with pytest.raises(ValueError, match="POS_LAKEHOUSE_LANDING_SETTLE_SECONDS"):
+        current_settings()
+    monkeypatch.delenv("POS_LAKEHOUSE_LANDING_SETTLE_SECONDS")
+    monkeypatch.delenv("POS_LAKEHOUSE_LANDING_DONE_SUFFIX")
 
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path))
     monkeypatch.delenv("POS_LAKEHOUSE_LANDING")

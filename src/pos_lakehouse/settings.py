@@ -3,7 +3,8 @@
 `POS_LAKEHOUSE_ENV` chooses `local` (default) or `databricks`; `POS_LAKEHOUSE_DATA` is the
 data root (a local path by default, or an object-store URI: `s3://`, `abfss://`, `az://`, `gs://`);
 `POS_LAKEHOUSE_LANDING` optionally puts the landing zone elsewhere than `<data root>/landing`
-(often another bucket than the lake's). Every other module asks this one instead of reading
+(often another bucket than the lake's); `POS_LAKEHOUSE_LANDING_SETTLE_SECONDS` and
+`POS_LAKEHOUSE_LANDING_DONE_SUFFIX` hold back deliveries still being uploaded. Every other module asks this one instead of reading
 environment variables itself. Object-store credentials are not read here: delta-rs, Polars and
 obstore read the cloud's standard variables themselves (docs/storage.md).
 """
@@ -26,6 +27,8 @@ class Settings:
     environment: Environment
     data_root: str
     landing_override: str | None = None
+    landing_settle_seconds: float = 0.0
+    landing_done_suffix: str | None = None
 
     @property
     def landing_root(self) -> str:
@@ -56,7 +59,18 @@ def current_settings() -> Settings:
         raise ValueError(f"POS_LAKEHOUSE_ENV must be 'local' or 'databricks', not {env!r}")
     data_root = _normalise_root(os.environ.get("POS_LAKEHOUSE_DATA") or str(PROJECT_ROOT / "data"))
     landing = os.environ.get("POS_LAKEHOUSE_LANDING")
-    return Settings(environment=env, data_root=data_root, landing_override=_normalise_root(landing) if landing else None)  # type: ignore[arg-type]
+    settle = os.environ.get("POS_LAKEHOUSE_LANDING_SETTLE_SECONDS", "0").strip() or "0"
+    try:
+        settle_seconds = float(settle)
+    except ValueError:
+        raise ValueError(f"POS_LAKEHOUSE_LANDING_SETTLE_SECONDS must be a number of seconds, not {settle!r}") from None
+    return Settings(
+        environment=env,  # type: ignore[arg-type]
+        data_root=data_root,
+        landing_override=_normalise_root(landing) if landing else None,
+        landing_settle_seconds=settle_seconds,
+        landing_done_suffix=os.environ.get("POS_LAKEHOUSE_LANDING_DONE_SUFFIX") or None,
+    )
 
 
 def local_serving_dir(data_root: str) -> Path:

@@ -108,9 +108,10 @@ class ObjectStoreLandingZone(LandingZone):
         return f"{self.root.rstrip('/')}/{retailer}"
 
 
-def landing_zone_for(root: str) -> LandingZone:
+def landing_zone_for(root: str, settle_seconds: float = 0.0, done_suffix: str | None = None) -> LandingZone:
     """The landing zone for a root: an object store for `s3://`/`abfss://`/`gs://`..., else a local folder
-    (including a Unity Catalog volume path, `/Volumes/<catalog>/<schema>/<volume>/...`, which is mounted)."""
+    (including a Unity Catalog volume path, `/Volumes/<catalog>/<schema>/<volume>/...`, which is mounted;
+    the local folder has no done markers, only the settle time)."""
     if object_store.is_remote(root):
-        return ObjectStoreLandingZone(root=root.rstrip("/"))
-    return LocalLandingZone(root=str(object_store.local_path(root)))
+        return ObjectStoreLandingZone(root=root.rstrip("/"), settle_seconds=settle_seconds, done_suffix=done_suffix)
+    return LocalLandingZone(root=str(object_store.local_path(root)), settle_seconds=settle_seconds)
