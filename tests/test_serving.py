@@ -236,6 +236,9 @@ def test_uc_sql_parses_as_databricks_and_enforces_the_policy(capsys):
     sql = capsys.readouterr().out
     assert sql == render(policy)
     statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
+    # sqlglot has no grammar for `GRANT USE CATALOG`; everything else parses into real expressions.
+    commands = [s for s in statements if isinstance(s, exp.Command)]
+    assert all(s.sql(dialect="databricks").upper().startswith("GRANT USE CATALOG ON CATALOG") for s in commands), commands
 
     views = {s.this.this.name: s for s in statements if isinstance(s, exp.Create) and s.kind == "VIEW"}
     assert set(views) == set(GOLD_TABLES)
@@ -273,3 +276,28 @@ def test_uc_sql_parses_as_databricks_and_enforces_the_policy(capsys):
     grants = [s for s in statements if isinstance(s, exp.Grant)]
     granted = {(g.args["securable"].name, g.args["principals"][0].name) for g in grants if g.args.get("kind") == "VIEW"}
     assert granted == {(v, g) for v in GOLD_TABLES for g in groups_with_keys}
+    # Analysts get the views only: no grant touches the gold schema, and every privilege on it and
+    # on each gold table is revoked from every reader group.
+    assert all(g.args["securable"].db != "gold" and g.args["securable"].name != "gold" for g in grants)
+    assert {g.args.get("kind") for g in grants} == {"VIEW", "SCHEMA"}
+    revokes = [s for s in statements if isinstance(s, exp.Revoke)]
+    revoked = {(r.args["kind"], r.args["securable"].sql(dialect="databricks"), r.args["principals"][0].name) for r in revokes}
+    assert revoked == {("SCHEMA", "`pos`.`gold`", g) for g in groups_with_keys} | {
+        ("TABLE", f"`pos`.`gold`.`{t}`", g) for t in GOLD_TABLES for g in groups_with_keys
+    }
+    assert all([p.sql() for p in r.args["privileges"]] == ["ALL PRIVILEGES"] for r in revokes)
+    assert "EXTERNAL LOCATION `gold_files`" in render(policy, gold_location="gold_files")
+
+
+def test_uc_masking_condition_is_the_block_rule():
+    """The Databricks CASE, run (transpiled) on dates around block ends, masks exactly whole young blocks."""
+    policy = load_policy()
+    view = next(s for s in sqlglot.parse(render(policy), read="databricks") if isinstance(s, exp.Create) and s.kind == "VIEW" and s.this.this.name == "store_day_fact")
+    case = next(c for c in view.expression.find_all(exp.Case) if c.parent.alias == "pos_sales_value_lc")
+    condition = case.args["ifs"][0].this.sql(dialect="duckdb")
+    today = date.today()
+    for code, retailer in sorted(policy.masked_retailers().items()):
+        for age in range(0, 200, 3):
+            d = today - timedelta(days=age)
+            got = duckdb.execute(f"select {condition} from (select ?::VARCHAR as data_provider_code, ?::DATE as date)", [code, d]).fetchone()[0]
+            assert got == ((today - _block_end(d)).days < retailer.mask_younger_than_days), (code, d)
