@@ -101,7 +101,10 @@ def test_a_new_retailer_by_one_yaml_is_seen_by_all_retailers_users(defs_copy, la
     write_gold(lake, "store_day_fact", fact_rows("cds_1001", 110011, [today - timedelta(days=200)]))
     views_asset = _asset(views_defs, "serving", "gold_views")
     with pytest.warns(PolicyWarning):
-        assert dg.materialize([views_asset], resources={"lake": lake}).success
+        result = dg.materialize([views_asset], resources={"lake": lake})
+    assert result.success
+    meta = result.asset_materializations_for_node(views_asset.node_def.name)[0].metadata
+    assert meta["retailers_in_no_group"].value == "example_es"
 
     sql = "select data_provider_code, count(*) as n, min(pos_sales_value_lc) as v from store_day_fact group by 1 order by 1"
     seen = {r["data_provider_code"]: r for r in query(lake, policy, "ada", sql).to_dicts()}
@@ -113,6 +116,7 @@ def test_a_new_retailer_by_one_yaml_is_seen_by_all_retailers_users(defs_copy, la
     spec = next(s for s in load_retailer_specs(defs_copy / "retailers") if s.name == "example_es")
     checks = {r.check_name: r for r in run_gold_checks(lake, spec, "store_day_fact", policy, gold_asset.key)}
     assert checks["secure_group_keys_known"].passed
+    assert checks["secure_group_keys_known"].metadata["reader_groups"].value == "pos_admins"
 
 
 def test_a_retailer_in_a_group_raises_no_warning(defs_copy, recwarn):

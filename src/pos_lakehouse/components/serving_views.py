@@ -58,7 +58,13 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
             metadata={"access_policy": str(policy_path)},
         )
         def gold_views(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-            build = build_views(lake, load_policy(policy_path, retailers_dir), tables)
+            current = load_policy(policy_path, retailers_dir)
+            build = build_views(lake, current, tables)
+            ungranted = current.ungranted_retailers()
+            for code, r in ungranted.items():
+                context.log.warning(
+                    f"{r.name} ({code}, key {r.secure_group_key}) is in no reader group: only all-retailers groups see it"
+                )
             for name, snap in build.tables.items():
                 context.log.info(f"{name}: Delta version {snap.delta_version}, {len(snap.files)} files, {snap.rows} rows")
             return dg.MaterializeResult(
@@ -66,7 +72,8 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
                     "dagster/uri": str(build.path),
                     "views": ", ".join(build.tables),
                     "policy_hash": build.policy_hash,
-                    "users": ", ".join(sorted(policy.users)),
+                    "users": ", ".join(sorted(current.users)),
+                    "retailers_in_no_group": ", ".join(r.name for r in ungranted.values()) or "none",
                     "gold_versions": dg.MetadataValue.json(
                         {n: s.delta_version for n, s in build.tables.items()}
                     ),
