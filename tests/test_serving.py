@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -47,12 +48,20 @@ def _counts(df: pl.DataFrame) -> dict[str, int]:
     return dict(df.select(df.columns[0], df.columns[1]).iter_rows())
 
 
-def test_shipped_policy_covers_every_retailer_yaml():
+def test_policy_takes_every_retailer_from_its_yaml():
     policy = load_policy()
-    for spec in load_retailer_specs(RETAILERS_DIR):
-        assert spec.data_provider_code in policy.retailers, f"{spec.name} missing from the access policy"
-        assert policy.retailers[spec.data_provider_code].secure_group_key == spec.secure_group_key
+    specs = load_retailer_specs(RETAILERS_DIR)
+    assert set(policy.retailers) == {s.data_provider_code for s in specs}
+    for spec in specs:
+        access = policy.retailers[spec.data_provider_code]
+        assert access.secure_group_key == spec.secure_group_key
+        assert access.masks == (spec.antitrust != "none")
+        if access.masks:
+            assert access.mask_younger_than_days == spec.mask_younger_than_days
+    # highstreet_uk's YAML and the serving rules agree now: masked, and its silver has the twins.
+    assert policy.retailers["cds_1005"].masks and policy.retailers["cds_1005"].masked_measures == "value"
     assert {"ada", "claire", "guest"} <= set(policy.users) and policy.users["guest"] == ()
+    assert not policy.ungranted_retailers()  # every shipped retailer is in some regional group
 
 
 def test_row_level_security_per_user(three_retailers):
@@ -116,20 +125,15 @@ def test_views_follow_gold_changes(three_retailers):
 
 def test_policy_file_is_validated(tmp_path):
     bad = tmp_path / "policy.yaml"
-    bad.write_text(
-        "retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011}}\n"
-        "groups: {eu: {secure_group_keys: [110011, 123]}}\n"
-    )
+    # Retailers belong to their own YAMLs: a policy that lists them is refused, not half-read.
+    bad.write_text("retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011}}\ngroups: {}\n")
+    with pytest.raises(PolicyError, match="`retailers` does not belong here"):
+        load_policy(bad)
+    bad.write_text("groups: {eu: {secure_group_keys: [110011, 123]}}\n")
     with pytest.raises(PolicyError, match="grants keys no retailer in the policy has: \\[123\\]"):
         load_policy(bad)
-    bad.write_text(
-        "retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011}}\n"
-        "users: {bob: [nosuchgroup]}\n"
-    )
+    bad.write_text("groups: {eu: {secure_group_keys: [110011]}}\nusers: {bob: [nosuchgroup]}\n")
     with pytest.raises(PolicyError, match="undefined group"):
-        load_policy(bad)
-    bad.write_text("retailers: {cds_1001: {name: marche_fr, secure_group_key: 110011, competition_sensitive: true}}\n")
-    with pytest.raises(PolicyError, match="mask_younger_than_days"):
         load_policy(bad)
 
 
@@ -149,36 +153,50 @@ def _masking_policy(masked_measures: str = "all", days: int = 28) -> AccessPolic
     )
 
 
-def test_masking_boundary(lake):
-    days = 28
-    today = _today()
-    ages = {"younger": days - 1, "at_threshold": days, "older": days + 1}
-    for code, key in (("cds_1001", 110011), ("cds_1002", 110012)):
-        write_gold(lake, "store_day_fact", fact_rows(code, key, [days_ago(a, today) for a in ages.values()], sites=1, products=1,
-                                                      units=10, masked_units=7, value=100, masked_value=70))
-    policy = _masking_policy("all", days)
-    build_views(lake, policy)
-    df = query(lake, policy, "ada", "select data_provider_code, date, pos_sales_units, pos_sales_value_lc, "
-               "pos_sales_value_usd, at_masked_pos_sales_units from store_day_fact")
-    by = {(r["data_provider_code"], (today - r["date"]).days): r for r in df.iter_rows(named=True)}
-    # Competition-sensitive retailer: one day younger than the threshold -> masked twins shown ...
-    young = by[("cds_1001", ages["younger"])]
-    assert (young["pos_sales_units"], young["pos_sales_value_lc"]) == (Decimal("7"), Decimal("70"))
-    assert young["pos_sales_value_usd"] == Decimal("77")
-    # ... at the threshold and one day older -> the real measures.
-    for age in (ages["at_threshold"], ages["older"]):
-        assert (by[("cds_1001", age)]["pos_sales_units"], by[("cds_1001", age)]["pos_sales_value_lc"]) == (Decimal("10"), Decimal("100"))
-    # Not competition-sensitive: always real, however recent.
-    assert by[("cds_1002", ages["younger"])]["pos_sales_units"] == Decimal("10")
-    # The masked twin itself stays available as its own column.
-    assert young["at_masked_pos_sales_units"] == Decimal("7")
+def _block_end(d: "date") -> "date":  # noqa: F821 - last day of the two-month masking block
+    end_month = ((d.month - 1) // 2) * 2 + 2
+    first_next = date(d.year + (end_month == 12), end_month % 12 + 1, 1)
+    return first_next - timedelta(days=1)
 
-    # `value` sensitivity masks money only: units stay real on the same young record.
-    policy = _masking_policy("value", days)
+
+def test_masking_switches_whole_blocks_at_the_threshold(lake):
+    today = _today()
+    # A block that ended 40 to 100 days ago; records on its first and last day.
+    end = _block_end(today - timedelta(days=100))
+    if (today - end).days < 40:
+        end = _block_end(end - timedelta(days=70))
+    block = [end, end - timedelta(days=50)]
+    for code, key in (("cds_1001", 110011), ("cds_1002", 110012)):
+        write_gold(lake, "store_day_fact", fact_rows(code, key, block, sites=1, products=1,
+                                                      units=10, masked_units=7, value=100, masked_value=70))
+    sql = ("select data_provider_code, date, pos_sales_units, pos_sales_value_lc, pos_sales_value_usd, "
+           "at_masked_pos_sales_units from store_day_fact order by 1, 2")
+    age = (today - end).days  # the block's age: the age of its youngest day
+
+    # Threshold one day above the block's age: the block is not wholly older -> every day of it masked,
+    # the oldest (50 days older than the threshold) as much as the youngest.
+    policy = _masking_policy("all", age + 1)
     build_views(lake, policy)
-    young = query(lake, policy, "ada", f"select pos_sales_units, pos_sales_value_lc from store_day_fact "
-                  f"where data_provider_code = 'cds_1001' and date = DATE '{days_ago(ages['younger'], today)}'").row(0)
-    assert young == (Decimal("10"), Decimal("70"))
+    rows = query(lake, policy, "ada", sql).to_dicts()
+    masked = [r for r in rows if r["data_provider_code"] == "cds_1001"]
+    assert [(r["pos_sales_units"], r["pos_sales_value_lc"], r["pos_sales_value_usd"]) for r in masked] == [
+        (Decimal("7"), Decimal("70"), Decimal("77"))] * 2
+    assert all(r["at_masked_pos_sales_units"] == Decimal("7") for r in masked)  # the twin stays its own column
+    # Not competition-sensitive: always real.
+    assert {r["pos_sales_units"] for r in rows if r["data_provider_code"] == "cds_1002"} == {Decimal("10")}
+
+    # Threshold equal to the block's age: the whole block is old enough -> every day real.
+    policy = _masking_policy("all", age)
+    build_views(lake, policy)
+    assert {(r["pos_sales_units"], r["pos_sales_value_lc"]) for r in query(lake, policy, "ada", sql).to_dicts()} == {
+        (Decimal("10"), Decimal("100"))}
+
+    # `value` sensitivity masks money only: units stay real on the same masked records.
+    policy = _masking_policy("value", age + 1)
+    build_views(lake, policy)
+    young = query(lake, policy, "ada", "select distinct pos_sales_units, pos_sales_value_lc from store_day_fact "
+                  "where data_provider_code = 'cds_1001'").rows()
+    assert young == [(Decimal("10"), Decimal("70"))]
 
 
 def test_catalog_lists_every_gold_table(three_retailers, tmp_path, capsys):
@@ -218,6 +236,9 @@ def test_uc_sql_parses_as_databricks_and_enforces_the_policy(capsys):
     sql = capsys.readouterr().out
     assert sql == render(policy)
     statements = [s for s in sqlglot.parse(sql, read="databricks") if s is not None]
+    # sqlglot has no grammar for `GRANT USE CATALOG`; everything else parses into real expressions.
+    commands = [s for s in statements if isinstance(s, exp.Command)]
+    assert all(s.sql(dialect="databricks").upper().startswith("GRANT USE CATALOG ON CATALOG") for s in commands), commands
 
     views = {s.this.this.name: s for s in statements if isinstance(s, exp.Create) and s.kind == "VIEW"}
     assert set(views) == set(GOLD_TABLES)
@@ -255,3 +276,28 @@ def test_uc_sql_parses_as_databricks_and_enforces_the_policy(capsys):
     grants = [s for s in statements if isinstance(s, exp.Grant)]
     granted = {(g.args["securable"].name, g.args["principals"][0].name) for g in grants if g.args.get("kind") == "VIEW"}
     assert granted == {(v, g) for v in GOLD_TABLES for g in groups_with_keys}
+    # Analysts get the views only: no grant touches the gold schema, and every privilege on it and
+    # on each gold table is revoked from every reader group.
+    assert all(g.args["securable"].db != "gold" and g.args["securable"].name != "gold" for g in grants)
+    assert {g.args.get("kind") for g in grants} == {"VIEW", "SCHEMA"}
+    revokes = [s for s in statements if isinstance(s, exp.Revoke)]
+    revoked = {(r.args["kind"], r.args["securable"].sql(dialect="databricks"), r.args["principals"][0].name) for r in revokes}
+    assert revoked == {("SCHEMA", "`pos`.`gold`", g) for g in groups_with_keys} | {
+        ("TABLE", f"`pos`.`gold`.`{t}`", g) for t in GOLD_TABLES for g in groups_with_keys
+    }
+    assert all([p.sql() for p in r.args["privileges"]] == ["ALL PRIVILEGES"] for r in revokes)
+    assert "EXTERNAL LOCATION `gold_files`" in render(policy, gold_location="gold_files")
+
+
+def test_uc_masking_condition_is_the_block_rule():
+    """The Databricks CASE, run (transpiled) on dates around block ends, masks exactly whole young blocks."""
+    policy = load_policy()
+    view = next(s for s in sqlglot.parse(render(policy), read="databricks") if isinstance(s, exp.Create) and s.kind == "VIEW" and s.this.this.name == "store_day_fact")
+    case = next(c for c in view.expression.find_all(exp.Case) if c.parent.alias == "pos_sales_value_lc")
+    condition = case.args["ifs"][0].this.sql(dialect="duckdb")
+    today = date.today()
+    for code, retailer in sorted(policy.masked_retailers().items()):
+        for age in range(0, 200, 3):
+            d = today - timedelta(days=age)
+            got = duckdb.execute(f"select {condition} from (select ?::VARCHAR as data_provider_code, ?::DATE as date)", [code, d]).fetchone()[0]
+            assert got == ((today - _block_end(d)).days < retailer.mask_younger_than_days), (code, d)

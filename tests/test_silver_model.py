@@ -90,14 +90,23 @@ def test_week_and_month_facts_equal_daily_sums_and_carry_masks(data_root, lake, 
         day_by_key = day.group_by("site_id", "prod_id").agg(pl.col("pos_sales_units").sum()).sort("site_id", "prod_id")
         assert by_key.equals(day_by_key)
         assert period[end_col].n_unique() == (6 if table == "store_week_fact" else 2)  # 1 Sep .. 10 Oct 2026
-    # marche_fr is `antitrust: value`: value measures get masked twins, units do not.
-    assert day["at_masked_pos_sales_value_lc"].null_count() == 0
-    assert day["at_masked_pos_sales_value_usd"].null_count() == day["pos_sales_value_usd"].null_count()
+    # marche_fr is `antitrust: value`: value measures get masked twins, units do not. A day's twin is
+    # the mean of the same product and store over the previous two-month block, published only when
+    # that block's records lie in both its months and at least 7 days apart (transform/masking.py).
     assert day["at_masked_pos_sales_units"].null_count() == day.height
-    one = day.filter((pl.col("prod_id") == "1001_A00001") & (pl.col("site_id") == "1001_M001")).sort("date")
-    last = one.row(-1, named=True)
-    window = one.filter(pl.col("date") > last["date"] - timedelta(days=7))
-    assert abs(float(last["at_masked_pos_sales_value_lc"]) - window["pos_sales_value_lc"].cast(pl.Float64).mean()) < 1e-4
+    block = pl.col("date").dt.year() * 6 + (pl.col("date").dt.month() - 1) // 2
+    blocks = day.group_by("prod_id", "site_id", block.alias("b")).agg(
+        pl.col("pos_sales_value_lc").cast(pl.Float64).mean().alias("mean"),
+        ((pl.col("date").dt.month().n_unique() == 2) & ((pl.col("date").max() - pl.col("date").min()).dt.total_days() >= 7)).alias("ok"),
+    )
+    expected = day.with_columns((block - 1).alias("b")).join(blocks, on=["prod_id", "site_id", "b"], how="left").with_columns(
+        pl.when(pl.col("ok")).then(pl.col("mean")).alias("expected"), pl.col("at_masked_pos_sales_value_lc").cast(pl.Float64).alias("got")
+    )
+    assert (expected["got"].is_null() == expected["expected"].is_null()).all()
+    assert ((expected["got"] - expected["expected"]).abs().fill_null(0) < 1e-4).all()
+    for table in ("store_week_fact", "store_month_fact"):  # coarser grains are withheld while masked
+        period = lake.scan(lake.gold(table)).collect()
+        assert period["at_masked_pos_sales_value_lc"].null_count() == period.height
 
 
 def test_blocking_check_failure_stops_gold(data_root, lake, headless, instance):

@@ -193,7 +193,16 @@ class RetailerSpec(dg.Model):
     secure_group_key: int = Field(description="Row-level security key every row of this retailer carries.")
     engine: Literal["polars", "spark"] = Field(default="polars", description="Compute engine for silver and gold.")
     antitrust: Literal["none", "value", "volume"] = Field(
-        default="none", description="Competition sensitivity: which measures get antitrust-masked twins."
+        default="none",
+        description="Competition sensitivity, i.e. what is antitrust-masked for analysts: `none`; `value` (money: "
+        "sales, returns and inventory values in local currency and USD); `volume` (units and stock too, since units "
+        "times a list price reveal value).",
+    )
+    mask_younger_than_days: int = Field(
+        default=28,
+        ge=1,
+        description="From what age records show real values: a record stays masked while its two-month masking block "
+        "(Jan-Feb, Mar-Apr, ...) holds a day younger than this many days. Ignored with `antitrust: none`.",
     )
     cadence: Literal["daily", "weekly"] = Field(default="daily", description="How often data arrives; sets freshness.")
     delivery: DeliverySpec = Field(default_factory=DeliverySpec, description="Where and how files arrive.")

@@ -41,7 +41,7 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             return dg.Definitions()
         by_code = {s.data_provider_code: s for s in specs}
         partitions = retailer_partitions(specs)
-        policy = load_policy((Path(context.path) / self.access_policy_path).resolve())
+        policy = load_policy((Path(context.path) / self.access_policy_path).resolve(), specs)
         assets = [self._gold_asset(name, specs, by_code, partitions, policy) for name in self.tables]
         return dg.Definitions(assets=[a for a in assets if a is not None])
 

@@ -28,15 +28,19 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
         default="../retailers", description="Folder of retailer YAMLs (relative to this file), to know the published gold tables."
     )
     access_policy_path: str = Field(
-        default="access_policy.yaml", description="The access policy YAML (relative to this file)."
+        default="access_policy.yaml",
+        description="The access policy YAML: reader groups and users (relative to this file). Retailers' keys and "
+        "antitrust settings come from their own YAMLs.",
     )
     tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Gold tables to serve.")
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         base = Path(context.path)
         policy_path = (base / self.access_policy_path).resolve()
-        policy = load_policy(policy_path)  # fail at load time, in the UI, on an invalid policy
-        specs = load_retailer_specs((base / self.retailers_path).resolve())
+        retailers_dir = (base / self.retailers_path).resolve()
+        specs = load_retailer_specs(retailers_dir)
+        # Groups and users from the policy file, retailers from their YAMLs; fail at load time, in the UI.
+        policy = load_policy(policy_path, specs)
         published = [t for t in self.tables if any(t in s.silver_tables for s in specs)]
         tables = list(self.tables)
 
@@ -54,7 +58,13 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
             metadata={"access_policy": str(policy_path)},
         )
         def gold_views(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-            build = build_views(lake, load_policy(policy_path), tables)
+            current = load_policy(policy_path, retailers_dir)
+            build = build_views(lake, current, tables)
+            ungranted = current.ungranted_retailers()
+            for code, r in ungranted.items():
+                context.log.warning(
+                    f"{r.name} ({code}, key {r.secure_group_key}) is in no reader group: only all-retailers groups see it"
+                )
             for name, snap in build.tables.items():
                 context.log.info(f"{name}: Delta version {snap.delta_version}, {len(snap.files)} files, {snap.rows} rows")
             return dg.MaterializeResult(
@@ -62,7 +72,8 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
                     "dagster/uri": str(build.path),
                     "views": ", ".join(build.tables),
                     "policy_hash": build.policy_hash,
-                    "users": ", ".join(sorted(policy.users)),
+                    "users": ", ".join(sorted(current.users)),
+                    "retailers_in_no_group": ", ".join(r.name for r in ungranted.values()) or "none",
                     "gold_versions": dg.MetadataValue.json(
                         {n: s.delta_version for n, s in build.tables.items()}
                     ),

@@ -16,7 +16,9 @@ from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
 from pos_lakehouse.layers.reference import EnrichmentStats, enrich_dimension, reference_frame
-from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, history_window, mask, masked_measures, period_end
+from pos_lakehouse.transform import masking
+from pos_lakehouse.transform.masking import mask_measures
+from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, history_window, masked_measures, period_end
 from pos_lakehouse.transform.scd2 import START_OF_HISTORY, dim_observations, point_in_time_keys, scd2_versions
 
 REJECTED_ROWS_TABLE = "rejected_rows"
@@ -377,7 +379,7 @@ def refresh_derived_measures(lake: Lake, spec: RetailerSpec, table_name: str, fi
     table = canonical.TABLES[table_name]
     date_col = table.natural_keys[0]
     grain = GRAIN[table_name]
-    reach = history_window(grain)
+    reach = masking.history_window(grain)
     uri = lake.silver(spec.name, table_name)
     rows = (
         lake.scan(uri, table.schema)
@@ -387,7 +389,7 @@ def refresh_derived_measures(lake: Lake, spec: RetailerSpec, table_name: str, fi
         .collect()
     )
     rows = convert_to_usd(rows.lazy(), reference_frame(lake, "fx_rates"), date_col).collect()
-    rows = mask(rows, date_col, grain, masked_measures(spec.antitrust))
+    rows = mask_measures(rows, date_col, grain, list(masked_measures(spec.antitrust)))
     touched = rows.filter(pl.col(date_col).is_between(first, last + reach))
     if touched.is_empty():
         return 0
@@ -444,7 +446,7 @@ def refresh_period_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: d
         pl.col(end_col).is_between(first_end - reach, last_end + reach) & ~pl.col(end_col).is_between(first_end, last_end)
     ).collect()
     combined = pl.concat([conform(aggregated.lazy(), table).collect(), history], how="diagonal_relaxed")
-    combined = mask(combined, end_col, grain, masked_measures(spec.antitrust))
+    combined = mask_measures(combined, end_col, grain, list(masked_measures(spec.antitrust)))
     out = conform(
         combined.filter(pl.col(end_col).is_between(first_end, last_end + reach)).lazy().with_columns(
             pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_updated_at")

@@ -38,7 +38,7 @@ def gold_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
             # Not blocking: rows with an unknown key are invisible in every secure view (fail closed),
             # so publishing them leaks nothing; the failure tells governance to extend the policy.
             blocking=False,
-            description="Every secure_group_key in the partition is the one the access policy declares for the retailer.",
+            description="Every secure_group_key in the partition is the one the retailer's YAML declares (as the access policy reads it).",
         ),
     ]
 
@@ -87,7 +87,7 @@ def run_gold_checks(
     wrong = sorted(k for k in seen if k is not None and declared is not None and k != declared.secure_group_key)
     problems = []
     if declared is None and seen:
-        problems.append(f"{code} ({spec.name}) is not declared in the access policy")
+        problems.append(f"{code} ({spec.name}) is not among the retailers the access policy was built from")
     if unknown:
         problems.append(f"keys unknown to the policy: {unknown}")
     if wrong:
@@ -101,6 +101,10 @@ def run_gold_checks(
             metadata={
                 "secure_group_keys": ", ".join(str(k) for k in seen) or "none",
                 "policy_key": declared.secure_group_key if declared else "undeclared",
+                # Which reader groups see this retailer; all-retailers groups only = add it to a group.
+                "reader_groups": ", ".join(
+                    g for g in sorted(policy.groups) if declared and declared.secure_group_key in policy.group_keys(g)
+                ) or "none",
             },
             description="; ".join(problems) or None,
         )

@@ -1,8 +1,9 @@
 """Local secure gold views: a DuckDB database file with one view per gold table.
 
 Each view returns only the rows whose `secure_group_key` the reader may see and, for
-competition-sensitive retailers, shows the `at_masked_*` measures instead of the real ones for
-records younger than the policy's threshold (CASE on record age).
+competition-sensitive retailers, shows the `at_masked_*` measures instead of the real ones while
+the record's two-month masking block is not wholly older than the retailer's threshold (a CASE
+on the block's age; the rule and why it cannot be inverted: docs/serving.md).
 
 How it reads Delta without the network: DuckDB's `delta` extension downloads on first use, so the
 views read the gold tables' *current* Parquet files, listed through `deltalake` (the add actions
@@ -12,13 +13,19 @@ after every gold change, and `query` rebuilds it first when a gold table or the 
 (`is_current`). The file is written beside the target and swapped in with an atomic rename, so
 a reader never sees a half-built database and never waits on a writer's lock.
 
-Who reads: DuckDB has no principals. The reader is the `pos_reader` variable
+Who reads: DuckDB has no principals. In the file, the reader is the `pos_reader` variable
 (`SET VARIABLE pos_reader = 'claire'`), looked up in `access.reader_keys` (users -> groups ->
-keys from the policy); unset or unknown, the views return no rows. `query()` sets it from
-`--as USER`, then locks the connection down (read-only, file access only to the gold files,
-configuration locked, statements limited to queries). That emulates the production policy for
-development and demos; it is not a security boundary -- anyone who can read the data root can
-read the Parquet files. Production enforcement is Unity Catalog (see `unity_catalog.py`).
+keys from the policy); unset or unknown, the views return no rows. That is for development only:
+anyone who opens the file can set the variable or read the Parquet files the views name.
+
+`query()` (`pos-lakehouse query --as USER`) is the guarded way in. The statement must pass an
+allow-list on its parsed form (one query; every table reference a secure view or a CTE in scope;
+no table functions, file paths, other schemas or catalogs, settings or file-reading functions).
+Then it runs in an in-memory DuckDB that holds only the reader's rows of the views it names:
+they are copied out of the file as the reader, the file is detached, and external access is
+disabled and the configuration locked before the reader's SQL runs -- so a statement the parser
+misreads still finds no file it may open and no rows beyond the reader's. Production enforcement
+is Unity Catalog (see `unity_catalog.py`).
 """
 
 from __future__ import annotations
@@ -45,18 +52,6 @@ from pos_lakehouse.transform import canonical
 
 READER_VARIABLE = "pos_reader"
 DATABASE_NAME = "gold.duckdb"
-
-# Table functions that read files or run SQL text; a `query --as` statement may use none of them.
-_FORBIDDEN_FUNCTIONS = {
-    "read_parquet", "parquet_scan", "read_csv", "read_csv_auto", "read_json", "read_json_auto",
-    "read_ndjson", "read_text", "read_blob", "glob", "delta_scan", "iceberg_scan", "query",
-    "query_table", "getvariable", "parquet_metadata", "parquet_schema", "sniff_csv",
-}
-
-
-class QueryRejected(ValueError):
-    """A `query --as` statement that is not a plain read of the secure views."""
-
 
 def database_path(lake: Lake) -> Path:
     """`<data root>/serving/gold.duckdb`; DuckDB needs a local file, so with an object-store data root
@@ -264,38 +259,142 @@ def ensure_current(lake: Lake, policy: AccessPolicy, tables: list[str] | tuple[s
 
 
 # ---- querying as a reader ----------------------------------------------------------------------
-def check_query(sql: str) -> None:
-    """Accept only read queries over tables (no SET, ATTACH, COPY, DDL, file-reading or SQL-text functions)."""
+# Only the secure views may be named. Two independent guards: the allow-list below on the parsed
+# statement, and an engine that holds nothing else -- `query` copies the reader's rows of the views
+# the statement names into an in-memory database, detaches the gold file and disables every file
+# system operation before the reader's SQL runs, so even a statement the parser misreads can reach
+# neither a file nor another reader's rows.
+
+# Functions that read files, run SQL text or expose the engine's settings and paths.
+_FORBIDDEN_FUNCTIONS = frozenset({
+    "glob", "query", "query_table", "getvariable", "current_setting", "getenv", "sniff_csv",
+    "parquet_metadata", "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata",
+    "read_text", "read_blob", "which_secret", "json_execute_serialized_sql", "from_substrait",
+})
+_FORBIDDEN_PREFIXES = ("read_", "duckdb_", "pragma_", "iceberg_", "delta_", "sqlite_", "postgres_", "mysql_")
+_FORBIDDEN_SUFFIXES = ("_scan",)
+
+
+class QueryRejected(ValueError):
+    """A `query --as` statement that is not a plain read of the secure views (the message is one line)."""
+
+
+class QueryFailed(QueryRejected):
+    """An allowed statement that the engine could not run (unknown column, type error, ...)."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _function_name(func: exp.Func) -> str:
+    return (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+
+
+def check_query(sql: str, views: list[str] | tuple[str, ...] = GOLD_TABLES) -> list[str]:
+    """Accept exactly one read over the secure views; return the views it names (lower case).
+
+    Refused: anything but one SELECT-like query (or DESCRIBE of a view); any table reference that
+    is not a view or a common table expression in scope (file paths quoted or not, globs, other
+    schemas or catalogs); table functions; functions that read files, run SQL text or show settings.
+    """
+    import logging
+
+    from sqlglot.optimizer.scope import traverse_scope
+
+    allowed = {v.lower() for v in views}
+    sqlglot_log = logging.getLogger("sqlglot")
+    level = sqlglot_log.level
+    sqlglot_log.setLevel(logging.ERROR)  # "falling back to Command" warnings are not for the reader
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
-    except sqlglot.errors.ParseError as exc:
-        raise QueryRejected(f"could not parse the query: {exc}") from exc
+    except (sqlglot.errors.ParseError, sqlglot.errors.TokenError) as exc:
+        raise QueryRejected(f"could not parse the query: {_one_line(str(exc).splitlines()[0] if str(exc) else exc)}") from None
+    finally:
+        sqlglot_log.setLevel(level)
     if not statements:
         raise QueryRejected("empty query")
     if len(statements) > 1:
         raise QueryRejected("one statement at a time")
     stmt = statements[0]
     if not isinstance(stmt, (exp.Query, exp.Describe)):
-        raise QueryRejected(f"only queries (SELECT ... or DESCRIBE) are allowed, not {stmt.key.upper()}")
+        raise QueryRejected(f"only queries (SELECT ... or DESCRIBE <view>) are allowed, not {stmt.key.upper()}")
+
+    cte_names = {cte.alias_or_name.lower() for cte in stmt.find_all(exp.CTE)}
+    named: set[str] = set()
     for table in stmt.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
-            raise QueryRejected(f"table functions are not allowed: {table.sql(dialect='duckdb')}")
+            raise QueryRejected(f"table functions are not allowed: {_one_line(table.sql(dialect='duckdb'))}")
+        name = table.name.lower()
+        if table.args.get("catalog") or table.db.lower() not in ("", "main"):
+            raise QueryRejected(f"only the secure views may be queried, not {_one_line(table.sql(dialect='duckdb'))}")
+        if name in allowed:
+            named.add(name)
+        elif name not in cte_names:
+            raise QueryRejected(f"only the secure views may be queried ({', '.join(views)}), not {table.name!r}")
+    # Scope by scope: a name that matches a CTE somewhere but is read where that CTE is not visible
+    # would be a file name to DuckDB.
+    try:
+        scopes = traverse_scope(stmt) if isinstance(stmt, exp.Query) else []
+    except Exception as exc:  # sqlglot cannot resolve the scopes: do not guess
+        raise QueryRejected(f"could not resolve the query's tables: {_one_line(exc)}") from None
+    for scope in scopes:
+        for source in scope.sources.values():
+            if isinstance(source, exp.Table):
+                name = source.name.lower()
+                if name not in allowed:
+                    raise QueryRejected(f"only the secure views may be queried ({', '.join(views)}), not {source.name!r}")
+                named.add(name)
     for func in stmt.find_all(exp.Func):
-        name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
-        if name in _FORBIDDEN_FUNCTIONS or isinstance(func, exp.ReadCSV):
-            raise QueryRejected(f"function {name} is not allowed in a secure query")
+        fname = _function_name(func)
+        if (
+            isinstance(func, (exp.ReadCSV, exp.ReadParquet))
+            or fname in _FORBIDDEN_FUNCTIONS
+            or fname.startswith(_FORBIDDEN_PREFIXES)
+            or fname.endswith(_FORBIDDEN_SUFFIXES)
+        ):
+            raise QueryRejected(f"function {fname} is not allowed in a secure query")
+    if not named and isinstance(stmt, exp.Describe):
+        raise QueryRejected("DESCRIBE needs one of the secure views")
+    return sorted(named)
+
+
+def _reader_connection(path: Path, user: str, views: list[str]) -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding only `user`'s rows of `views`, with file access disabled and locked."""
+    con = duckdb.connect(":memory:", config={"python_enable_replacements": False, "autoinstall_known_extensions": False})
+    try:
+        con.execute(f"ATTACH {literal(str(path))} AS gold_views (READ_ONLY)")
+        con.execute(f"SET VARIABLE {READER_VARIABLE} = {literal(user)}")
+        for view in views:
+            con.execute(f"CREATE TABLE main.{quote(view, 'duckdb')} AS SELECT * FROM gold_views.main.{quote(view, 'duckdb')}")
+        con.execute("DETACH gold_views")
+        con.execute(f"RESET VARIABLE {READER_VARIABLE}")
+        for setting in (
+            "SET autoload_known_extensions = false",
+            "SET allow_community_extensions = false",
+            "SET enable_external_access = false",  # no file, extension or database may be opened from here on
+            "SET lock_configuration = true",
+        ):
+            con.execute(setting)
+    except BaseException:
+        con.close()
+        raise
+    return con
 
 
 def query(lake: Lake, policy: AccessPolicy, user: str, sql: str) -> pl.DataFrame:
-    """Run one read query against the secure views as `user` (refreshing stale views first)."""
+    """Run one read query against the secure views as `user` (refreshing stale views first).
+
+    Raises `PolicyError` for an unknown user, `QueryRejected` for a statement that is not a read of
+    the views, `QueryFailed` when the engine refuses or cannot run it; each message is one line.
+    """
     policy.user_keys(user)  # unknown user -> PolicyError, before touching any data
-    check_query(sql)
+    views = check_query(sql)
     ensure_current(lake, policy)
-    path = database_path(lake)
-    with duckdb.connect(str(path), read_only=True) as con:
-        files = [r[0] for r in con.execute("SELECT path FROM access.gold_files").fetchall()]
-        con.execute(f"SET VARIABLE {READER_VARIABLE} = {literal(user)}")
-        con.execute(f"SET allowed_paths = [{', '.join(literal(f) for f in files)}]" if files else "SELECT 1")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+    con = _reader_connection(database_path(lake), user, views)
+    try:
         return con.sql(sql).pl()
+    except duckdb.Error as exc:
+        raise QueryFailed(f"the query failed: {_one_line(exc)}") from None
+    finally:
+        con.close()

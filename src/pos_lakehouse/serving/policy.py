@@ -1,32 +1,34 @@
 """The gold access policy: who may read which retailers' rows, and which recent measures are masked.
 
-One YAML file (`defs/serving/access_policy.yaml`) is the single source for every place the
-policy is enforced: the local DuckDB secure views (`duckdb_views.py`), the Unity Catalog SQL
-(`unity_catalog.py`) and the gold asset check that every `secure_group_key` in gold is known.
+Two sources, each holding only its own facts:
 
-Shape of the file:
+* every retailer's facts -- its `secure_group_key` and antitrust settings (`antitrust`: what is
+  masked, `mask_younger_than_days`: from what age) -- live in the retailer's own YAML
+  (`defs/retailers/<name>/defs.yaml`, `retailer.py`);
+* reader groups and (for local use) users live in `defs/serving/access_policy.yaml`:
 
 ```yaml
-retailers:                 # every data provider gold may hold, by data_provider_code
-  cds_1001:
-    name: marche_fr
-    secure_group_key: 110011
-    competition_sensitive: true    # recent measures of this retailer are antitrust-masked
-    mask_younger_than_days: 28     # records younger than this (by business date) show at_masked_*
-    masked_measures: value         # value | volume | all
 groups:                    # reader groups (Databricks account groups in production)
   pos_admins: {all_retailers: true}
   category_managers_eu: {secure_group_keys: [110011, 110012]}
 users:                     # local only: DuckDB has no principals, so the CLI maps a user to groups
   ada: [pos_admins]
 ```
+
+`load_policy` joins them into one `AccessPolicy`, the object every enforcement point renders: the
+local DuckDB secure views (`duckdb_views.py`), the Unity Catalog SQL (`unity_catalog.py`) and the
+gold asset check that every `secure_group_key` in gold is its retailer's. A retailer no group
+names is still visible to `all_retailers` groups and reported by a `PolicyWarning`, so onboarding
+by one YAML never leaves a retailer silently invisible.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -34,7 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pos_lakehouse.settings import PROJECT_ROOT
 from pos_lakehouse.transform import canonical
 
+if TYPE_CHECKING:
+    from pos_lakehouse.retailer import RetailerSpec
+
 DEFAULT_POLICY_PATH = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "serving" / "access_policy.yaml"
+DEFAULT_RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
 
 # Measure columns by kind, including the USD conversions; each has an `at_masked_<measure>` twin in the facts.
 VALUE_COLUMNS: tuple[str, ...] = (
@@ -48,6 +54,10 @@ class PolicyError(ValueError):
     """The access policy file is inconsistent, or a reader is unknown."""
 
 
+class PolicyWarning(UserWarning):
+    """Something a governance reader should see, e.g. a retailer that no reader group names."""
+
+
 class RetailerAccess(BaseModel):
     """How one retailer's gold rows are protected."""
 
@@ -59,7 +69,7 @@ class RetailerAccess(BaseModel):
         default=False, description="Recent measures are replaced by their antitrust-masked twins."
     )
     mask_younger_than_days: int = Field(
-        default=0, ge=0, description="Records whose business date is fewer days old than this are masked."
+        default=0, ge=0, description="A record is masked while its two-month masking block holds a day younger than this."
     )
     masked_measures: Literal["value", "volume", "all"] = Field(
         default="all", description="Which measures are masked: value (money), volume (units, stock) or all."
@@ -70,6 +80,19 @@ class RetailerAccess(BaseModel):
         if self.competition_sensitive and self.mask_younger_than_days <= 0:
             raise ValueError(f"{self.name}: competition_sensitive needs mask_younger_than_days > 0")
         return self
+
+    @classmethod
+    def from_spec(cls, spec: "RetailerSpec") -> "RetailerAccess":
+        """The retailer's protection as its YAML states it (`antitrust`, `mask_younger_than_days`)."""
+        sensitive = spec.antitrust != "none"
+        return cls(
+            name=spec.name,
+            secure_group_key=spec.secure_group_key,
+            competition_sensitive=sensitive,
+            mask_younger_than_days=spec.mask_younger_than_days if sensitive else 0,
+            # `volume` masks units and stock as well as money (see transform.measures.masked_measures).
+            masked_measures="value" if spec.antitrust == "value" else "all",
+        )
 
     @property
     def masks(self) -> bool:
@@ -96,7 +119,7 @@ class Group(BaseModel):
 
 
 class AccessPolicy(BaseModel):
-    """Retailers, groups and (for local use) users; the one object every enforcement point renders."""
+    """Retailers (from their YAMLs), groups and (for local use) users; the one object every enforcement point renders."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -141,15 +164,47 @@ class AccessPolicy(BaseModel):
     def masked_retailers(self) -> dict[str, RetailerAccess]:
         return {code: r for code, r in self.retailers.items() if r.masks}
 
+    def ungranted_retailers(self) -> dict[str, RetailerAccess]:
+        """Retailers no group names by key: only `all_retailers` groups see them."""
+        named = {k for g in self.groups.values() for k in g.secure_group_keys}
+        return {code: r for code, r in sorted(self.retailers.items()) if r.secure_group_key not in named}
 
-def load_policy(path: str | Path | None = None) -> AccessPolicy:
-    """Read and validate the access policy YAML (the project's default file when `path` is None)."""
+
+def load_policy(
+    path: str | Path | None = None, retailers: "Iterable[RetailerSpec] | str | Path | None" = None
+) -> AccessPolicy:
+    """Groups and users from the access policy YAML, retailers from their own YAMLs, validated together.
+
+    `path` defaults to the project's policy file; `retailers` is a list of specs or a folder of
+    retailer YAMLs (default: the project's `defs/retailers`). Retailers that no group names are
+    reported by a `PolicyWarning` (all-retailers groups still see them).
+    """
+    from pos_lakehouse.retailer import load_retailer_specs
+
     path = Path(path) if path else DEFAULT_POLICY_PATH
+    if retailers is None or isinstance(retailers, (str, Path)):
+        retailers = load_retailer_specs(Path(retailers) if retailers else DEFAULT_RETAILERS_DIR)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
         raise PolicyError(f"access policy not found: {path}") from exc
+    if "retailers" in doc:
+        raise PolicyError(
+            f"invalid access policy {path}: `retailers` does not belong here -- a retailer's secure_group_key and "
+            "antitrust settings live in its own YAML (defs/retailers/<name>/defs.yaml); keep only `groups` and `users`"
+        )
     try:
-        return AccessPolicy.model_validate(doc)
+        policy = AccessPolicy.model_validate(
+            {**doc, "retailers": {s.data_provider_code: RetailerAccess.from_spec(s) for s in retailers}}
+        )
     except ValueError as exc:
         raise PolicyError(f"invalid access policy {path}: {exc}") from exc
+    ungranted = policy.ungranted_retailers()
+    if ungranted:
+        names = ", ".join(f"{r.name} ({code}, key {r.secure_group_key})" for code, r in ungranted.items())
+        warnings.warn(
+            f"no reader group names {names}: only all-retailers groups see it; add its key to a group in {path.name}",
+            PolicyWarning,
+            stacklevel=2,
+        )
+    return policy

@@ -66,16 +66,27 @@ def mask_rules(policy: AccessPolicy, table_name: str, columns: list[str]) -> lis
     return rules
 
 
-def age_in_days(date_col: str, dialect: Dialect) -> str:
-    """Whole days between the record's business date and today (0 for today's records)."""
+def block_end(date_col: str, dialect: Dialect) -> str:
+    """Last day of the two-month masking block (Jan-Feb, Mar-Apr, ...) holding the record's date.
+
+    The same blocks as `transform/masking.py`: a record's masked twin is computed per block, so the
+    whole block must switch from masked to real at once (never half of it).
+    """
+    d = quote(date_col, dialect)
+    return f"last_day(make_date(year({d}), CAST(floor((month({d}) - 1) / 2) * 2 + 2 AS INT), 1))"
+
+
+def age_in_days(date_sql: str, dialect: Dialect) -> str:
+    """Whole days between a date expression and today (0 for today, negative in the future)."""
     if dialect == "databricks":
-        return f"datediff(current_date(), {quote(date_col, dialect)})"
-    return f"date_diff('day', {quote(date_col, dialect)}, current_date)"
+        return f"datediff(current_date(), {date_sql})"
+    return f"date_diff('day', {date_sql}, current_date)"
 
 
 def masked_expression(rule: MaskRule, date_col: str, dialect: Dialect) -> str:
+    """A record shows its masked twin while its masking block is not wholly older than the threshold."""
     q = lambda n: quote(n, dialect)  # noqa: E731
-    age = age_in_days(date_col, dialect)
+    age = age_in_days(block_end(date_col, dialect), dialect)
     conditions = " OR ".join(
         f"({q('data_provider_code')} = {literal(code, dialect)} AND {age} < {days})" for code, days in rule.thresholds
     )

@@ -27,6 +27,8 @@ from pos_lakehouse.spark.lake import FILE_PATH, FILE_ROW, SparkLake
 from pos_lakehouse.spark.types import spark_schema, spark_type
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.mapping import ERROR_COLUMN
+from pos_lakehouse.transform import masking
+from pos_lakehouse.transform.masking import mask_measures
 from pos_lakehouse.transform.measures import history_window, masked_measures
 from pos_lakehouse.transform.scd2 import START_OF_HISTORY
 
@@ -355,11 +357,11 @@ def refresh_derived_measures(lake: SparkLake, spec: RetailerSpec, table_name: st
     table = canonical.TABLES[table_name]
     date_col = table.natural_keys[0]
     grain = GRAIN[table_name]
-    reach = history_window(grain)
+    reach = masking.history_window(grain)
     uri = lake.silver(spec.name, table_name)
     rows = lake.scan(uri, spark_schema(table.schema)).filter(F.col(date_col).between(first - reach, last + reach))
     rows = st.convert_to_usd(rows, _fx(lake), date_col)
-    rows = st.mask(rows, date_col, grain, masked_measures(spec.antitrust))
+    rows = mask_measures(rows, date_col, grain, list(masked_measures(spec.antitrust)))
     touched = rows.filter(F.col(date_col).between(first, last + reach)).cache()
     counts = touched.agg(F.count(F.lit(1)).alias("n"), F.sum(F.when(F.col("fx_rate_to_usd").isNull(), 1).otherwise(0)).alias("fx_missing")).collect()[0]
     if counts["n"] == 0:
@@ -408,7 +410,7 @@ def refresh_period_facts(lake: SparkLake, spec: RetailerSpec, table_name: str, n
         F.col(end_col).between(first_end - reach, last_end + reach) & ~F.col(end_col).between(first_end, last_end)
     )
     combined = st.conform(aggregated, table).unionByName(history)
-    combined = st.mask(combined, end_col, grain, masked_measures(spec.antitrust))
+    combined = mask_measures(combined, end_col, grain, list(masked_measures(spec.antitrust)))
     out = st.conform(combined.filter(F.col(end_col).between(first_end, last_end + reach)).withColumn("_updated_at", _ts(now)), table)
     result.input_rows = days.count()
     result.min_date, result.max_date = first_end, last_end

@@ -1,0 +1,132 @@
+"""Onboarding is one file: a new retailer's YAML alone makes it visible to all-retailers readers.
+
+The retailer YAML carries the secure group key and the antitrust settings; the access policy holds
+only groups and users. A retailer that no group names is seen by all-retailers groups at once and
+reported by a warning -- never silently invisible.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster.components.core.component_tree import ComponentTree
+
+from pos_lakehouse.components.gold_tables import GoldTables
+from pos_lakehouse.components.serving_views import ServingViews
+from pos_lakehouse.quality.gold_checks import run_gold_checks
+from pos_lakehouse.retailer import load_retailer_specs
+from pos_lakehouse.serving.duckdb_views import query
+from pos_lakehouse.serving.policy import PolicyWarning, load_policy
+
+from conftest import PROJECT_ROOT
+from serving_data import fact_rows, write_gold
+
+DEFS = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs"
+
+NEW_RETAILER = """\
+type: pos_lakehouse.components.RetailerPipeline
+attributes:
+  retailer_id: 1009
+  name: example_es
+  country: ES
+  currency: EUR
+  secure_group_key: 110019
+  antitrust: value
+  mask_younger_than_days: 28
+  cadence: daily
+  delivery:
+    channel: landing
+    files:
+      - name: ventas
+        match: "ventas_*.csv"
+        holds: [prod_dim, site_dim, store_day_fact]
+        format: {type: csv, separator: ";", decimal_comma: true, encoding: latin-1, date_formats: ["%d/%m/%Y"]}
+  columns:
+    ventas: {Fecha: date, Tienda: site_id, Articulo: prod_id, EAN: gtin, Unidades: pos_sales_units, Importe: pos_sales_value_lc}
+"""
+
+
+def _context(folder: Path, monkeypatch: pytest.MonkeyPatch) -> dg.ComponentLoadContext:
+    """A component load context for a component whose defs.yaml lives in `folder`."""
+    monkeypatch.chdir(folder)
+    return ComponentTree.for_test().load_context
+
+
+def _asset(defs: dg.Definitions, *key: str) -> dg.AssetsDefinition:
+    return next(a for a in defs.assets if dg.AssetKey(list(key)) in a.keys)
+
+
+@pytest.fixture
+def defs_copy(tmp_path: Path) -> Path:
+    """A copy of the project's defs folder with one more retailer YAML -- and nothing else changed."""
+    root = tmp_path / "defs"
+    for part in ("retailers", "serving", "gold"):
+        shutil.copytree(DEFS / part, root / part)
+    (root / "retailers" / "example_es").mkdir()
+    (root / "retailers" / "example_es" / "defs.yaml").write_text(NEW_RETAILER)
+    return root
+
+
+def test_a_new_retailer_by_one_yaml_is_seen_by_all_retailers_users(defs_copy, lake, monkeypatch):
+    policy_file = defs_copy / "serving" / "access_policy.yaml"
+    assert policy_file.read_text() == (DEFS / "serving" / "access_policy.yaml").read_text()
+
+    with pytest.warns(PolicyWarning, match=r"no reader group names example_es \(cds_1009, key 110019\)"):
+        policy = load_policy(policy_file, defs_copy / "retailers")
+    assert policy.retailers["cds_1009"].secure_group_key == 110019 and policy.retailers["cds_1009"].masks
+    assert 110019 in policy.user_keys("ada")  # pos_admins: all retailers, the new one at once
+    assert 110019 not in policy.user_keys("claire") and 110019 not in policy.user_keys("noah")
+
+    # The components pick it up from the same folder: a gold partition, and the serving views.
+    with pytest.warns(PolicyWarning):
+        gold_defs = GoldTables(retailers_path="../retailers", access_policy_path="../serving/access_policy.yaml").build_defs(
+            _context(defs_copy / "gold", monkeypatch)
+        )
+    gold_asset = _asset(gold_defs, "gold", "store_day_fact")
+    assert "cds_1009" in gold_asset.partitions_def.get_partition_keys()
+    with pytest.warns(PolicyWarning):
+        views_defs = ServingViews(retailers_path="../retailers", access_policy_path="access_policy.yaml").build_defs(
+            _context(defs_copy / "serving", monkeypatch)
+        )
+
+    # Its gold rows (and another retailer's) published; the views asset builds the database.
+    today = duckdb.execute("select current_date").fetchone()[0]
+    write_gold(lake, "store_day_fact", fact_rows("cds_1009", 110019, [today - timedelta(days=3)]))
+    write_gold(lake, "store_day_fact", fact_rows("cds_1001", 110011, [today - timedelta(days=200)]))
+    views_asset = _asset(views_defs, "serving", "gold_views")
+    with pytest.warns(PolicyWarning):
+        result = dg.materialize([views_asset], resources={"lake": lake})
+    assert result.success
+    meta = result.asset_materializations_for_node(views_asset.node_def.name)[0].metadata
+    assert meta["retailers_in_no_group"].value == "example_es"
+
+    sql = "select data_provider_code, count(*) as n, min(pos_sales_value_lc) as v from store_day_fact group by 1 order by 1"
+    seen = {r["data_provider_code"]: r for r in query(lake, policy, "ada", sql).to_dicts()}
+    assert seen["cds_1009"]["n"] == 6
+    assert seen["cds_1009"]["v"] == Decimal("70")  # masked, as its YAML says (`antitrust: value`, 28 days)
+    assert "cds_1009" not in set(query(lake, policy, "claire", sql)["data_provider_code"])
+
+    # The gold check knows its key: declared by the retailer's own YAML.
+    spec = next(s for s in load_retailer_specs(defs_copy / "retailers") if s.name == "example_es")
+    checks = {r.check_name: r for r in run_gold_checks(lake, spec, "store_day_fact", policy, gold_asset.key)}
+    assert checks["secure_group_keys_known"].passed
+    assert checks["secure_group_keys_known"].metadata["reader_groups"].value == "pos_admins"
+
+
+def test_a_retailer_in_a_group_raises_no_warning(defs_copy, recwarn):
+    policy_file = defs_copy / "serving" / "access_policy.yaml"
+    policy_file.write_text(policy_file.read_text().replace("[110011, 110012, 110015, 110016]", "[110011, 110012, 110015, 110016, 110019]"))
+    policy = load_policy(policy_file, defs_copy / "retailers")
+    assert not [w for w in recwarn if issubclass(w.category, PolicyWarning)]
+    assert 110019 in policy.user_keys("claire")
+
+
+def test_shipped_defs_raise_no_policy_warning(recwarn):
+    load_policy()
+    assert not [w for w in recwarn if issubclass(w.category, PolicyWarning)]
