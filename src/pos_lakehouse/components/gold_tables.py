@@ -82,7 +82,7 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             if name not in spec.silver_tables:
                 context.log.info(f"{spec.name} does not deliver {name}; nothing to publish")
                 return dg.MaterializeResult(
-                    metadata={"dagster/row_count": 0},
+                    metadata={"dagster/row_count": table_row_count(lake, name), "partition_rows": 0},
                     check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
                 )
             if spec.engine == "spark":  # issue 7: the partition MERGE runs in the Spark job (Pipes)
