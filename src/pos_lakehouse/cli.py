@@ -205,7 +205,8 @@ def process_landing(console, root: Path, only: list[str] | None, *, max_rounds: 
         with _logs_to_file(root / "logs") as log:
             console.print(f"[dim]run and Spark logs: {log.parent}/[/]")
             for _ in range(max_rounds):
-                if not [r for r in driver.settle() if r.run_id]:
+                # Until nothing more is requested; a round whose runs all failed would only repeat them.
+                if not any(r.run_id and r.success for r in driver.settle()):
                     break
     for retailer, why in sorted(skipped.items()):
         console.print(f"  [yellow]skipped[/] {retailer}: its source is not configured here ({why})")
