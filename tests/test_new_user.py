@@ -317,3 +317,16 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
     # Nothing new in landing: a second `run` has nothing to do and succeeds.
     assert main(["run", "--retailer", "marche_fr"]) == 0
     assert "0 runs, 0 failed" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_run_exits_non_zero_with_a_summary_when_a_run_fails(data_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    folder = data_root / "landing" / "marche_fr"
+    folder.mkdir(parents=True)
+    (folder / f"marche_fr_pos_{date.today() - timedelta(days=40):%Y%m%d}.parquet").write_bytes(b"PAR1 not really parquet")
+    assert main(["run", "--retailer", "marche_fr"]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "1 failed" in out
+    summary = [line for line in out.splitlines() if line.startswith("failed: marche_fr_ingest")]
+    assert len(summary) == 1 and "rejected" in summary[0]
