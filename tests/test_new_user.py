@@ -337,3 +337,19 @@ def test_run_exits_non_zero_with_a_summary_when_a_run_fails(data_root, tmp_path,
     assert "FAILED" in out and "1 failed" in out
     summary = [line for line in out.splitlines() if line.startswith("failed: marche_fr_ingest")]
     assert len(summary) == 1 and "rejected" in summary[0]
+
+
+def test_jvm_output_goes_to_the_spark_log_and_ivy_failures_are_named(tmp_path):
+    from pos_lakehouse.spark.session import _ivy_failure, _jvm_output_to
+
+    log = tmp_path / "logs" / "spark.log"
+    script = "import sys; print('ivy report on stdout'); print('log4j on stderr', file=sys.stderr)"
+    with _jvm_output_to(str(log)):
+        # A child started inside the block (as the JVM is) writes to the log, not to the console.
+        subprocess.run([sys.executable, "-c", script], check=True)
+    text = log.read_text()
+    assert "ivy report on stdout" in text and "log4j on stderr" in text
+    assert _ivy_failure(str(log)) is None
+    log.write_text(text + "Exception in thread \"main\" java.lang.RuntimeException: [unresolved dependency: "
+                   "org.apache.parquet#parquet-hadoop;1.16.0: not found]\n")
+    assert "unresolved dependency: org.apache.parquet#parquet-hadoop;1.16.0" in _ivy_failure(str(log))
