@@ -110,17 +110,19 @@ class _Progress:
         started = time.monotonic()
         while not self._stop.wait(1.0):
             try:
-                running = self.instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
+                records = self.instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
             except Exception:  # a busy SQLite file: skip this refresh
                 continue
-            what = "sensors and automation"
-            if running:
-                run = running[0]
+            what, since = "sensors and automation", started
+            if records:
+                run = records[0].dagster_run
                 keys = sorted(k.to_user_string() for k in (run.asset_selection or []))
-                what = f"{run.job_name}" + (f" {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" if keys else "")
+                what = ", ".join(keys[:2]) + (" ..." if len(keys) > 2 else "") if keys else run.job_name
                 if run.tags.get("dagster/partition"):
                     what += f" [{run.tags['dagster/partition']}]"
-            self._status.update(f"{self.done} run(s) done; working: {what} ({time.monotonic() - started:.0f}s)")
+                if records[0].start_time:
+                    since = time.monotonic() - (time.time() - records[0].start_time)
+            self._status.update(f"{self.done} run(s) done; running {what} ({time.monotonic() - since:.0f}s)")
 
     def __exit__(self, *exc):
         self._stop.set()
