@@ -307,6 +307,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
     _dagster_home()
     exe = shutil.which("dg") or str(Path(sys.executable).parent / "dg")
     dg_args = [a for a in args.dg_args if a != "--"]
+    root = current_settings().data_root
+    if "://" not in root:  # runs launched by the UI send Spark's JVM output to the log file too
+        os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(Path(root) / "logs" / "spark.log"))
     # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll them.
     with start_demo_services(Path(current_settings().data_root)):
         return subprocess.call([exe, "dev", *dg_args], cwd=PROJECT_ROOT)
