@@ -61,3 +61,11 @@ def spec_named(name: str):
     from pos_lakehouse.retailer import load_retailer_specs
 
     return next(s for s in load_retailer_specs(RETAILERS_DIR) if s.name == name)
+
+
+def pytest_collection_modifyitems(items):
+    # Tests that drive the code location headless (sensors, runs, automation) are the long end-to-end
+    # ones: `-m "not slow"` leaves them out of the fast subset.
+    for item in items:
+        if "headless" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from pos_lakehouse.spark.pipes import SparkJobs
-from pos_lakehouse.components.gold_tables import GoldTables, retailer_partitions
+from pos_lakehouse.components.gold_tables import GoldTables
 from pos_lakehouse.layers.gold import PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import load_retailer_specs
@@ -118,7 +118,7 @@ def test_concurrent_refreshes_keep_both_watermarks(lake):
 def _gold_asset(specs, table="store_day_fact"):
     policy = load_policy()
     by_code = {s.data_provider_code: s for s in specs}
-    return GoldTables._gold_asset(table, specs, by_code, retailer_partitions(specs), policy)
+    return GoldTables._gold_asset(table, specs, by_code, policy)
 
 
 def test_gold_asset_runs_its_checks(lake, instance):
@@ -129,7 +129,9 @@ def test_gold_asset_runs_its_checks(lake, instance):
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {"rows_match_silver", "unique_keys", "secure_group_keys_known"}
     assert all(e.passed for e in evaluations.values()), evaluations
-    assert evaluations["rows_match_silver"].metadata["gold_rows"].value == 18
+    assert evaluations["rows_match_silver"].metadata["rows"].value == "gold 18, silver 18"
+    gold_meta = result.asset_materializations_for_node("gold__store_day_fact")[0].metadata
+    assert gold_meta["partition_rows"].value == 18 and gold_meta["dagster/row_count"].value == 18
     # A retailer that has delivered nothing yet: its (empty) partition passes too.
     assert dg.materialize([asset], partition_key="cds_1002", resources={"lake": lake, "spark": SparkJobs()}, instance=instance).success
 
@@ -147,8 +149,8 @@ def test_gold_checks_catch_missing_duplicate_and_unknown_rows(lake):
     lake.append(lake.gold("store_day_fact"), pl.concat([dup, stray]), partition_by=[PARTITION_COLUMN])
     results = {r.check_name: r for r in run_gold_checks(lake, MARCHE, "store_day_fact", policy, key)}
     assert not results["rows_match_silver"].passed
-    assert results["rows_match_silver"].metadata["gold_rows"].value == 20
-    assert not results["unique_keys"].passed and results["unique_keys"].metadata["duplicate_keys"].value == 1
+    assert results["rows_match_silver"].metadata["rows"].value == "gold 20, silver 18"
+    assert not results["unique_keys"].passed and results["unique_keys"].metadata["duplicate_keys"].value == "1"
     assert not results["secure_group_keys_known"].passed and "424242" in results["secure_group_keys_known"].description
     # Checks look at the retailer's own partition only.
     assert all(r.passed for r in run_gold_checks(lake, KAUF, "store_day_fact", policy, key))

@@ -1,16 +1,26 @@
-"""`pos-lakehouse`: run the demo, open the UI, reconcile gold, and query it."""
+"""`pos-lakehouse`: run what is in landing, run the demo, open the UI, reconcile gold, and query it."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from pos_lakehouse.settings import PROJECT_ROOT, current_settings
+
+RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
 def _dagster_home() -> Path:
@@ -20,86 +30,289 @@ def _dagster_home() -> Path:
     return home
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the demo landing zone and run it to gold headless, through the code location's own sensors and automation."""
-    from rich.console import Console
+def _quiet_deliberate_warnings() -> None:
+    """The project uses Dagster's preview/beta APIs on purpose (automation sensor, spec mapping, freshness)."""
+    import dagster as dg
 
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
+
+
+def _specs():
+    from pos_lakehouse.retailer import load_retailer_specs
+
+    return load_retailer_specs(RETAILERS_DIR)
+
+
+def _checked_retailers(names: list[str] | None) -> list[str] | None:
+    """The `--retailer` names, each known; None for all."""
+    if not names:
+        return None
+    known = [s.name for s in _specs()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown retailer {', '.join(repr(n) for n in unknown)}; known retailers: {', '.join(known)}")
+    return names
+
+
+def _existing_data_root() -> Path:
+    """The data root, which must exist (nothing is created when it does not)."""
+    root = current_settings().data_root
+    if "://" in root:
+        return Path(root)
+    if not Path(root).is_dir():
+        raise UsageError(f"data root {root} does not exist; set POS_LAKEHOUSE_DATA or run `pos-lakehouse demo` first")
+    return Path(root)
+
+
+# ---- running the code location headless --------------------------------------------------------
+@contextlib.contextmanager
+def _logs_to_file(log_dir: Path) -> Iterator[Path]:
+    """Send what runs write to stderr (Dagster's run logs, Python warnings) and Spark's JVM output to files.
+
+    The console keeps one line per run; the details are in `<data root>/logs/`.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(log_dir / "spark.log"))  # read by the Spark job (Pipes subprocess)
+    path = log_dir / "runs.log"
+    with open(path, "a", encoding="utf-8") as fh, contextlib.redirect_stderr(fh):
+        yield path
+
+
+def _run_seconds(instance, run_id: str) -> float | None:
+    record = instance.get_run_record_by_id(run_id) if run_id else None
+    if record and record.start_time and record.end_time:
+        return record.end_time - record.start_time
+    return None
+
+
+class _Progress:
+    """A live line (terminals only) saying which run is working and for how long."""
+
+    def __init__(self, console, instance):
+        self.console, self.instance = console, instance
+        self.done = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self):
+        if self.console.is_terminal:
+            self._status = self.console.status("starting ...")
+            self._status.start()
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        import dagster as dg
+
+        started = time.monotonic()
+        while not self._stop.wait(1.0):
+            try:
+                records = self.instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
+            except Exception:  # a busy SQLite file: skip this refresh
+                continue
+            what, since = "sensors and automation", started
+            if records:
+                run = records[0].dagster_run
+                keys = sorted(k.to_user_string() for k in (run.asset_selection or []))
+                what = ", ".join(keys[:2]) + (" ..." if len(keys) > 2 else "") if keys else run.job_name
+                if run.tags.get("dagster/partition"):
+                    what += f" [{run.tags['dagster/partition']}]"
+                if records[0].start_time:
+                    since = time.monotonic() - (time.time() - records[0].start_time)
+            self._status.update(f"{self.done} run(s) done; running {what} ({time.monotonic() - since:.0f}s)")
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._status.stop()
+
+
+def _pulled_source_missing(spec) -> str | None:
+    """Why a pulled retailer's source cannot be reached from this environment (None when it can)."""
+    d = spec.delivery
+    needed = []
+    if d.channel == "api" and d.api:
+        needed = [d.api.token_env] + ([d.api.base_url_env] if not d.api.base_url and d.api.base_url_env else [])
+    elif d.channel == "database" and d.database:
+        needed = [d.database.url_env] if not d.database.url and d.database.url_env else []
+    missing = [v for v in needed if v and not os.environ.get(v)]
+    return f"{', '.join(missing)} not set" if missing else None
+
+
+def process_landing(console, root: Path, only: list[str] | None, *, max_rounds: int = 20) -> tuple[int, list]:
+    """Tick the code location's sensors and automation headless until nothing more is requested.
+
+    Returns (runs executed, failures); prints one line per run with its duration.
+    """
     import dagster as dg
 
     from pos_lakehouse.definitions import build_definitions
     from pos_lakehouse.demo.headless import Headless, RunRecord
-    from pos_lakehouse.demo.retailers import write_demo_landing
-    from pos_lakehouse.demo.generator import read_expected
-    from pos_lakehouse.quality.reconcile import gold_totals, reconcile
-    from pos_lakehouse.retailer import load_retailer_specs
-    from pos_lakehouse.storage.lake import Lake
+
+    failures: list[RunRecord] = []
+    skipped: dict[str, str] = {}
+    specs = {s.name: s for s in _specs()}
+    width = max(40, console.width - 2)
+
+    class Driver(Headless):
+        @property
+        def landing_sensors(self):
+            chosen = []
+            for sensor in super().landing_sensors:
+                retailer = sensor.name.rsplit("_", 2)[0]
+                spec = specs.get(retailer)
+                if only and retailer in specs and retailer not in only:  # corporate reference data always runs
+                    continue
+                why = _pulled_source_missing(spec) if spec else None
+                if why:
+                    skipped[retailer] = why
+                    continue
+                chosen.append(sensor)
+            return chosen
+
+        def tick_sensor(self, sensor):
+            try:
+                return super().tick_sensor(sensor)
+            except Exception as exc:  # one retailer's source failing does not stop the others
+                record = RunRecord(sensor.name, "", False, " ".join(str(exc).split())[:300])
+                self.runs.append(record)
+                on_run(record)
+                return []
+
+    home = _dagster_home()
+    defs = build_definitions()
+    with dg.DagsterInstance.get() as instance, _Progress(console, instance) as progress:
+
+        def on_run(record: RunRecord) -> None:
+            progress.done += 1
+            seconds = _run_seconds(instance, record.run_id)
+            took = f"{seconds:6.1f}s" if seconds is not None else "     - "
+            mark = "[green]ok[/]    " if record.success else "[red]FAILED[/]"
+            console.print(
+                f"  {mark} {took}  {record.name} [dim]{record.partition_key or ''} {record.run_id[:8]}[/]",
+                no_wrap=True,
+                overflow="ellipsis",
+                width=width,
+            )
+            if not record.success:
+                failures.append(record)
+                console.print(f"         [red]{' '.join((record.error or '').split())[:400]}[/]")
+
+        driver = Driver(defs, instance, on_run=on_run)
+        console.print(f"[bold]runs[/] (Dagster instance {home}; inspect them with `pos-lakehouse dev`)")
+        with _logs_to_file(root / "logs") as log:
+            console.print(f"[dim]run and Spark logs: {log.parent}/[/]")
+            for _ in range(max_rounds):
+                # Until nothing more is requested; a round whose runs all failed would only repeat them.
+                if not any(r.run_id and r.success for r in driver.settle()):
+                    break
+    for retailer, why in sorted(skipped.items()):
+        console.print(f"  [yellow]skipped[/] {retailer}: its source is not configured here ({why})")
+    return len([r for r in driver.runs if r.run_id]), failures
+
+
+def _console():
+    from rich.console import Console
 
     # A pipe or CI log is not 80 columns wide; keep the summary table readable there.
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    settings = current_settings()
-    root = Path(settings.data_root)
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def _print_summary(console, root: Path, only: list[str] | None) -> None:
+    import dagster as dg
+
+    from pos_lakehouse.demo.summary import summary_table
+    from pos_lakehouse.storage.lake import Lake
+
+    specs = [s for s in _specs() if not only or s.name in only]
+    with dg.DagsterInstance.get() as instance:
+        console.print(summary_table(Lake(root=str(root)), instance, specs))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Process what is in landing now, headless, through the same sensors, jobs and automation as `dg dev`."""
+    from pos_lakehouse.demo.simulators import serve_sftp_landing
+
+    only = _checked_retailers(args.retailer)
+    root = _existing_data_root()
+    console = _console()
+    started = time.perf_counter()
+    sftp = [s for s in _specs() if s.delivery.channel == "sftp" and not os.environ.get(s.delivery.sftp.username_env)]
+    # SFTP retailers whose server is not configured read the local landing folder through a loopback SFTP server.
+    with serve_sftp_landing(root / "landing", only=[s.name for s in sftp]) if sftp else contextlib.nullcontext():
+        runs, failures = process_landing(console, root, only)
+    _print_summary(console, root, only)
+    return _finish(console, started, runs, failures, args)
+
+
+def _finish(console, started: float, runs: int, failures: list, args) -> int:
+    console.print(f"finished in {time.perf_counter() - started:.1f}s; {runs} runs, {len(failures)} failed")
+    if failures:
+        for f in failures:
+            console.print(f"[red]failed[/]: {f.name} {f.partition_key or ''}: {' '.join((f.error or '').split())[:200]}", overflow="ellipsis")
+    return 1 if failures and not args.allow_failures else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Generate the demo retailers' deliveries, then run them to gold exactly as `run` does."""
+    import polars as pl
+
+    from pos_lakehouse.demo.generator import read_expected
+    from pos_lakehouse.demo.headless import RunRecord
+    from pos_lakehouse.demo.retailers import write_demo_landing
+    from pos_lakehouse.demo.simulators import start_demo_services
+    from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+    from pos_lakehouse.storage.lake import Lake
+
+    only = _checked_retailers(args.retailer)
+    console = _console()
+    root = Path(current_settings().data_root)
     if args.reset and root.exists():
         for child in root.iterdir():
             if child.name != ".gitkeep":
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     started = time.perf_counter()
     with console.status("writing demo deliveries ..."):
-        written = write_demo_landing(root, args.retailer or None)
+        written = write_demo_landing(root, only)
     console.print(f"[bold]landing[/]: {sum(len(v) for v in written.values())} files for {', '.join(written)} under {root / 'landing'}")
 
-    home = _dagster_home()
-    defs = build_definitions()
-    failures: list[RunRecord] = []
-
-    def on_run(record: RunRecord) -> None:
-        mark = "[green]ok[/]" if record.success else "[red]FAILED[/]"
-        console.print(f"  {mark} {record.name} [dim]{record.partition_key or ''} {record.run_id[:8]}[/]")
-        if not record.success:
-            failures.append(record)
-            console.print(f"     [red]{record.error}[/]")
-
-    from pos_lakehouse.demo.simulators import start_demo_services  # retailers' API, warehouse and SFTP server on loopback
-
-    with start_demo_services(root, args.retailer or None) as services, dg.DagsterInstance.get() as instance:
+    # The retailers' own systems (API, warehouse, SFTP server) run on loopback while the runs poll them.
+    with start_demo_services(root, only) as services:
         console.print(f"[bold]sources[/]: {'; '.join(services.started) or 'none'}")
-        console.print(f"[bold]runs[/] (Dagster instance {home}; open them with `pos-lakehouse dev`)")
-        headless = Headless(defs, instance, on_run=on_run)
-        with console.status("sensors and automation ..."):
-            headless.settle()
+        runs, failures = process_landing(console, root, only)
+    _print_summary(console, root, only)
 
-    lake = Lake(root=settings.data_root)
-    specs = load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")
-    if args.retailer:
-        specs = [s for s in specs if s.name in args.retailer]
-    import polars as pl
-
-    from pos_lakehouse.demo.summary import summary_table
-
-    with dg.DagsterInstance.get() as instance:
-        console.print(summary_table(lake, instance, specs))
-
+    specs = [s for s in _specs() if not only or s.name in only]
     expected = read_expected(root / "expected")
     if not expected.is_empty():
-        diffs = reconcile(expected, gold_totals(lake, specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
+        expected = expected.filter(pl.col("retailer").is_in([s.name for s in specs]))
+        diffs = reconcile(expected, gold_totals(Lake(root=str(root)), specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
         if diffs.is_empty():
             console.print(f"[green]reconciled[/]: gold equals the generator's totals for {expected['retailer'].n_unique()} retailer(s), {expected.height} retailer-days")
         else:
             console.print(f"[red]reconciliation differences: {diffs.height}[/]")
-            console.print(str(diffs.head(20)))
+            console.print(str(diffs.head(10)))
             failures.append(RunRecord("reconciliation", "", False, f"{diffs.height} differences"))
-    console.print(f"finished in {time.perf_counter() - started:.1f}s; {len(headless.runs)} runs, {len(failures)} failed")
-    return 1 if failures and not args.allow_failures else 0
+    return _finish(console, started, runs, failures, args)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    """Open the Dagster UI (`dg dev`) with this project's DAGSTER_HOME."""
+    """Open the Dagster UI (`dg dev`) with this project's DAGSTER_HOME; every `dg dev` option is passed on."""
     from pos_lakehouse.demo.simulators import start_demo_services
 
     _dagster_home()
     exe = shutil.which("dg") or str(Path(sys.executable).parent / "dg")
+    dg_args = [a for a in args.dg_args if a != "--"]
+    root = current_settings().data_root
+    if "://" not in root:  # runs launched by the UI send Spark's JVM output to the log file too
+        os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(Path(root) / "logs" / "spark.log"))
     # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll them.
     with start_demo_services(Path(current_settings().data_root)):
-        return subprocess.call([exe, "dev", *args.dg_args], cwd=PROJECT_ROOT)
+        return subprocess.call([exe, "dev", *dg_args], cwd=PROJECT_ROOT)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -108,56 +321,151 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     from pos_lakehouse.demo.generator import read_expected
     from pos_lakehouse.quality.reconcile import gold_totals, reconcile
-    from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.storage.lake import Lake
 
-    settings = current_settings()
-    lake = Lake(root=settings.data_root)
-    specs = load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")
-    expected = read_expected(Path(settings.data_root) / "expected")
-    diffs = reconcile(expected, gold_totals(lake, specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
+    root = _existing_data_root()
+    expected = read_expected(root / "expected")
+    if expected.is_empty():
+        raise UsageError(f"no expected totals under {root / 'expected'}: reconcile compares gold with what `pos-lakehouse demo` generated")
+    lake = Lake(root=str(root))
+    if not any(lake.exists(lake.gold(t)) for t in ("store_day_fact", "store_week_fact")):
+        raise UsageError(f"no gold fact tables under {root / 'gold'} yet; run `pos-lakehouse demo` or `pos-lakehouse run` first")
+    diffs = reconcile(expected, gold_totals(lake, _specs()).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
     print("no differences" if diffs.is_empty() else diffs)
     return 0 if diffs.is_empty() else 1
 
 
-# ---- serving: secure views, Unity Catalog SQL, catalog (issue 5) --------------------------------
+# ---- serving: secure views, Unity Catalog SQL, catalog --------------------------------------------
+def _syntax_error(sql: str) -> str | None:
+    """DuckDB's own parser message for SQL it cannot parse (the views are DuckDB's), else None."""
+    import duckdb
+
+    try:
+        duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        return _first_line(str(exc))
+    return None
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), str(text))
+
+
+def _view_columns() -> dict[str, list[str]]:
+    from pos_lakehouse.layers.gold import GOLD_TABLES
+    from pos_lakehouse.transform import canonical
+
+    return {t: [c.name for c in canonical.TABLES[t].columns] for t in GOLD_TABLES}
+
+
+def _query_error(exc: Exception, sql: str) -> str:
+    """One line for a query DuckDB refused, naming what is known where a name was wrong."""
+    import duckdb
+
+    message = _first_line(str(exc))
+    views = _view_columns()
+    if isinstance(exc, duckdb.CatalogException):
+        return f"{message} (views: {', '.join(views)})"
+    if isinstance(exc, duckdb.BinderException) and "column" in message.lower():
+        used = [t for t in views if t in sql.lower()]
+        cols = "; ".join(f"{t}: {', '.join(views[t])}" for t in used) or f"views: {', '.join(views)}"
+        return f"{message.split(' Candidate bindings')[0]} (columns of {cols})"
+    return message
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     """Run one SQL query against the secure gold views as a user of the access policy."""
-    import polars as pl
+    import duckdb
+    import sqlglot
 
     from pos_lakehouse.serving.duckdb_views import QueryRejected, query
     from pos_lakehouse.serving.policy import PolicyError, load_policy
     from pos_lakehouse.storage.lake import Lake
 
+    if args.max_rows < 0:
+        raise UsageError("--max-rows must be 0 (all rows) or more")
+    root = _existing_data_root()
+    lake = Lake(root=str(root))
+    if not any(lake.exists(lake.gold(t)) for t in _view_columns()):
+        raise UsageError(f"no gold tables under {root / 'gold'} yet; run `pos-lakehouse demo` or `pos-lakehouse run` first")
+    syntax = _syntax_error(args.sql)
+    if syntax:
+        raise UsageError(syntax)
     try:
         policy = load_policy(args.policy)
-        result = query(Lake(root=current_settings().data_root), policy, args.as_user, args.sql)
+        result = query(lake, policy, args.as_user, args.sql)
     except (PolicyError, QueryRejected) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    with pl.Config(tbl_rows=args.max_rows, tbl_cols=-1, fmt_str_lengths=60, tbl_hide_dataframe_shape=True):
-        print(result)
-    print(f"{result.height} row(s) as {args.as_user}", file=sys.stderr)
+        raise UsageError(_first_line(str(exc))) from exc
+    except sqlglot.errors.SqlglotError as exc:
+        raise UsageError(f"could not parse the query: {_first_line(str(exc))}") from exc
+    except duckdb.Error as exc:
+        raise UsageError(_query_error(exc, args.sql)) from exc
+    total = result.height
+    shown = result if args.max_rows == 0 else result.head(args.max_rows)
+    sys.stdout.write(render_frame(shown, args.format, shutil.get_terminal_size((120, 24)).columns))
+    sys.stdout.flush()
+    note = f"{total} row(s) as {args.as_user}"
+    if shown.height < total:
+        note += f"; showing {shown.height} (--max-rows 0 for all)"
+    print(note, file=sys.stderr)
     return 0
+
+
+def render_frame(frame, fmt: str, width: int) -> str:
+    """A result as csv, json (records) or a table that fits `width` columns of text."""
+    import io
+
+    import polars as pl
+
+    nested = [n for n, t in frame.schema.items() if t.is_nested()]
+    if fmt == "json":
+        return frame.write_json() + "\n"
+    if nested:  # CSV and the table print nested values as their JSON text
+        frame = frame.with_columns([pl.col(n).map_elements(lambda v: str(v), return_dtype=pl.String) for n in nested])
+    if fmt == "csv":
+        out = io.StringIO()
+        frame.write_csv(out)
+        return out.getvalue()
+    max_cell = 30
+    used, keep = 1, []
+    for name in frame.columns:
+        values = frame[name].cast(pl.String).str.len_chars().max() if frame.height else 0
+        cell = min(max_cell, max(len(name), int(values or 0), 4)) + 3
+        if keep and used + cell > width:
+            break
+        keep.append(name)
+        used += cell
+    shown = frame.select(keep)
+    with pl.Config(
+        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=max_cell, tbl_width_chars=width, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
+    ):
+        text = str(shown) + "\n"
+    if len(keep) < frame.width:
+        text += f"({len(keep)} of {frame.width} columns fit the terminal; --format csv or json for all, or select fewer columns)\n"
+    return text
 
 
 def cmd_uc_sql(args: argparse.Namespace) -> int:
     """Print the access policy rendered as Databricks SQL (Unity Catalog dynamic views and grants)."""
-    from pos_lakehouse.serving.policy import load_policy
+    from pos_lakehouse.serving.policy import PolicyError, load_policy
     from pos_lakehouse.serving.unity_catalog import render
 
-    print(render(load_policy(args.policy), catalog=args.catalog, gold_schema=args.gold_schema, view_schema=args.view_schema), end="")
+    try:
+        policy = load_policy(args.policy)
+    except (PolicyError, OSError, ValueError) as exc:
+        raise UsageError(_first_line(str(exc))) from exc
+    print(render(policy, catalog=args.catalog, gold_schema=args.gold_schema, view_schema=args.view_schema), end="")
     return 0
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     """List every gold table: description, columns, partition column, rows per retailer, last update."""
-    from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.serving.catalog import gold_catalog, to_markdown
     from pos_lakehouse.storage.lake import Lake
 
-    names = {s.data_provider_code: s.name for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")}
-    text = to_markdown(gold_catalog(Lake(root=current_settings().data_root)), names)
+    root = _existing_data_root()
+    names = {s.data_provider_code: s.name for s in _specs()}
+    text = to_markdown(gold_catalog(Lake(root=str(root))), names)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(text)
@@ -170,21 +478,27 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pos-lakehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help=cmd_run.__doc__)
+    run.add_argument("--retailer", action="append", help="only this retailer (repeatable)")
+    run.add_argument("--allow-failures", action="store_true", help="exit 0 even when a run fails")
+    run.set_defaults(func=cmd_run)
     demo = sub.add_parser("demo", help=cmd_demo.__doc__)
     demo.add_argument("--reset", action="store_true", help="delete the data root's contents first")
     demo.add_argument("--retailer", action="append", help="only this demo retailer (repeatable)")
     demo.add_argument("--allow-failures", action="store_true", help="exit 0 even when a run fails")
     demo.set_defaults(func=cmd_demo)
-    dev = sub.add_parser("dev", help=cmd_dev.__doc__)
-    dev.add_argument("dg_args", nargs=argparse.REMAINDER, help="arguments passed on to `dg dev`")
-    dev.set_defaults(func=cmd_dev)
+    dev = sub.add_parser(
+        "dev", help=cmd_dev.__doc__, description=cmd_dev.__doc__ + " E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`."
+    )
+    dev.set_defaults(func=cmd_dev, dg_args=[])
     rec = sub.add_parser("reconcile", help=cmd_reconcile.__doc__)
     rec.set_defaults(func=cmd_reconcile)
     qry = sub.add_parser("query", help=cmd_query.__doc__)
     qry.add_argument("--as", dest="as_user", required=True, metavar="USER", help="a user of the access policy")
     qry.add_argument("sql", help="one SELECT over the gold views (prod_dim, site_dim, store_day_fact, ...)")
     qry.add_argument("--policy", help="access policy YAML (default: defs/serving/access_policy.yaml)")
-    qry.add_argument("--max-rows", type=int, default=50, help="rows to print")
+    qry.add_argument("--max-rows", type=int, default=50, help="rows to print (0: all)")
+    qry.add_argument("--format", choices=("table", "csv", "json"), default="table", help="table (fits the terminal), csv or json")
     qry.set_defaults(func=cmd_query)
     ucs = sub.add_parser("uc-sql", help=cmd_uc_sql.__doc__)
     ucs.add_argument("--policy", help="access policy YAML (default: defs/serving/access_policy.yaml)")
@@ -199,8 +513,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "dev":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.dg_args = extra  # `dev` hands every other option to `dg dev` (--port, --host, ...)
+    _quiet_deliberate_warnings()
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) has gone: stop quietly, and keep Python from complaining at exit.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

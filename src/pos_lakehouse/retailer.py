@@ -21,8 +21,14 @@ CanonicalName = Literal["prod_dim", "site_dim", "store_day_fact", "store_week_fa
 class FileFormat(dg.Model):
     """How a delivered file is encoded."""
 
-    type: Literal["parquet", "csv", "excel", "jsonl"] = Field(
-        default="csv", description="File format: parquet, csv, excel (.xlsx) or jsonl (JSON lines)."
+    type: Literal["parquet", "csv", "excel", "jsonl", "json"] = Field(
+        default="csv",
+        description="File format: parquet, csv, excel (.xlsx), jsonl (JSON lines) or json (one document holding an array of records).",
+    )
+    record_path: str | None = Field(
+        default=None,
+        description="For `json`: dotted path to the array of records inside the document's object, e.g. `data.items`; "
+        "null when the document itself is the array.",
     )
     separator: str = Field(default=",", description="CSV field separator.")
     quote_char: str | None = Field(default='"', description="CSV quote character; null disables quoting.")
@@ -58,6 +64,12 @@ class FileSpec(dg.Model):
         description="What a fact delivery restates: `site_days` (default) -- for every store and date it contains it "
         "replaces all earlier rows of that store and date (a product missing from the correction is removed); "
         "`rows` -- only the delivered rows are upserted (for retailers that split one store-day over several files).",
+    )
+
+    incremental: bool = Field(
+        default=False,
+        description="Files of this kind carry only what changed: an empty or header-only file means \"nothing new\" "
+        "and is accepted. When false (default) such a file is rejected, because it must hold rows.",
     )
 
     def matches(self, file_name: str) -> bool:
@@ -226,7 +238,35 @@ class RetailerSpec(dg.Model):
         unknown = set(self.columns) - set(names)
         if unknown:
             raise ValueError(f"retailer {self.name}: columns given for unknown files {sorted(unknown)}")
+        self._check_scd2()
         return self
+
+    def _check_scd2(self) -> None:
+        """SCD2 attributes must be attributes the retailer maps: an unmapped one would stay null in silver and gold."""
+        from pos_lakehouse.transform.canonical import TABLES
+
+        explicit = "scd2" in self.model_fields_set
+        for table, attrs in list(self.scd2.items()):
+            files = self.files_holding(table)
+            if not files:
+                continue
+            mapped = {target for f in files for target in self.columns.get(f.name, {}).values()}
+            if not explicit:  # the default list: keep only what this retailer maps
+                self.scd2[table] = [a for a in attrs if a in mapped]
+                continue
+            keys = set(TABLES[table].natural_keys)
+            allowed = [c.name for c in TABLES[table].source_columns if c.name not in keys]
+            wrong = [a for a in attrs if a not in allowed]
+            if wrong:
+                raise ValueError(f"scd2.{table}: {wrong} are not {table} attributes; allowed: {', '.join(allowed)}")
+            unmapped = [a for a in attrs if a not in mapped]
+            if unmapped:
+                where = ", ".join(f"columns.{f.name}" for f in files)
+                raise ValueError(
+                    f"scd2.{table} tracks {unmapped}, but no file holding {table} maps a source column to "
+                    f"{'it' if len(unmapped) == 1 else 'them'}: add `<source column>: {unmapped[0]}` under {where}, "
+                    f"or remove {'it' if len(unmapped) == 1 else 'them'} from scd2.{table}"
+                )
 
     @property
     def data_provider_code(self) -> str:

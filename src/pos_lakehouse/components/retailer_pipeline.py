@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 from pydantic import Field
 
+from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sensors import build_landing_sensor
@@ -24,6 +25,45 @@ FRESHNESS = {
 }
 # The same windows as a tag, so `dg list defs` and asset search show them.
 FRESHNESS_TAG = {"daily": "warn-30h_fail-48h", "weekly": "warn-8d_fail-9d"}
+
+
+def _without_template_strings(node):
+    """Drop the template-string alternative Dagster offers next to each nested model.
+
+    With `anyOf: [model, string]` a typo deep inside (`channel: landng`) is reported only as
+    "is not valid under any of the given schemas"; against the model alone, `dg check defs`
+    names the field and lists the allowed values. The YAML never uses templates for these blocks.
+    """
+    if isinstance(node, dict):
+        alternatives = node.get("anyOf")
+        if isinstance(alternatives, list) and any("$ref" in a for a in alternatives if isinstance(a, dict)):
+            kept = [a for a in alternatives if a != {"type": "string"}]
+            node = {k: v for k, v in node.items() if k != "anyOf"}
+            if len(kept) == 1:
+                node.update(kept[0])
+            else:
+                node["anyOf"] = kept
+        return {k: _without_template_strings(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_template_strings(v) for v in node]
+    return node
+
+
+_STRICT_MODELS: dict[type, type] = {}
+
+
+def _strict_schema_model(model: type) -> type:
+    """`model` with a JSON schema that validates nested blocks directly (parsing is unchanged)."""
+    if model not in _STRICT_MODELS:
+
+        class Strict(model):  # type: ignore[misc, valid-type]
+            @classmethod
+            def model_json_schema(cls, *args, **kwargs):
+                return _without_template_strings(super().model_json_schema(*args, **kwargs))
+
+        Strict.__name__ = Strict.__qualname__ = model.__name__
+        _STRICT_MODELS[model] = Strict
+    return _STRICT_MODELS[model]
 
 
 class BronzeRunConfig(dg.Config):
@@ -49,8 +89,13 @@ def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
     )
 
 
+@dg.scaffold_with(RetailerScaffolder)
 class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
     """A retailer's POS pipeline: landing-zone sensor, bronze and silver Delta assets, and their checks."""
+
+    @classmethod
+    def get_model_cls(cls):
+        return _strict_schema_model(super().get_model_cls())
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         spec = RetailerSpec.model_validate(self.model_dump())

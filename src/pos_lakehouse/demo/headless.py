@@ -121,11 +121,23 @@ class Headless:
                     instance=self.instance,
                     asset_selection=sorted(group_keys, key=lambda k: k.to_user_string()),
                     partition_key=partition_key,
-                    tags={"dagster/from_automation_condition": "true"},
+                    tags=self.automation_tags(result.cursor.evaluation_id),
                     raise_on_error=False,
                 )
                 records.append(self._record("automation: " + ", ".join(k.to_user_string() for k in group_keys), run, partition_key))
         return records
+
+    def automation_tags(self, evaluation_id: int) -> dict[str, str]:
+        """The tags the automation daemon puts on the runs it launches, so the UI shows who launched them."""
+        tags = {
+            "dagster/auto_materialize": "true",
+            "dagster/from_automation_condition": "true",
+            "dagster/asset_evaluation_id": str(evaluation_id),
+        }
+        sensor = next((s for s in (self.defs.sensors or []) if isinstance(s, dg.AutomationConditionSensorDefinition)), None)
+        if sensor is not None:
+            tags["dagster/sensor_name"] = sensor.name
+        return tags
 
     def settle(self, max_ticks: int = 10) -> list[RunRecord]:
         """Tick landing sensors, then automation until nothing more is requested."""

@@ -6,6 +6,7 @@ import codecs
 import csv
 import gzip
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def read_raw(path: Path, fmt: FileFormat, *, display_name: str | None = None) ->
         elif fmt.type == "jsonl":
             text = _decode(_decompressed_bytes(path, fmt), fmt.encoding, name)
             frame = _as_strings(pl.read_ndjson(io.StringIO(text), infer_schema_length=None))
+        elif fmt.type == "json":
+            frame = _as_strings(json_records(_decode(_decompressed_bytes(path, fmt), fmt.encoding, name), fmt.record_path, name))
         elif fmt.type == "excel":
             data = _decompressed_bytes(path, fmt)
             frame = _as_strings(
@@ -91,6 +94,43 @@ def read_raw(path: Path, fmt: FileFormat, *, display_name: str | None = None) ->
     except Exception as exc:
         raise DeliveryError(name, "corrupt", f"cannot read as {fmt.type}: {exc}") from exc
     return frame
+
+
+def json_records(text: str, record_path: str | None, name: str) -> pl.DataFrame:
+    """The records of a JSON document: the document itself when it is an array, else the array at `record_path`.
+
+    Values are kept as delivered text: scalars as strings, nested objects/arrays as their JSON.
+    """
+    try:
+        doc = json.loads(text.lstrip("\ufeff"))
+    except json.JSONDecodeError as exc:
+        raise DeliveryError(name, "corrupt", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+    where = "the document"
+    for part in (record_path or "").split(".") if record_path else []:
+        if not isinstance(doc, dict) or part not in doc:
+            keys = ", ".join(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
+            raise DeliveryError(name, "no_records", f"record_path `{record_path}`: no key `{part}` in {where} (has: {keys})")
+        doc, where = doc[part], f"`{part}`"
+    if not isinstance(doc, list):
+        hint = "" if record_path else "; set `format.record_path` to the array inside the object"
+        raise DeliveryError(name, "no_records", f"{where} is a JSON {type(doc).__name__}, not an array of records{hint}")
+    if not doc:
+        raise DeliveryError(name, "no_records", f"{where} holds an empty array: no records")
+    bad = next((i for i, r in enumerate(doc) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise DeliveryError(name, "not_records", f"element {bad + 1} of {where} is a {type(doc[bad]).__name__}, not an object")
+
+    def text_of(value: object) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, (dict, list)):
+            return json.dumps(value, ensure_ascii=False)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    columns = list(dict.fromkeys(k for r in doc for k in r))
+    return pl.DataFrame({c: [text_of(r.get(c)) for r in doc] for c in columns}, schema={c: pl.String for c in columns})
 
 
 def _decode(data: bytes, encoding: str, name: str) -> str:

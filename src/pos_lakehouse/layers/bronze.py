@@ -24,7 +24,7 @@ class FileOutcome:
     """What happened to one delivered file."""
 
     file: str
-    status: str  # ingested | duplicate | rejected
+    status: str  # ingested | empty (an incremental file with nothing new) | duplicate | rejected
     table: str | None = None
     delivery_id: str | None = None
     rows: int = 0
@@ -35,9 +35,15 @@ class FileOutcome:
     def describe(self) -> str:
         if self.status == "rejected":
             return f"{self.file}: rejected ({self.reason}): {self.detail}"
+        if self.status == "empty":
+            return f"{self.file}: no rows ({self.reason}); accepted as nothing new (incremental file kind)"
         if self.status == "duplicate":
             return f"{self.file}: already in bronze (delivery {self.delivery_id[:12]}), skipped"
         return f"{self.file}: {self.rows} rows -> bronze.{self.table}"
+
+
+# Reader outcomes that mean "the file holds no rows" (accepted for incremental file kinds).
+NOTHING_NEW = ("empty_file", "header_only", "no_records")
 
 
 def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
@@ -126,6 +132,9 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
         record_rejection(lake, spec, outcome, path, now)
         return outcome
     except DeliveryError as exc:
+        if file_spec.incremental and exc.reason in NOTHING_NEW:
+            # An incremental file kind says "no changes" with an empty file: accepted, nothing appended.
+            return FileOutcome(rel, "empty", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
         record_rejection(lake, spec, outcome, path, now)
         return outcome

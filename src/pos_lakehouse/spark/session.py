@@ -6,10 +6,12 @@ cluster provides the session, Java and Delta; nothing here runs there.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -197,7 +199,8 @@ def local_spark(app_name: str = "pos_lakehouse", **kwargs):
         builder = SparkSession.builder.appName(app_name)
         for k, v in {**conf, **jar_conf}.items():
             builder = builder.config(k, v)
-        spark = builder.getOrCreate()
+        with _jvm_output_to(os.environ.get("POS_LAKEHOUSE_SPARK_LOG")):
+            spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel(os.environ.get("POS_LAKEHOUSE_SPARK_LOG_LEVEL", "WARN"))
         return spark
 
@@ -210,11 +213,46 @@ def local_spark(app_name: str = "pos_lakehouse", **kwargs):
     except Exception as exc:  # the JVM could not start: most often Ivy could not reach Maven Central
         if "gateway" not in str(exc).lower() and "unresolved" not in str(exc).lower() and "resolve" not in str(exc).lower():
             raise
-        jars = fetch_jars_with_maven(artifacts)
+        reason = _ivy_failure(os.environ.get("POS_LAKEHOUSE_SPARK_LOG")) or str(exc).splitlines()[0]
+        # Not a silent retry: say what failed, then try Maven (an error if that fails too).
+        print(f"error: Spark's Ivy resolver could not download the Delta jars ({reason}); trying Maven into {jar_dir(artifacts)}", file=sys.stderr)
+        try:
+            jars = fetch_jars_with_maven(artifacts)
+        except SparkSetupError as maven:
+            raise SparkSetupError(f"Ivy could not download the Delta jars ({reason}), and Maven failed too: {maven}") from exc
         return _start({"spark.jars": ",".join(str(j) for j in jars)})
 
 
 def _python() -> str:
-    import sys
-
     return sys.executable
+
+
+@contextlib.contextmanager
+def _jvm_output_to(log: str | None):
+    """The JVM inherits this process's stdout/stderr when it starts: point them at `log` (Ivy's resolution
+    report, log4j) for the launch, then restore them for Python."""
+    if not log:
+        yield
+        return
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for f in (fd, *saved):
+            os.close(f)
+
+
+def _ivy_failure(log: str | None) -> str | None:
+    """The `unresolved dependency` line of the last Ivy resolution in `log`, if any."""
+    if not log or not Path(log).exists():
+        return None
+    lines = [line.strip() for line in Path(log).read_text(errors="replace").splitlines()[-400:] if "unresolved dependency" in line]
+    return lines[-1] if lines else None
