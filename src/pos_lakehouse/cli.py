@@ -378,7 +378,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
     import sqlglot
 
-    from pos_lakehouse.serving.duckdb_views import QueryRejected, query
+    from pos_lakehouse.serving.duckdb_views import QueryFailed, QueryRejected, query
     from pos_lakehouse.serving.policy import PolicyError, load_policy
     from pos_lakehouse.storage.lake import Lake
 
@@ -394,6 +394,9 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy)
         result = query(lake, policy, args.as_user, args.sql)
+    except QueryFailed as exc:
+        engine_error = exc.__cause__ if isinstance(exc.__cause__, duckdb.Error) else exc
+        raise UsageError(_query_error(engine_error, args.sql)) from exc
     except (PolicyError, QueryRejected) as exc:
         raise UsageError(_first_line(str(exc))) from exc
     except sqlglot.errors.SqlglotError as exc:

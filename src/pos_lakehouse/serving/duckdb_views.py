@@ -395,6 +395,7 @@ def query(lake: Lake, policy: AccessPolicy, user: str, sql: str) -> pl.DataFrame
     try:
         return con.sql(sql).pl()
     except duckdb.Error as exc:
-        raise QueryFailed(f"the query failed: {_one_line(exc)}") from None
+        # The engine's own error stays attached: callers may name the views or columns it lacks.
+        raise QueryFailed(f"the query failed: {_one_line(exc)}") from exc
     finally:
         con.close()
