@@ -96,7 +96,9 @@ def test_week_and_month_facts_equal_daily_sums_and_carry_masks(data_root, lake, 
     assert day["at_masked_pos_sales_units"].null_count() == day.height
     one = day.filter((pl.col("prod_id") == "1001_A00001") & (pl.col("site_id") == "1001_M001")).sort("date")
     last = one.row(-1, named=True)
-    window = one.filter(pl.col("date") > last["date"] - timedelta(days=7))
+    # Placeholder rule (transform/masking.py): the mean over the row's calendar week.
+    monday = last["date"] - timedelta(days=last["date"].weekday())
+    window = one.filter(pl.col("date").is_between(monday, monday + timedelta(days=6)))
     assert abs(float(last["at_masked_pos_sales_value_lc"]) - window["pos_sales_value_lc"].cast(pl.Float64).mean()) < 1e-4
 
 

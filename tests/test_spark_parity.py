@@ -20,7 +20,7 @@ import pytest
 from pos_lakehouse.demo.generator import write_marche_fr
 from pos_lakehouse.demo.reference import write_corporate_reference
 from pos_lakehouse.ingest.landing import LocalLandingZone
-from pos_lakehouse.layers import gold as polars_gold
+from pos_lakehouse.layers import gold as polars_gold  # one definition: run on either Lake
 from pos_lakehouse.layers import silver as polars_silver
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.reference import load_reference_file
@@ -61,17 +61,17 @@ def _rows(uri: str, table: str) -> pl.DataFrame:
 
 
 def test_spark_surrogate_keys_are_bit_for_bit_the_polars_ones(spark):
-    from pos_lakehouse.spark.transform import surrogate_key_expr
+    import narwhals as nw
+
+    from pos_lakehouse.spark.functions import with_surrogate_key
 
     cases = [("1001_A00007", date(1900, 1, 1)), ("1003_Caf\u00e9 \u00fcber", date(2026, 9, 14)), ("1008_\u5bff\u53f8", date(2026, 12, 31)), ("", date(2000, 2, 29))]
-    frame = spark.createDataFrame(cases, "prod_id string, valid_from date")
-    got = {r["prod_id"]: r["k"] for r in frame.select("prod_id", surrogate_key_expr(1001, ["prod_id"], "valid_from").alias("k")).collect()}
+    frame = nw.from_native(spark.createDataFrame(cases, "prod_id string, valid_from date"))
+    got = {r["prod_id"]: r["k"] for r in with_surrogate_key(frame, "k", 1001, ["prod_id"], "valid_from").to_native().collect()}
     assert got == {p: surrogate_key(1001, [p], d) for p, d in cases}
 
 
 def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
-    from pos_lakehouse.spark import gold as spark_gold
-    from pos_lakehouse.spark import silver as spark_silver
     from pos_lakehouse.spark.lake import SparkLake
 
     spec = spec_named("marche_fr")
@@ -93,11 +93,11 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
 
     def refresh(at: datetime) -> dict:
         done = {"polars": polars_silver.refresh_silver(lakes["polars"], spec, tables, at),
-                "spark": spark_silver.refresh_silver(spark_lake, spec, tables, at)}
+                "spark": polars_silver.refresh_silver(spark_lake, spec, tables, at)}
         for table in polars_gold.GOLD_TABLES:
             if table in tables:
                 polars_gold.refresh_gold(lakes["polars"], spec, table)
-                spark_gold.refresh_gold(spark_lake, spec, table)
+                polars_gold.refresh_gold(spark_lake, spec, table)
         return done
 
     deliver([f.name for f in files[:2]], T0)

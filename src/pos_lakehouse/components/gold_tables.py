@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pos_lakehouse.components.retailer_pipeline import column_schema, silver_key
-from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
+from pos_lakehouse.components.retailer_pipeline import column_schema, dagster_metadata, silver_key
+from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metadata, refresh_gold
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
 from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
@@ -87,15 +87,7 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             r = refresh_gold(lake, spec, name)
             context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
             return dg.MaterializeResult(
-                metadata={
-                    "dagster/row_count": r.partition_rows,
-                    "rows_merged": r.merged_rows,
-                    "rows_inserted": r.inserted,
-                    "rows_updated": r.updated,
-                    "dates_from": str(r.min_date) if r.min_date else "-",
-                    "dates_to": str(r.max_date) if r.max_date else "-",
-                    "dagster/uri": lake.gold(name),
-                },
+                metadata=dagster_metadata(gold_metadata(r, lake.gold(name), "polars")),
                 check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
             )
 

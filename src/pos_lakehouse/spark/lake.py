@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
+import narwhals as nw
+import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -21,7 +23,7 @@ from pyspark.sql import types as T
 from pos_lakehouse.settings import join_uri
 from pos_lakehouse.storage.layout import MedallionLayout
 from pos_lakehouse.spark.types import spark_schema
-from pos_lakehouse.storage.lake import BOOKMARK_PREFIX
+from pos_lakehouse.storage.interface import BOOKMARK_PREFIX
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Which bronze data file a row came from and where in it: the order Polars reads rows in.
@@ -33,10 +35,31 @@ _BOOKMARK_COMMITS = 50
 class SparkLake(MedallionLayout):
     """`Lake` for Spark: `<root>/{bronze,silver,gold,quarantine}/...` Delta tables."""
 
+    engine = "spark"
+
     def __init__(self, spark: SparkSession, root: str):
         self.spark = spark
         self.root = root
         self._known: set[str] = set()
+
+    # ---- the engine-neutral interface the layers use (narwhals frames in and out) ---------------
+    def read(self, uri: str, schema: pl.Schema | None = None) -> nw.LazyFrame:
+        return nw.from_native(self.scan(uri, spark_schema(schema) if schema is not None else None))
+
+    def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
+        sp = spark_schema(schema)
+        files = self.spark.read.format("delta").load(uri).inputFiles() if self.exists(uri) else []
+        if not files:
+            empty = self.spark.createDataFrame([], sp).withColumn(FILE_PATH, F.lit("")).withColumn(FILE_ROW, F.lit(0).cast("long"))
+            return nw.from_native(empty)
+        rows = self.read_files(uri, sorted(files))
+        return nw.from_native(rows.select(*[F.col(f.name).cast(f.dataType) for f in sp.fields], FILE_PATH, FILE_ROW))
+
+    def read_added(self, uri: str, consumed: int | None) -> tuple[nw.LazyFrame | None, int | None]:
+        files, version = self.files_added_since(uri, consumed)
+        if not files:
+            return None, version
+        return nw.from_native(self.read_files(uri, files)), version
 
     # ---- reading --------------------------------------------------------------------------
     def exists(self, uri: str) -> bool:
@@ -50,8 +73,10 @@ class SparkLake(MedallionLayout):
             return True
         return False
 
-    def scan(self, uri: str, schema: T.StructType | None = None) -> DataFrame:
+    def scan(self, uri: str, schema: T.StructType | pl.Schema | None = None) -> DataFrame:
         """A table's rows; an absent table reads as empty with `schema`."""
+        if isinstance(schema, pl.Schema):
+            schema = spark_schema(schema)
         if not self.exists(uri):
             if schema is None:
                 raise FileNotFoundError(f"no Delta table at {uri}")
@@ -154,6 +179,7 @@ class SparkLake(MedallionLayout):
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
     ) -> None:
+        data = nw.to_native(data, pass_through=True)
         if description and not self.exists(uri):
             self.create(uri, data.schema, partition_by=partition_by, description=description)
         writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
@@ -181,6 +207,7 @@ class SparkLake(MedallionLayout):
         """Upsert rows by `keys` with the options of `Lake.merge` (restrict, partial update, actions, deletes)."""
         from delta.tables import DeltaTable
 
+        data = nw.to_native(data, pass_through=True)
         if not self.exists(uri):
             schema = data.drop(action_column).schema if action_column else data.schema
             self.create(uri, schema, partition_by=partition_by, description=description, column_descriptions=column_descriptions)
@@ -236,6 +263,3 @@ def bookmarks_of_commit(commit: Mapping) -> dict[str, str]:
         marks.update({k[len(BOOKMARK_PREFIX):]: str(v) for k, v in meta.items() if k.startswith(BOOKMARK_PREFIX)})
     return marks
 
-
-def canonical_schema(table) -> T.StructType:
-    return spark_schema(table.schema)

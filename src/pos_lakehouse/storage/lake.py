@@ -10,8 +10,10 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
+import narwhals as nw
 import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -20,7 +22,7 @@ from pydantic import Field
 
 from pos_lakehouse.storage.layout import MedallionLayout
 
-BOOKMARK_PREFIX = "pos_lakehouse.bookmark."
+from pos_lakehouse.storage.interface import BOOKMARK_PREFIX  # noqa: E402,F401 (re-exported)
 _MAX_COMMIT_ATTEMPTS = 8
 
 
@@ -28,6 +30,34 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
     """The medallion's storage root: `<root>/{bronze,silver,gold,quarantine}/...` as Delta tables."""
 
     root: str = Field(description="Data root: a local path or an object-store URI.")
+
+    engine: ClassVar[str] = "polars"
+
+    # ---- the engine-neutral interface the layers use (narwhals frames in and out) ---------------
+    def read(self, uri: str, schema: pl.Schema | None = None) -> nw.LazyFrame:
+        """A table's rows (conformed to `schema` when given); an absent table reads as empty."""
+        return nw.from_native(self.scan(uri, schema))
+
+    def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
+        """`read`, plus each row's data file and position in it (`_file_path`, `_file_row`)."""
+        dt = self.table(uri)
+        files = sorted(dt.file_uris()) if dt is not None else []
+        if not files:
+            return nw.from_native(pl.LazyFrame(schema={**schema, "_file_path": pl.String, "_file_row": pl.UInt32}))
+        return nw.from_native(
+            pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore",
+                            include_file_paths="_file_path", row_index_name="_file_row")
+        )
+
+    def read_added(self, uri: str, consumed: int | None) -> tuple[nw.LazyFrame | None, int | None]:
+        """Rows of an append-only table's files added after version `consumed` (with `_file_path`,
+        `_file_row`: the order rows were delivered in), and the version they reach."""
+        files, version = self.files_added_since(uri, consumed)
+        if not files:
+            return None, version
+        schema = self.scan(uri).collect_schema()
+        lf = pl.scan_parquet(files, schema=schema, missing_columns="insert", include_file_paths="_file_path", row_index_name="_file_row")
+        return nw.from_native(lf), version
 
     # ---- reading ------------------------------------------------------------------------
     @staticmethod
@@ -110,6 +140,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         description: str | None = None,
     ) -> None:
         """Append rows; streams a LazyFrame without collecting it."""
+        data = nw.to_native(data, pass_through=True)
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
         options = {
@@ -149,6 +180,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         - `delete_unmatched`: a target (`t.`) condition; target rows meeting it that no source row
           matches are deleted (a republished range replaces what was there).
         """
+        data = nw.to_native(data, pass_through=True)
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
         if not self.exists(uri):
