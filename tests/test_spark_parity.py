@@ -104,6 +104,24 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
     first = refresh(T0 + timedelta(minutes=1))
     deliver([files[2].name], T0 + timedelta(hours=1))
     second = refresh(T0 + timedelta(hours=1, minutes=1))
+    # A corrected re-delivery of the first day restates its store-days: one row dropped (deleted
+    # from silver and gold), one changed, one repeated in the file (the earlier copy quarantined
+    # as a duplicate) and one with an unreadable sales value (quarantined with its reason).
+    original = pl.read_parquet(files[0]).with_columns(pl.all().cast(pl.String))
+    changed_units = str(int(original["qte_vendue"][1]) + 5)
+    correction = pl.concat([
+        original.slice(1, 1).with_columns(pl.lit("999").alias("qte_vendue")),
+        original.slice(1).with_columns(
+            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(changed_units)).otherwise(pl.col("qte_vendue")).alias("qte_vendue"),
+            pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("abc")).otherwise(pl.col("ca_ttc_eur")).alias("ca_ttc_eur"),
+        ),
+    ])
+    for root in roots.values():
+        correction.write_parquet(root / "landing" / "marche_fr" / files[0].name.replace(".parquet", "_v2.parquet"))
+    deliver([files[0].name.replace(".parquet", "_v2.parquet")], T0 + timedelta(hours=2))
+    third = refresh(T0 + timedelta(hours=2, minutes=1))
+    day_fact = third["polars"]["store_day_fact"]
+    assert day_fact.removed >= 1 and day_fact.quarantined == 2 and day_fact.quarantine_reasons, day_fact
 
     for table in tables:
         polars_rows = _rows(lakes["polars"].silver("marche_fr", table), table)
@@ -111,7 +129,8 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
         assert polars_rows.height > 0
         assert spark_rows.equals(polars_rows), f"silver.{table} differs:\n{polars_rows}\n{spark_rows}"
         # The engine's report of what it did matches too (rows read, inserted, updated, quarantined, dates).
-        assert second["spark"][table] == second["polars"][table] and first["spark"][table] == first["polars"][table]
+        for done in (first, second, third):
+            assert done["spark"][table] == done["polars"][table], (table, done["polars"][table], done["spark"][table])
         # Bookmarks written by Spark are read by the Polars Lake: the engines can take turns.
         assert lakes["spark"].bookmarks(lakes["spark"].silver("marche_fr", table)) == lakes["polars"].bookmarks(
             lakes["polars"].silver("marche_fr", table)
@@ -119,6 +138,17 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
     for table in polars_gold.GOLD_TABLES:
         if table in tables:
             assert _rows(lakes["spark"].gold(table), table).equals(_rows(lakes["polars"].gold(table), table)), f"gold.{table} differs"
+
+    # The restatement: the dropped row is gone, the changed one carries its new units, the
+    # repeated one its last copy; both engines quarantined the same rows for the same reasons.
+    first_day = pl.read_parquet(files[0])
+    day_rows = _rows(lakes["spark"].gold("store_day_fact"), "store_day_fact").filter(pl.col("date") == first_day["date_vente"].cast(pl.Date)[0])
+    dropped = first_day.row(0, named=True)
+    assert day_rows.filter((pl.col("prod_id") == f"1001_{dropped['code_article']}") & (pl.col("site_id") == f"1001_{dropped['code_magasin']}")).height == 0
+    redone = first_day.row(1, named=True)
+    assert day_rows.filter((pl.col("prod_id") == f"1001_{redone['code_article']}") & (pl.col("site_id") == f"1001_{redone['code_magasin']}"))["pos_sales_units"].cast(pl.Int64).to_list() == [int(changed_units)]
+    rejected = {name: pl.read_delta(lakes[name].quarantine("marche_fr", "rejected_rows")).select("reason", "_row_number", "raw_values").sort("_row_number") for name in roots}
+    assert rejected["spark"].height == 2 and rejected["spark"].equals(rejected["polars"])
 
     # The rename opened a second version with its own key, identical in both engines.
     prod = {name: _rows(lakes[name].silver("marche_fr", "prod_dim"), "prod_dim") for name in roots}
