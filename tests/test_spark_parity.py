@@ -161,7 +161,7 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
 
 def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lake):
     """The silver asset of a `engine: spark` retailer runs the job in a subprocess and reports back through Pipes."""
-    from pos_lakehouse.spark.pipes import SparkJobs
+    from pos_lakehouse.components.spark_jobs import SparkJobs
 
     spec = spec_named("marche_fr").model_copy(update={"engine": "spark"})
     files = write_marche_fr(data_root / "landing" / "marche_fr", data_root / "expected", days=1, n_products=4, n_stores=2)
@@ -171,10 +171,16 @@ def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lak
     @dg.multi_asset(specs=[dg.AssetSpec(["silver", "marche_fr", t]) for t in tables],
                     check_specs=[dg.AssetCheckSpec("one_current_version", asset=["silver", "marche_fr", "prod_dim"])])
     def silver(context: dg.AssetExecutionContext, spark: SparkJobs):
-        results = spark.run(context, spec, "silver", tables, lake.root).get_results()
-        known = {("silver", "marche_fr", "prod_dim"): {"one_current_version"}}
-        # The job reports every check of the Polars path; this test asset declares one of them.
-        yield from (r for r in results if not isinstance(r, dg.AssetCheckResult) or r.check_name in known.get(tuple(r.asset_key.path), set()))
+        from pos_lakehouse.layers.silver import silver_result_from_dict
+        from pos_lakehouse.quality.checks import run_silver_checks
+
+        invocation = spark.run(context, spec, "silver", tables, lake.root)
+        yield from invocation.get_results()
+        # The job reports results, not checks: the checks run here, on the tables it wrote.
+        reported = {m["table"]: silver_result_from_dict(m["silver"]) for m in invocation.get_custom_messages()}
+        assert set(reported) == set(tables)
+        yield from (c for c in run_silver_checks(context, lake, spec, tables, reported)
+                    if c.check_name == "one_current_version" and c.asset_key.path[-1] == "prod_dim")
 
     result = dg.materialize([silver], resources={"spark": SparkJobs(cores=2, driver_memory="2g")})
     assert result.success

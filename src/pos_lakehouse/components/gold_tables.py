@@ -11,7 +11,7 @@ from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metada
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
 from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.spark.pipes import SparkJobs, gold_materialization
+from pos_lakehouse.components.spark_jobs import SparkJobs, gold_materialization
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 

@@ -14,7 +14,7 @@ from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
 from pos_lakehouse.quality.checks import silver_check_specs, run_silver_checks
 from pos_lakehouse.retailer import RetailerSpec
-from pos_lakehouse.spark.pipes import SparkJobs
+from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 

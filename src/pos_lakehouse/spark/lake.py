@@ -23,7 +23,7 @@ from pyspark.sql import types as T
 from pos_lakehouse.settings import join_uri
 from pos_lakehouse.storage.layout import MedallionLayout
 from pos_lakehouse.spark.types import spark_schema
-from pos_lakehouse.storage.interface import BOOKMARK_PREFIX
+from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Which bronze data file a row came from and where in it: the order Polars reads rows in.
@@ -188,48 +188,31 @@ class SparkLake(MedallionLayout):
         with self._commit(bookmarks, "append"):
             writer.save(uri)
 
-    def merge(
-        self,
-        uri: str,
-        data: DataFrame,
-        *,
-        keys: Sequence[str],
-        restrict: str | None = None,
-        partition_by: Sequence[str] | None = None,
-        bookmarks: Mapping[str, str] | None = None,
-        description: str | None = None,
-        column_descriptions: Mapping[str, str] | None = None,
-        update_columns: Sequence[str] | None = None,
-        action_column: str | None = None,
-        clear_columns: Sequence[str] | None = None,
-        delete_unmatched: str | None = None,
-    ) -> dict:
-        """Upsert rows by `keys` with the options of `Lake.merge` (restrict, partial update, actions, deletes)."""
+    def merge(self, uri: str, data: DataFrame | nw.LazyFrame, **options) -> dict:
+        """Upsert rows as `MergeSpec(**options)` says (the same MERGE as `Lake.merge`)."""
         from delta.tables import DeltaTable
 
+        spec = MergeSpec(**options)
         data = nw.to_native(data, pass_through=True)
         if not self.exists(uri):
-            schema = data.drop(action_column).schema if action_column else data.schema
-            self.create(uri, schema, partition_by=partition_by, description=description, column_descriptions=column_descriptions)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        predicate = f"({restrict}) AND {on}" if restrict else on
+            schema = data.drop(spec.action_column).schema if spec.action_column else data.schema
+            self.create(uri, schema, partition_by=spec.partition_by, description=spec.description, column_descriptions=spec.column_descriptions)
         target = DeltaTable.forPath(self.spark, uri)
-        merger = target.alias("t").merge(data.alias("s"), predicate)
-        if action_column is None and update_columns is None:
-            merger = merger.whenMatchedUpdateAll().whenNotMatchedInsertAll()
-        else:
-            source_cols = [c for c in data.columns if c != action_column]
-            upsert = f"s.{action_column} = 'upsert'" if action_column else None
-            if action_column:
-                merger = merger.whenMatchedDelete(f"s.{action_column} = 'delete'")
-                if clear_columns:
-                    merger = merger.whenMatchedUpdate(f"s.{action_column} = 'clear'", {c: f"s.{c}" for c in clear_columns})
-            updated = [c for c in (update_columns or source_cols) if c in source_cols]
-            merger = merger.whenMatchedUpdate(upsert, {c: f"s.{c}" for c in updated})
-            merger = merger.whenNotMatchedInsert(upsert, {c: f"s.{c}" for c in source_cols})
-        if delete_unmatched:
-            merger = merger.whenNotMatchedBySourceDelete(delete_unmatched)
-        with self._commit(bookmarks, "merge"):
+        merger = target.alias("t").merge(data.alias("s"), spec.predicate)
+        for kind, condition, values in spec.clauses(data.columns):
+            if kind == "update_all":
+                merger = merger.whenMatchedUpdateAll()
+            elif kind == "insert_all":
+                merger = merger.whenNotMatchedInsertAll()
+            elif kind == "delete":
+                merger = merger.whenMatchedDelete(condition)
+            elif kind == "update":
+                merger = merger.whenMatchedUpdate(condition, values)
+            elif kind == "insert":
+                merger = merger.whenNotMatchedInsert(condition, values)
+            else:
+                merger = merger.whenNotMatchedBySourceDelete(condition)
+        with self._commit(spec.bookmarks, "merge"):
             merger.execute()
         metrics = target.history(1).collect()[0]["operationMetrics"] or {}
         return {
