@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pos_lakehouse.settings import PROJECT_ROOT, current_settings
+from pos_lakehouse.settings import PROJECT_ROOT, RETAILERS_DIR, current_settings
 
 
 def _dagster_home() -> Path:
@@ -68,7 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             headless.settle()
 
     lake = Lake(root=settings.data_root)
-    specs = load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")
+    specs = load_retailer_specs(RETAILERS_DIR)
     if args.retailer:
         specs = [s for s in specs if s.name in args.retailer]
     import polars as pl
@@ -113,7 +113,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     settings = current_settings()
     lake = Lake(root=settings.data_root)
-    specs = load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")
+    specs = load_retailer_specs(RETAILERS_DIR)
     expected = read_expected(Path(settings.data_root) / "expected")
     diffs = reconcile(expected, gold_totals(lake, specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
     print("no differences" if diffs.is_empty() else diffs)
@@ -156,7 +156,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from pos_lakehouse.serving.catalog import gold_catalog, to_markdown
     from pos_lakehouse.storage.lake import Lake
 
-    names = {s.data_provider_code: s.name for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers")}
+    names = {s.data_provider_code: s.name for s in load_retailer_specs(RETAILERS_DIR)}
     text = to_markdown(gold_catalog(Lake(root=current_settings().data_root)), names)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

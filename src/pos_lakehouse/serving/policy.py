@@ -31,10 +31,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pos_lakehouse.settings import PROJECT_ROOT
+from pos_lakehouse.settings import PACKAGE_DIR
 from pos_lakehouse.transform import canonical
 
-DEFAULT_POLICY_PATH = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "serving" / "access_policy.yaml"
+DEFAULT_POLICY_PATH = PACKAGE_DIR / "defs" / "serving" / "access_policy.yaml"
 
 # Measure columns by kind, including the USD conversions; each has an `at_masked_<measure>` twin in the facts.
 VALUE_COLUMNS: tuple[str, ...] = (
