@@ -78,6 +78,16 @@ def new_bronze_rows(lake: LakeIO, spec: RetailerSpec, file_spec: FileSpec, consu
     return lake.read_added(lake.bronze(spec.name, file_spec.name), int(consumed) if consumed is not None else None)
 
 
+def new_bronze_batches(lake: LakeIO, spec: RetailerSpec, table_name: str, marks: dict[str, str], result: SilverResult):
+    """(file spec, new bronze rows) per kind of file holding `table_name`; records the bronze versions reached."""
+    for file_spec in spec.files_holding(table_name):
+        raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
+        if version is not None:
+            result.bronze_versions[_bookmark(file_spec)] = str(version)
+        if raw is not None:
+            yield file_spec, raw
+
+
 def _canonical_rows(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, table: str) -> nw.LazyFrame:
     fmt = file_spec.format
     lf = to_canonical(
@@ -127,12 +137,7 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     observations = []
-    for file_spec in spec.files_holding(table_name):
-        raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
-        if version is not None:
-            result.bronze_versions[_bookmark(file_spec)] = str(version)
-        if raw is None:
-            continue
+    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
         lf = _canonical_rows(raw, spec, file_spec, table_name)
         names = lf.collect_schema().names()
         if "date" in names:
@@ -265,12 +270,7 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     committed = dict(marks)
-    for file_spec in spec.files_holding(table_name):
-        raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
-        if version is not None:
-            result.bronze_versions[_bookmark(file_spec)] = str(version)
-        if raw is None:
-            continue
+    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
         engine = edges(raw)
         lf = _canonical_rows(raw, spec, file_spec, table_name)
         names = lf.collect_schema().names()

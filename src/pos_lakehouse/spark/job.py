@@ -7,8 +7,10 @@ sends what to do as Pipes extras:
     {"command": "silver" | "gold", "retailer": <RetailerSpec as dict>, "tables": [...],
      "data_root": "<lake root>", "now": "<ISO timestamp of the run>"}
 
-and the job reports materializations (row counts, dates, MERGE statistics) and check results
-back, plus one custom message per table with the engine-neutral result.
+It runs the same `layers/silver.py` / `layers/gold.py` code as the Dagster process, on a
+`SparkLake`, and reports materializations (the metadata both engines build alike) plus one custom
+message per table with the engine-neutral result, from which the asset evaluates its checks. It
+needs `dagster-pipes`, not `dagster` or `pandera`.
 """
 
 from __future__ import annotations
