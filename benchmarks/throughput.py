@@ -71,10 +71,10 @@ def run_pipeline(root: Path) -> dict:
     from pos_lakehouse.layers.gold import GOLD_TABLES, refresh_gold
     from pos_lakehouse.layers.silver import refresh_silver
     from pos_lakehouse.retailer import load_retailer_specs
-    from pos_lakehouse.settings import PROJECT_ROOT
+    from pos_lakehouse.settings import RETAILERS_DIR
     from pos_lakehouse.storage.lake import Lake
 
-    spec = next(s for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers") if s.name == "bigbox_us")
+    spec = next(s for s in load_retailer_specs(RETAILERS_DIR) if s.name == "bigbox_us")
     lake = Lake(root=str(root))
     landing = LocalLandingZone(root=str(root / "landing"))
     stages = {}
@@ -119,14 +119,14 @@ def run_spark(root: Path) -> dict:
     from pos_lakehouse.layers.bronze import ingest_files
     from pos_lakehouse.layers.gold import GOLD_TABLES
     from pos_lakehouse.retailer import load_retailer_specs
-    from pos_lakehouse.settings import PROJECT_ROOT
-    from pos_lakehouse.spark import gold as spark_gold
-    from pos_lakehouse.spark import silver as spark_silver
+    from pos_lakehouse.settings import RETAILERS_DIR
+    from pos_lakehouse.layers.gold import refresh_gold as spark_refresh_gold
+    from pos_lakehouse.layers.silver import refresh_silver as spark_refresh_silver
     from pos_lakehouse.spark.lake import SparkLake
     from pos_lakehouse.spark.session import local_spark
     from pos_lakehouse.storage.lake import Lake
 
-    spec = next(s for s in load_retailer_specs(PROJECT_ROOT / "src/pos_lakehouse/defs/retailers") if s.name == "bigbox_us")
+    spec = next(s for s in load_retailer_specs(RETAILERS_DIR) if s.name == "bigbox_us")
     landing = LocalLandingZone(root=str(root / "landing"))
     ingest_files(Lake(root=str(root)), landing, spec, [f.name for f in landing.list_files(spec.name)])
     started = time.perf_counter()
@@ -136,10 +136,10 @@ def run_spark(root: Path) -> dict:
     startup = time.perf_counter() - started
     lake = SparkLake(spark, str(root))
     t = time.perf_counter()
-    silver = spark_silver.refresh_silver(lake, spec, spec.silver_tables, datetime.now(timezone.utc))
+    silver = spark_refresh_silver(lake, spec, spec.silver_tables, datetime.now(timezone.utc))
     stages = {"silver": time.perf_counter() - t}
     t = time.perf_counter()
-    gold_rows = {table: spark_gold.refresh_gold(lake, spec, table).partition_rows for table in GOLD_TABLES if table in spec.silver_tables}
+    gold_rows = {table: spark_refresh_gold(lake, spec, table).partition_rows for table in GOLD_TABLES if table in spec.silver_tables}
     stages["gold"] = time.perf_counter() - t
     spark.stop()
     return {"startup": startup, "seconds": sum(stages.values()), "stages": stages,

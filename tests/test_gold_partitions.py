@@ -12,7 +12,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from pos_lakehouse.spark.pipes import SparkJobs
+from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.components.gold_tables import GoldTables
 from pos_lakehouse.layers.gold import PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks

@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, PIPES_PROTOCOL_VERSION, PIPES_PROTOCOL_VERSION_FIELD, decode_param
 
-from pos_lakehouse.spark import pipes as spark_pipes
-from pos_lakehouse.spark.pipes import SparkJobs, spark_jobs_from_environment
+from pos_lakehouse.components import spark_jobs as spark_pipes
+from pos_lakehouse.components.spark_jobs import SparkJobs, spark_jobs_from_environment
 
 from conftest import spec_named
 

@@ -20,7 +20,7 @@ import pytest
 from pos_lakehouse.demo.generator import write_marche_fr
 from pos_lakehouse.demo.reference import write_corporate_reference
 from pos_lakehouse.ingest.landing import LocalLandingZone
-from pos_lakehouse.layers import gold as polars_gold
+from pos_lakehouse.layers import gold as polars_gold  # one definition: run on either Lake
 from pos_lakehouse.layers import silver as polars_silver
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.reference import load_reference_file
@@ -61,17 +61,17 @@ def _rows(uri: str, table: str) -> pl.DataFrame:
 
 
 def test_spark_surrogate_keys_are_bit_for_bit_the_polars_ones(spark):
-    from pos_lakehouse.spark.transform import surrogate_key_expr
+    import narwhals as nw
+
+    from pos_lakehouse.spark.functions import with_surrogate_key
 
     cases = [("1001_A00007", date(1900, 1, 1)), ("1003_Caf\u00e9 \u00fcber", date(2026, 9, 14)), ("1008_\u5bff\u53f8", date(2026, 12, 31)), ("", date(2000, 2, 29))]
-    frame = spark.createDataFrame(cases, "prod_id string, valid_from date")
-    got = {r["prod_id"]: r["k"] for r in frame.select("prod_id", surrogate_key_expr(1001, ["prod_id"], "valid_from").alias("k")).collect()}
+    frame = nw.from_native(spark.createDataFrame(cases, "prod_id string, valid_from date"))
+    got = {r["prod_id"]: r["k"] for r in with_surrogate_key(frame, "k", 1001, ["prod_id"], "valid_from").to_native().collect()}
     assert got == {p: surrogate_key(1001, [p], d) for p, d in cases}
 
 
 def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
-    from pos_lakehouse.spark import gold as spark_gold
-    from pos_lakehouse.spark import silver as spark_silver
     from pos_lakehouse.spark.lake import SparkLake
 
     spec = spec_named("marche_fr")
@@ -93,17 +93,35 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
 
     def refresh(at: datetime) -> dict:
         done = {"polars": polars_silver.refresh_silver(lakes["polars"], spec, tables, at),
-                "spark": spark_silver.refresh_silver(spark_lake, spec, tables, at)}
+                "spark": polars_silver.refresh_silver(spark_lake, spec, tables, at)}
         for table in polars_gold.GOLD_TABLES:
             if table in tables:
                 polars_gold.refresh_gold(lakes["polars"], spec, table)
-                spark_gold.refresh_gold(spark_lake, spec, table)
+                polars_gold.refresh_gold(spark_lake, spec, table)
         return done
 
     deliver([f.name for f in files[:2]], T0)
     first = refresh(T0 + timedelta(minutes=1))
     deliver([files[2].name], T0 + timedelta(hours=1))
     second = refresh(T0 + timedelta(hours=1, minutes=1))
+    # A corrected re-delivery of the first day restates its store-days: one row dropped (deleted
+    # from silver and gold), one changed, one repeated in the file (the earlier copy quarantined
+    # as a duplicate) and one with an unreadable sales value (quarantined with its reason).
+    original = pl.read_parquet(files[0]).with_columns(pl.all().cast(pl.String))
+    changed_units = str(int(original["qte_vendue"][1]) + 5)
+    correction = pl.concat([
+        original.slice(1, 1).with_columns(pl.lit("999").alias("qte_vendue")),
+        original.slice(1).with_columns(
+            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(changed_units)).otherwise(pl.col("qte_vendue")).alias("qte_vendue"),
+            pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("abc")).otherwise(pl.col("ca_ttc_eur")).alias("ca_ttc_eur"),
+        ),
+    ])
+    for root in roots.values():
+        correction.write_parquet(root / "landing" / "marche_fr" / files[0].name.replace(".parquet", "_v2.parquet"))
+    deliver([files[0].name.replace(".parquet", "_v2.parquet")], T0 + timedelta(hours=2))
+    third = refresh(T0 + timedelta(hours=2, minutes=1))
+    day_fact = third["polars"]["store_day_fact"]
+    assert day_fact.removed >= 1 and day_fact.quarantined == 2 and day_fact.quarantine_reasons, day_fact
 
     for table in tables:
         polars_rows = _rows(lakes["polars"].silver("marche_fr", table), table)
@@ -111,7 +129,8 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
         assert polars_rows.height > 0
         assert spark_rows.equals(polars_rows), f"silver.{table} differs:\n{polars_rows}\n{spark_rows}"
         # The engine's report of what it did matches too (rows read, inserted, updated, quarantined, dates).
-        assert second["spark"][table] == second["polars"][table] and first["spark"][table] == first["polars"][table]
+        for done in (first, second, third):
+            assert done["spark"][table] == done["polars"][table], (table, done["polars"][table], done["spark"][table])
         # Bookmarks written by Spark are read by the Polars Lake: the engines can take turns.
         assert lakes["spark"].bookmarks(lakes["spark"].silver("marche_fr", table)) == lakes["polars"].bookmarks(
             lakes["polars"].silver("marche_fr", table)
@@ -119,6 +138,17 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
     for table in polars_gold.GOLD_TABLES:
         if table in tables:
             assert _rows(lakes["spark"].gold(table), table).equals(_rows(lakes["polars"].gold(table), table)), f"gold.{table} differs"
+
+    # The restatement: the dropped row is gone, the changed one carries its new units, the
+    # repeated one its last copy; both engines quarantined the same rows for the same reasons.
+    first_day = pl.read_parquet(files[0])
+    day_rows = _rows(lakes["spark"].gold("store_day_fact"), "store_day_fact").filter(pl.col("date") == first_day["date_vente"].cast(pl.Date)[0])
+    dropped = first_day.row(0, named=True)
+    assert day_rows.filter((pl.col("prod_id") == f"1001_{dropped['code_article']}") & (pl.col("site_id") == f"1001_{dropped['code_magasin']}")).height == 0
+    redone = first_day.row(1, named=True)
+    assert day_rows.filter((pl.col("prod_id") == f"1001_{redone['code_article']}") & (pl.col("site_id") == f"1001_{redone['code_magasin']}"))["pos_sales_units"].cast(pl.Int64).to_list() == [int(changed_units)]
+    rejected = {name: pl.read_delta(lakes[name].quarantine("marche_fr", "rejected_rows")).select("reason", "_row_number", "raw_values").sort("_row_number") for name in roots}
+    assert rejected["spark"].height == 2 and rejected["spark"].equals(rejected["polars"])
 
     # The rename opened a second version with its own key, identical in both engines.
     prod = {name: _rows(lakes[name].silver("marche_fr", "prod_dim"), "prod_dim") for name in roots}
@@ -131,7 +161,7 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
 
 def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lake):
     """The silver asset of a `engine: spark` retailer runs the job in a subprocess and reports back through Pipes."""
-    from pos_lakehouse.spark.pipes import SparkJobs
+    from pos_lakehouse.components.spark_jobs import SparkJobs
 
     spec = spec_named("marche_fr").model_copy(update={"engine": "spark"})
     files = write_marche_fr(data_root / "landing" / "marche_fr", data_root / "expected", days=1, n_products=4, n_stores=2)
@@ -141,10 +171,16 @@ def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lak
     @dg.multi_asset(specs=[dg.AssetSpec(["silver", "marche_fr", t]) for t in tables],
                     check_specs=[dg.AssetCheckSpec("one_current_version", asset=["silver", "marche_fr", "prod_dim"])])
     def silver(context: dg.AssetExecutionContext, spark: SparkJobs):
-        results = spark.run(context, spec, "silver", tables, lake.root).get_results()
-        known = {("silver", "marche_fr", "prod_dim"): {"one_current_version"}}
-        # The job reports every check of the Polars path; this test asset declares one of them.
-        yield from (r for r in results if not isinstance(r, dg.AssetCheckResult) or r.check_name in known.get(tuple(r.asset_key.path), set()))
+        from pos_lakehouse.layers.silver import silver_result_from_dict
+        from pos_lakehouse.quality.checks import run_silver_checks
+
+        invocation = spark.run(context, spec, "silver", tables, lake.root)
+        yield from invocation.get_results()
+        # The job reports results, not checks: the checks run here, on the tables it wrote.
+        reported = {m["table"]: silver_result_from_dict(m["silver"]) for m in invocation.get_custom_messages()}
+        assert set(reported) == set(tables)
+        yield from (c for c in run_silver_checks(context, lake, spec, tables, reported)
+                    if c.check_name == "one_current_version" and c.asset_key.path[-1] == "prod_dim")
 
     result = dg.materialize([silver], resources={"spark": SparkJobs(cores=2, driver_memory="2g")})
     assert result.success

@@ -5,14 +5,34 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
+import narwhals as nw
 import polars as pl
 import pytest
 
 from pos_lakehouse.transform import canonical
-from pos_lakehouse.transform.keys import surrogate_key, surrogate_key_expr
+from pos_lakehouse.engines import polars as polars_edges
+from pos_lakehouse.transform.keys import surrogate_key
 from pos_lakehouse.transform.mapping import prefix_ids, to_canonical
-from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, mask, masked_measures, period_end
-from pos_lakehouse.transform.scd2 import START_OF_HISTORY, point_in_time_keys, scd2_versions
+from pos_lakehouse.transform.masking import mask_measures
+from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, masked_measures, period_end, period_end_of
+from pos_lakehouse.transform import scd2
+from pos_lakehouse.transform.scd2 import START_OF_HISTORY
+
+
+def _nw(frame):
+    return nw.from_native(frame.lazy())
+
+
+def _pl(frame) -> pl.DataFrame:
+    return frame.to_native().collect()
+
+
+def scd2_versions(obs, existing, *args) -> pl.DataFrame:
+    return _pl(scd2.scd2_versions(_nw(obs), _nw(existing), *args))
+
+
+def point_in_time_keys(facts, dim, *args):
+    return scd2.point_in_time_keys(_nw(facts), _nw(dim), *args).to_native()
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -23,8 +43,9 @@ def test_surrogate_keys_are_pinned():
     assert surrogate_key(1001, ["1001_A00007"], date(1900, 1, 1)) == 521406920559559196
     assert surrogate_key(1001, ["1001_A00007"], date(2026, 9, 20)) == -8489505005029969067
     assert surrogate_key(1002, ["1002_M001"], date(1900, 1, 1)) == 7532685742570592210
-    frame = pl.DataFrame({"prod_id": ["1001_A00007"], "valid_from": [date(2026, 9, 20)]})
-    assert frame.select(surrogate_key_expr(1001, ["prod_id"], "valid_from")).item() == -8489505005029969067
+    frame = _nw(pl.DataFrame({"prod_id": ["1001_A00007"], "valid_from": [date(2026, 9, 20)]}))
+    keyed = polars_edges.with_surrogate_key(frame, "k", 1001, ["prod_id"], "valid_from")
+    assert _pl(keyed)["k"].item() == -8489505005029969067
 
 
 def test_mapping_types_prefixes_and_explains_bad_values():
@@ -40,9 +61,9 @@ def test_mapping_types_prefixes_and_explains_bad_values():
         }
     )
     mapping = {"Datum": "date", "Filiale": "site_id", "Artikel": "prod_id", "Umsatz": "pos_sales_value_lc"}
-    out = prefix_ids(
-        to_canonical(raw, mapping, ["store_day_fact"], decimal_comma=True, date_formats=["%d.%m.%Y"]), 1002
-    ).collect()
+    out = _pl(prefix_ids(
+        to_canonical(_nw(raw), mapping, ["store_day_fact"], decimal_comma=True, date_formats=["%d.%m.%Y"]), 1002
+    ))
     assert out["date"].to_list() == [date(2026, 9, 1), date(2026, 9, 2), None]
     assert out["pos_sales_value_lc"].to_list()[0] == Decimal("1234.5")
     assert out["site_id"].to_list() == ["1002_F1", "1002_F1", "1002_F2"]
@@ -96,7 +117,7 @@ def test_fx_conversion_hit_and_miss():
         schema_overrides={c: canonical.MONEY for c in canonical.VALUE_MEASURES},
     )
     fx = pl.LazyFrame({"date": [date(2026, 9, 1)], "currency": ["EUR"], "usd_per_unit": [1.1]})
-    out = convert_to_usd(facts, fx, "date").collect().sort("date")
+    out = _pl(convert_to_usd(_nw(facts), _nw(fx), "date")).sort("date")
     assert out["pos_sales_value_usd"].to_list() == [Decimal("11.0000"), None]
     assert out["fx_rate_to_usd"].to_list() == [1.1, None]
 
@@ -117,31 +138,39 @@ def test_week_and_month_aggregates_sum_flows_and_take_stocks_at_period_end():
          for c in canonical.STORE_DAY_FACT.source_names | {"pos_sales_value_usd", "pos_returns_value_usd", "inventory_value_usd", "data_provider_code", "secure_group_key", "_source_file", "_delivery_id", "_ingested_at"}
          if c not in ("date", "site_id", "prod_id", "pos_sales_units", "inventory_qty_on_hand", "currency")]
     )
-    weeks = aggregate_period(daily.lazy(), "week").collect().sort("week_end_date")
+    weeks = _pl(aggregate_period(_nw(daily), "week")).sort("week_end_date")
     assert weeks["week_end_date"].to_list() == [date(2026, 8, 30), date(2026, 9, 6), date(2026, 9, 13)]
     assert weeks["pos_sales_units"].sum() == daily["pos_sales_units"].sum()
     assert weeks["inventory_qty_on_hand"].to_list() == [Decimal(94), Decimal(87), Decimal(80)]
-    months = aggregate_period(daily.lazy(), "month").collect().sort("month_end_date")
+    months = _pl(aggregate_period(_nw(daily), "month")).sort("month_end_date")
     assert months["month_end_date"].to_list() == [date(2026, 8, 31), date(2026, 9, 30)]
     assert months["pos_sales_units"].sum() == daily["pos_sales_units"].sum()
     assert weeks.filter(pl.col("week_end_date") == date(2026, 9, 6))["pos_sales_units"].item() == sum(Decimal(i) for i in range(8, 15))
-    saturday_week = pl.select(period_end(pl.lit(date(2026, 9, 2)), "week", "saturday")).item()
-    assert saturday_week == date(2026, 9, 5)
+    assert period_end_of(date(2026, 9, 2), "week", "saturday") == date(2026, 9, 5)
+    probe = _nw(pl.DataFrame({"date": pl.date_range(date(2026, 8, 24), date(2026, 10, 3), eager=True)}))
+    ends = _pl(probe.with_columns(period_end(nw.col("date"), "week", "saturday").alias("w"), period_end(nw.col("date"), "month").alias("m")))
+    assert ends["w"].to_list() == [period_end_of(d, "week", "saturday") for d in ends["date"]]
+    assert ends["m"].to_list() == [period_end_of(d, "month") for d in ends["date"]]
 
 
 def test_masking_on_a_hand_computed_example():
+    # Two-month calendar blocks (Jul-Aug, Sep-Oct, ...): a day shows the mean of the same product
+    # and store over the previous block, published only when that block's records span both of its
+    # months at least 7 days apart; otherwise (and where there is no previous block) NULL.
     frame = pl.DataFrame(
         {
-            "prod_id": ["P"] * 4 + ["Q"],
-            "site_id": ["S"] * 5,
-            "date": [date(2026, 9, 1), date(2026, 9, 2), date(2026, 9, 8), date(2026, 9, 9), date(2026, 9, 9)],
-            "pos_sales_value_lc": [Decimal(7), Decimal(14), Decimal(21), Decimal(28), Decimal(100)],
+            "prod_id": ["P", "P", "P", "P", "Q", "Q", "Q"],
+            "site_id": ["S"] * 7,
+            "date": [date(2026, 7, 10), date(2026, 8, 20), date(2026, 9, 5), date(2026, 10, 30),
+                     date(2026, 7, 1), date(2026, 7, 20), date(2026, 9, 5)],
+            "pos_sales_value_lc": [Decimal(10), Decimal(30), Decimal(7), Decimal(9), Decimal(50), Decimal(70), Decimal(100)],
         },
         schema_overrides={"pos_sales_value_lc": canonical.MONEY},
     )
-    out = mask(frame, "date", "day", ["pos_sales_value_lc"]).sort("prod_id", "date")
-    # 7-day window ending on the row's date: 2 Sep -> (7+14)/2; 8 Sep -> (14+21)/2 (1 Sep has left the window);
-    # 9 Sep -> (21+28)/2 (2 Sep has left too); Q is its own product.
-    assert out["at_masked_pos_sales_value_lc"].to_list() == [Decimal(7), Decimal("10.5"), Decimal("17.5"), Decimal("24.5"), Decimal(100)]
+    out = _pl(mask_measures(_nw(frame), "date", "day", ["pos_sales_value_lc"])).sort("prod_id", "date")
+    # P's Jul-Aug block (10, 30) is published for its Sep-Oct days; Q's lies in July only: withheld.
+    assert out["at_masked_pos_sales_value_lc"].cast(pl.Float64).to_list() == [None, None, 20.0, 20.0, None, None, None]
+    weekly = _pl(mask_measures(_nw(frame.rename({"date": "week_end_date"})), "week_end_date", "week", ["pos_sales_value_lc"]))
+    assert weekly["at_masked_pos_sales_value_lc"].null_count() == weekly.height  # coarser grains are withheld
     assert masked_measures("none") == ()
     assert "pos_sales_units" in masked_measures("volume") and "pos_sales_units" not in masked_measures("value")

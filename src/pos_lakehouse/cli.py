@@ -14,10 +14,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pos_lakehouse.settings import PROJECT_ROOT, current_settings
-
-RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
-
+from pos_lakehouse.settings import PROJECT_ROOT, RETAILERS_DIR, current_settings
 
 class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""

@@ -11,14 +11,21 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import dagster as dg
 import yaml
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Model(BaseModel):
+    """Pydantic settings of `dg.Model` (unknown YAML keys are errors), without importing Dagster:
+    the Spark job reads a `RetailerSpec` on clusters that have `dagster-pipes` only."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 CanonicalName = Literal["prod_dim", "site_dim", "store_day_fact", "store_week_fact"]
 
 
-class FileFormat(dg.Model):
+class FileFormat(Model):
     """How a delivered file is encoded."""
 
     type: Literal["parquet", "csv", "excel", "jsonl", "json"] = Field(
@@ -46,7 +53,7 @@ class FileFormat(dg.Model):
     )
 
 
-class FileSpec(dg.Model):
+class FileSpec(Model):
     """One kind of file the retailer delivers, and which canonical tables its rows feed."""
 
     name: str = Field(description="Bronze table name for these files, e.g. `sales` or `pos_daily`.")
@@ -80,7 +87,7 @@ class FileSpec(dg.Model):
 # Secrets never live in YAML: each names the environment variable that holds it.
 
 
-class ApiSpec(dg.Model):
+class ApiSpec(Model):
     """A retailer's REST API: paged JSON, bearer-token auth, an incremental `updated_after` filter."""
 
     base_url: str | None = Field(default=None, description="API root, e.g. `https://api.retailer.com`; `base_url_env` wins when set.")
@@ -97,7 +104,7 @@ class ApiSpec(dg.Model):
     timeout_seconds: float = Field(default=30.0, description="Per-request timeout.")
 
 
-class DatabaseSpec(dg.Model):
+class DatabaseSpec(Model):
     """A retailer's warehouse read over a SQLAlchemy URL, incrementally on an `updated_at` column."""
 
     url: str | None = Field(
@@ -127,7 +134,7 @@ class DatabaseSpec(dg.Model):
         return self
 
 
-class SftpSpec(dg.Model):
+class SftpSpec(Model):
     """A landing folder on the retailer's (or our) SFTP server."""
 
     host: str | None = Field(default=None, description="SFTP host; `host_env` wins when set.")
@@ -148,7 +155,7 @@ class SftpSpec(dg.Model):
     )
 
 
-class DeliverySpec(dg.Model):
+class DeliverySpec(Model):
     """Where and how the retailer delivers."""
 
     channel: Literal["landing", "sftp", "api", "database"] = Field(
@@ -194,7 +201,7 @@ class DeliverySpec(dg.Model):
         return self
 
 
-class RetailerSpec(dg.Model):
+class RetailerSpec(Model):
     """A retailer's delivery, mapping and policies: one YAML file per retailer."""
 
     retailer_id: int = Field(description="Numeric retailer id; the data provider code is `cds_<id>`.")

@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Files shipped inside the package (retailer YAML, access policy): found next to this module, so
+# they resolve in an installed wheel as well as in a checkout.
+PACKAGE_DIR = Path(__file__).resolve().parent
+RETAILERS_DIR = PACKAGE_DIR / "defs" / "retailers"
 
 Environment = Literal["local", "databricks"]
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pos_lakehouse.components.retailer_pipeline import column_schema, silver_key
-from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
+from pos_lakehouse.components.retailer_pipeline import column_schema, dagster_metadata, silver_key
+from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metadata, refresh_gold
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
 from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.spark.pipes import SparkJobs, gold_materialization
+from pos_lakehouse.components.spark_jobs import SparkJobs, gold_materialization
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -85,29 +85,17 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
                     metadata={"dagster/row_count": table_row_count(lake, name), "partition_rows": 0},
                     check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
                 )
-            if spec.engine == "spark":  # issue 7: the partition MERGE runs in the Spark job (Pipes)
+            if spec.engine == "spark":  # the partition MERGE runs in the Spark job (Pipes)
                 done = gold_materialization(spark.run(context, spec, "gold", [name], lake.root), name)
-                metadata = dict(done.metadata or {})
-                if "dagster/row_count" in metadata:
-                    metadata["partition_rows"] = metadata["dagster/row_count"]
-                metadata["dagster/row_count"] = table_row_count(lake, name)
+                metadata = {**(done.metadata or {}), "dagster/row_count": table_row_count(lake, name)}
                 return dg.MaterializeResult(
                     metadata=metadata, check_results=run_gold_checks(lake, spec, name, policy, context.asset_key)
                 )
             r = refresh_gold(lake, spec, name)
             context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
             return dg.MaterializeResult(
-                metadata={
-                    # The asset's row count is the table's (all retailers); this retailer's share is per partition.
-                    "dagster/row_count": table_row_count(lake, name),
-                    "partition_rows": r.partition_rows,
-                    "rows_merged": r.merged_rows,
-                    "rows_inserted": r.inserted,
-                    "rows_updated": r.updated,
-                    "dates_from": str(r.min_date) if r.min_date else "-",
-                    "dates_to": str(r.max_date) if r.max_date else "-",
-                    "dagster/uri": lake.gold(name),
-                },
+                # The asset's row count is the table's (all retailers); this retailer's share is per partition.
+                metadata=dagster_metadata({**gold_metadata(r, lake.gold(name), "polars"), "dagster/row_count": table_row_count(lake, name)}),
                 check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
             )
 

@@ -12,10 +12,10 @@ from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_br
 from pos_lakehouse.ingest.sensors import build_landing_sensor
 from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
-from pos_lakehouse.layers.silver import refresh_silver
+from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
 from pos_lakehouse.quality.checks import silver_check_specs, run_silver_checks
 from pos_lakehouse.retailer import RetailerSpec
-from pos_lakehouse.spark.pipes import SparkJobs
+from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -81,6 +81,11 @@ def bronze_key(spec: RetailerSpec, file_name: str) -> dg.AssetKey:
 
 def silver_key(spec: RetailerSpec, table: str) -> dg.AssetKey:
     return dg.AssetKey(["silver", spec.name, table])
+
+
+def dagster_metadata(metadata: dict) -> dict:
+    """Plain metadata (`silver_metadata`, `gold_metadata`) as Dagster metadata: dicts as JSON."""
+    return {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in metadata.items()}
 
 
 def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
@@ -192,34 +197,26 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
         )
         def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs):
             tables = [k.path[-1] for k in context.selected_asset_keys]
-            if spec.engine == "spark":  # issue 7: the same work as a Spark job through Dagster Pipes
-                yield from spark.run(context, spec, "silver", tables, lake.root).get_results()
-                return
-            now = datetime.now(timezone.utc)
-            results = refresh_silver(lake, spec, tables, now)
-            for name, r in results.items():
-                if r.quarantined:
-                    context.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
-                yield dg.MaterializeResult(
-                    asset_key=silver_key(spec, name),
-                    metadata={
-                        "dagster/row_count": lake.row_count(lake.silver(spec.name, name)),
-                        "dagster/uri": lake.silver(spec.name, name),
-                        "rows_read_from_bronze": r.input_rows,
-                        "rows_inserted": r.inserted,
-                        "rows_updated": r.updated,
-                        "rows_quarantined": r.quarantined,
-                        "quarantine_reasons": dg.MetadataValue.json(r.quarantine_reasons),
-                        "new_versions": r.new_versions,
-                        "closed_versions": r.closed_versions,
-                        "corporate_master_matched": r.enrichment_matched,
-                        "corporate_master_missing": r.enrichment_missing,
-                        "rows_without_fx_rate": r.fx_missing,
-                        "dates_from": str(r.min_date) if r.min_date else "-",
-                        "dates_to": str(r.max_date) if r.max_date else "-",
-                        "bronze_versions_consumed": dg.MetadataValue.json(r.bronze_versions),
-                    },
-                )
+            if spec.engine == "spark":
+                # The same refresh as a Spark job through Dagster Pipes; it reports materializations
+                # and its per-table results, and the checks run here on the tables it wrote.
+                invocation = spark.run(context, spec, "silver", tables, lake.root)
+                yield from invocation.get_results()
+                results = {
+                    m["table"]: silver_result_from_dict(m["silver"])
+                    for m in invocation.get_custom_messages()
+                    if isinstance(m, dict) and "silver" in m
+                }
+            else:
+                results = refresh_silver(lake, spec, tables, datetime.now(timezone.utc))
+                for name, r in results.items():
+                    if r.quarantined:
+                        context.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
+                    uri = lake.silver(spec.name, name)
+                    yield dg.MaterializeResult(
+                        asset_key=silver_key(spec, name),
+                        metadata=dagster_metadata(silver_metadata(r, lake.row_count(uri), uri, "polars")),
+                    )
             yield from run_silver_checks(context, lake, spec, tables, results)
 
         sensor = build_landing_sensor(spec, job_name=f"{spec.name}_ingest", bronze_op_name=f"{spec.name}_bronze")

@@ -104,8 +104,9 @@ class Headless:
             result = dg.evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.automation_cursor)
         self.automation_cursor = result.cursor
         by_partition: dict[str | None, set[dg.AssetKey]] = defaultdict(set)
-        for asset_partition in result._requested_asset_partitions:  # noqa: SLF001 - the public API exposes counts only
-            by_partition[asset_partition.partition_key].add(asset_partition.asset_key)
+        for key in {r.key for r in result.results if isinstance(r.key, dg.AssetKey)}:
+            for partition_key in result.get_requested_partitions(key):
+                by_partition[partition_key].add(key)
         records = []
         job = self.defs.resolve_implicit_global_asset_job_def()
         graph = self.defs.resolve_asset_graph()

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.settings import PROJECT_ROOT
+from pos_lakehouse.settings import RETAILERS_DIR
 
-RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
 SetEnv = Callable[[str, str], None]
 
 

@@ -1,18 +1,18 @@
 """Gold: one Delta table per object type for all retailers, partitioned by `data_provider_code`.
 
-A retailer's refresh MERGEs only the silver rows changed since its last refresh, and the
+Written once for both engines (narwhals frames over Polars or PySpark). A retailer's refresh MERGEs only the silver rows changed since its last refresh, and the
 MERGE is restricted to that retailer's partition, so other retailers' files are untouched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
-import polars as pl
+import narwhals as nw
 
 from pos_lakehouse.retailer import RetailerSpec
-from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
 
 GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact")
@@ -38,7 +38,7 @@ class GoldResult:
     partition_rows: int = 0
 
 
-def refresh_gold(lake: Lake, spec: RetailerSpec, table_name: str) -> GoldResult:
+def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResult:
     """MERGE one retailer's changed silver rows into its gold partition."""
     table = canonical.TABLES[table_name]
     code = spec.data_provider_code
@@ -48,29 +48,31 @@ def refresh_gold(lake: Lake, spec: RetailerSpec, table_name: str) -> GoldResult:
     marks = lake.bookmarks(gold_uri)
     mark_key = f"silver_updated_at.{code}"
     watermark = marks.get(mark_key)
-    silver = lake.scan(silver_uri, table.schema)
+    silver = lake.read(silver_uri, table.schema)
     if watermark:
-        silver = silver.filter(pl.col("_updated_at") > datetime.strptime(watermark, _TS_FORMAT))
+        silver = silver.filter(nw.col("_updated_at") > datetime.strptime(watermark, _TS_FORMAT))
     # Lazy all the way into the MERGE: a first load of millions of rows streams.
     changed = canonical_order(silver, table)
-    changed_rows, latest = changed.select(pl.len(), pl.col("_updated_at").max()).collect().row(0)
+    changed_rows, latest = changed.select(nw.len(), nw.col("_updated_at").max()).collect(backend="polars").row(0)
     if changed_rows == 0:
         result.partition_rows = partition_row_count(lake, table_name, code)
         return result
+    if latest.tzinfo is None:  # engines hand timestamps back in UTC
+        latest = latest.replace(tzinfo=timezone.utc)
     new_mark = latest.strftime(_TS_FORMAT)
     restrict = f"t.{PARTITION_COLUMN} = '{code}'"
     date_col = table.natural_keys[0] if table_name not in ("prod_dim", "site_dim") else None
     delete_unmatched = None
     if date_col:
-        dates = changed.select(pl.col(date_col).unique().sort()).collect()[date_col]
-        result.min_date, result.max_date = dates.min(), dates.max()
+        dates = sorted(changed.select(date_col).unique().collect(backend="polars")[date_col].to_list())
+        result.min_date, result.max_date = dates[0], dates[-1]
         restrict += f" AND t.{date_col} >= '{result.min_date}' AND t.{date_col} <= '{result.max_date}'"
         # A restatement may have removed silver rows, which leave no changed row behind: the
         # dates that changed are republished whole, and gold rows of those dates that silver
         # no longer has are deleted.
-        date_list = ", ".join(f"'{d}'" for d in dates.to_list())
-        on_dates = lake.scan(silver_uri, table.schema).filter(pl.col(date_col).is_in(dates.implode()))
-        rows_on_dates = on_dates.select(pl.len()).collect().item()
+        date_list = ", ".join(f"'{d}'" for d in dates)
+        on_dates = lake.read(silver_uri, table.schema).filter(nw.col(date_col).is_in(dates))
+        rows_on_dates = on_dates.select(nw.len()).collect(backend="polars").item()
         if changed_rows < rows_on_dates:
             changed, changed_rows = canonical_order(on_dates, table), rows_on_dates
         delete_unmatched = f"t.{PARTITION_COLUMN} = '{code}' AND t.{date_col} IN ({date_list})"
@@ -92,12 +94,27 @@ def refresh_gold(lake: Lake, spec: RetailerSpec, table_name: str) -> GoldResult:
     return result
 
 
-def canonical_order(lf: pl.LazyFrame, table: canonical.CanonicalTable) -> pl.LazyFrame:
+def canonical_order(lf: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:
     return lf.select([c.name for c in table.columns])
 
 
-def partition_row_count(lake: Lake, table_name: str, code: str) -> int:
+def partition_row_count(lake: LakeIO, table_name: str, code: str) -> int:
     uri = lake.gold(table_name)
     if not lake.exists(uri):
         return 0
-    return lake.scan(uri).filter(pl.col(PARTITION_COLUMN) == code).select(pl.len()).collect().item()
+    return int(lake.read(uri).filter(nw.col(PARTITION_COLUMN) == code).select(nw.len()).collect(backend="polars").item())
+
+
+def gold_metadata(result: GoldResult, uri: str, engine: str) -> dict:
+    """The gold asset's materialization metadata, the same for both engines."""
+    return {
+        # This retailer's rows; the orchestrator sets `dagster/row_count` to the whole table's.
+        "partition_rows": result.partition_rows,
+        "dagster/uri": uri,
+        "engine": engine,
+        "rows_merged": result.merged_rows,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "dates_from": str(result.min_date) if result.min_date else "-",
+        "dates_to": str(result.max_date) if result.max_date else "-",
+    }

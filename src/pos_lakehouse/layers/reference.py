@@ -6,12 +6,13 @@ columns and is counted, never dropped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
+import narwhals as nw
 import polars as pl
 
-from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.storage.interface import LakeIO
+from pos_lakehouse.transform.mapping import ORDER_COLUMNS
 
 REFERENCE_TABLES = {
     "product_master": {
@@ -29,11 +30,11 @@ REFERENCE_TABLES = {
 }
 
 
-def reference_uri(lake: Lake, name: str) -> str:
+def reference_uri(lake: LakeIO, name: str) -> str:
     return lake.uri("reference", name)
 
 
-def load_reference_file(lake: Lake, name: str, path: Path) -> int:
+def load_reference_file(lake, name: str, path: Path) -> int:
     """Replace a reference table with the content of a delivered CSV file; returns its row count."""
     schema = REFERENCE_TABLES[name]["schema"]
     frame = pl.read_csv(path, schema=schema)
@@ -43,23 +44,27 @@ def load_reference_file(lake: Lake, name: str, path: Path) -> int:
     return frame.height
 
 
-def reference_frame(lake: Lake, name: str) -> pl.LazyFrame:
-    return lake.scan(reference_uri(lake, name), pl.Schema(REFERENCE_TABLES[name]["schema"]))
+def _schema(name: str) -> pl.Schema:
+    return pl.Schema(REFERENCE_TABLES[name]["schema"])
 
 
-@dataclass
-class EnrichmentStats:
-    matched: int = 0
-    missing: int = 0
+def reference_frame(lake: LakeIO, name: str) -> nw.LazyFrame:
+    return lake.read(reference_uri(lake, name), _schema(name))
 
 
-def enrich_dimension(frame: pl.DataFrame, lake: Lake, table_name: str) -> tuple[pl.DataFrame, EnrichmentStats]:
-    """Add `corp_*` columns from the corporate master on GTIN (products) or GLN (stores)."""
+def enrich_dimension(frame: nw.LazyFrame, lake: LakeIO, table_name: str) -> nw.LazyFrame:
+    """Add `corp_*` columns from the corporate master on GTIN (products) or GLN (stores).
+
+    A GTIN/GLN listed twice in the master takes its first row.
+    """
     name = "product_master" if table_name == "prod_dim" else "site_master"
     key = REFERENCE_TABLES[name]["key"]
-    master = reference_frame(lake, name).collect().unique(key, keep="first")
-    corp_cols = [c for c in master.columns if c != key]
-    frame = frame.drop([c for c in corp_cols if c in frame.columns])
-    enriched = frame.join(master, on=key, how="left", nulls_equal=False)
-    matched = enriched.filter(pl.col(corp_cols[0]).is_not_null()).height
-    return enriched, EnrichmentStats(matched=matched, missing=enriched.height - matched)
+    master = (
+        lake.read_ordered(reference_uri(lake, name), _schema(name))
+        .unique([key], keep="first", order_by=list(ORDER_COLUMNS))
+        .drop(*ORDER_COLUMNS)
+    )
+    corp_cols = [c for c in master.collect_schema().names() if c != key]
+    have = frame.collect_schema().names()
+    frame = frame.drop(*[c for c in corp_cols if c in have])
+    return frame.join(master, on=key, how="left")

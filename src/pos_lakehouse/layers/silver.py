@@ -2,28 +2,35 @@
 
 Incremental by construction: each silver table remembers (in its own Delta commits) the
 bronze version it has consumed, and reads only the bronze files added since.
+
+Written once for both engines: the frames are narwhals LazyFrames over Polars (in the Dagster
+process, `storage.lake.Lake`) or PySpark (the Spark job, `spark.lake.SparkLake`); the few
+engine functions narwhals lacks come from `engines.edges`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
-import polars as pl
+import narwhals as nw
 
+from pos_lakehouse.engines import edges
+from pos_lakehouse.layers.reference import enrich_dimension, reference_frame
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
-from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
-from pos_lakehouse.layers.reference import EnrichmentStats, enrich_dimension, reference_frame
 from pos_lakehouse.transform import masking
 from pos_lakehouse.transform.masking import mask_measures
-from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, history_window, masked_measures, period_end
+from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, history_window, masked_measures, period_end_of
 from pos_lakehouse.transform.scd2 import START_OF_HISTORY, dim_observations, point_in_time_keys, scd2_versions
 
 REJECTED_ROWS_TABLE = "rejected_rows"
 KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
 DIM_FOR_ID = {"prod_id": "prod_dim", "site_id": "site_dim"}
+_REASON = re.compile(r"^([^:]+: [a-z ]+?)(?: \S+ as .*)?$")
 
 
 @dataclass
@@ -59,17 +66,30 @@ def _bookmark(file_spec: FileSpec) -> str:
     return f"bronze.{file_spec.name}"
 
 
-def new_bronze_rows(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, consumed: str | None) -> tuple[pl.LazyFrame | None, int | None]:
+def _count(frame: nw.LazyFrame) -> int:
+    return int(frame.select(nw.len()).collect(backend="polars").item())
+
+
+def _ok() -> nw.Expr:
+    return nw.col(ERROR_COLUMN).is_null()
+
+
+def new_bronze_rows(lake: LakeIO, spec: RetailerSpec, file_spec: FileSpec, consumed: str | None) -> tuple[nw.LazyFrame | None, int | None]:
     """Rows of bronze files appended after version `consumed`, and the bronze version they reach."""
-    uri = lake.bronze(spec.name, file_spec.name)
-    files, version = lake.files_added_since(uri, int(consumed) if consumed is not None else None)
-    if not files:
-        return None, version
-    schema = lake.scan(uri).collect_schema()
-    return pl.scan_parquet(files, schema=schema, missing_columns="insert"), version
+    return lake.read_added(lake.bronze(spec.name, file_spec.name), int(consumed) if consumed is not None else None)
 
 
-def _canonical_rows(raw: pl.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, table: str) -> pl.LazyFrame:
+def new_bronze_batches(lake: LakeIO, spec: RetailerSpec, table_name: str, marks: dict[str, str], result: SilverResult):
+    """(file spec, new bronze rows) per kind of file holding `table_name`; records the bronze versions reached."""
+    for file_spec in spec.files_holding(table_name):
+        raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
+        if version is not None:
+            result.bronze_versions[_bookmark(file_spec)] = str(version)
+        if raw is not None:
+            yield file_spec, raw
+
+
+def _canonical_rows(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, table: str) -> nw.LazyFrame:
     fmt = file_spec.format
     lf = to_canonical(
         raw,
@@ -82,47 +102,43 @@ def _canonical_rows(raw: pl.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, 
     return prefix_ids(lf, spec.retailer_id)
 
 
-def quarantine_rows(lake: Lake, spec: RetailerSpec, table: str, bad: pl.DataFrame, raw: pl.LazyFrame, now: datetime) -> dict[str, int]:
+def quarantine_rows(lake: LakeIO, spec: RetailerSpec, table: str, bad: nw.LazyFrame, raw: nw.LazyFrame, now: datetime) -> dict[str, int]:
     """Keep rejected rows with their raw values and every failed rule; return counts per reason."""
-    if bad.is_empty():
-        return {}
     raw_cols = [c for c in raw.collect_schema().names() if not c.startswith("_") and c not in ("data_provider_code", "secure_group_key")]
-    raw_rows = (
-        raw.join(bad.lazy().select("_delivery_id", "_row_number", ERROR_COLUMN), on=["_delivery_id", "_row_number"], how="inner")
-        .select(
-            pl.lit(table).alias("canonical_table"),
+    joined = raw.join(bad.select("_delivery_id", "_row_number", ERROR_COLUMN), on=["_delivery_id", "_row_number"], how="inner")
+    joined = edges(joined).with_json(joined, raw_cols, "raw_values")
+    lake.append(
+        lake.quarantine(spec.name, REJECTED_ROWS_TABLE),
+        joined.select(
+            nw.lit(table).alias("canonical_table"),
             "_source_file",
             "_delivery_id",
             "_row_number",
-            pl.col(ERROR_COLUMN).alias("reason"),
-            pl.struct(raw_cols).struct.json_encode().alias("raw_values"),
-            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("rejected_at"),
-        )
-        .collect()
-    )
-    lake.append(
-        lake.quarantine(spec.name, REJECTED_ROWS_TABLE),
-        raw_rows,
+            nw.col(ERROR_COLUMN).alias("reason"),
+            "raw_values",
+            nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("rejected_at"),
+        ),
         description="Rows that failed a silver rule: which rule, which file and row, and the raw values.",
     )
-    reasons = bad.select(pl.col(ERROR_COLUMN).str.split("; ").explode().str.extract(r"^([^:]+: [a-z ]+?)(?: \S+ as .*)?$", 1))
-    counts = reasons.group_by(ERROR_COLUMN).len()
-    return {str(r[0]): int(r[1]) for r in counts.iter_rows()}
+    # Reasons without the offending value: one count per rule, whatever the bad values were.
+    counts: dict[str, int] = {}
+    per_error = bad.group_by(ERROR_COLUMN).agg(nw.len().alias("n")).collect(backend="polars")
+    for errors, n in per_error.iter_rows():
+        for error in str(errors).split("; "):
+            m = _REASON.match(error)
+            reason = m.group(1) if m else "None"
+            counts[reason] = counts.get(reason, 0) + int(n)
+    return counts
 
 
-def refresh_dimension(lake: Lake, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
+def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
     table = canonical.TABLES[table_name]
     uri = lake.silver(spec.name, table_name)
     key_column = KEY_COLUMN[table_name]
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     observations = []
-    for file_spec in spec.files_holding(table_name):
-        raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
-        if version is not None:
-            result.bronze_versions[_bookmark(file_spec)] = str(version)
-        if raw is None:
-            continue
+    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
         lf = _canonical_rows(raw, spec, file_spec, table_name)
         names = lf.collect_schema().names()
         if "date" in names:
@@ -130,39 +146,43 @@ def refresh_dimension(lake: Lake, spec: RetailerSpec, table_name: str, now: date
         elif "week_end_date" in names:
             observed = "week_end_date"
         else:
-            lf = lf.with_columns(pl.col("_ingested_at").dt.date().alias("_delivered_on"))
+            lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
             observed = "_delivered_on"
-        bad = lf.filter(pl.col(ERROR_COLUMN).is_not_null()).select("_delivery_id", "_row_number", ERROR_COLUMN).collect()
-        result.quarantined += bad.height
-        for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
-            result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
-        good = lf.filter(pl.col(ERROR_COLUMN).is_null() & pl.col(observed).is_not_null())
-        observations.append(dim_observations(good, table, observed).collect(engine="streaming"))
+        lf = edges(lf).reuse(lf)
+        bad = lf.filter(~_ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
+        n_bad = _count(bad)
+        result.quarantined += n_bad
+        if n_bad:
+            for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
+                result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
+        good = lf.filter(_ok() & ~nw.col(observed).is_null())
+        observations.append(dim_observations(good, table, observed))
     if not observations:
         if result.bronze_versions and lake.exists(uri):
             lake.commit_bookmarks(uri, result.bronze_versions)
         return result
-    obs = pl.concat(observations, how="diagonal_relaxed")
-    result.input_rows = obs.height
-    existing = lake.scan(uri, table.schema).collect()
-    enrichment = EnrichmentStats()
+    obs = nw.concat(observations, how="diagonal") if len(observations) > 1 else observations[0]
+    engine = edges(obs)
+    obs = engine.persist(obs)
+    result.input_rows = _count(obs)
+    existing = engine.persist(lake.read(uri, table.schema).select([c.name for c in table.columns]))
+    corp_column = next(c.name for c in table.derived_columns if c.name.startswith("corp_"))
 
-    def _enrich(frame: pl.DataFrame) -> pl.DataFrame:
-        enriched, stats = enrich_dimension(frame, lake, table_name)
-        enrichment.matched, enrichment.missing = stats.matched, stats.missing
+    def _enrich(frame: nw.LazyFrame) -> nw.LazyFrame:
+        enriched = engine.persist(enrich_dimension(frame, lake, table_name))
+        total, matched = enriched.select(nw.len(), nw.col(corp_column).count()).collect(backend="polars").row(0)
+        result.enrichment_matched, result.enrichment_missing = int(matched), int(total - matched)
         return enriched
 
-    upserts = scd2_versions(
-        obs, existing, table, spec.scd2.get(table_name, []), spec.retailer_id, key_column, now, enrich=_enrich
+    upserts = engine.persist(
+        scd2_versions(obs, existing, table, spec.scd2.get(table_name, []), spec.retailer_id, key_column, now, enrich=_enrich)
     )
-    result.enrichment_matched, result.enrichment_missing = enrichment.matched, enrichment.missing
-    if upserts.is_empty():
-        if lake.exists(uri):
-            lake.commit_bookmarks(uri, result.bronze_versions)
-            return result
-    existing_keys = set(existing[key_column].to_list())
-    result.new_versions = upserts.filter(~pl.col(key_column).is_in(list(existing_keys))).height
-    result.closed_versions = upserts.filter(pl.col(key_column).is_in(list(existing_keys)) & ~pl.col("is_current")).height
+    if engine.is_empty(upserts) and lake.exists(uri):
+        lake.commit_bookmarks(uri, result.bronze_versions)
+        return result
+    known = existing.select(key_column)
+    result.new_versions = _count(upserts.join(known, on=key_column, how="anti"))
+    result.closed_versions = _count(upserts.join(known, on=key_column, how="semi").filter(~nw.col("is_current")))
     stats = lake.merge(
         uri,
         upserts,
@@ -186,7 +206,7 @@ def _measure_columns(measures) -> list[str]:
     return cols
 
 
-def _deduplicate_fact_batch(frame: pl.DataFrame, keys: list[str], date_col: str, replaces: str) -> pl.DataFrame:
+def deduplicate_fact_batch(frame: nw.LazyFrame, keys: list[str], date_col: str, replaces: str) -> nw.LazyFrame:
     """Flag duplicate keys inside one file, and keep the newest delivery where deliveries overlap.
 
     Inside a file the last row of a key is loaded and earlier copies are quarantined (the file
@@ -194,45 +214,50 @@ def _deduplicate_fact_batch(frame: pl.DataFrame, keys: list[str], date_col: str,
     deliveries in one batch the newest one wins per store-day (or per row with `replaces: rows`),
     exactly as if they had been processed one after another.
     """
-    ok = pl.col(ERROR_COLUMN).is_null()
-    last_row = pl.when(ok).then(pl.col("_row_number")).max().over(["_delivery_id", *keys])
+    frame = frame.with_columns(nw.when(_ok()).then(nw.col("_row_number")).alias("_ok_row"))
+    frame = frame.with_columns(nw.col("_ok_row").max().over("_delivery_id", *keys).alias("_last_row"))
     frame = frame.with_columns(
-        pl.when(ok & (pl.col("_row_number") != last_row))
-        .then(pl.lit("duplicate: superseded by a later row with the same key in this file"))
-        .otherwise(pl.col(ERROR_COLUMN))
+        nw.when(_ok() & (nw.col("_row_number") != nw.col("_last_row")))
+        .then(nw.lit("duplicate: superseded by a later row with the same key in this file"))
+        .otherwise(nw.col(ERROR_COLUMN))
         .alias(ERROR_COLUMN)
-    )
+    ).drop("_ok_row", "_last_row")
     deliveries = frame.select("_delivery_id", "_ingested_at", "_source_file").unique()
-    if deliveries.height > 1:
-        ranks = deliveries.sort("_ingested_at", "_source_file").with_row_index("_delivery_rank").select("_delivery_id", "_delivery_rank")
-        frame = frame.join(ranks, on="_delivery_id", how="left")
+    if _count(deliveries) > 1:
+        ranks = deliveries.with_row_index("_delivery_rank", order_by=["_ingested_at", "_source_file"]).select("_delivery_id", "_delivery_rank")
         scope = [date_col, "site_id"] if replaces == "site_days" else keys
-        newest = pl.when(pl.col(ERROR_COLUMN).is_null()).then(pl.col("_delivery_rank")).max().over(scope)
-        frame = frame.filter(pl.col(ERROR_COLUMN).is_not_null() | (pl.col("_delivery_rank") == newest)).drop("_delivery_rank")
+        frame = (
+            frame.join(ranks, on="_delivery_id", how="left")
+            .with_columns(nw.when(_ok()).then(nw.col("_delivery_rank")).alias("_ok_rank"))
+            .with_columns(nw.col("_ok_rank").max().over(*scope).alias("_newest"))
+            .filter(~_ok() | (nw.col("_delivery_rank") == nw.col("_newest")))
+            .drop("_delivery_rank", "_ok_rank", "_newest")
+        )
     return frame
 
 
-def _restated_away(lake: Lake, uri: str, good: pl.DataFrame, keys: list[str], date_col: str, carried: list[str]) -> pl.DataFrame:
+def restated_away(lake: LakeIO, uri: str, good: nw.LazyFrame, keys: list[str], date_col: str, carried: list[str], lo: date, hi: date) -> nw.LazyFrame | None:
     """Stored rows of the delivered store-days that the new delivery no longer contains.
 
     Such a row is deleted, unless another kind of file also fills it (sales and inventory
     apart): then only the measures this kind carries are cleared.
     """
-    if good.is_empty() or not lake.exists(uri):
-        return pl.DataFrame()
+    if not lake.exists(uri):
+        return None
     pairs = good.select(date_col, "site_id").unique()
     stored = (
-        lake.scan(uri)
-        .filter(pl.col(date_col).is_between(pairs[date_col].min(), pairs[date_col].max()))
-        .join(pairs.lazy(), on=[date_col, "site_id"], how="semi")
-        .join(good.lazy().select(keys), on=keys, how="anti")
+        lake.read(uri)
+        .filter(nw.col(date_col).is_between(lo, hi))
+        .join(pairs, on=[date_col, "site_id"], how="semi")
+        .join(good.select(keys), on=keys, how="anti")
     )
     others = [m for m in canonical.MEASURES if m not in carried]
-    filled_by_others = pl.any_horizontal([pl.col(m).is_not_null() for m in others]) if others else pl.lit(False)
-    return stored.select(*keys, pl.when(filled_by_others).then(pl.lit("clear")).otherwise(pl.lit("delete")).alias("_action")).collect()
+    filled_by_others = nw.any_horizontal(*[~nw.col(m).is_null() for m in others], ignore_nulls=True) if others else nw.lit(False)
+    removals = stored.select(*keys, nw.when(filled_by_others).then(nw.lit("clear")).otherwise(nw.lit("delete")).alias("_action"))
+    return edges(removals).persist(removals)
 
 
-def refresh_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
+def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
     """MERGE new bronze fact rows into silver, one kind of file at a time.
 
     A kind of file sets only the measures it carries (sales and inventory may arrive apart and
@@ -246,82 +271,70 @@ def refresh_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: datetime
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     committed = dict(marks)
-    for file_spec in spec.files_holding(table_name):
-        raw, version = new_bronze_rows(lake, spec, file_spec, marks.get(_bookmark(file_spec)))
-        if version is not None:
-            result.bronze_versions[_bookmark(file_spec)] = str(version)
-        if raw is None:
-            continue
+    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
+        engine = edges(raw)
         lf = _canonical_rows(raw, spec, file_spec, table_name)
         names = lf.collect_schema().names()
         carried = [m for m in canonical.MEASURES if m in names]
-        if "currency" not in names:
-            lf = lf.with_columns(pl.lit(spec.currency).alias("currency"))
-        else:
-            lf = lf.with_columns(pl.col("currency").fill_null(spec.currency))
+        currency = nw.col("currency").fill_null(spec.currency) if "currency" in names else nw.lit(spec.currency)
         # Keys are attached next; an unknown product or store is a row-level problem. Rows without
         # a date (already flagged) look up the first version, so the point-in-time join keeps them
         # (it would drop them otherwise) in the same single pass over the data.
-        lf = lf.with_columns(pl.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
+        lf = lf.with_columns(currency.alias("currency"), nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
         for natural, dim_name in DIM_FOR_ID.items():
-            dim = lake.scan(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema)
+            dim = lake.read(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema)
             lf = point_in_time_keys(lf, dim, natural, KEY_COLUMN[dim_name], "_lookup_date")
-            unknown = pl.col(KEY_COLUMN[dim_name]).is_null() & pl.col(ERROR_COLUMN).is_null()
+            unknown = nw.col(KEY_COLUMN[dim_name]).is_null() & _ok()
             lf = lf.with_columns(
-                pl.when(unknown).then(pl.format(f"{natural}: unknown {{}} (no {dim_name} version on this date)", pl.col(natural))).otherwise(pl.col(ERROR_COLUMN)).alias(ERROR_COLUMN)
+                nw.when(unknown)
+                .then(nw.concat_str([nw.lit(f"{natural}: unknown "), nw.col(natural), nw.lit(f" (no {dim_name} version on this date)")]))
+                .otherwise(nw.col(ERROR_COLUMN))
+                .alias(ERROR_COLUMN)
             )
-        lf = lf.drop("_lookup_date")
         # Only the columns silver stores (plus the row's identity) are materialized.
-        # Lineage strings repeat on every row of a file: categorical while in memory.
-        wanted = [c.name for c in table.columns if c.name in lf.collect_schema().names()]
-        lineage = [pl.col(c).cast(pl.Categorical) for c in ("_source_file", "_delivery_id") if c in wanted]
-        frame = lf.select(*wanted, "_row_number", ERROR_COLUMN).with_columns(lineage).collect(engine="streaming")
-        result.input_rows += frame.height
-        result.bronze_rows += raw.select(pl.len()).collect().item()
-        before_dedup = frame.height
-        frame = _deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces)
-        result.superseded += before_dedup - frame.height
-        bad = frame.filter(pl.col(ERROR_COLUMN).is_not_null())
-        result.quarantined += bad.height
-        for reason, n in quarantine_rows(
-            lake, spec, table_name, bad.select(pl.col("_delivery_id").cast(pl.String), "_row_number", ERROR_COLUMN), raw, now
-        ).items():
-            result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
-        facts = (frame.filter(pl.col(ERROR_COLUMN).is_null()) if bad.height else frame).drop("_row_number", ERROR_COLUMN)
-        result.loaded += facts.height
-        del frame, bad
-        if facts.is_empty():
+        have = set(lf.collect_schema().names())
+        wanted = [c.name for c in table.columns if c.name in have]
+        frame = engine.persist(lf.select(*wanted, "_row_number", ERROR_COLUMN))
+        before_dedup = _count(frame)
+        result.input_rows += before_dedup
+        result.bronze_rows += _count(raw)
+        deduplicated = engine.persist(deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces))
+        engine.release(frame)
+        frame = deduplicated
+        result.superseded += before_dedup - _count(frame)
+        bad = frame.filter(~_ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
+        n_bad = _count(bad)
+        result.quarantined += n_bad
+        if n_bad:
+            for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
+                result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
+        facts = frame.filter(_ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+        n, lo, hi = facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+        result.loaded += n
+        if n == 0:
+            engine.release(frame)
             continue
-        facts = facts.with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_updated_at"))
-        removals = _restated_away(lake, uri, facts, keys, date_col, carried) if file_spec.replaces == "site_days" else pl.DataFrame()
-        lo, hi = facts[date_col].min(), facts[date_col].max()
+        removals = restated_away(lake, uri, facts, keys, date_col, carried, lo, hi) if file_spec.replaces == "site_days" else None
         result.min_date = lo if result.min_date is None else min(result.min_date, lo)
         result.max_date = hi if result.max_date is None else max(result.max_date, hi)
         not_carried = _measure_columns([m for m in canonical.MEASURES if m not in carried])
         clear_columns = [*_measure_columns(carried), "_updated_at", "_source_file", "_delivery_id", "_ingested_at"]
-        conformed = [
-            (pl.col(c.name).cast(c.dtype) if c.name in facts.columns else pl.lit(None, c.dtype)).alias(c.name) for c in table.columns
-        ]
-        source = facts.lazy().select(*conformed, pl.lit("upsert").alias("_action"))
-        if not removals.is_empty():
-            result.removed += removals.height
-            source_file, delivery_id, ingested_at = facts.select("_source_file", "_delivery_id", "_ingested_at").row(-1)
-            removal_rows = removals.lazy().with_columns(
-                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_updated_at"),
-                pl.lit(source_file).alias("_source_file"),
-                pl.lit(delivery_id).alias("_delivery_id"),
-                pl.lit(ingested_at).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+        source = conform(facts, table).with_columns(nw.lit("upsert").alias("_action"))
+        n_removed = _count(removals) if removals is not None else 0
+        if n_removed:
+            result.removed += n_removed
+            # Removals carry the lineage of the newest delivery of the batch.
+            lineage = (
+                facts.select("_source_file", "_delivery_id", "_ingested_at").unique()
+                .sort("_ingested_at", "_source_file").collect(backend="polars").row(-1)
             )
-            have = set(removal_rows.collect_schema().names())
-            source = pl.concat(
-                [
-                    source,
-                    removal_rows.select(
-                        *[(pl.col(c.name).cast(c.dtype) if c.name in have else pl.lit(None, c.dtype)).alias(c.name) for c in table.columns],
-                        "_action",
-                    ),
-                ]
+            removal_rows = removals.with_columns(
+                nw.lit(now).alias("_updated_at"),
+                nw.lit(lineage[0]).alias("_source_file"),
+                nw.lit(lineage[1]).alias("_delivery_id"),
+                nw.lit(lineage[2]).alias("_ingested_at"),
             )
+            source = nw.concat([source, _conform_with_action(removal_rows, table)], how="vertical")
         stats = lake.merge(
             uri,
             source,
@@ -337,12 +350,20 @@ def refresh_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: datetime
         result.inserted += int(stats.get("num_target_rows_inserted", 0))
         result.updated += int(stats.get("num_target_rows_updated", 0))
         committed = dict(result.bronze_versions)
+        engine.release(frame)
     if result.bronze_versions != committed and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
     return result
 
 
-def refresh_silver(lake: Lake, spec: RetailerSpec, tables: list[str], now: datetime | None = None) -> dict[str, SilverResult]:
+def _conform_with_action(frame: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:
+    have = set(frame.collect_schema().names())
+    return frame.select(
+        *[(nw.col(c.name) if c.name in have else nw.lit(None)).cast(c.nw_dtype).alias(c.name) for c in table.columns], "_action"
+    )
+
+
+def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: datetime | None = None) -> dict[str, SilverResult]:
     """Bring the given silver tables up to date with bronze; dimensions before facts."""
     now = now or datetime.now(timezone.utc)
     results = {}
@@ -369,7 +390,7 @@ DERIVED_MEASURE_COLUMNS = [
 ]
 
 
-def refresh_derived_measures(lake: Lake, spec: RetailerSpec, table_name: str, first: date, last: date, now: datetime) -> int:
+def refresh_derived_measures(lake: LakeIO, spec: RetailerSpec, table_name: str, first: date, last: date, now: datetime) -> int:
     """Recompute FX-converted and antitrust-masked columns for the dates a refresh touched.
 
     Runs after the fact MERGE, on the silver rows themselves, so it is right whichever file kinds
@@ -382,26 +403,27 @@ def refresh_derived_measures(lake: Lake, spec: RetailerSpec, table_name: str, fi
     reach = masking.history_window(grain)
     uri = lake.silver(spec.name, table_name)
     rows = (
-        lake.scan(uri, table.schema)
-        .filter(pl.col(date_col).is_between(first - reach, last + reach))
+        lake.read(uri, table.schema)
+        .filter(nw.col(date_col).is_between(first - reach, last + reach))
         # Only what FX and masks read: a wide fact table over a long range would not fit in memory.
         .select(*table.natural_keys, "currency", *canonical.MEASURES)
-        .collect()
     )
-    rows = convert_to_usd(rows.lazy(), reference_frame(lake, "fx_rates"), date_col).collect()
+    rows = convert_to_usd(rows, reference_frame(lake, "fx_rates"), date_col)
     rows = mask_measures(rows, date_col, grain, list(masked_measures(spec.antitrust)))
-    touched = rows.filter(pl.col(date_col).is_between(first, last + reach))
-    if touched.is_empty():
-        return 0
-    fx_missing = touched.filter(pl.col("fx_rate_to_usd").is_null()).height
-    keys = list(table.natural_keys)
-    derived = [c for c in DERIVED_MEASURE_COLUMNS if c in touched.columns]
-    update = (
-        conform(touched.lazy(), table)
-        .select(*keys, *derived)
-        .with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_updated_at"))
-        .collect()
+    touched = rows.filter(nw.col(date_col).is_between(first, last + reach))
+    engine = edges(touched)
+    touched = engine.persist(touched)
+    n, fx_missing = (
+        touched.with_columns(nw.when(nw.col("fx_rate_to_usd").is_null()).then(1).otherwise(0).alias("_no_fx"))
+        .select(nw.len(), nw.col("_no_fx").sum())
+        .collect(backend="polars")
+        .row(0)
     )
+    if n == 0:
+        return 0
+    keys = list(table.natural_keys)
+    derived = [c for c in DERIVED_MEASURE_COLUMNS if c in touched.collect_schema().names()]
+    update = conform(touched, table).select(*keys, *derived).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
     lake.merge(
         uri,
         update,
@@ -410,10 +432,11 @@ def refresh_derived_measures(lake: Lake, spec: RetailerSpec, table_name: str, fi
         update_columns=[*derived, "_updated_at"],
         bookmarks=lake.bookmarks(uri),
     )
-    return fx_missing
+    engine.release(touched)
+    return int(fx_missing or 0)
 
 
-def refresh_period_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
+def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
     """Weekly or monthly facts derived from the retailer's daily silver facts, for the periods that changed.
 
     A period is recomputed whole from its days (so a restated day replaces, never adds), flows
@@ -427,34 +450,38 @@ def refresh_period_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: d
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     watermark = marks.get("day_updated_at")
-    daily = lake.scan(day_uri, canonical.STORE_DAY_FACT.schema)
-    changed = daily if watermark is None else daily.filter(pl.col("_updated_at") > datetime.fromisoformat(watermark))
-    span = changed.select(pl.col("date").min().alias("lo"), pl.col("date").max().alias("hi"), pl.col("_updated_at").max().alias("mark")).collect()
-    lo, hi, mark = span.row(0)
+    daily = lake.read(day_uri, canonical.STORE_DAY_FACT.schema)
+    changed = daily if watermark is None else daily.filter(nw.col("_updated_at") > datetime.fromisoformat(watermark))
+    lo, hi, mark = changed.select(
+        nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark")
+    ).collect(backend="polars").row(0)
     if lo is None:
         return result
-    first_end = pl.select(period_end(pl.lit(lo), grain, spec.week_ends_on)).item()
-    last_end = pl.select(period_end(pl.lit(hi), grain, spec.week_ends_on)).item()
+    first_end = period_end_of(lo, grain, spec.week_ends_on)
+    last_end = period_end_of(hi, grain, spec.week_ends_on)
     # Whole periods: from the day after the previous period's end.
-    first_day = (pl.select(period_end(pl.lit(lo), grain, spec.week_ends_on)).item()
-                 - (timedelta(days=6) if grain == "week" else timedelta(days=first_end.day - 1)))
-    # Lazy: only the columns the aggregation reads are loaded (the daily table is wide and long).
-    days = daily.filter(pl.col("date").is_between(first_day, last_end))
-    aggregated = aggregate_period(days, grain, spec.week_ends_on).collect(engine="streaming")
+    first_day = first_end - timedelta(days=6) if grain == "week" else first_end.replace(day=1)
+    days = daily.filter(nw.col("date").is_between(first_day, last_end))
+    engine = edges(days)
+    aggregated = engine.persist(conform(aggregate_period(days, grain, spec.week_ends_on), table))
     reach = history_window(grain)
-    history = lake.scan(uri, table.schema).filter(
-        pl.col(end_col).is_between(first_end - reach, last_end + reach) & ~pl.col(end_col).is_between(first_end, last_end)
-    ).collect()
-    combined = pl.concat([conform(aggregated.lazy(), table).collect(), history], how="diagonal_relaxed")
-    combined = mask_measures(combined, end_col, grain, list(masked_measures(spec.antitrust)))
-    out = conform(
-        combined.filter(pl.col(end_col).is_between(first_end, last_end + reach)).lazy().with_columns(
-            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_updated_at")
+    history = conform(
+        lake.read(uri, table.schema).filter(
+            nw.col(end_col).is_between(first_end - reach, last_end + reach) & ~nw.col(end_col).is_between(first_end, last_end)
         ),
         table,
-    ).collect()
-    result.input_rows = days.select(pl.len()).collect().item()
+    )
+    combined = mask_measures(nw.concat([aggregated, history], how="vertical"), end_col, grain, list(masked_measures(spec.antitrust)))
+    out = conform(
+        combined.filter(nw.col(end_col).is_between(first_end, last_end + reach)).with_columns(
+            nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at")
+        ),
+        table,
+    )
+    result.input_rows = _count(days)
     result.min_date, result.max_date = first_end, last_end
+    if mark.tzinfo is None:  # engines hand timestamps back in UTC
+        mark = mark.replace(tzinfo=timezone.utc)
     stats = lake.merge(
         uri,
         out,
@@ -466,6 +493,45 @@ def refresh_period_facts(lake: Lake, spec: RetailerSpec, table_name: str, now: d
         description=f"{spec.name}: {table.description} Derived from store_day_fact.",
         column_descriptions={c.name: c.description for c in table.columns},
     )
+    engine.release(aggregated)
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     return result
+
+
+def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:
+    """The silver asset's materialization metadata, the same for both engines.
+
+    Plain values; dicts are JSON metadata (the Dagster side and the Pipes side each wrap them).
+    """
+    return {
+        "dagster/row_count": row_count,
+        "dagster/uri": uri,
+        "engine": engine,
+        "rows_read_from_bronze": result.input_rows,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_quarantined": result.quarantined,
+        "bronze_rows_read": result.bronze_rows,
+        "rows_loaded": result.loaded,
+        "rows_superseded": result.superseded,
+        "rows_removed_by_restatement": result.removed,
+        "quarantine_reasons": dict(result.quarantine_reasons),
+        "new_versions": result.new_versions,
+        "closed_versions": result.closed_versions,
+        "corporate_master_matched": result.enrichment_matched,
+        "corporate_master_missing": result.enrichment_missing,
+        "rows_without_fx_rate": result.fx_missing,
+        "dates_from": str(result.min_date) if result.min_date else "-",
+        "dates_to": str(result.max_date) if result.max_date else "-",
+        "bronze_versions_consumed": dict(result.bronze_versions),
+    }
+
+
+def silver_result_from_dict(data: dict) -> SilverResult:
+    """A `SilverResult` sent as JSON (the Spark job's report) back as the dataclass."""
+    values = dict(data)
+    for key in ("min_date", "max_date"):
+        if values.get(key):
+            values[key] = date.fromisoformat(str(values[key]))
+    return SilverResult(**values)

@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pos_lakehouse.settings import PROJECT_ROOT
+from pos_lakehouse.settings import PACKAGE_DIR
 from pos_lakehouse.transform import canonical
 
 if TYPE_CHECKING:
     from pos_lakehouse.retailer import RetailerSpec
 
-DEFAULT_POLICY_PATH = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "serving" / "access_policy.yaml"
-DEFAULT_RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
+DEFAULT_POLICY_PATH = PACKAGE_DIR / "defs" / "serving" / "access_policy.yaml"
+DEFAULT_RETAILERS_DIR = PACKAGE_DIR / "defs" / "retailers"
 
 # Measure columns by kind, including the USD conversions; each has an `at_masked_<measure>` twin in the facts.
 VALUE_COLUMNS: tuple[str, ...] = (

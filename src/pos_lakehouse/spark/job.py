@@ -7,8 +7,10 @@ sends what to do as Pipes extras:
     {"command": "silver" | "gold", "retailer": <RetailerSpec as dict>, "tables": [...],
      "data_root": "<lake root>", "now": "<ISO timestamp of the run>"}
 
-and the job reports materializations (row counts, dates, MERGE statistics) and check results
-back, plus one custom message per table with the engine-neutral result.
+It runs the same `layers/silver.py` / `layers/gold.py` code as the Dagster process, on a
+`SparkLake`, and reports materializations (the metadata both engines build alike) plus one custom
+message per table with the engine-neutral result, from which the asset evaluates its checks. It
+needs `dagster-pipes`, not `dagster` or `pandera`.
 """
 
 from __future__ import annotations
@@ -60,19 +62,9 @@ def _session(on_databricks: bool):
     return spark
 
 
-def _metadata_value(value):
-    """A Dagster metadata value as Pipes carries it."""
-    import dagster as dg
-
-    if isinstance(value, dg.MarkdownMetadataValue):
-        return {"raw_value": value.md_str or "", "type": "md"}
-    if isinstance(value, dg.JsonMetadataValue):
-        return {"raw_value": value.data, "type": "json"}
-    if isinstance(value, (dg.IntMetadataValue, dg.FloatMetadataValue, dg.BoolMetadataValue)):
-        return value.value
-    if isinstance(value, dg.MetadataValue):
-        return {"raw_value": str(value.value), "type": "text"}
-    return value
+def _pipes_metadata(metadata: dict) -> dict:
+    """Plain metadata (see `layers.silver.silver_metadata`) as Pipes carries it: dicts as JSON."""
+    return {k: {"raw_value": v, "type": "json"} if isinstance(v, dict) else v for k, v in metadata.items()}
 
 
 def _plain(value):
@@ -82,95 +74,32 @@ def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def silver_metadata(result, row_count: int, uri: str) -> dict:
-    """The silver asset's metadata, as the Polars path writes it."""
-    return {
-        "dagster/row_count": row_count,
-        "dagster/uri": uri,
-        "engine": "spark",
-        "rows_read_from_bronze": result.input_rows,
-        "rows_inserted": result.inserted,
-        "rows_updated": result.updated,
-        "rows_quarantined": result.quarantined,
-        "bronze_rows_read": result.bronze_rows,
-        "rows_loaded": result.loaded,
-        "rows_superseded": result.superseded,
-        "rows_removed_by_restatement": result.removed,
-        "quarantine_reasons": {"raw_value": result.quarantine_reasons, "type": "json"},
-        "new_versions": result.new_versions,
-        "closed_versions": result.closed_versions,
-        "corporate_master_matched": result.enrichment_matched,
-        "corporate_master_missing": result.enrichment_missing,
-        "rows_without_fx_rate": result.fx_missing,
-        "dates_from": str(result.min_date) if result.min_date else "-",
-        "dates_to": str(result.max_date) if result.max_date else "-",
-        "bronze_versions_consumed": {"raw_value": result.bronze_versions, "type": "json"},
-    }
-
-
-class _ArrowLake:
-    """The slice of `Lake` the silver checks use, served by Spark (same check code on both engines)."""
-
-    def __init__(self, lake):
-        self._lake = lake
-
-    def silver(self, retailer: str, table: str) -> str:
-        return self._lake.silver(retailer, table)
-
-    def scan(self, uri, schema=None):
-        import polars as pl
-
-        from pos_lakehouse.spark.types import spark_schema
-
-        frame = self._lake.scan(uri, spark_schema(schema) if schema is not None else None)
-        table = frame.toArrow()
-        return pl.from_arrow(table).lazy().cast(dict(schema)) if schema is not None else pl.from_arrow(table).lazy()
-
-
 def run_silver(pipes, lake, spec, tables: list[str], now: datetime) -> None:
+    """Silver on Spark: the same `refresh_silver` as in the Dagster process, on a `SparkLake`.
 
-    from pos_lakehouse.quality.checks import run_silver_checks
-    from pos_lakehouse.spark.silver import refresh_silver
+    Checks are not run here: the asset evaluates them on the written tables from the report
+    (so the cluster needs no Dagster and no pandera).
+    """
+    from pos_lakehouse.layers.silver import refresh_silver, silver_metadata
 
     results = refresh_silver(lake, spec, tables, now)
-    checks_lake = _ArrowLake(lake)
     for name, r in results.items():
         uri = lake.silver(spec.name, name)
-        key = f"silver/{spec.name}/{name}"
         if r.quarantined:
             pipes.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
-        pipes.report_asset_materialization(asset_key=key, metadata=silver_metadata(r, lake.row_count(uri), uri))
+        metadata = _plain(silver_metadata(r, lake.row_count(uri), uri, "spark"))
+        pipes.report_asset_materialization(asset_key=f"silver/{spec.name}/{name}", metadata=_pipes_metadata(metadata))
         pipes.report_custom_message({"table": name, "silver": _plain(asdict(r))})
-        # The Polars path's checks, on the rows Spark reads (incl. the bronze row accounting).
-        for check in run_silver_checks(None, checks_lake, spec, [name], results):
-            pipes.report_asset_check(
-                asset_key=key,
-                check_name=check.check_name,
-                passed=check.passed,
-                severity=check.severity.value,
-                metadata={k: _metadata_value(v) for k, v in check.metadata.items()},
-            )
 
 
 def run_gold(pipes, lake, spec, tables: list[str]) -> None:
-    from pos_lakehouse.spark.gold import refresh_gold
+    from pos_lakehouse.layers.gold import gold_metadata, refresh_gold
 
     for name in tables:
         r = refresh_gold(lake, spec, name)
         pipes.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows (spark)")
-        pipes.report_asset_materialization(
-            asset_key=f"gold/{name}",
-            metadata={
-                "dagster/row_count": r.partition_rows,
-                "engine": "spark",
-                "rows_merged": r.merged_rows,
-                "rows_inserted": r.inserted,
-                "rows_updated": r.updated,
-                "dates_from": str(r.min_date) if r.min_date else "-",
-                "dates_to": str(r.max_date) if r.max_date else "-",
-                "dagster/uri": lake.gold(name),
-            },
-        )
+        metadata = _plain(gold_metadata(r, lake.gold(name), "spark"))
+        pipes.report_asset_materialization(asset_key=f"gold/{name}", metadata=_pipes_metadata(metadata))
         pipes.report_custom_message({"table": name, "gold": _plain(asdict(r))})
 
 

@@ -14,6 +14,8 @@ import json
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
+import narwhals as nw
+import polars as pl
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -21,7 +23,7 @@ from pyspark.sql import types as T
 from pos_lakehouse.settings import join_uri
 from pos_lakehouse.storage.layout import MedallionLayout
 from pos_lakehouse.spark.types import spark_schema
-from pos_lakehouse.storage.lake import BOOKMARK_PREFIX
+from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Which bronze data file a row came from and where in it: the order Polars reads rows in.
@@ -33,10 +35,31 @@ _BOOKMARK_COMMITS = 50
 class SparkLake(MedallionLayout):
     """`Lake` for Spark: `<root>/{bronze,silver,gold,quarantine}/...` Delta tables."""
 
+    engine = "spark"
+
     def __init__(self, spark: SparkSession, root: str):
         self.spark = spark
         self.root = root
         self._known: set[str] = set()
+
+    # ---- the engine-neutral interface the layers use (narwhals frames in and out) ---------------
+    def read(self, uri: str, schema: pl.Schema | None = None) -> nw.LazyFrame:
+        return nw.from_native(self.scan(uri, spark_schema(schema) if schema is not None else None))
+
+    def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
+        sp = spark_schema(schema)
+        files = self.spark.read.format("delta").load(uri).inputFiles() if self.exists(uri) else []
+        if not files:
+            empty = self.spark.createDataFrame([], sp).withColumn(FILE_PATH, F.lit("")).withColumn(FILE_ROW, F.lit(0).cast("long"))
+            return nw.from_native(empty)
+        rows = self.read_files(uri, sorted(files))
+        return nw.from_native(rows.select(*[F.col(f.name).cast(f.dataType) for f in sp.fields], FILE_PATH, FILE_ROW))
+
+    def read_added(self, uri: str, consumed: int | None) -> tuple[nw.LazyFrame | None, int | None]:
+        files, version = self.files_added_since(uri, consumed)
+        if not files:
+            return None, version
+        return nw.from_native(self.read_files(uri, files)), version
 
     # ---- reading --------------------------------------------------------------------------
     def exists(self, uri: str) -> bool:
@@ -50,8 +73,10 @@ class SparkLake(MedallionLayout):
             return True
         return False
 
-    def scan(self, uri: str, schema: T.StructType | None = None) -> DataFrame:
+    def scan(self, uri: str, schema: T.StructType | pl.Schema | None = None) -> DataFrame:
         """A table's rows; an absent table reads as empty with `schema`."""
+        if isinstance(schema, pl.Schema):
+            schema = spark_schema(schema)
         if not self.exists(uri):
             if schema is None:
                 raise FileNotFoundError(f"no Delta table at {uri}")
@@ -154,6 +179,7 @@ class SparkLake(MedallionLayout):
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
     ) -> None:
+        data = nw.to_native(data, pass_through=True)
         if description and not self.exists(uri):
             self.create(uri, data.schema, partition_by=partition_by, description=description)
         writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
@@ -162,47 +188,31 @@ class SparkLake(MedallionLayout):
         with self._commit(bookmarks, "append"):
             writer.save(uri)
 
-    def merge(
-        self,
-        uri: str,
-        data: DataFrame,
-        *,
-        keys: Sequence[str],
-        restrict: str | None = None,
-        partition_by: Sequence[str] | None = None,
-        bookmarks: Mapping[str, str] | None = None,
-        description: str | None = None,
-        column_descriptions: Mapping[str, str] | None = None,
-        update_columns: Sequence[str] | None = None,
-        action_column: str | None = None,
-        clear_columns: Sequence[str] | None = None,
-        delete_unmatched: str | None = None,
-    ) -> dict:
-        """Upsert rows by `keys` with the options of `Lake.merge` (restrict, partial update, actions, deletes)."""
+    def merge(self, uri: str, data: DataFrame | nw.LazyFrame, **options) -> dict:
+        """Upsert rows as `MergeSpec(**options)` says (the same MERGE as `Lake.merge`)."""
         from delta.tables import DeltaTable
 
+        spec = MergeSpec(**options)
+        data = nw.to_native(data, pass_through=True)
         if not self.exists(uri):
-            schema = data.drop(action_column).schema if action_column else data.schema
-            self.create(uri, schema, partition_by=partition_by, description=description, column_descriptions=column_descriptions)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        predicate = f"({restrict}) AND {on}" if restrict else on
+            schema = data.drop(spec.action_column).schema if spec.action_column else data.schema
+            self.create(uri, schema, partition_by=spec.partition_by, description=spec.description, column_descriptions=spec.column_descriptions)
         target = DeltaTable.forPath(self.spark, uri)
-        merger = target.alias("t").merge(data.alias("s"), predicate)
-        if action_column is None and update_columns is None:
-            merger = merger.whenMatchedUpdateAll().whenNotMatchedInsertAll()
-        else:
-            source_cols = [c for c in data.columns if c != action_column]
-            upsert = f"s.{action_column} = 'upsert'" if action_column else None
-            if action_column:
-                merger = merger.whenMatchedDelete(f"s.{action_column} = 'delete'")
-                if clear_columns:
-                    merger = merger.whenMatchedUpdate(f"s.{action_column} = 'clear'", {c: f"s.{c}" for c in clear_columns})
-            updated = [c for c in (update_columns or source_cols) if c in source_cols]
-            merger = merger.whenMatchedUpdate(upsert, {c: f"s.{c}" for c in updated})
-            merger = merger.whenNotMatchedInsert(upsert, {c: f"s.{c}" for c in source_cols})
-        if delete_unmatched:
-            merger = merger.whenNotMatchedBySourceDelete(delete_unmatched)
-        with self._commit(bookmarks, "merge"):
+        merger = target.alias("t").merge(data.alias("s"), spec.predicate)
+        for kind, condition, values in spec.clauses(data.columns):
+            if kind == "update_all":
+                merger = merger.whenMatchedUpdateAll()
+            elif kind == "insert_all":
+                merger = merger.whenNotMatchedInsertAll()
+            elif kind == "delete":
+                merger = merger.whenMatchedDelete(condition)
+            elif kind == "update":
+                merger = merger.whenMatchedUpdate(condition, values)
+            elif kind == "insert":
+                merger = merger.whenNotMatchedInsert(condition, values)
+            else:
+                merger = merger.whenNotMatchedBySourceDelete(condition)
+        with self._commit(spec.bookmarks, "merge"):
             merger.execute()
         metrics = target.history(1).collect()[0]["operationMetrics"] or {}
         return {
@@ -236,6 +246,3 @@ def bookmarks_of_commit(commit: Mapping) -> dict[str, str]:
         marks.update({k[len(BOOKMARK_PREFIX):]: str(v) for k, v in meta.items() if k.startswith(BOOKMARK_PREFIX)})
     return marks
 
-
-def canonical_schema(table) -> T.StructType:
-    return spark_schema(table.schema)

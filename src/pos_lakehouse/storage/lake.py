@@ -10,8 +10,10 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import dagster as dg
+import narwhals as nw
 import polars as pl
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
@@ -20,7 +22,7 @@ from pydantic import Field
 
 from pos_lakehouse.storage.layout import MedallionLayout
 
-BOOKMARK_PREFIX = "pos_lakehouse.bookmark."
+from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec  # noqa: E402
 _MAX_COMMIT_ATTEMPTS = 8
 
 
@@ -28,6 +30,34 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
     """The medallion's storage root: `<root>/{bronze,silver,gold,quarantine}/...` as Delta tables."""
 
     root: str = Field(description="Data root: a local path or an object-store URI.")
+
+    engine: ClassVar[str] = "polars"
+
+    # ---- the engine-neutral interface the layers use (narwhals frames in and out) ---------------
+    def read(self, uri: str, schema: pl.Schema | None = None) -> nw.LazyFrame:
+        """A table's rows (conformed to `schema` when given); an absent table reads as empty."""
+        return nw.from_native(self.scan(uri, schema))
+
+    def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
+        """`read`, plus each row's data file and position in it (`_file_path`, `_file_row`)."""
+        dt = self.table(uri)
+        files = sorted(dt.file_uris()) if dt is not None else []
+        if not files:
+            return nw.from_native(pl.LazyFrame(schema={**schema, "_file_path": pl.String, "_file_row": pl.UInt32}))
+        return nw.from_native(
+            pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore",
+                            include_file_paths="_file_path", row_index_name="_file_row")
+        )
+
+    def read_added(self, uri: str, consumed: int | None) -> tuple[nw.LazyFrame | None, int | None]:
+        """Rows of an append-only table's files added after version `consumed` (with `_file_path`,
+        `_file_row`: the order rows were delivered in), and the version they reach."""
+        files, version = self.files_added_since(uri, consumed)
+        if not files:
+            return None, version
+        schema = self.scan(uri).collect_schema()
+        lf = pl.scan_parquet(files, schema=schema, missing_columns="insert", include_file_paths="_file_path", row_index_name="_file_row")
+        return nw.from_native(lf), version
 
     # ---- reading ------------------------------------------------------------------------
     @staticmethod
@@ -110,6 +140,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         description: str | None = None,
     ) -> None:
         """Append rows; streams a LazyFrame without collecting it."""
+        data = nw.to_native(data, pass_through=True)
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
         options = {
@@ -122,40 +153,21 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
             options["name"] = Path(uri).name
         _retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)
 
-    def merge(
-        self,
-        uri: str,
-        data: pl.DataFrame | pl.LazyFrame,
-        *,
-        keys: Sequence[str],
-        restrict: str | None = None,
-        partition_by: Sequence[str] | None = None,
-        bookmarks: Mapping[str, str] | None = None,
-        description: str | None = None,
-        column_descriptions: Mapping[str, str] | None = None,
-        update_columns: Sequence[str] | None = None,
-        action_column: str | None = None,
-        clear_columns: Sequence[str] | None = None,
-        delete_unmatched: str | None = None,
-    ) -> dict:
-        """Upsert rows by `keys`; `restrict` is an extra SQL condition on the target (`t.`) that prunes files.
+    def merge(self, uri: str, data: pl.DataFrame | pl.LazyFrame | nw.LazyFrame, **options) -> dict:
+        """Upsert rows as `MergeSpec(**options)` says; creates the table on first write.
 
-        Creates the table on first write. Retries when another writer committed first.
-        Optional (issue 3: partial files and restatements):
-        - `update_columns`: matched rows update only these columns (a file that carries some
-          measures must not null the others);
-        - `action_column`: a source column saying per row `upsert`, `clear` (set `clear_columns`
-          from the source, i.e. to null) or `delete` (remove the target row); never stored;
-        - `delete_unmatched`: a target (`t.`) condition; target rows meeting it that no source row
-          matches are deleted (a republished range replaces what was there).
+        Retries when another writer committed first.
         """
+        spec = MergeSpec(**options)
+        action_column, partition_by, bookmarks = spec.action_column, spec.partition_by, spec.bookmarks
+        data = nw.to_native(data, pass_through=True)
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
         if not self.exists(uri):
             first = data.filter(pl.col(action_column) == "upsert").drop(action_column) if action_column else data
             # The table is created empty (schema, column comments), then the rows stream in by
             # append, so a first load of millions of rows is never held in memory at once.
-            table = _with_column_comments(pl.DataFrame(schema=first.collect_schema()).to_arrow(), column_descriptions or {})
+            table = _with_column_comments(pl.DataFrame(schema=first.collect_schema()).to_arrow(), spec.column_descriptions or {})
             try:
                 _retry(
                     lambda: write_deltalake(
@@ -164,7 +176,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                         mode="error",
                         partition_by=list(partition_by) if partition_by else None,
                         name=Path(uri).name,
-                        description=description,
+                        description=spec.description,
                         commit_properties=self._commit(None, "create"),
                     ),
                     uri,
@@ -186,15 +198,13 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                 # first: MERGE into it like any later write instead of failing.
                 if "already exists" not in str(exc).lower():
                     raise
-        on = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        predicate = f"({restrict}) AND {on}" if restrict else on
 
         def _do() -> dict:
             merger = data.sink_delta(
                 uri,
                 mode="merge",
                 delta_merge_options={
-                    "predicate": predicate,
+                    "predicate": spec.predicate,
                     "source_alias": "s",
                     "target_alias": "t",
                     "merge_schema": True,
@@ -202,20 +212,19 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                 },
             )
             assert merger is not None
-            if action_column is None and update_columns is None:
-                merger = merger.when_matched_update_all().when_not_matched_insert_all()
-            else:
-                source_cols = [c for c in data.collect_schema().names() if c != action_column]
-                upsert = f"s.{action_column} = 'upsert'" if action_column else None
-                if action_column:
-                    merger = merger.when_matched_delete(f"s.{action_column} = 'delete'")
-                    if clear_columns:
-                        merger = merger.when_matched_update({c: f"s.{c}" for c in clear_columns}, f"s.{action_column} = 'clear'")
-                updated = [c for c in (update_columns or source_cols) if c in source_cols]
-                merger = merger.when_matched_update({c: f"s.{c}" for c in updated}, upsert)
-                merger = merger.when_not_matched_insert({c: f"s.{c}" for c in source_cols}, upsert)
-            if delete_unmatched:
-                merger = merger.when_not_matched_by_source_delete(delete_unmatched)
+            for kind, condition, values in spec.clauses(data.collect_schema().names()):
+                if kind == "update_all":
+                    merger = merger.when_matched_update_all()
+                elif kind == "insert_all":
+                    merger = merger.when_not_matched_insert_all()
+                elif kind == "delete":
+                    merger = merger.when_matched_delete(condition)
+                elif kind == "update":
+                    merger = merger.when_matched_update(values, condition)
+                elif kind == "insert":
+                    merger = merger.when_not_matched_insert(values, condition)
+                else:
+                    merger = merger.when_not_matched_by_source_delete(condition)
             return merger.execute()
 
         return _retry(_do, uri)

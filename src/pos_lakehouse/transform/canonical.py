@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import narwhals as nw
 import polars as pl
 
 MONEY = pl.Decimal(18, 4)
@@ -20,6 +21,23 @@ class Column:
     dtype: pl.DataType
     description: str
     required: bool = False
+
+    @property
+    def nw_dtype(self) -> nw.dtypes.DType:
+        """The column's type for engine-neutral (narwhals) transforms."""
+        return nw_dtype(self.dtype)
+
+
+def nw_dtype(dtype: pl.DataType) -> nw.dtypes.DType:
+    if isinstance(dtype, pl.Decimal):
+        return nw.Decimal(dtype.precision, dtype.scale)
+    if isinstance(dtype, pl.Datetime):
+        return nw.Datetime("us", "UTC")
+    simple = {pl.String: nw.String(), pl.Int64: nw.Int64(), pl.Float64: nw.Float64(), pl.Boolean: nw.Boolean(), pl.Date: nw.Date()}
+    for pl_type, nw_type in simple.items():
+        if dtype == pl_type:
+            return nw_type
+    raise TypeError(f"no narwhals type for {dtype}")
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,18 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-import polars as pl
+import narwhals as nw
 
+from pos_lakehouse.engines import edges
 from pos_lakehouse.transform.canonical import TABLES, CanonicalTable
 
 # Columns bronze adds to every row; never part of the retailer's own data.
 BRONZE_METADATA = ("_source_file", "_delivery_id", "_ingested_at", "_row_number", "data_provider_code", "secure_group_key")
 ERROR_COLUMN = "_errors"
+# Where each bronze row was read from (data file, position): the order "last row wins" follows.
+ORDER_COLUMNS = ("_file_path", "_file_row")
+_PARSE_ERROR = "_parse_error_"
+_MISSING = "_missing_"
 
 
 def normalize_name(name: str) -> str:
@@ -51,45 +56,15 @@ def missing_required(renames: Mapping[str, str], holds: Sequence[str]) -> list[s
     return missing
 
 
-def _number(expr: pl.Expr, decimal_comma: bool) -> pl.Expr:
-    cleaned = expr.str.strip_chars().str.replace_all(r"[\s\u00a0']", "")
-    if decimal_comma:
-        cleaned = cleaned.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
-    return cleaned
-
-
-def _typed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Sequence[str]) -> tuple[pl.Expr, pl.Expr]:
-    """(typed value, error message or null) for one canonical column held as a string."""
-    raw = pl.col(name).str.strip_chars()
-    present = raw.is_not_null() & (raw != "")
-    if dtype == pl.Date:
-        candidates = [raw.str.to_date(fmt, strict=False) for fmt in date_formats]
-        # Timestamps such as `2026-01-05 00:00:00` (Parquet dates arrive as strings) parse to their date.
-        candidates.append(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
-        value = pl.coalesce(candidates)
-    elif dtype == pl.String:
-        return pl.when(present).then(raw).otherwise(None).alias(name), pl.lit(None, pl.String)
-    elif isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
-        value = _number(pl.col(name), decimal_comma).cast(pl.Float64 if dtype == pl.Int64 else dtype, strict=False)
-        if dtype == pl.Int64:
-            value = value.cast(pl.Int64, strict=False)
-    elif dtype == pl.Boolean:
-        value = raw.str.to_lowercase().replace_strict({"true": True, "1": True, "y": True, "false": False, "0": False, "n": False}, default=None, return_dtype=pl.Boolean)
-    else:
-        value = raw.cast(dtype, strict=False)
-    error = pl.when(present & value.is_null()).then(pl.format(f"{name}: cannot parse {{}} as {dtype}", raw))
-    return pl.when(present).then(value).otherwise(None).alias(name), error
-
-
 def to_canonical(
-    raw: pl.LazyFrame,
+    raw: nw.LazyFrame,
     mapping: Mapping[str, str],
     holds: Sequence[str],
     *,
     decimal_comma: bool = False,
     date_formats: Sequence[str] = ("%Y-%m-%d",),
     checked: Sequence[str] | None = None,
-) -> pl.LazyFrame:
+) -> nw.LazyFrame:
     """Rename to canonical names, type every canonical column, and explain failures in `_errors`.
 
     Rows keep all their values; `_errors` is null for good rows and lists every failed rule
@@ -98,50 +73,51 @@ def to_canonical(
     value is broken still describes its product correctly).
     Source columns beyond the model are kept as a JSON object in `extra_attributes`.
     """
+    engine = edges(raw)
     names = raw.collect_schema().names()
-    renames, extras = resolve_columns(names, mapping, holds)
+    renames, extras = resolve_columns([c for c in names if c not in ORDER_COLUMNS], mapping, holds)
     lf = raw.rename(renames)
     if extras:
-        lf = lf.with_columns(
-            pl.struct([pl.col(c) for c in extras]).struct.json_encode().alias("extra_attributes")
-        ).drop(extras)
+        lf = engine.with_json(lf, extras, "extra_attributes").drop(extras)
     present = set(renames.values())
-    typed, errors = [], []
-    seen = set()
+    columns: dict[str, object] = {}
     checked_columns = {c.name for t in (checked or holds) for c in TABLES[t].source_columns}
+    errors: list[nw.Expr] = []
+    required: list[str] = []
     for t in holds:
         for col in TABLES[t].source_columns:
-            if col.name in seen or col.name not in present:
+            if col.name in columns or col.name not in present:
                 continue
-            seen.add(col.name)
-            value, error = _typed(col.name, col.dtype, decimal_comma, date_formats)
-            typed.append(value)
+            columns[col.name] = col.dtype
             if col.name not in checked_columns:
                 continue
-            errors.append(error)
+            errors.append(nw.col(_PARSE_ERROR + col.name))
             if col.required:
-                errors.append(
-                    pl.when(pl.col(col.name).is_null() | (pl.col(col.name).str.strip_chars() == "")).then(
-                        pl.lit(f"{col.name}: required value is missing")
-                    )
-                )
-    error_expr = pl.concat_str(errors, separator="; ", ignore_nulls=True) if errors else pl.lit(None, pl.String)
-    error_expr = pl.when(error_expr != "").then(error_expr).otherwise(None)
-    return lf.with_columns(error_expr.alias(ERROR_COLUMN)).with_columns(typed)
+                required.append(col.name)
+                errors.append(nw.col(_MISSING + col.name))
+    # Missing values are judged on the raw text, before typing replaces the column.
+    lf = lf.with_columns(
+        nw.when(nw.col(c).is_null() | (nw.col(c).str.strip_chars() == ""))
+        .then(nw.lit(f"{c}: required value is missing"))
+        .otherwise(nw.lit(None, nw.String))
+        .alias(_MISSING + c)
+        for c in required
+    ) if required else lf
+    lf = engine.parse_columns(lf, columns, decimal_comma, date_formats, _PARSE_ERROR)
+    error_expr = nw.concat_str(errors, separator="; ", ignore_nulls=True) if errors else nw.lit(None, nw.String)
+    helpers = [_PARSE_ERROR + c for c in columns] + [_MISSING + c for c in required]
+    return lf.with_columns(nw.when(error_expr != "").then(error_expr).otherwise(nw.lit(None, nw.String)).alias(ERROR_COLUMN)).drop(helpers)
 
 
-def prefix_ids(lf: pl.LazyFrame, retailer_id: int) -> pl.LazyFrame:
+def prefix_ids(lf: nw.LazyFrame, retailer_id: int) -> nw.LazyFrame:
     """Natural ids become retailer-scoped: `ABC` from retailer 1001 is `1001_ABC`."""
     cols = [c for c in ("prod_id", "site_id") if c in lf.collect_schema().names()]
-    return lf.with_columns([(pl.lit(f"{retailer_id}_") + pl.col(c)).alias(c) for c in cols])
+    return lf.with_columns(nw.concat_str([nw.lit(f"{retailer_id}_"), nw.col(c)]).alias(c) for c in cols) if cols else lf
 
 
-def conform(lf: pl.LazyFrame, table: CanonicalTable) -> pl.LazyFrame:
+def conform(lf: nw.LazyFrame, table: CanonicalTable) -> nw.LazyFrame:
     """Exactly the table's columns, in order and type; absent ones null."""
-    have = lf.collect_schema()
+    have = set(lf.collect_schema().names())
     return lf.select(
-        [
-            (pl.col(c.name).cast(c.dtype) if c.name in have else pl.lit(None, c.dtype)).alias(c.name)
-            for c in table.columns
-        ]
+        (nw.col(c.name) if c.name in have else nw.lit(None)).cast(c.nw_dtype).alias(c.name) for c in table.columns
     )

@@ -1,14 +1,15 @@
-"""Measure transforms on fact frames: currency conversion, period aggregates, antitrust masking. Pure functions."""
+"""Measure transforms on fact frames: currency conversion and period aggregates. Pure functions on narwhals frames."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
+import calendar
+from datetime import date, timedelta
 from typing import Literal
 
-import polars as pl
+import narwhals as nw
 
-from pos_lakehouse.transform.canonical import MEASURES, MONEY, QUANTITY, VALUE_MEASURES
+from pos_lakehouse.engines import edges
+from pos_lakehouse.transform.canonical import MEASURES, MONEY, TABLES, VALUE_MEASURES, nw_dtype
 
 USD_MEASURES = tuple(m.replace("_lc", "_usd") for m in VALUE_MEASURES)
 # Flows add up over a period; stocks are read at the period's end.
@@ -16,58 +17,73 @@ FLOW_MEASURES = ("pos_sales_units", "pos_sales_value_lc", "pos_returns_units", "
 STOCK_MEASURES = ("inventory_qty_on_hand", "inventory_qty_on_order", "inventory_value_lc")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 Grain = Literal["day", "week", "month"]
-# Rolling window of the antitrust mean, by grain: 7 days, 4 weeks, 3 months.
-MASK_WINDOW: dict[str, str] = {"day": "7d", "week": "28d", "month": "3mo"}
 
 
-def convert_to_usd(facts: pl.LazyFrame, fx: pl.LazyFrame, date_col: str) -> pl.LazyFrame:
+def convert_to_usd(facts: nw.LazyFrame, fx: nw.LazyFrame, date_col: str) -> nw.LazyFrame:
     """`fx_rate_to_usd` for the fact's currency and date, and `*_usd` = `*_lc` x rate (null when no rate).
 
-    Rounded half away from zero to 4 decimals, as Spark's `round` does, so both engines agree.
+    Rounded half away from zero to 4 decimals, the same on both engines.
     """
-    rates = fx.select(pl.col("date").alias(date_col), "currency", pl.col("usd_per_unit").alias("fx_rate_to_usd"))
-    joined = facts.drop("fx_rate_to_usd", strict=False).join(rates, on=[date_col, "currency"], how="left")
-    return joined.with_columns(
-        [
-            (pl.col(lc).cast(pl.Float64) * pl.col("fx_rate_to_usd"))
-            .round(4, mode="half_away_from_zero")
-            .cast(MONEY)
-            .alias(usd)
-            for lc, usd in zip(VALUE_MEASURES, USD_MEASURES)
-        ]
+    rates = fx.select(nw.col("date").alias(date_col), "currency", nw.col("usd_per_unit").alias("fx_rate_to_usd"))
+    if "fx_rate_to_usd" in facts.collect_schema().names():
+        facts = facts.drop("fx_rate_to_usd")
+    joined = facts.join(rates, on=[date_col, "currency"], how="left").with_columns(
+        (nw.col(lc).cast(nw.Float64) * nw.col("fx_rate_to_usd")).alias(usd) for lc, usd in zip(VALUE_MEASURES, USD_MEASURES)
     )
+    rounded = edges(joined).round_half_away(joined, USD_MEASURES, 4)
+    return rounded.with_columns(nw.col(usd).cast(nw_dtype(MONEY)) for usd in USD_MEASURES)
 
 
-def period_end(date_expr: pl.Expr, grain: Grain, week_ends_on: str = "sunday") -> pl.Expr:
+def period_end(date_expr: nw.Expr, grain: Grain, week_ends_on: str = "sunday") -> nw.Expr:
     """The last day of the week (ending on `week_ends_on`) or month holding each date."""
     if grain == "week":
-        end_weekday = WEEKDAYS.index(week_ends_on) + 1  # polars: Monday=1 .. Sunday=7
-        return date_expr + pl.duration(days=(end_weekday - date_expr.dt.weekday()) % 7)
+        end_weekday = WEEKDAYS.index(week_ends_on) + 1  # Monday=1 .. Sunday=7
+        weekday = date_expr.dt.weekday()
+        out = date_expr
+        for day in range(1, 8):
+            ahead = (end_weekday - day) % 7
+            if ahead:
+                out = nw.when(weekday == day).then(date_expr.dt.offset_by(f"{ahead}d").cast(nw.Date)).otherwise(out)
+        return out
     if grain == "month":
-        return date_expr.dt.month_end()
+        return date_expr.dt.truncate("1mo").dt.offset_by("1mo").dt.offset_by("-1d").cast(nw.Date)
     return date_expr
 
 
-def aggregate_period(daily: pl.LazyFrame, grain: Literal["week", "month"], week_ends_on: str = "sunday") -> pl.LazyFrame:
+def period_end_of(day: date, grain: Grain, week_ends_on: str = "sunday") -> date:
+    """`period_end` of one date, in Python (bounds of a refresh)."""
+    if grain == "week":
+        return day + timedelta(days=(WEEKDAYS.index(week_ends_on) - day.weekday()) % 7)
+    if grain == "month":
+        return day.replace(day=calendar.monthrange(day.year, day.month)[1])
+    return day
+
+
+def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_ends_on: str = "sunday") -> nw.LazyFrame:
     """Daily facts -> one row per period end x site x product.
 
     Flows are summed; stocks and the dimension keys are taken from the period's last reported day
     (the version in force at the period's end). USD values are the sum of the daily USD values.
     """
     end_col = "week_end_date" if grain == "week" else "month_end_date"
+    group = [end_col, "site_id", "prod_id"]
     flows = [*FLOW_MEASURES, *[u for u in USD_MEASURES if u != "inventory_value_usd"]]
-    stocks = [*STOCK_MEASURES, "inventory_value_usd"]
-    last_cols = [*stocks, "prod_key", "site_key", "currency", "data_provider_code", "secure_group_key",
-                 "_source_file", "_delivery_id", "_ingested_at"]
+    last_cols = [*STOCK_MEASURES, "inventory_value_usd", "prod_key", "site_key", "currency", "data_provider_code",
+                 "secure_group_key", "_source_file", "_delivery_id", "_ingested_at", "fx_rate_to_usd"]
+    day_fact = TABLES["store_day_fact"]
+    # The period's last day holds one row per product and store: its values are the only ones
+    # left when the others are nulled, so `max` reads them (null stays null).
+    on_last_day = nw.col("date") == nw.col("date").max().over(*group)
     return (
-        daily.with_columns(period_end(pl.col("date"), grain, week_ends_on).alias(end_col))
-        .sort("date")
-        .group_by(end_col, "site_id", "prod_id")
+        daily.with_columns(period_end(nw.col("date"), grain, week_ends_on).alias(end_col))
+        .with_columns(on_last_day.alias("_last_day"))
+        .with_columns(nw.when(nw.col("_last_day")).then(nw.col(c)).alias(f"_last_{c}") for c in last_cols)
+        .group_by(group)
         .agg(
-            *[pl.col(m).sum().alias(m) for m in flows],
-            *[pl.col(c).last().alias(c) for c in last_cols],
-            pl.col("fx_rate_to_usd").last().alias("fx_rate_to_usd"),
+            *[nw.col(m).sum().alias(m) for m in flows],
+            *[nw.col(f"_last_{c}").max().alias(c) for c in last_cols],
         )
+        .with_columns(nw.col(m).cast(day_fact.column(m).nw_dtype) for m in flows)
     )
 
 
@@ -81,30 +97,6 @@ def masked_measures(antitrust: str) -> tuple[str, ...]:
     return ()
 
 
-def mask(frame: pl.DataFrame, date_col: str, grain: Grain, measures: Sequence[str]) -> pl.DataFrame:
-    """`at_masked_<m>` = mean of `m` over the window ending on the row's date, per product and store.
-
-    The window is calendar-based (7 days / 4 weeks / 3 months including the row's own period);
-    periods without a record do not count. Rows must include the window's history.
-    """
-    if frame.is_empty() or not measures:
-        return frame
-    # Windows are right-closed: (t - 7d, t], (t - 28d, t], (t - 3mo, t].
-    window = MASK_WINDOW[grain]
-    out = frame.sort("prod_id", "site_id", date_col).with_columns(
-        [
-            pl.col(m).cast(pl.Float64).rolling_mean_by(date_col, window_size=window).over("prod_id", "site_id").alias(f"_m_{m}")
-            for m in measures
-        ]
-    )
-    return out.with_columns(
-        [
-            pl.col(f"_m_{m}").round(4, mode="half_away_from_zero").cast(MONEY if m.endswith(("_lc", "_usd")) else QUANTITY).alias(f"at_masked_{m}")
-            for m in measures
-        ]
-    ).drop([f"_m_{m}" for m in measures])
-
-
 def history_window(grain: Grain) -> timedelta:
-    """How far back a masked value looks (upper bound), to fetch history for incremental masking."""
+    """How far around the touched dates masks read and rewrite (an upper bound: a calendar quarter)."""
     return {"day": timedelta(days=6), "week": timedelta(days=27), "month": timedelta(days=92)}[grain]

@@ -1,52 +1,54 @@
-"""Slowly changing dimensions (type 2): versions from observations. Pure functions on frames."""
+"""Slowly changing dimensions (type 2): versions from observations. Pure functions on narwhals frames."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime
 
-import polars as pl
+import narwhals as nw
 
+from pos_lakehouse.engines import edges
 from pos_lakehouse.transform.canonical import CanonicalTable
-from pos_lakehouse.transform.keys import surrogate_key_expr
+from pos_lakehouse.transform.mapping import ORDER_COLUMNS
 
 # New entities are valid from the start of history, so facts older than the first
 # delivery that mentions them still find a version.
 START_OF_HISTORY = date(1900, 1, 1)
 _ATTRS = "_tracked"
-_ALL = "_all_attrs"
+_META = ("data_provider_code", "secure_group_key", "_source_file", "_delivery_id", "_ingested_at")
 
 
-def _attr_string(columns: Sequence[str]) -> pl.Expr:
+def _attr_string(columns: Sequence[str]) -> nw.Expr:
     if not columns:
-        return pl.lit("")
-    return pl.concat_str([pl.col(c).cast(pl.String).fill_null("\u2205") for c in columns], separator="\u241f")
+        return nw.lit("")
+    return nw.concat_str([nw.col(c).cast(nw.String).fill_null("\u2205") for c in columns], separator="\u241f")
 
 
-def dim_observations(lf: pl.LazyFrame, table: CanonicalTable, observed_on: str) -> pl.LazyFrame:
-    """One row per entity and observation date (the last one wins) with the table's attributes."""
+def dim_observations(lf: nw.LazyFrame, table: CanonicalTable, observed_on: str) -> nw.LazyFrame:
+    """One row per entity and observation date (the last one read wins) with the table's attributes."""
     key = table.natural_keys[0]
     have = lf.collect_schema().names()
     attrs = [c.name for c in table.source_columns if c.name in have and c.name != key]
     extra = ["extra_attributes"] if "extra_attributes" in have else []
-    meta = [c for c in ("data_provider_code", "secure_group_key", "_source_file", "_delivery_id", "_ingested_at") if c in have]
+    meta = [c for c in _META if c in have]
     return (
-        lf.filter(pl.col(key).is_not_null())
-        .select([key, pl.col(observed_on).alias("_observed_on"), *attrs, *extra, *meta])
-        .unique(subset=[key, "_observed_on"], keep="last", maintain_order=True)
+        lf.filter(~nw.col(key).is_null())
+        .select(key, nw.col(observed_on).alias("_observed_on"), *attrs, *extra, *meta, *ORDER_COLUMNS)
+        .unique([key, "_observed_on"], keep="last", order_by=list(ORDER_COLUMNS))
+        .drop(*ORDER_COLUMNS)
     )
 
 
 def scd2_versions(
-    observations: pl.DataFrame,
-    existing: pl.DataFrame,
+    observations: nw.LazyFrame,
+    existing: nw.LazyFrame,
     table: CanonicalTable,
     tracked: Sequence[str],
     retailer_id: int,
     key_column: str,
-    now,
-    enrich: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
-) -> pl.DataFrame:
+    now: datetime,
+    enrich: Callable[[nw.LazyFrame], nw.LazyFrame] | None = None,
+) -> nw.LazyFrame:
     """Rows to upsert so the dimension reflects `observations`.
 
     - a change of a tracked attribute opens a version valid from the observation date and
@@ -58,94 +60,79 @@ def scd2_versions(
     `enrich` adds derived attributes (corporate master) before comparing with what is stored.
     """
     natural = table.natural_keys[0]
-    if observations.is_empty():
-        return existing.clear()
     columns = [c.name for c in table.columns]
     attr_cols = [c.name for c in table.source_columns if c.name != natural] + ["extra_attributes"]
     tracked = [t for t in tracked if t in attr_cols]
     type1 = [c for c in attr_cols if c not in tracked]
+    dtype = {c: table.column(c).nw_dtype for c in columns}
 
-    current = existing.filter(pl.col("is_current")).filter(pl.col(natural).is_in(observations[natural].implode()))
+    have = set(observations.collect_schema().names())
     obs = observations.with_columns(
-        [pl.lit(None, table.column(c).dtype).alias(c) for c in attr_cols if c not in observations.columns]
+        (nw.col(c) if c in have else nw.lit(None)).cast(dtype[c]).alias(c) for c in attr_cols
     )
+    current = existing.filter(nw.col("is_current")).join(observations.select(natural).unique(), on=natural, how="semi")
     # Late observations (before the current version started) cannot reopen history.
-    if not current.is_empty():
-        obs = obs.join(current.select(natural, pl.col("valid_from").alias("_cur_from")), on=natural, how="left").filter(
-            pl.col("_cur_from").is_null() | (pl.col("_observed_on") >= pl.col("_cur_from"))
-        ).drop("_cur_from")
-
-    timeline = pl.concat(
+    obs = (
+        obs.join(current.select(natural, nw.col("valid_from").alias("_cur_from")), on=natural, how="left")
+        .filter(nw.col("_cur_from").is_null() | (nw.col("_observed_on") >= nw.col("_cur_from")))
+        .drop("_cur_from")
+    )
+    # On one date the stored version comes before a new observation.
+    order = ["_observed_on", "_rank"]
+    timeline = nw.concat(
         [
-            current.select(natural, pl.col("valid_from").alias("_observed_on"), *attr_cols, pl.lit(True).alias("_existing")),
-            obs.select(natural, "_observed_on", *attr_cols, pl.lit(False).alias("_existing")),
+            current.select(natural, nw.col("valid_from").alias("_observed_on"), *attr_cols, nw.lit(0).cast(nw.Int32).alias("_rank")),
+            obs.select(natural, "_observed_on", *attr_cols, nw.lit(1).cast(nw.Int32).alias("_rank")),
         ],
-        how="diagonal_relaxed",
-    ).sort([natural, "_observed_on", "_existing"], descending=[False, False, True])
-    timeline = timeline.with_columns(_attr_string(tracked).alias(_ATTRS))
+        how="vertical",
+    ).with_columns(_attr_string(tracked).alias(_ATTRS))
     timeline = timeline.with_columns(
-        (pl.col(_ATTRS) != pl.col(_ATTRS).shift(1).over(natural)).fill_null(True).alias("_opens")
+        (nw.col(_ATTRS) != nw.col(_ATTRS).shift(1).over(natural, order_by=order)).fill_null(True).alias("_opens")
     )
-    # Latest type-1 values per entity (from the newest observation).
-    latest_type1 = (
-        obs.sort("_observed_on").group_by(natural, maintain_order=True).last().select(natural, *type1)
+    latest_type1 = obs.unique([natural], keep="last", order_by=["_observed_on"]).select(
+        natural, *[nw.col(c).alias(f"{c}_new") for c in type1]
     )
-    versions = timeline.filter(pl.col("_opens")).with_columns(
-        pl.when(pl.col("_existing") | (pl.int_range(pl.len()).over(natural) > 0))
-        .then(pl.col("_observed_on"))
-        .otherwise(pl.lit(START_OF_HISTORY))
+    versions = timeline.filter(nw.col("_opens")).with_columns(
+        nw.when((nw.col("_rank") == 0) | ~nw.col("_observed_on").shift(1).over(natural, order_by=order).is_null())
+        .then(nw.col("_observed_on"))
+        .otherwise(nw.lit(START_OF_HISTORY))
         .alias("valid_from")
     )
     versions = versions.with_columns(
-        (pl.col("valid_from").shift(-1).over(natural) - timedelta(days=1)).alias("valid_to"),
-    ).with_columns(pl.col("valid_to").is_null().alias("is_current"))
+        nw.col("valid_from").shift(-1).over(natural, order_by=order).dt.offset_by("-1d").alias("valid_to")
+    ).with_columns(nw.col("valid_to").is_null().alias("is_current"))
     # Current versions take the newest type-1 attributes.
-    versions = versions.join(latest_type1, on=natural, how="left", suffix="_new").with_columns(
-        [
-            pl.when(pl.col("is_current")).then(pl.col(f"{c}_new")).otherwise(pl.col(c)).alias(c)
-            for c in type1
-        ]
+    versions = versions.join(latest_type1, on=natural, how="left").with_columns(
+        nw.when(nw.col("is_current")).then(nw.col(f"{c}_new")).otherwise(nw.col(c)).alias(c) for c in type1
     )
-    versions = versions.with_columns(surrogate_key_expr(retailer_id, [natural], "valid_from").alias(key_column))
-    meta_src = observations.sort("_observed_on").group_by(natural, maintain_order=True).last()
-    meta_cols = [c for c in ("data_provider_code", "secure_group_key", "_source_file", "_delivery_id", "_ingested_at") if c in meta_src.columns]
-    versions = versions.join(meta_src.select(natural, *meta_cols), on=natural, how="left")
-    versions = versions.with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_updated_at"))
-    out = versions.select(
-        [
-            (pl.col(c) if c in versions.columns else pl.lit(None)).cast(table.column(c).dtype).alias(c)
-            for c in columns
-        ]
-    )
+    versions = edges(versions).with_surrogate_key(versions, key_column, retailer_id, [natural], "valid_from")
+    meta_cols = [c for c in _META if c in have]
+    newest = observations.unique([natural], keep="last", order_by=["_observed_on"]).select(natural, *meta_cols)
+    versions = versions.join(newest, on=natural, how="left").with_columns(nw.lit(now).alias("_updated_at"))
+    have_v = set(versions.collect_schema().names())
+    out = versions.select((nw.col(c) if c in have_v else nw.lit(None)).cast(dtype[c]).alias(c) for c in columns)
     if enrich is not None:
         out = enrich(out).select(columns)
     # Only rows that differ from what is stored need writing.
-    if existing.is_empty():
-        return out
     compare = [c for c in columns if c not in ("_updated_at", "_source_file", "_delivery_id", "_ingested_at")]
-    stored = existing.select(compare).with_columns(_attr_string(compare).alias("_sig"))
-    return (
-        out.with_columns(_attr_string(compare).alias("_sig"))
-        .join(stored.select(key_column, "_sig"), on=[key_column, "_sig"], how="anti")
-        .drop("_sig")
-    )
+    stored = existing.select(key_column, _attr_string(compare).alias("_sig"))
+    return out.with_columns(_attr_string(compare).alias("_sig")).join(stored, on=[key_column, "_sig"], how="anti").drop("_sig")
 
 
-def point_in_time_keys(
-    facts: pl.LazyFrame, dim: pl.LazyFrame, natural: str, key_column: str, date_column: str
-) -> pl.LazyFrame:
+def point_in_time_keys(facts: nw.LazyFrame, dim: nw.LazyFrame, natural: str, key_column: str, date_column: str) -> nw.LazyFrame:
     """Attach the dimension version in force on each fact's date; null when the entity is unknown.
 
     Versions of an entity are contiguous from `START_OF_HISTORY` to open-ended, so a known
     entity matches exactly one version and the join keeps one row per fact.
     """
-    versions = dim.select(natural, key_column, pl.col("valid_from").alias("_vf"), pl.col("valid_to").alias("_vt"))
+    versions = dim.select(natural, key_column, nw.col("valid_from").alias("_vf"), nw.col("valid_to").alias("_vt"))
+    if key_column in facts.collect_schema().names():
+        facts = facts.drop(key_column)
     return (
-        facts.drop(key_column, strict=False)
-        .join(versions, on=natural, how="left")
+        facts.join(versions, on=natural, how="left")
         .filter(
-            pl.col(key_column).is_null()
-            | ((pl.col("_vf") <= pl.col(date_column)) & (pl.col("_vt").is_null() | (pl.col(date_column) <= pl.col("_vt"))))
+            nw.col(key_column).is_null()
+            | ((nw.col("_vf") <= nw.col(date_column)) & (nw.col("_vt").is_null() | (nw.col(date_column) <= nw.col("_vt"))))
         )
         .drop("_vf", "_vt")
     )

@@ -1,0 +1,104 @@
+"""The Polars side of `engines.edges`: what narwhals lacks, in Polars."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import narwhals as nw
+import polars as pl
+import xxhash
+
+from pos_lakehouse.transform.keys import SEED
+
+
+def _native(frame: nw.LazyFrame) -> pl.LazyFrame:
+    return frame.to_native()
+
+
+def _number(expr: pl.Expr, decimal_comma: bool) -> pl.Expr:
+    cleaned = expr.str.strip_chars().str.replace_all(r"[\s\u00a0']", "")
+    if decimal_comma:
+        cleaned = cleaned.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
+    return cleaned
+
+
+def _typed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Sequence[str]) -> tuple[pl.Expr, pl.Expr]:
+    raw = pl.col(name).str.strip_chars()
+    present = raw.is_not_null() & (raw != "")
+    if dtype == pl.Date:
+        candidates = [raw.str.to_date(fmt, strict=False) for fmt in date_formats]
+        # Timestamps such as `2026-01-05 00:00:00` (Parquet dates arrive as strings) parse to their date.
+        candidates.append(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
+        value = pl.coalesce(candidates)
+    elif dtype == pl.String:
+        return pl.when(present).then(raw).otherwise(None), pl.lit(None, pl.String)
+    elif isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
+        value = _number(pl.col(name), decimal_comma).cast(pl.Float64 if dtype == pl.Int64 else dtype, strict=False)
+        if dtype == pl.Int64:
+            value = value.cast(pl.Int64, strict=False)
+    elif dtype == pl.Boolean:
+        value = raw.str.to_lowercase().replace_strict(
+            {"true": True, "1": True, "y": True, "false": False, "0": False, "n": False}, default=None, return_dtype=pl.Boolean
+        )
+    else:
+        value = raw.cast(dtype, strict=False)
+    error = pl.when(present & value.is_null()).then(pl.format(f"{name}: cannot parse {{}} as {dtype}", raw))
+    return pl.when(present).then(value).otherwise(None), error
+
+
+def parse_columns(
+    frame: nw.LazyFrame, columns: Mapping[str, pl.DataType], decimal_comma: bool, date_formats: Sequence[str], error_prefix: str
+) -> nw.LazyFrame:
+    """String columns -> typed values (null when unparseable) and `<error_prefix><name>` messages."""
+    values, errors = [], []
+    for name, dtype in columns.items():
+        value, error = _typed(name, dtype, decimal_comma, date_formats)
+        values.append(value.alias(name))
+        errors.append(error.cast(pl.String).alias(error_prefix + name))
+    return nw.from_native(_native(frame).with_columns(errors).with_columns(values))
+
+
+def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str) -> nw.LazyFrame:
+    """xxhash64 (seed 42) of `"<retailer>|<keys>|<YYYY-MM-DD>"` as a signed 64-bit integer (Spark's xxhash64)."""
+    text = pl.concat_str(
+        [pl.lit(str(retailer_id)), *[pl.col(k) for k in natural_keys], pl.col(date_col).dt.strftime("%Y-%m-%d")], separator="|"
+    )
+
+    def _hash(s: pl.Series) -> pl.Series:
+        out = []
+        for v in s.to_list():
+            u = xxhash.xxh64_intdigest(v.encode("utf-8"), seed=SEED)
+            out.append(u - (1 << 64) if u >= (1 << 63) else u)
+        return pl.Series(s.name, out, dtype=pl.Int64)
+
+    return nw.from_native(_native(frame).with_columns(text.map_batches(_hash, return_dtype=pl.Int64).alias(alias)))
+
+
+def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.LazyFrame:
+    """`alias` = a JSON object of `columns` (nulls kept as `null`)."""
+    return nw.from_native(_native(frame).with_columns(pl.struct([pl.col(c) for c in columns]).struct.json_encode().alias(alias)))
+
+
+def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) -> nw.LazyFrame:
+    """Float columns rounded half away from zero (as Spark's round on the scaled value)."""
+    return nw.from_native(
+        _native(frame).with_columns([pl.col(c).cast(pl.Float64).round(decimals, mode="half_away_from_zero") for c in columns])
+    )
+
+
+def persist(frame: nw.LazyFrame) -> nw.LazyFrame:
+    """Compute once, reuse: the result is read several times (counts, quarantine, MERGE source)."""
+    return nw.from_native(_native(frame).collect(engine="streaming").lazy())
+
+
+def release(frame: nw.LazyFrame) -> None:
+    """Nothing to free: a collected Polars frame goes with its last reference."""
+
+
+def is_empty(frame: nw.LazyFrame) -> bool:
+    return _native(frame).select(pl.len()).collect().item() == 0
+
+
+def reuse(frame: nw.LazyFrame) -> nw.LazyFrame:
+    """A wide frame read a few times: Polars re-runs the lazy query (cheaper than holding it)."""
+    return frame

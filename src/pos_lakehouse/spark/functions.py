@@ -1,0 +1,124 @@
+"""The Spark side of `engines.edges`: what narwhals lacks, in PySpark (same functions as `engines/polars.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import narwhals as nw
+import polars as pl
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from pos_lakehouse.spark.types import spark_type
+from pos_lakehouse.transform.keys import SEED
+
+# Polars `str.strip_chars()` strips Unicode white space; Java regexes need (?U) for that.
+_EDGE_SPACE = r"(?U)^\s+|\s+$"
+_INNER_SPACE = r"(?U)[\s\u00a0']"
+_TRUE = ("true", "1", "y")
+_FALSE = ("false", "0", "n")
+assert SEED == 42, "Spark's xxhash64 uses seed 42; transform/keys.py must too"
+
+
+def _native(frame: nw.LazyFrame) -> DataFrame:
+    return frame.to_native()
+
+
+def col(name: str) -> Column:
+    """A column by exact name (names may hold spaces or dots)."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def _strip(c: Column) -> Column:
+    return F.regexp_replace(c, _EDGE_SPACE, "")
+
+
+def strftime_to_java(fmt: str) -> str:
+    """`%d.%m.%Y` -> `d.M.y`: chrono's lenient widths (`9` or `09`) map to single pattern letters."""
+    tokens = {"Y": "y", "y": "yy", "m": "M", "d": "d", "e": "d", "b": "MMM", "B": "MMMM", "H": "H", "M": "m", "S": "s", "j": "D"}
+    out, i = [], 0
+    while i < len(fmt):
+        ch = fmt[i]
+        if ch == "%" and i + 1 < len(fmt):
+            out.append(tokens.get(fmt[i + 1], fmt[i + 1]))
+            i += 2
+            continue
+        out.append(f"'{ch}'" if ch.isalpha() else ("''" if ch == "'" else ch))
+        i += 1
+    return "".join(out)
+
+
+def _number(c: Column, decimal_comma: bool) -> Column:
+    cleaned = F.regexp_replace(_strip(c), _INNER_SPACE, "")
+    if decimal_comma:
+        cleaned = F.regexp_replace(F.regexp_replace(cleaned, r"\.", ""), r"^([^,]*),", "$1.")
+    return cleaned
+
+
+def _typed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Sequence[str]) -> tuple[Column, Column]:
+    raw = _strip(col(name))
+    present = raw.isNotNull() & (raw != "")
+    if dtype == pl.Date:
+        candidates = [F.try_to_date(raw, strftime_to_java(fmt)) for fmt in date_formats]
+        candidates.append(F.try_to_date(F.substring(raw, 1, 10), "y-M-d"))
+        value = F.coalesce(*candidates)
+    elif dtype == pl.String:
+        return F.when(present, raw), F.lit(None).cast("string")
+    elif isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
+        number = _number(col(name), decimal_comma)
+        value = number.try_cast("double").try_cast("bigint") if dtype == pl.Int64 else number.try_cast(spark_type(dtype))
+    elif dtype == pl.Boolean:
+        low = F.lower(raw)
+        value = F.when(low.isin(*_TRUE), F.lit(True)).when(low.isin(*_FALSE), F.lit(False))
+    else:
+        value = raw.try_cast(spark_type(dtype))
+    error = F.when(present & value.isNull(), F.concat(F.lit(f"{name}: cannot parse "), raw, F.lit(f" as {dtype}")))
+    return F.when(present, value).cast(spark_type(dtype)), error
+
+
+def parse_columns(
+    frame: nw.LazyFrame, columns: Mapping[str, pl.DataType], decimal_comma: bool, date_formats: Sequence[str], error_prefix: str
+) -> nw.LazyFrame:
+    typed = {name: _typed(name, dtype, decimal_comma, date_formats) for name, dtype in columns.items()}
+    df = _native(frame).withColumns({error_prefix + n: e for n, (_, e) in typed.items()})
+    return nw.from_native(df.withColumns({n: v for n, (v, _) in typed.items()}))
+
+
+def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str) -> nw.LazyFrame:
+    """Spark's xxhash64 (seed 42) of the same UTF-8 text as the Polars side: bit for bit the same keys."""
+    text = F.concat_ws("|", F.lit(str(retailer_id)), *[F.col(k) for k in natural_keys], F.date_format(F.col(date_col), "yyyy-MM-dd"))
+    return nw.from_native(_native(frame).withColumn(alias, F.xxhash64(text)))
+
+
+def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.LazyFrame:
+    return nw.from_native(
+        _native(frame).withColumn(alias, F.to_json(F.struct(*[col(c) for c in columns]), {"ignoreNullFields": "false"}))
+    )
+
+
+def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) -> nw.LazyFrame:
+    """Polars' `round(n, mode="half_away_from_zero")` on a float: scale, round half away, unscale.
+
+    Spark's `round(x, 4)` rounds the shortest decimal text of `x` instead, which differs on ties:
+    233.81754999999998 is 2338175.5 once scaled (Polars: .8176) but rounds to .8175 as text.
+    """
+    scale = F.lit(float(10**decimals))
+    return nw.from_native(
+        _native(frame).withColumns({c: F.round(F.col(c).cast("double") * scale, 0) / scale for c in columns})
+    )
+
+
+def persist(frame: nw.LazyFrame) -> nw.LazyFrame:
+    return nw.from_native(_native(frame).cache())
+
+
+def release(frame: nw.LazyFrame) -> None:
+    _native(frame).unpersist()
+
+
+def is_empty(frame: nw.LazyFrame) -> bool:
+    return _native(frame).isEmpty()
+
+
+def reuse(frame: nw.LazyFrame) -> nw.LazyFrame:
+    return persist(frame)
