@@ -23,8 +23,22 @@ from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
 from pos_lakehouse.transform.masking import mask_measures
-from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, history_window, masked_measures, period_end_of
-from pos_lakehouse.transform.scd2 import START_OF_HISTORY, dim_observations, point_in_time_keys, scd2_versions
+from pos_lakehouse.transform.measures import (
+    aggregate_period,
+    convert_to_usd,
+    history_window,
+    masked_measures,
+    period_end_of,
+    with_period_coverage,
+)
+from pos_lakehouse.transform.row_rules import align_week_dates, fact_row_rules
+from pos_lakehouse.transform.scd2 import (
+    START_OF_HISTORY,
+    dim_observations,
+    observed_from_file_names,
+    point_in_time_keys,
+    scd2_versions,
+)
 
 REJECTED_ROWS_TABLE = "rejected_rows"
 KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
@@ -139,6 +153,11 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
             observed = "date"
         elif "week_end_date" in names:
             observed = "week_end_date"
+        elif file_spec.observed_on is not None:
+            # Undated snapshots named by their day: each file is observed on the date in its name.
+            files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
+            observed = "_observed_from_name"
+            lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
         else:
             lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
             observed = "_delivered_on"
@@ -279,7 +298,12 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
         # Keys are attached next; an unknown product or store is a row-level problem. Rows without
         # a date (already flagged) look up the first version, so the point-in-time join keeps them
         # (it would drop them otherwise) in the same single pass over the data.
-        lf = lf.with_columns(currency.alias("currency"), nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
+        # Row rules: a weekly file's dates become week ends by its explicit rule; a row dated in
+        # the future, with a bad currency or a measure out of range is quarantined, never blocking.
+        if date_col == "week_end_date":
+            lf = align_week_dates(lf, date_col, spec.week_ends_on, file_spec.week_date, file_spec.misaligned_weeks)
+        lf = fact_row_rules(lf.with_columns(currency.alias("currency")), date_col, now.date(), carried)
+        lf = lf.with_columns(nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
         for natural, dim_name in DIM_FOR_ID.items():
             dim = lake.read(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema)
             lf = point_in_time_keys(lf, dim, natural, KEY_COLUMN[dim_name], "_lookup_date")
@@ -308,6 +332,9 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
             for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
                 result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
         facts = frame.filter(_ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+        if "is_complete" in {c.name for c in table.columns}:
+            # Delivered weeks are whole weeks (a week not yet ended is quarantined as future-dated).
+            facts = facts.with_columns(nw.lit(True).alias("is_complete"), nw.lit(7, nw.Int64).alias("days_covered"))
         n, lo, hi = facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
         result.loaded += n
         if n == 0:
@@ -458,11 +485,26 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         return result
     first_end = period_end_of(lo, grain, spec.week_ends_on)
     last_end = period_end_of(hi, grain, spec.week_ends_on)
+    # The period in progress is published period-to-date; once the retailer's days reach its end
+    # (or pass it) it is recomputed as complete, even when no day of it changed.
+    as_of = daily.select(nw.col("date").max()).collect(backend="polars").item()
+    if lake.exists(uri):
+        closing = (
+            lake.read(uri, table.schema)
+            .filter(~nw.col("is_complete") & (nw.col(end_col) <= as_of))
+            .select(nw.col(end_col).min())
+            .collect(backend="polars")
+            .item()
+        )
+        if closing is not None and closing < first_end:
+            first_end = closing
     # Whole periods: from the day after the previous period's end.
     first_day = first_end - timedelta(days=6) if grain == "week" else first_end.replace(day=1)
     days = daily.filter(nw.col("date").is_between(first_day, last_end))
     engine = edges(days)
-    aggregated = engine.persist(conform(aggregate_period(days, grain, spec.week_ends_on), table))
+    aggregated = engine.persist(
+        conform(with_period_coverage(aggregate_period(days, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on), table)
+    )
     reach = history_window(grain)
     history = conform(
         lake.read(uri, table.schema).filter(
