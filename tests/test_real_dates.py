@@ -249,3 +249,51 @@ def test_misaligned_weekly_file_is_quarantined_by_the_week_rule(data_root, lake,
     assert str(wednesday) in by_reason["week_end_date: not on a week end of a week ending sunday"]
     assert str(last_sunday + timedelta(days=7)) in by_reason["week_end_date: in the future"]
     assert _check(instance, ["silver", "polder_nl", "store_week_fact"], "bronze_rows_accounted").passed
+
+
+# ---- the rules themselves, on frames ----------------------------------------------------------
+
+
+def test_week_date_rules_align_or_quarantine_never_pass_through():
+    import narwhals as nw
+
+    from pos_lakehouse.transform.mapping import ERROR_COLUMN
+    from pos_lakehouse.transform.row_rules import align_week_dates
+
+    sunday = date.today() - timedelta(days=date.today().weekday() + 8)  # a Sunday in the past
+    monday, wednesday = sunday + timedelta(days=1), sunday + timedelta(days=3)
+    frame = nw.from_native(pl.LazyFrame({"week_end_date": [sunday, monday, wednesday], ERROR_COLUMN: [None, None, None]},
+                                        schema_overrides={ERROR_COLUMN: pl.String}))
+
+    def run(date_is, misaligned):
+        return align_week_dates(frame, "week_end_date", "sunday", date_is, misaligned).collect().to_native()
+
+    ends = run("end", "quarantine")
+    assert ends["week_end_date"].to_list() == [sunday, monday, wednesday]
+    assert ends[ERROR_COLUMN].to_list() == [None] + ["week_end_date: not on a week end of a week ending sunday"] * 2
+    starts = run("start", "quarantine")  # Monday starts the week ending the next Sunday
+    assert starts["week_end_date"].to_list()[1] == sunday + timedelta(days=7)
+    assert [e is None for e in starts[ERROR_COLUMN]] == [False, True, False]
+    aligned = run("end", "align")
+    assert aligned["week_end_date"].to_list() == [sunday, sunday + timedelta(days=7), sunday + timedelta(days=7)]
+    assert aligned[ERROR_COLUMN].null_count() == 3
+
+
+def test_period_coverage_and_observed_on():
+    import narwhals as nw
+
+    from pos_lakehouse.retailer import ObservedOn
+    from pos_lakehouse.transform.measures import with_period_coverage
+
+    as_of = date(2026, 11, 25)  # a Wednesday
+    months = nw.from_native(pl.LazyFrame({"month_end_date": [date(2026, 10, 31), date(2026, 11, 30)]}))
+    out = with_period_coverage(months, "month_end_date", "month", as_of).collect().to_native()
+    assert out["is_complete"].to_list() == [True, False] and out["days_covered"].to_list() == [31, 25]
+    weeks = nw.from_native(pl.LazyFrame({"week_end_date": [date(2026, 11, 22), date(2026, 11, 29)]}))
+    out = with_period_coverage(weeks, "week_end_date", "week", as_of).collect().to_native()
+    assert out["is_complete"].to_list() == [True, False] and out["days_covered"].to_list() == [7, 3]
+    rule = ObservedOn(pattern=r"dim_products_(\d{8})", format="%Y%m%d")
+    assert rule.date_of("landing/x/dim_products_20261125.csv") == date(2026, 11, 25)
+    assert rule.date_of("dim_products_latest.csv") is None
+    with pytest.raises(ValueError, match="not a regular expression"):
+        ObservedOn(pattern="dim_(", format="%Y")
