@@ -297,3 +297,36 @@ def test_period_coverage_and_observed_on():
     assert rule.date_of("dim_products_latest.csv") is None
     with pytest.raises(ValueError, match="not a regular expression"):
         ObservedOn(pattern="dim_(", format="%Y")
+
+
+@pytest.mark.slow
+def test_late_fx_rates_fill_usd_values_on_the_next_refresh(data_root, lake, headless):
+    from pos_lakehouse.demo.reference import CORPORATE_FOLDER, write_corporate_reference
+
+    corporate = data_root / "landing" / CORPORATE_FOLDER
+    write_corporate_reference(corporate, products=50, sites=10)
+
+    def fx(last: date) -> None:  # EUR rates from a month back up to `last`
+        days = [last - timedelta(days=d) for d in range(30)]
+        pl.DataFrame({"date": days, "currency": ["EUR"] * len(days), "usd_per_unit": [1.25] * len(days)}).write_csv(corporate / "fx_rates.csv")
+
+    fx(YESTERDAY - timedelta(days=2))
+    landing = data_root / "landing" / "marche_fr"
+    for d in (3, 2, 1):
+        _marche_day(landing, YESTERDAY - timedelta(days=d - 1))
+    _settle_ok(headless)
+    day = _gold(lake, "store_day_fact", "cds_1001")
+    late = pl.col("date") > YESTERDAY - timedelta(days=2)
+    assert day.filter(late)["pos_sales_value_usd"].null_count() == 16
+    assert day.filter(~late)["pos_sales_value_usd"].null_count() == 0
+
+    fx(YESTERDAY)  # the missing rates arrive; the retailer's next delivery refreshes its silver
+    _settle_ok(headless)
+    _marche_day(landing, date.today())
+    _settle_ok(headless)
+    day = _gold(lake, "store_day_fact", "cds_1001").filter(pl.col("date") < date.today())
+    assert day["pos_sales_value_usd"].null_count() == 0
+    assert (day["pos_sales_value_usd"].cast(pl.Float64) - day["pos_sales_value_lc"].cast(pl.Float64) * 1.25).abs().max() < 1e-6
+    month = _gold(lake, "store_month_fact", "cds_1001")
+    all_days = _gold(lake, "store_day_fact", "cds_1001")
+    assert month["pos_sales_value_usd"].sum() == all_days["pos_sales_value_usd"].sum()

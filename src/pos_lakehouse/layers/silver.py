@@ -65,6 +65,7 @@ class SilverResult:
     enrichment_matched: int = 0  # rows written with a corporate master match (dims)
     enrichment_missing: int = 0  # rows written without one: counted, not fatal
     fx_missing: int = 0  # fact rows without an FX rate for their currency and date
+    fx_filled: int = 0  # stored rows whose late FX rate arrived: USD values filled by this refresh
     # Row accounting of a fact refresh: every bronze row is loaded, quarantined or superseded.
     bronze_rows: int = 0
     loaded: int = 0
@@ -404,6 +405,7 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
                 results[name].fx_missing = refresh_derived_measures(
                     lake, spec, name, results[name].min_date, results[name].max_date, now
                 )
+            results[name].fx_filled = refill_late_fx(lake, spec, name, now)
     for name in spec.derived_tables:
         if name in tables:
             results[name] = refresh_period_facts(lake, spec, name, now)
@@ -460,6 +462,31 @@ def refresh_derived_measures(lake: LakeIO, spec: RetailerSpec, table_name: str, 
     )
     engine.release(touched)
     return int(fx_missing or 0)
+
+
+def refill_late_fx(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> int:
+    """Stored fact rows without an FX rate whose date and currency have one now (rates that came late).
+
+    Their `fx_rate_to_usd`, `*_usd` and masked USD twins are recomputed; the rewritten rows carry a
+    new `_updated_at`, so period facts and gold pick them up. Returns the number of rows filled.
+    """
+    table = canonical.TABLES[table_name]
+    date_col = table.natural_keys[0]
+    uri = lake.silver(spec.name, table_name)
+    if not lake.exists(uri):
+        return 0
+    rates = reference_frame(lake, "fx_rates").select(nw.col("date").alias(date_col), "currency")
+    fillable = (
+        lake.read(uri, table.schema)
+        .filter(nw.col("fx_rate_to_usd").is_null())
+        .select(date_col, "currency")
+        .join(rates, on=[date_col, "currency"], how="semi")
+    )
+    n, lo, hi = fillable.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+    if not n:
+        return 0
+    refresh_derived_measures(lake, spec, table_name, lo, hi, now)
+    return int(n)
 
 
 def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
@@ -563,6 +590,7 @@ def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str)
         "corporate_master_matched": result.enrichment_matched,
         "corporate_master_missing": result.enrichment_missing,
         "rows_without_fx_rate": result.fx_missing,
+        "rows_filled_by_late_fx": result.fx_filled,
         "dates_from": str(result.min_date) if result.min_date else "-",
         "dates_to": str(result.max_date) if result.max_date else "-",
         "bronze_versions_consumed": dict(result.bronze_versions),
