@@ -14,6 +14,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from pos_lakehouse.demo.generator import gtin13
 from pos_lakehouse.transform.scd2 import START_OF_HISTORY
 
 YESTERDAY = date.today() - timedelta(days=1)
@@ -35,7 +36,7 @@ def _marche_day(landing, day: date, *, units: int = 3, products: int = 4, stores
             "region": ["ARA"] * len(rows),
             "format_magasin": ["super"] * len(rows),
             "code_article": [f"A{p:05d}" for _, p in rows],
-            "ean": [None] * len(rows),
+            "ean": [gtin13(p) for _, p in rows],
             "libelle_article": [f"Produit {p}" for _, p in rows],
             "marque": ["Bonjour"] * len(rows),
             "categorie": ["Epicerie"] * len(rows),
@@ -46,7 +47,7 @@ def _marche_day(landing, day: date, *, units: int = 3, products: int = 4, stores
             "stock_fin_journee": [10] * len(rows),
             "qte_en_commande": [0] * len(rows),
         },
-        schema_overrides={"gln_magasin": pl.String, "ean": pl.String},
+        schema_overrides={"gln_magasin": pl.String},
     )
     landing.mkdir(parents=True, exist_ok=True)
     path = landing / (name or f"marche_fr_pos_{day.isoformat()}.parquet")
@@ -300,7 +301,7 @@ def test_period_coverage_and_observed_on():
 
 
 @pytest.mark.slow
-def test_late_fx_rates_fill_usd_values_on_the_next_refresh(data_root, lake, headless):
+def test_late_fx_rates_and_a_corrected_master_reach_silver_on_the_next_refresh(data_root, lake, headless):
     from pos_lakehouse.demo.reference import CORPORATE_FOLDER, write_corporate_reference
 
     corporate = data_root / "landing" / CORPORATE_FOLDER
@@ -313,16 +314,23 @@ def test_late_fx_rates_fill_usd_values_on_the_next_refresh(data_root, lake, head
     fx(YESTERDAY - timedelta(days=2))
     landing = data_root / "landing" / "marche_fr"
     for d in (3, 2, 1):
-        _marche_day(landing, YESTERDAY - timedelta(days=d - 1))
+        _marche_day(landing, YESTERDAY - timedelta(days=d - 1), products=5)
     _settle_ok(headless)
     day = _gold(lake, "store_day_fact", "cds_1001")
     late = pl.col("date") > YESTERDAY - timedelta(days=2)
-    assert day.filter(late)["pos_sales_value_usd"].null_count() == 16
+    assert day.filter(late)["pos_sales_value_usd"].null_count() == 20
     assert day.filter(~late)["pos_sales_value_usd"].null_count() == 0
 
+    prod = _gold(lake, "prod_dim", "cds_1001").filter(pl.col("prod_id") == "1001_A00004")
+    assert prod["corp_brand"].to_list() == [brand_before := prod["corp_brand"].item()] and brand_before is not None
+
     fx(YESTERDAY)  # the missing rates arrive; the retailer's next delivery refreshes its silver
+    master = pl.read_csv(corporate / "product_master.csv", infer_schema=False)
+    master.with_columns(
+        pl.when(pl.col("gtin") == gtin13(4)).then(pl.lit("Corrected Brand")).otherwise(pl.col("corp_brand")).alias("corp_brand")
+    ).write_csv(corporate / "product_master.csv")
     _settle_ok(headless)
-    _marche_day(landing, date.today())
+    _marche_day(landing, date.today())  # A00004 is not delivered again: only the master changed for it
     _settle_ok(headless)
     day = _gold(lake, "store_day_fact", "cds_1001").filter(pl.col("date") < date.today())
     assert day["pos_sales_value_usd"].null_count() == 0
@@ -330,3 +338,7 @@ def test_late_fx_rates_fill_usd_values_on_the_next_refresh(data_root, lake, head
     month = _gold(lake, "store_month_fact", "cds_1001")
     all_days = _gold(lake, "store_day_fact", "cds_1001")
     assert month["pos_sales_value_usd"].sum() == all_days["pos_sales_value_usd"].sum()
+    prod = _gold(lake, "prod_dim", "cds_1001").filter(pl.col("prod_id") == "1001_A00004")
+    assert prod["corp_brand"].to_list() == ["Corrected Brand"] and prod["is_current"].all()
+    others = _gold(lake, "prod_dim", "cds_1001").filter(pl.col("prod_id") != "1001_A00004")
+    assert "Corrected Brand" not in others["corp_brand"].to_list()

@@ -66,6 +66,7 @@ class SilverResult:
     enrichment_missing: int = 0  # rows written without one: counted, not fatal
     fx_missing: int = 0  # fact rows without an FX rate for their currency and date
     fx_filled: int = 0  # stored rows whose late FX rate arrived: USD values filled by this refresh
+    reenriched: int = 0  # current dimension versions whose corporate master attributes changed
     # Row accounting of a fact refresh: every bronze row is loaded, quarantined or superseded.
     bronze_rows: int = 0
     loaded: int = 0
@@ -208,6 +209,35 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     return result
+
+
+def reenrich_current_versions(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> int:
+    """Current dimension versions whose corporate master attributes changed since they were written.
+
+    A corrected or late product/site master reaches the rows it matches on the retailer's next
+    silver refresh: their `corp_*` columns are rewritten in place (the retailer's own history is
+    unchanged). Returns the number of versions updated.
+    """
+    table = canonical.TABLES[table_name]
+    uri = lake.silver(spec.name, table_name)
+    if not lake.exists(uri):
+        return 0
+    key_column = KEY_COLUMN[table_name]
+    corp = [c.name for c in table.derived_columns if c.name.startswith("corp_")]
+
+    def signature(frame: nw.LazyFrame) -> nw.LazyFrame:
+        return frame.with_columns(nw.concat_str([nw.col(c).fill_null("\u2205") for c in corp], separator="\u241f").alias("_corp_sig"))
+
+    current = lake.read(uri, table.schema).filter(nw.col("is_current")).select([c.name for c in table.columns])
+    stored = signature(current).select(key_column, "_corp_sig")
+    changed = signature(enrich_dimension(current, lake, table_name)).join(stored, on=[key_column, "_corp_sig"], how="anti")
+    engine = edges(changed)
+    changed = engine.persist(changed.select(key_column, *corp).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at")))
+    n = _count(changed)
+    if n:
+        lake.merge(uri, changed, keys=[key_column], update_columns=[*corp, "_updated_at"], bookmarks=lake.bookmarks(uri))
+    engine.release(changed)
+    return n
 
 
 def _measure_columns(measures) -> list[str]:
@@ -399,6 +429,7 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
             continue
         if name in canonical.DIMENSIONS:
             results[name] = refresh_dimension(lake, spec, name, now)
+            results[name].reenriched = reenrich_current_versions(lake, spec, name, now)
         else:
             results[name] = refresh_facts(lake, spec, name, now)
             if results[name].min_date is not None:
@@ -591,6 +622,7 @@ def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str)
         "corporate_master_missing": result.enrichment_missing,
         "rows_without_fx_rate": result.fx_missing,
         "rows_filled_by_late_fx": result.fx_filled,
+        "versions_reenriched_from_master": result.reenriched,
         "dates_from": str(result.min_date) if result.min_date else "-",
         "dates_to": str(result.max_date) if result.max_date else "-",
         "bronze_versions_consumed": dict(result.bronze_versions),
