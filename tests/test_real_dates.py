@@ -301,7 +301,7 @@ def test_period_coverage_and_observed_on():
 
 
 @pytest.mark.slow
-def test_late_fx_rates_and_a_corrected_master_reach_silver_on_the_next_refresh(data_root, lake, headless):
+def test_late_fx_rates_and_a_corrected_master_re_enrich_silver_and_gold(data_root, lake, headless):
     from pos_lakehouse.demo.reference import CORPORATE_FOLDER, write_corporate_reference
 
     corporate = data_root / "landing" / CORPORATE_FOLDER
@@ -324,15 +324,14 @@ def test_late_fx_rates_and_a_corrected_master_reach_silver_on_the_next_refresh(d
     prod = _gold(lake, "prod_dim", "cds_1001").filter(pl.col("prod_id") == "1001_A00004")
     assert prod["corp_brand"].to_list() == [brand_before := prod["corp_brand"].item()] and brand_before is not None
 
-    fx(YESTERDAY)  # the missing rates arrive; the retailer's next delivery refreshes its silver
+    fx(YESTERDAY)  # the missing rates arrive, and the product master is corrected
     master = pl.read_csv(corporate / "product_master.csv", infer_schema=False)
     master.with_columns(
         pl.when(pl.col("gtin") == gtin13(4)).then(pl.lit("Corrected Brand")).otherwise(pl.col("corp_brand")).alias("corp_brand")
     ).write_csv(corporate / "product_master.csv")
-    _settle_ok(headless)
-    _marche_day(landing, date.today())  # A00004 is not delivered again: only the master changed for it
-    _settle_ok(headless)
-    day = _gold(lake, "store_day_fact", "cds_1001").filter(pl.col("date") < date.today())
+    runs = _settle_ok(headless)  # no new delivery: silver re-enriches because its reference upstream changed
+    assert any("silver/marche_fr/store_day_fact" in r.name for r in runs)
+    day = _gold(lake, "store_day_fact", "cds_1001")
     assert day["pos_sales_value_usd"].null_count() == 0
     assert (day["pos_sales_value_usd"].cast(pl.Float64) - day["pos_sales_value_lc"].cast(pl.Float64) * 1.25).abs().max() < 1e-6
     month = _gold(lake, "store_month_fact", "cds_1001")
