@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import zipfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -305,7 +306,8 @@ def test_corrected_redelivery_replaces_its_store_days(data_root, lake):
     before = _gold(lake, "cds_1002")
     lines = _sales_lines(files[-1])
     rows = [line.split(";") for line in lines[1:]]
-    d1, d2 = rows[0][0], "02.09.2026"
+    d1 = rows[0][0]
+    d2 = (datetime.strptime(d1, "%d.%m.%Y") + timedelta(days=1)).strftime("%d.%m.%Y")  # the file's second day
     # The correction restates stores F000 and F001 on two dates: one line dropped, one changed, one added.
     restated = [r for r in rows if r[0] in (d1, d2) and r[1] in ("F000", "F001")]
     dropped = restated.pop(0)

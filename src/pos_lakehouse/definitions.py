@@ -6,7 +6,12 @@ from pathlib import Path
 import dagster as dg
 
 # Silver and gold follow their upstream as soon as it lands and its blocking checks pass.
-CARRY_FORWARD = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# Corporate reference data is optional upstream: silver runs without it (and re-enriches when it lands).
+_WITHOUT_REFERENCE = dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.groups("reference"))
+CARRY_FORWARD = (
+    dg.AutomationCondition.eager().replace("any_deps_missing", _WITHOUT_REFERENCE)
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+)
 # A gold partition has one real upstream: its own retailer's silver table (the other retailers'
 # silver tables map to other partitions), so "all deps" would wait on data that never maps here.
 _BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_checks_match(

@@ -53,6 +53,36 @@ class FileFormat(Model):
     )
 
 
+class ObservedOn(Model):
+    """Where a snapshot file without a date column says which day it describes: its file name."""
+
+    pattern: str = Field(
+        description="Regular expression searched in the file name; its first group (or whole match) is the date, "
+        r"e.g. `dim_products_(\d{8})`."
+    )
+    format: str = Field(default="%Y-%m-%d", description="strftime format of the captured date, e.g. `%Y%m%d`.")
+
+    @model_validator(mode="after")
+    def _compiles(self) -> "ObservedOn":
+        try:
+            re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"observed_on.pattern {self.pattern!r} is not a regular expression: {exc}") from exc
+        return self
+
+    def date_of(self, file_name: str):
+        """The observation date a file name carries, or None when it carries none."""
+        from datetime import datetime
+
+        m = re.search(self.pattern, Path(file_name).name)
+        if not m:
+            return None
+        try:
+            return datetime.strptime(m.group(1) if m.groups() else m.group(0), self.format).date()
+        except ValueError:
+            return None
+
+
 class FileSpec(Model):
     """One kind of file the retailer delivers, and which canonical tables its rows feed."""
 
@@ -72,18 +102,33 @@ class FileSpec(Model):
         "replaces all earlier rows of that store and date (a product missing from the correction is removed); "
         "`rows` -- only the delivered rows are upserted (for retailers that split one store-day over several files).",
     )
-
     incremental: bool = Field(
         default=False,
         description="Files of this kind carry only what changed: an empty or header-only file means \"nothing new\" "
         "and is accepted. When false (default) such a file is rejected, because it must hold rows.",
+    )
+    observed_on: ObservedOn | None = Field(
+        default=None,
+        description="For dimension snapshots without a date column: read each file's observation date from its name "
+        "(pattern and date format). Snapshots of one batch then apply in date order: the newest wins and every change "
+        "becomes a version from its own date. Without it, undated snapshots are observed on their ingestion date.",
+    )
+    week_date: Literal["end", "start"] = Field(
+        default="end",
+        description="For files holding store_week_fact: whether a row's week date is the week's last day (`end`) or its "
+        "first day (`start`); weeks are stored by their end date (the retailer's `week_ends_on`).",
+    )
+    misaligned_weeks: Literal["quarantine", "align"] = Field(
+        default="quarantine",
+        description="For files holding store_week_fact: a week date that is not on the retailer's week boundary is "
+        "`quarantine`d (kept with its reason in rejected_rows) or `align`ed to the end of the week holding it.",
     )
 
     def matches(self, file_name: str) -> bool:
         return self.match is not None and fnmatch.fnmatch(file_name.lower(), self.match.lower())
 
 
-# ---- pulled deliveries (issue 6): API, database and SFTP sub-models -------------------------------
+# ---- pulled deliveries: API, database and SFTP sub-models -------------------------------
 # Secrets never live in YAML: each names the environment variable that holds it.
 
 

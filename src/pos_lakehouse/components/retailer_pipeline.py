@@ -79,6 +79,15 @@ def bronze_key(spec: RetailerSpec, file_name: str) -> dg.AssetKey:
     return dg.AssetKey(["bronze", spec.name, file_name])
 
 
+# The corporate reference table each silver table is enriched from (defs/reference/).
+REFERENCE_KEYS = {
+    "prod_dim": dg.AssetKey(["reference", "product_master"]),
+    "site_dim": dg.AssetKey(["reference", "site_master"]),
+    "store_day_fact": dg.AssetKey(["reference", "fx_rates"]),
+    "store_week_fact": dg.AssetKey(["reference", "fx_rates"]),
+}
+
+
 def silver_key(spec: RetailerSpec, table: str) -> dg.AssetKey:
     return dg.AssetKey(["silver", spec.name, table])
 
@@ -174,6 +183,9 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                 deps = [silver_key(spec, "store_day_fact")]
             elif table_name in canonical.FACTS:
                 deps += [silver_key(spec, d) for d in canonical.DIMENSIONS if d in spec.canonical_tables]
+            # Corporate reference data silver enriches with: new FX rates or a corrected master
+            # re-enrich the rows they change (see layers/silver.py).
+            deps += [REFERENCE_KEYS[table_name]] if table_name in REFERENCE_KEYS and table_name not in spec.derived_tables else []
             silver_specs.append(
                 dg.AssetSpec(
                     key=silver_key(spec, table_name),

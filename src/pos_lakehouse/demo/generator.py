@@ -13,7 +13,18 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-DEMO_START = date(2026, 9, 1)
+# The demo runs up to yesterday, as production data does on any day: the current week and month
+# are open (published period-to-date), masking ages and freshness are exercised. Writers whose
+# `start` is left at `DEMO_START` write `days` days from 60 days ago (the marche_fr demo ends
+# yesterday); `demo.retailers` picks each retailer's start so its last day is its latest one.
+DEMO_LAST_DAY = date.today() - timedelta(days=1)
+DEMO_START = DEMO_LAST_DAY - timedelta(days=59)
+
+
+def last_week_end(week_ends_on: int = 6, before: date | None = None) -> date:
+    """The latest day on or before `before` (default: yesterday) that ends a week (0=Monday .. 6=Sunday)."""
+    day = before or DEMO_LAST_DAY
+    return day - timedelta(days=(day.weekday() - week_ends_on) % 7)
 _BRANDS = ["Maison Claire", "Bonjour", "Vitalis", "Le Potager", "Nordique", "Soleil", "Atelier", "Prisme"]
 _CATEGORIES = ["Epicerie", "Boissons", "Hygiene", "Entretien", "Frais", "Surgeles"]
 _CITIES = [("Paris", "Ile-de-France"), ("Lyon", "Auvergne-Rhone-Alpes"), ("Marseille", "PACA"), ("Lille", "Hauts-de-France"),

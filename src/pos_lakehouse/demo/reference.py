@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pos_lakehouse.demo.generator import gln13, gtin13
+from pos_lakehouse.demo.generator import DEMO_LAST_DAY, gln13, gtin13
 
 CORPORATE_FOLDER = "_corporate"
 # Currency -> USD per unit on the first day; a seeded random walk moves it day by day.
 FX_START = {"EUR": 1.08, "GBP": 1.27, "JPY": 0.0067, "CAD": 0.73, "USD": 1.0, "CHF": 1.12}
-FX_FIRST_DAY = date(2026, 1, 1)
-FX_LAST_DAY = date(2026, 12, 31)
+# Rates up to yesterday, two years back: every demo and test date (relative to today) has one.
+FX_LAST_DAY = DEMO_LAST_DAY
+FX_FIRST_DAY = FX_LAST_DAY - timedelta(days=729)
 
 
 def write_corporate_reference(folder: Path, *, products: int = 5000, sites: int = 2000, seed: int = 7) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from pos_lakehouse.demo.file_retailers import (
@@ -12,17 +13,19 @@ from pos_lakehouse.demo.file_retailers import (
     write_prairie_ca,
     write_sakura_jp,
 )
-from pos_lakehouse.demo.generator import write_marche_fr
+from pos_lakehouse.demo.generator import DEMO_LAST_DAY, last_week_end, write_marche_fr
 from pos_lakehouse.demo.reference import CORPORATE_FOLDER, write_corporate_reference
 
 # Each writer takes (landing folder of the retailer, expected-totals folder) and returns the files written.
+# Dates are relative to today: daily retailers deliver up to yesterday, weekly ones up to the last
+# finished week (ending on Sunday, their `week_ends_on`).
 DEMO_WRITERS: dict[str, Callable[[Path, Path], list[Path]]] = {
-    "marche_fr": lambda landing, expected: write_marche_fr(landing, expected),
-    "kaufhalle_de": lambda landing, expected: write_kaufhalle_de(landing, expected),
-    "bigbox_us": lambda landing, expected: write_bigbox_us(landing, expected),
-    "polder_nl": lambda landing, expected: write_polder_nl(landing, expected),
-    "prairie_ca": lambda landing, expected: write_prairie_ca(landing, expected),
-    "sakura_jp": lambda landing, expected: write_sakura_jp(landing, expected),
+    "marche_fr": lambda landing, expected: write_marche_fr(landing, expected, days=60, start=DEMO_LAST_DAY - timedelta(days=59)),
+    "kaufhalle_de": lambda landing, expected: write_kaufhalle_de(landing, expected, weeks=3, start=last_week_end() - timedelta(days=20)),
+    "bigbox_us": lambda landing, expected: write_bigbox_us(landing, expected, days=28, start=last_week_end() - timedelta(days=27)),
+    "polder_nl": lambda landing, expected: write_polder_nl(landing, expected, weeks=6, start=last_week_end() - timedelta(weeks=5)),
+    "prairie_ca": lambda landing, expected: write_prairie_ca(landing, expected, weeks=4, start=last_week_end() - timedelta(days=27)),
+    "sakura_jp": lambda landing, expected: write_sakura_jp(landing, expected, days=10, start=DEMO_LAST_DAY - timedelta(days=9)),
 }
 
 

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
@@ -83,7 +84,10 @@ def start_demo_services(data_root: Path, only: list[str] | None = None, setenv: 
         if _specs("api", only) and (not only or "shopnow_us" in only):
             from pos_lakehouse.demo.api_simulator import ApiSimulator, ShopNowData
 
-            data = ShopNowData()
+            from pos_lakehouse.demo.generator import DEMO_LAST_DAY
+
+            # 21 days of sales up to yesterday.
+            data = ShopNowData(start=DEMO_LAST_DAY - timedelta(days=20))
             data.add_days(21)
             data.write_expected(data_root / "expected")
             sim = ApiSimulator(
@@ -102,7 +106,10 @@ def start_demo_services(data_root: Path, only: list[str] | None = None, setenv: 
             from pos_lakehouse.demo.retailer_db import sqlite_url, write_highstreet_uk
 
             url = os.environ.get("HIGHSTREET_DB_URL") or sqlite_url(data_root / "sources" / "highstreet_uk" / "warehouse.sqlite")
-            db = write_highstreet_uk(url, data_root / "expected", days=30)
+            from pos_lakehouse.demo.generator import DEMO_LAST_DAY
+
+            # 30 days of trading up to yesterday.
+            db = write_highstreet_uk(url, data_root / "expected", days=30, start=DEMO_LAST_DAY - timedelta(days=29))
             stack.callback(db.dispose)
             services.database = db
             services.started.append(f"highstreet_uk warehouse {db.engine.url.render_as_string(hide_password=True)}")

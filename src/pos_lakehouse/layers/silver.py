@@ -24,8 +24,22 @@ from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
 from pos_lakehouse.transform import masking
 from pos_lakehouse.transform.masking import mask_measures
-from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, history_window, masked_measures, period_end_of
-from pos_lakehouse.transform.scd2 import START_OF_HISTORY, dim_observations, point_in_time_keys, scd2_versions
+from pos_lakehouse.transform.measures import (
+    aggregate_period,
+    convert_to_usd,
+    history_window,
+    masked_measures,
+    period_end_of,
+    with_period_coverage,
+)
+from pos_lakehouse.transform.row_rules import align_week_dates, fact_row_rules
+from pos_lakehouse.transform.scd2 import (
+    START_OF_HISTORY,
+    dim_observations,
+    observed_from_file_names,
+    point_in_time_keys,
+    scd2_versions,
+)
 
 REJECTED_ROWS_TABLE = "rejected_rows"
 KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
@@ -52,6 +66,8 @@ class SilverResult:
     enrichment_matched: int = 0  # rows written with a corporate master match (dims)
     enrichment_missing: int = 0  # rows written without one: counted, not fatal
     fx_missing: int = 0  # fact rows without an FX rate for their currency and date
+    fx_filled: int = 0  # stored rows whose late FX rate arrived: USD values filled by this refresh
+    reenriched: int = 0  # current dimension versions whose corporate master attributes changed
     # Row accounting of a fact refresh: every bronze row is loaded, quarantined or superseded.
     bronze_rows: int = 0
     loaded: int = 0
@@ -145,6 +161,11 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
             observed = "date"
         elif "week_end_date" in names:
             observed = "week_end_date"
+        elif file_spec.observed_on is not None:
+            # Undated snapshots named by their day: each file is observed on the date in its name.
+            files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
+            observed = "_observed_from_name"
+            lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
         else:
             lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
             observed = "_delivered_on"
@@ -194,6 +215,35 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     return result
+
+
+def reenrich_current_versions(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> int:
+    """Current dimension versions whose corporate master attributes changed since they were written.
+
+    A corrected or late product/site master reaches the rows it matches on the retailer's next
+    silver refresh: their `corp_*` columns are rewritten in place (the retailer's own history is
+    unchanged). Returns the number of versions updated.
+    """
+    table = canonical.TABLES[table_name]
+    uri = lake.silver(spec.name, table_name)
+    if not lake.exists(uri):
+        return 0
+    key_column = KEY_COLUMN[table_name]
+    corp = [c.name for c in table.derived_columns if c.name.startswith("corp_")]
+
+    def signature(frame: nw.LazyFrame) -> nw.LazyFrame:
+        return frame.with_columns(nw.concat_str([nw.col(c).fill_null("\u2205") for c in corp], separator="\u241f").alias("_corp_sig"))
+
+    current = lake.read(uri, table.schema).filter(nw.col("is_current")).select([c.name for c in table.columns])
+    stored = signature(current).select(key_column, "_corp_sig")
+    changed = signature(enrich_dimension(current, lake, table_name)).join(stored, on=[key_column, "_corp_sig"], how="anti")
+    engine = edges(changed)
+    changed = engine.persist(changed.select(key_column, *corp).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at")))
+    n = _count(changed)
+    if n:
+        lake.merge(uri, changed, keys=[key_column], update_columns=[*corp, "_updated_at"], bookmarks=lake.bookmarks(uri))
+    engine.release(changed)
+    return n
 
 
 def _measure_columns(measures) -> list[str]:
@@ -280,7 +330,12 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
         # Keys are attached next; an unknown product or store is a row-level problem. Rows without
         # a date (already flagged) look up the first version, so the point-in-time join keeps them
         # (it would drop them otherwise) in the same single pass over the data.
-        lf = lf.with_columns(currency.alias("currency"), nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
+        # Row rules: a weekly file's dates become week ends by its explicit rule; a row dated in
+        # the future, with a bad currency or a measure out of range is quarantined, never blocking.
+        if date_col == "week_end_date":
+            lf = align_week_dates(lf, date_col, spec.week_ends_on, file_spec.week_date, file_spec.misaligned_weeks)
+        lf = fact_row_rules(lf.with_columns(currency.alias("currency")), date_col, now.date(), carried)
+        lf = lf.with_columns(nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
         for natural, dim_name in DIM_FOR_ID.items():
             dim = lake.read(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema)
             lf = point_in_time_keys(lf, dim, natural, KEY_COLUMN[dim_name], "_lookup_date")
@@ -309,6 +364,9 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
             for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
                 result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
         facts = frame.filter(_ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+        if "is_complete" in {c.name for c in table.columns}:
+            # Delivered weeks are whole weeks (a week not yet ended is quarantined as future-dated).
+            facts = facts.with_columns(nw.lit(True).alias("is_complete"), nw.lit(7, nw.Int64).alias("days_covered"))
         n, lo, hi = facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
         result.loaded += n
         if n == 0:
@@ -372,12 +430,14 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
             continue
         if name in canonical.DIMENSIONS:
             results[name] = refresh_dimension(lake, spec, name, now)
+            results[name].reenriched = reenrich_current_versions(lake, spec, name, now)
         else:
             results[name] = refresh_facts(lake, spec, name, now)
             if results[name].min_date is not None:
                 results[name].fx_missing = refresh_derived_measures(
                     lake, spec, name, results[name].min_date, results[name].max_date, now
                 )
+            results[name].fx_filled = refill_late_fx(lake, spec, name, now)
     for name in spec.derived_tables:
         if name in tables:
             results[name] = refresh_period_facts(lake, spec, name, now)
@@ -436,6 +496,31 @@ def refresh_derived_measures(lake: LakeIO, spec: RetailerSpec, table_name: str, 
     return int(fx_missing or 0)
 
 
+def refill_late_fx(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> int:
+    """Stored fact rows without an FX rate whose date and currency have one now (rates that came late).
+
+    Their `fx_rate_to_usd`, `*_usd` and masked USD twins are recomputed; the rewritten rows carry a
+    new `_updated_at`, so period facts and gold pick them up. Returns the number of rows filled.
+    """
+    table = canonical.TABLES[table_name]
+    date_col = table.natural_keys[0]
+    uri = lake.silver(spec.name, table_name)
+    if not lake.exists(uri):
+        return 0
+    rates = reference_frame(lake, "fx_rates").select(nw.col("date").alias(date_col), "currency")
+    fillable = (
+        lake.read(uri, table.schema)
+        .filter(nw.col("fx_rate_to_usd").is_null())
+        .select(date_col, "currency")
+        .join(rates, on=[date_col, "currency"], how="semi")
+    )
+    n, lo, hi = fillable.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+    if not n:
+        return 0
+    refresh_derived_measures(lake, spec, table_name, lo, hi, now)
+    return int(n)
+
+
 def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
     """Weekly or monthly facts derived from the retailer's daily silver facts, for the periods that changed.
 
@@ -459,11 +544,26 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         return result
     first_end = period_end_of(lo, grain, spec.week_ends_on)
     last_end = period_end_of(hi, grain, spec.week_ends_on)
+    # The period in progress is published period-to-date; once the retailer's days reach its end
+    # (or pass it) it is recomputed as complete, even when no day of it changed.
+    as_of = daily.select(nw.col("date").max()).collect(backend="polars").item()
+    if lake.exists(uri):
+        closing = (
+            lake.read(uri, table.schema)
+            .filter(~nw.col("is_complete") & (nw.col(end_col) <= as_of))
+            .select(nw.col(end_col).min())
+            .collect(backend="polars")
+            .item()
+        )
+        if closing is not None and closing < first_end:
+            first_end = closing
     # Whole periods: from the day after the previous period's end.
     first_day = first_end - timedelta(days=6) if grain == "week" else first_end.replace(day=1)
     days = daily.filter(nw.col("date").is_between(first_day, last_end))
     engine = edges(days)
-    aggregated = engine.persist(conform(aggregate_period(days, grain, spec.week_ends_on), table))
+    aggregated = engine.persist(
+        conform(with_period_coverage(aggregate_period(days, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on), table)
+    )
     reach = history_window(grain)
     history = conform(
         lake.read(uri, table.schema).filter(
@@ -522,6 +622,8 @@ def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str)
         "corporate_master_matched": result.enrichment_matched,
         "corporate_master_missing": result.enrichment_missing,
         "rows_without_fx_rate": result.fx_missing,
+        "rows_filled_by_late_fx": result.fx_filled,
+        "versions_reenriched_from_master": result.reenriched,
         "dates_from": str(result.min_date) if result.min_date else "-",
         "dates_to": str(result.max_date) if result.max_date else "-",
         "bronze_versions_consumed": dict(result.bronze_versions),

@@ -14,8 +14,7 @@ import pandera.polars as pa
 import polars as pl
 
 from pos_lakehouse.transform import canonical
-
-MAX_ABS_MEASURE = 10_000_000  # a single store-day-product above this is a unit or decimal error
+from pos_lakehouse.transform.row_rules import MAX_ABS_MEASURE  # one bound for silver's quarantine and this check
 
 
 def gs1_check_digit_valid(code: pl.Expr) -> pl.Expr:
@@ -38,9 +37,18 @@ def _gs1_check(column: str) -> pa.Check:
     )
 
 
-def _not_in_future(today: date) -> pa.Check:
+def _not_in_future(date_col: str, today: date) -> pa.Check:
+    """A row's own date is not after today: a day's date, or the last day a period row covers
+    (the period in progress is published period-to-date, its end lies ahead)."""
+    if date_col == "date":
+        covered = pl.col("date")
+    elif date_col == "week_end_date":
+        covered = pl.col(date_col) - pl.duration(days=7 - pl.col("days_covered").fill_null(7))
+    else:
+        covered = pl.col(date_col).dt.month_start() + pl.duration(days=pl.col("days_covered").fill_null(31) - 1)
+        covered = pl.min_horizontal(covered, pl.col(date_col))
     return pa.Check(
-        lambda data: data.lazyframe.select(pl.col(data.key) <= today),
+        lambda data: data.lazyframe.select(covered <= today),
         name="not_in_future",
         error=f"date after today ({today})",
     )
@@ -56,11 +64,12 @@ class Rule:
     description: str
 
 
-def _measures_in_range() -> dict[str, pa.Column]:
+def _measures_in_range(days: int) -> dict[str, pa.Column]:
+    bound = MAX_ABS_MEASURE * days
     return {
         m: pa.Column(
             canonical.STORE_DAY_FACT.column(m).dtype,
-            pa.Check.in_range(-MAX_ABS_MEASURE, MAX_ABS_MEASURE),
+            pa.Check.in_range(-bound, bound),
             nullable=True,
             required=False,
         )
@@ -103,20 +112,31 @@ def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
             Rule(f"valid_{code}", codes, False, f"`{code}` has a valid GS1 check digit (warning: the row still flows)."),
         ]
     date_col = table.natural_keys[0]
+    # Blocking: what makes the whole table wrong (types, keys, product/store versions, uniqueness).
     structure = pa.DataFrameSchema(
         {
-            date_col: pa.Column(pl.Date, _not_in_future(today), nullable=False),
+            date_col: pa.Column(pl.Date, nullable=False),
             "site_id": pa.Column(pl.String, nullable=False),
             "prod_id": pa.Column(pl.String, nullable=False),
             "prod_key": pa.Column(pl.Int64, nullable=False),
             "site_key": pa.Column(pl.Int64, nullable=False),
-            "currency": pa.Column(pl.String, pa.Check.str_matches(r"^[A-Z]{3}$"), nullable=False),
+            "currency": pa.Column(pl.String, nullable=False),
             "data_provider_code": pa.Column(pl.String, nullable=False),
             "secure_group_key": pa.Column(pl.Int64, nullable=False),
-            **_measures_in_range(),
         },
         unique=list(table.natural_keys),
         name=f"{table_name}_structure",
+    )
+    # Row rules: silver quarantines rows that break them before they are stored, so this check
+    # only confirms it; a failure is reported, never blocks the retailer.
+    days = {"store_day_fact": 1, "store_week_fact": 7}.get(table_name, 31)
+    row_rules = pa.DataFrameSchema(
+        {
+            date_col: pa.Column(pl.Date, _not_in_future(date_col, today), nullable=True),
+            "currency": pa.Column(pl.String, pa.Check.str_matches(r"^[A-Z]{3}$"), nullable=True),
+            **_measures_in_range(days),
+        },
+        name=f"{table_name}_row_rules",
     )
     plausible = pa.DataFrameSchema(
         {
@@ -130,7 +150,14 @@ def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
             "structure_and_keys",
             structure,
             True,
-            f"Types, non-null keys and product/store versions, dates not in the future, measures in range, unique ({', '.join(table.natural_keys)}).",
+            f"Types, non-null keys and product/store versions, unique ({', '.join(table.natural_keys)}).",
+        ),
+        Rule(
+            "row_rules",
+            row_rules,
+            False,
+            "Dates not after today (a period row: its last covered day), ISO currencies, measures in range; "
+            "silver quarantines rows that break them (warning: a row never blocks the retailer).",
         ),
         Rule("plausible_quantities", plausible, False, "Sales and stock quantities are not negative (warning)."),
     ]

@@ -157,7 +157,23 @@ _MASKED_COLUMNS: tuple[Column, ...] = tuple(
 )
 
 
-def _fact_table(name: str, date_col: str, description: str) -> CanonicalTable:
+# Week and month rows of the period in progress are published period-to-date and recomputed as
+# days arrive; these columns say how much of the period a row covers.
+PERIOD_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "is_complete",
+        pl.Boolean(),
+        "False while the period is still in progress: the values are period-to-date, up to the retailer's latest delivered day.",
+    ),
+    Column(
+        "days_covered",
+        pl.Int64(),
+        "Days of the period the values cover, from its first day (7 or the month's length once complete).",
+    ),
+)
+
+
+def _fact_table(name: str, date_col: str, description: str, period: bool = False) -> CanonicalTable:
     return CanonicalTable(
         name=name,
         description=description,
@@ -175,16 +191,17 @@ def _fact_table(name: str, date_col: str, description: str) -> CanonicalTable:
             Column("fx_rate_to_usd", pl.Float64(), "USD per unit of `currency` on the date (corporate FX rates)."),
             *_USD_COLUMNS,
             *_MASKED_COLUMNS,
+            *(PERIOD_COLUMNS if period else ()),
         ),
     )
 
 
 STORE_DAY_FACT = _fact_table("store_day_fact", "date", "Daily sales, returns and inventory per store and product.")
 STORE_WEEK_FACT = _fact_table(
-    "store_week_fact", "week_end_date", "Weekly sales, returns and inventory per store and product (week ending date)."
+    "store_week_fact", "week_end_date", "Weekly sales, returns and inventory per store and product (week ending date).", period=True
 )
 STORE_MONTH_FACT = _fact_table(
-    "store_month_fact", "month_end_date", "Monthly sales, returns and inventory per store and product (month ending date)."
+    "store_month_fact", "month_end_date", "Monthly sales, returns and inventory per store and product (month ending date).", period=True
 )
 
 TABLES: dict[str, CanonicalTable] = {

@@ -59,6 +59,38 @@ def period_end_of(day: date, grain: Grain, week_ends_on: str = "sunday") -> date
     return day
 
 
+def period_start_of(day: date, grain: Grain, week_ends_on: str = "sunday") -> date:
+    """The first day of the week or month holding `day`."""
+    if grain == "week":
+        return period_end_of(day, grain, week_ends_on) - timedelta(days=6)
+    if grain == "month":
+        return day.replace(day=1)
+    return day
+
+
+def period_days(end_expr: nw.Expr, grain: Grain) -> nw.Expr:
+    """How many days the period ending on each date has (7 for weeks, the month's length)."""
+    if grain == "week":
+        return nw.lit(7, nw.Int64)
+    if grain == "month":
+        return end_expr.dt.day().cast(nw.Int64)
+    return nw.lit(1, nw.Int64)
+
+
+def with_period_coverage(periods: nw.LazyFrame, end_col: str, grain: Grain, as_of: date, week_ends_on: str = "sunday") -> nw.LazyFrame:
+    """`is_complete` and `days_covered` of period rows, given the latest day delivered (`as_of`).
+
+    A period is complete once the retailer's data reaches its last day. Only the period holding
+    `as_of` can be open (later periods have no days yet); its rows cover its days up to `as_of`.
+    """
+    open_days = (as_of - period_start_of(as_of, grain, week_ends_on)).days + 1
+    complete = nw.col(end_col) <= nw.lit(as_of, nw.Date)
+    return periods.with_columns(
+        complete.alias("is_complete"),
+        nw.when(complete).then(period_days(nw.col(end_col), grain)).otherwise(nw.lit(open_days, nw.Int64)).cast(nw.Int64).alias("days_covered"),
+    )
+
+
 def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_ends_on: str = "sunday") -> nw.LazyFrame:
     """Daily facts -> one row per period end x site x product.
 

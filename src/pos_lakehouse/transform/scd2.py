@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 
 import narwhals as nw
 
 from pos_lakehouse.engines import edges
 from pos_lakehouse.transform.canonical import CanonicalTable
-from pos_lakehouse.transform.mapping import ORDER_COLUMNS
+from pos_lakehouse.transform.mapping import ERROR_COLUMN, ORDER_COLUMNS
 
 # New entities are valid from the start of history, so facts older than the first
 # delivery that mentions them still find a version.
@@ -22,6 +22,25 @@ def _attr_string(columns: Sequence[str]) -> nw.Expr:
     if not columns:
         return nw.lit("")
     return nw.concat_str([nw.col(c).cast(nw.String).fill_null("\u2205") for c in columns], separator="\u241f")
+
+
+def observed_from_file_names(lf: nw.LazyFrame, dates: Mapping[str, date | None], alias: str) -> nw.LazyFrame:
+    """`alias` = the observation date of each row's delivered file (`dates`: file -> date it names).
+
+    A file whose name carries no date leaves its rows undated and flagged in `_errors`, so they
+    are quarantined with the reason instead of being observed on an arbitrary day.
+    """
+    observed = nw.lit(None, nw.Date)
+    for source_file, day in sorted(dates.items()):
+        if day is not None:
+            observed = nw.when(nw.col("_source_file") == source_file).then(nw.lit(day, nw.Date)).otherwise(observed)
+    lf = lf.with_columns(observed.alias(alias))
+    return lf.with_columns(
+        nw.when(nw.col(alias).is_null())
+        .then(nw.concat_str([nw.col(ERROR_COLUMN), nw.lit("_source_file: no observation date in the file name")], separator="; ", ignore_nulls=True))
+        .otherwise(nw.col(ERROR_COLUMN))
+        .alias(ERROR_COLUMN)
+    )
 
 
 def dim_observations(lf: nw.LazyFrame, table: CanonicalTable, observed_on: str) -> nw.LazyFrame:
