@@ -25,6 +25,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import narwhals as nw
 import polars as pl
 import pytest
 
@@ -32,7 +33,7 @@ from pos_lakehouse.serving.duckdb_views import QueryFailed, QueryRejected, _read
 from pos_lakehouse.serving.policy import AccessPolicy, PolicyError
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.masking import mask_measures
-from pos_lakehouse.transform.measures import aggregate_period, mask as rolling_mask, masked_measures
+from pos_lakehouse.transform.measures import aggregate_period, masked_measures
 
 from serving_data import fact_rows, frame, write_gold
 
@@ -42,6 +43,15 @@ HISTORY_DAYS = 250
 MEASURES = list(masked_measures("volume"))  # every measure and its USD twin
 TOL = 0.005  # values carry 2 decimals, masked means 4: a recovered value lands within this
 
+
+
+def rolling_mask(frame: pl.DataFrame, date_col: str, grain: str, measures) -> pl.DataFrame:
+    """The rule masking used before: a trailing 7-day mean per product and store (kept here to show its weakness)."""
+    assert grain == "day"
+    out = frame.sort("prod_id", "site_id", date_col).with_columns(
+        [pl.col(m).cast(pl.Float64).rolling_mean_by(date_col, window_size="7d").over("prod_id", "site_id").alias(f"at_masked_{m}") for m in measures]
+    )
+    return out
 
 def _today() -> date:  # the views' notion of today (DuckDB's current_date)
     return duckdb.execute("select current_date").fetchone()[0]
@@ -113,7 +123,7 @@ def _publish(lake, daily: pl.DataFrame) -> dict[str, pl.DataFrame]:
     out = {"store_day_fact": mask_measures(daily, "date", "day", MEASURES)}
     for table, grain in (("store_week_fact", "week"), ("store_month_fact", "month")):
         end_col = canonical.TABLES[table].natural_keys[0]
-        period = aggregate_period(daily.lazy(), grain, "sunday").collect()
+        period = aggregate_period(nw.from_native(daily.lazy()), grain, "sunday").collect().to_native()
         out[table] = mask_measures(period, end_col, grain, MEASURES)
     for table, df in out.items():
         write_gold(lake, table, df.to_dicts())
