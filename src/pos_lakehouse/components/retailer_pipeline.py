@@ -76,6 +76,8 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             partitions_def=partitions,
             can_subset=True,
             description=f"Append new deliveries of {who} to bronze, exactly once per file.",
+            # One bronze writer per retailer at a time (the pool's limit is 1, see dagster.yaml).
+            pool=f"ingest_{spec.name}",
         )
         def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
             # issue 6: api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
@@ -184,7 +186,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             name=f"{spec.name}_ingest",
             selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs]),
             description=f"Ingest landed files of {who} into bronze (silver and gold follow by automation).",
-            tags={"retailer": spec.name},
+            tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
         )
         return dg.Definitions(assets=[bronze, silver], sensors=[sensor], jobs=[ingest_job])
 
