@@ -53,7 +53,7 @@ class ReadLimits(dg.Model):
         default=4 << 30, description="Largest size a compressed (.gz, .zip) file may expand to, in bytes."
     )
     max_ratio: float = Field(
-        default=200.0,
+        default=100.0,
         description="Largest expansion ratio (decompressed / compressed) of a compressed file; text POS data packs 5-20x, "
         "a decompression bomb packs 1000x.",
     )
