@@ -155,7 +155,27 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         last: BaseException | None = None
         for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
             dt = self.table(uri)
-            if dt is not None and dt.transaction_version(app_id) is not None:
+            if dt is None:
+                # Create the table empty first: a commit that creates a table has no snapshot to be
+                # checked against, and delta-rs lets two racing creators both land their rows
+                # (seen in the fault benchmark). Appends to an existing snapshot are checked.
+                try:
+                    write_deltalake(
+                        uri,
+                        pl.DataFrame(schema=data.collect_schema()).to_arrow(),
+                        mode="error",
+                        partition_by=list(partition_by) if partition_by else None,
+                        name=Path(uri).name,
+                        description=description,
+                        commit_properties=self._commit(None, "create"),
+                    )
+                except Exception as exc:  # another writer created it first: use theirs
+                    if self.table(uri) is None:
+                        last = exc
+                        time.sleep(min(0.05 * 2**attempt, 2.0))
+                        continue
+                continue
+            if dt.transaction_version(app_id) is not None:
                 return False
             options: dict = {
                 "partition_by": list(partition_by) if partition_by else None,
@@ -165,12 +185,9 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                 ),
                 "schema_mode": "merge",
             }
-            if dt is None and description:
-                options["description"] = description
-                options["name"] = Path(uri).name
             try:
                 # The DeltaTable object (not the URI) pins the write to the snapshot just checked.
-                data.sink_delta(dt if dt is not None else uri, mode="append", delta_write_options=options)
+                data.sink_delta(dt, mode="append", delta_write_options=options)
                 return True
             except pl.exceptions.PolarsError as exc:  # the data, not the table: callers translate it
                 raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
