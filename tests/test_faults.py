@@ -275,6 +275,16 @@ def test_a_commit_from_a_stale_snapshot_is_refused_by_the_table(tmp_path, monkey
     table = pl.read_delta(uri)
     assert table.filter(pl.col("_delivery_id") == "d1").height == 2 and _dupes(table) == 0
 
+    # The window before the table exists: this process found no table, another created it with
+    # the delivery meanwhile. A write by URI would load the new table and append a second copy.
+    fresh = lake.bronze("r", "new")
+    assert Lake(root=str(tmp_path)).append_once(fresh, rows, once_id="d1") is True
+    looks = iter([None])
+    monkeypatch.setattr(Lake, "table", staticmethod(lambda u: next(looks, "real") and DeltaTable(u) if u else None))
+    assert lake.append_once(fresh, rows, once_id="d1") is False
+    monkeypatch.undo()
+    assert pl.read_delta(fresh).height == 2
+
 
 # ---- a hostile file -------------------------------------------------------------------------------
 _BOMB = textwrap.dedent(
@@ -381,3 +391,27 @@ def test_a_rejected_file_is_not_read_again_even_under_a_new_name(tmp_path, monke
     rejected = lake.scan(lake.quarantine("hostile_test", REJECTED_FILES_TABLE)).collect()
     assert rejected.height == 1
     assert len(list((tmp_path / "quarantine" / "hostile_test" / "files").glob("*.reason.json"))) == 1
+
+
+# ---- a delivery without the extra column ------------------------------------------------------------
+def test_a_delivery_without_extra_columns_keeps_stored_extra_attributes():
+    from datetime import datetime, timezone
+
+    from pos_lakehouse.transform import canonical
+    from pos_lakehouse.transform.scd2 import scd2_versions
+
+    table, now = canonical.PROD_DIM, datetime.now(timezone.utc)
+    day = _past_month_start()
+    with_extra = pl.DataFrame(
+        {"prod_id": ["1001_P", "1001_Q"], "_observed_on": [day, day], "prod_name": ["Soap", "Tea"], "extra_attributes": ['{"Farbe":"rot"}', None]}
+    )
+    stored = scd2_versions(with_extra, canonical.empty_frame(table), table, ["prod_name"], 1001, "prod_key", now)
+    assert stored.filter(pl.col("prod_id") == "1001_P")["extra_attributes"].item() == '{"Farbe":"rot"}'
+    # The next delivery has no extra column at all: nothing to write, nothing reset.
+    without = pl.DataFrame({"prod_id": ["1001_P", "1001_Q"], "_observed_on": [day + timedelta(days=1)] * 2, "prod_name": ["Soap", "Tea"]})
+    assert scd2_versions(without, stored, table, ["prod_name"], 1001, "prod_key", now).is_empty()
+    # A rename still opens a version, and the new version keeps the extra attributes.
+    renamed = without.with_columns(pl.when(pl.col("prod_id") == "1001_P").then(pl.lit("Soap XL")).otherwise("prod_name").alias("prod_name"))
+    out = scd2_versions(renamed, stored, table, ["prod_name"], 1001, "prod_key", now)
+    current = out.filter(pl.col("is_current") & (pl.col("prod_id") == "1001_P"))
+    assert current["prod_name"].item() == "Soap XL" and current["extra_attributes"].item() == '{"Farbe":"rot"}'

@@ -66,9 +66,12 @@ def scd2_versions(
     type1 = [c for c in attr_cols if c not in tracked]
 
     current = existing.filter(pl.col("is_current")).filter(pl.col(natural).is_in(observations[natural].implode()))
-    obs = observations.with_columns(
-        [pl.lit(None, table.column(c).dtype).alias(c) for c in attr_cols if c not in observations.columns]
-    )
+    absent = [c for c in attr_cols if c not in observations.columns]
+    obs = observations.with_columns([pl.lit(None, table.column(c).dtype).alias(c) for c in absent])
+    if absent and not current.is_empty():
+        # A delivery without a column says nothing about it (e.g. no extra columns this time):
+        # the stored value stands instead of being reset to null on every row.
+        obs = obs.drop(absent).join(current.select(natural, *absent), on=natural, how="left")
     # Late observations (before the current version started) cannot reopen history.
     if not current.is_empty():
         obs = obs.join(current.select(natural, pl.col("valid_from").alias("_cur_from")), on=natural, how="left").filter(
