@@ -110,6 +110,14 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
     specs = load_retailer_specs(RETAILERS_DIR)
     behind = {(s.key.to_user_string(), s.partition) for s in stale_assets(lake, specs)}
     assert ("gold/store_day_fact", "cds_1001") in behind
+    with dg.DagsterInstance.get() as instance:
+        # What the daemon's catch-up sensor asks for once run monitoring has failed the dead run.
+        from pos_lakehouse.definitions import build_definitions
+
+        defs = build_definitions()
+        sensor = defs.resolve_sensor_def("catch_up_sensor")
+        busy = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+        assert not busy.run_requests  # gold is still in a run that looks in progress: left to it
 
     # The next start: the dead run is failed, its slot freed, and gold is brought up to date.
     again = _driver(data_root, home)
@@ -127,8 +135,13 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
         from pos_lakehouse.definitions import build_definitions
         from pos_lakehouse.recovery import catch_up_requests
 
-        requests, _ = catch_up_requests(lake, instance, build_definitions().resolve_asset_graph(), specs)
+        defs = build_definitions()
+        requests, _ = catch_up_requests(lake, instance, defs.resolve_asset_graph(), specs)
         assert requests == []
+        # The daemon's counterpart (catch_up_sensor) agrees.
+        sensor = defs.resolve_sensor_def("catch_up_sensor")
+        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+        assert isinstance(result, dg.SensorResult) and not result.run_requests
     silver = lake.scan(lake.silver("marche_fr", "store_day_fact")).group_by("date").agg(pl.col("pos_sales_units").sum()).sort("date").collect()
     gold = (
         lake.scan(lake.gold("store_day_fact")).filter(pl.col("data_provider_code") == "cds_1001")

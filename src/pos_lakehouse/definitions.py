@@ -40,7 +40,7 @@ def build_definitions() -> dg.Definitions:
     )
     from pos_lakehouse.recovery import build_catch_up_sensor
 
-    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation, build_catch_up_sensor()]))
+    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]), build_catch_up_sensor())
 
 
 @dg.definitions

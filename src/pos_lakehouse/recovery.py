@@ -216,17 +216,33 @@ def catch_up_requests(
     return requests, stale
 
 
-def build_catch_up_sensor() -> dg.SensorDefinition:
+def build_catch_up_sensor() -> dg.Definitions:
+    """The catch-up sensor and the jobs it targets (one per retailer's silver, one for gold: a run's
+    assets must share a partitions definition)."""
+    specs = load_retailer_specs(RETAILERS_DIR)
+    jobs = {
+        spec.data_provider_code: dg.define_asset_job(
+            f"{spec.name}_catch_up",
+            selection=dg.AssetSelection.assets(*[dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables]),
+            description=f"Silver tables of {spec.name} behind their bronze data (requested by catch_up_sensor).",
+        )
+        for spec in specs
+    }
+    gold_job = dg.define_asset_job(
+        "gold_catch_up",
+        selection=dg.AssetSelection.groups("gold"),
+        description="Gold partitions behind their retailer's silver data (requested by catch_up_sensor).",
+    )
+
     @dg.sensor(
         name="catch_up_sensor",
-        target=dg.AssetSelection.groups(*[s.name for s in load_retailer_specs(RETAILERS_DIR)]) | dg.AssetSelection.groups("gold"),
+        jobs=[*jobs.values(), gold_job],
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
     )
     def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
-        specs = load_retailer_specs(RETAILERS_DIR)
         graph = context.repository_def.asset_graph
         requests, stale = catch_up_requests(lake, context.instance, graph, specs)
         if not requests:
@@ -235,9 +251,14 @@ def build_catch_up_sensor() -> dg.SensorDefinition:
             context.log.info(f"{s.key.to_user_string()}[{s.partition}] is behind: {s.reason}")
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(asset_selection=keys, partition_key=code, tags={"pos_lakehouse/catch_up": "true"})
+                dg.RunRequest(
+                    job_name=(gold_job if keys[0].path[0] == "gold" else jobs[code]).name,
+                    asset_selection=keys,
+                    partition_key=code,
+                    tags={"pos_lakehouse/catch_up": "true"},
+                )
                 for keys, code in requests
             ]
         )
 
-    return catch_up_sensor
+    return dg.Definitions(sensors=[catch_up_sensor], jobs=[*jobs.values(), gold_job])
