@@ -105,6 +105,8 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                         "rows_appended": sum(o.rows for o in ingested),
                         "files_skipped_duplicate": len([o for o in mine if o.status == "duplicate"]),
                         "files_rejected": len([o for o in mine if o.status == "rejected"]),
+                        # Same bytes as a file already in quarantine: recognised by hash, not read again.
+                        "files_rejected_before": len([o for o in mine if o.status == "known_rejected"]),
                         "files": dg.MetadataValue.md("\n".join(f"- {o.describe()}" for o in mine) or "none"),
                         "extra_columns_kept": ", ".join(sorted({c for o in ingested for c in o.extra_columns})) or "none",
                         "dagster/uri": lake.bronze(spec.name, fs.name),
