@@ -151,6 +151,25 @@ def gold_hashes(root: Path) -> dict[str, str]:
     return out
 
 
+def differing_columns(a: Path, b: Path, table: str) -> list[str]:
+    """Columns whose values differ between two gold tables, rows matched on the table's keys."""
+    import polars as pl
+
+    from pos_lakehouse.layers.gold import gold_keys
+
+    keys = gold_keys(table)
+    left, right = pl.read_delta(str(a / "gold" / table)), pl.read_delta(str(b / "gold" / table))
+    joined = left.join(right, on=keys, how="full", suffix="_clean", coalesce=True)
+    out = []
+    for c in left.columns:
+        if c in keys or c.startswith("_"):
+            continue
+        n = joined.filter(pl.col(c).ne_missing(pl.col(f"{c}_clean"))).height
+        if n:
+            out.append(f"{c} ({n} rows)")
+    return out or ["row set"]
+
+
 def bronze_duplicates(root: Path) -> tuple[int, int]:
     """(rows appended more than once, total bronze rows) over every bronze table."""
     import polars as pl
@@ -278,7 +297,7 @@ def main() -> int:
         print(f"clean run failed: {c.stderr[-1000:]}")
     killed_gold, clean_gold = gold_hashes(killed_root), gold_hashes(clean_root)
     for table in sorted(set(killed_gold) | set(clean_gold)):
-        mark = "=" if killed_gold.get(table) == clean_gold.get(table) else "DIFFERS"
+        mark = "=" if killed_gold.get(table) == clean_gold.get(table) else "DIFFERS in " + ", ".join(differing_columns(killed_root, clean_root, table))
         print(f"  gold.{table}: killed {killed_gold.get(table)} clean {clean_gold.get(table)} {mark}")
 
     # Two ingest drivers at once, each with its own Dagster instance: only the tables can keep them apart.
