@@ -43,7 +43,9 @@ def build_definitions() -> dg.Definitions:
         minimum_interval_seconds=15,
         description="Materializes silver and gold when their upstream lands and blocking checks pass.",
     )
-    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]))
+    from pos_lakehouse.recovery import build_catch_up_sensor
+
+    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]), build_catch_up_sensor())
 
 
 @dg.definitions

@@ -53,6 +53,27 @@ class FileFormat(Model):
     )
 
 
+class ReadLimits(Model):
+    """Bounds on what one delivered file may cost to read; a file beyond them is rejected, not read.
+
+    Enforced while streaming (a decompression bomb is stopped after a few MB, not after 1 GB),
+    so reading a hostile file needs bounded memory. The defaults suit daily POS files; raise
+    them per retailer for genuinely large deliveries.
+    """
+
+    max_compressed_bytes: int = Field(default=2 << 30, description="Largest file accepted as delivered (on disk), in bytes.")
+    max_decompressed_bytes: int = Field(
+        default=4 << 30, description="Largest size a compressed (.gz, .zip) file may expand to, in bytes."
+    )
+    max_ratio: float = Field(
+        default=100.0,
+        description="Largest expansion ratio (decompressed / compressed) of a compressed file; text POS data packs 5-20x, "
+        "a decompression bomb packs 1000x.",
+    )
+    max_line_bytes: int = Field(default=1 << 20, description="Longest line of a CSV/JSON-lines file, in bytes.")
+    max_columns: int = Field(default=1000, description="Most columns a file may have.")
+
+
 class ObservedOn(Model):
     """Where a snapshot file without a date column says which day it describes: its file name."""
 
@@ -214,6 +235,9 @@ class DeliverySpec(Model):
     database: DatabaseSpec | None = Field(default=None, description="For `channel: database`: the retailer's warehouse.")
     sftp: SftpSpec | None = Field(default=None, description="For `channel: sftp`: the SFTP landing folder.")
     poll_seconds: int = Field(default=300, description="For api/database: how often the sensor asks the source for news.")
+    limits: ReadLimits = Field(
+        default_factory=ReadLimits, description="Size, expansion, line-length and column bounds on each delivered file."
+    )
 
     @model_validator(mode="after")
     def _channel_settings(self) -> "DeliverySpec":

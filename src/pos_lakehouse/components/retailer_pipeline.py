@@ -135,6 +135,8 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             partitions_def=partitions,
             can_subset=True,
             description=f"Append new deliveries of {who} to bronze, exactly once per file.",
+            # One bronze writer per retailer at a time (the pool's limit is 1, see dagster.yaml).
+            pool=f"ingest_{spec.name}",
         )
         def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
             # issue 6: api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
@@ -162,6 +164,8 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                         "rows_appended": sum(o.rows for o in ingested),
                         "files_skipped_duplicate": len([o for o in mine if o.status == "duplicate"]),
                         "files_rejected": len([o for o in mine if o.status == "rejected"]),
+                        # Same bytes as a file already in quarantine: recognised by hash, not read again.
+                        "files_rejected_before": len([o for o in mine if o.status == "known_rejected"]),
                         "files": dg.MetadataValue.md("\n".join(f"- {o.describe()}" for o in mine) or "none"),
                         "extra_columns_kept": ", ".join(sorted({c for o in ingested for c in o.extra_columns})) or "none",
                         "dagster/uri": lake.bronze(spec.name, fs.name),
@@ -238,7 +242,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             name=f"{spec.name}_ingest",
             selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs]),
             description=f"Ingest landed files of {who} into bronze (silver and gold follow by automation).",
-            tags={"retailer": spec.name},
+            tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
         )
         return dg.Definitions(assets=[bronze, silver], sensors=[sensor], jobs=[ingest_job])
 

@@ -1,6 +1,11 @@
 """Drive the code location without a daemon: tick sensors, run what they request, then let
 declarative automation carry silver and gold forward -- the same sensors, jobs, assets and
 automation conditions that `dg dev` runs, evaluated through Dagster's own APIs.
+
+On its first `settle` the driver recovers from a predecessor that died mid-run (what the
+daemon's run monitoring, run retries and `catch_up_sensor` do for `dg dev`): runs left STARTED
+by a dead driver are marked failed and their concurrency slots freed, their landing batches
+run again, and every silver or gold table behind its upstream data is brought up to date.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
+from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+from pos_lakehouse.recovery import DRIVER_TAG, RETAILERS_DIR, Recovered, catch_up_requests, driver_identity, fail_dead_runs
 
 
 @dataclass
@@ -35,6 +43,9 @@ class Headless:
     sensor_cursors: dict[str, str | None] = field(default_factory=dict)
     automation_cursor: AssetDaemonCursor | None = None
     runs: list[RunRecord] = field(default_factory=list)
+    recovered: Recovered | None = None
+    _caught_up: set = field(default_factory=set)
+    _identity: str = field(default_factory=driver_identity)
 
     @property
     def _loggers(self) -> dict:
@@ -60,13 +71,25 @@ class Headless:
         return []
 
     def run_request(self, sensor: dg.SensorDefinition, request: dg.RunRequest) -> RunRecord:
-        # Like the daemon: a run key already used by this sensor is not launched again.
-        if request.run_key and self.instance.get_runs(
-            filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key, "dagster/sensor_name": sensor.name})
-        ):
+        # Like the daemon: a run key already used by this sensor is not launched again -- unless
+        # every run with it failed (e.g. its driver was killed): bronze appends each delivery
+        # once, so running the batch again is safe, and it is how a killed ingest is finished.
+        earlier = (
+            self.instance.get_runs(
+                filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key, "dagster/sensor_name": sensor.name})
+            )
+            if request.run_key
+            else []
+        )
+        if any(r.status == dg.DagsterRunStatus.SUCCESS or r.status in IN_PROGRESS_RUN_STATUSES for r in earlier):
             return RunRecord(sensor.job_name or "", "", True, "skipped: run key already used", request.partition_key)
         job = self.defs.resolve_job_def(sensor.job_name)
-        tags = {**(request.tags or {}), "dagster/run_key": request.run_key or "", "dagster/sensor_name": sensor.name}
+        tags = {
+            **(request.tags or {}),
+            "dagster/run_key": request.run_key or "",
+            "dagster/sensor_name": sensor.name,
+            DRIVER_TAG: self._identity,
+        }
         result = job.execute_in_process(
             run_config={**(request.run_config or {}), **self._loggers},
             instance=self.instance,
@@ -122,7 +145,7 @@ class Headless:
                     instance=self.instance,
                     asset_selection=sorted(group_keys, key=lambda k: k.to_user_string()),
                     partition_key=partition_key,
-                    tags=self.automation_tags(result.cursor.evaluation_id),
+                    tags={**self.automation_tags(result.cursor.evaluation_id), DRIVER_TAG: self._identity},
                     raise_on_error=False,
                 )
                 records.append(self._record("automation: " + ", ".join(k.to_user_string() for k in group_keys), run, partition_key))
@@ -140,17 +163,58 @@ class Headless:
             tags["dagster/sensor_name"] = sensor.name
         return tags
 
+    def recover(self) -> Recovered:
+        """Settle what a dead predecessor left behind: its runs failed, their slots freed."""
+        self.recovered = fail_dead_runs(self.instance)
+        return self.recovered
+
+    def tick_catch_up(self) -> list[RunRecord]:
+        """Materialize every silver/gold asset whose upstream data is newer than what it consumed."""
+        lake = (self.defs.resources or {}).get("lake")
+        if lake is None:
+            return []
+        from pos_lakehouse.retailer import load_retailer_specs
+
+        graph = self.defs.resolve_asset_graph()
+        requests, _ = catch_up_requests(lake, self.instance, graph, load_retailer_specs(RETAILERS_DIR))
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        records = []
+        for keys, partition_key in requests:
+            # Once per asset and settle: a table that stays behind after its run is reported, not looped on.
+            keys = [k for k in keys if (k, partition_key) not in self._caught_up]
+            if not keys:
+                continue
+            self._caught_up.update((k, partition_key) for k in keys)
+            run = job.execute_in_process(
+                run_config=self._loggers,
+                instance=self.instance,
+                asset_selection=keys,
+                partition_key=partition_key,
+                tags={"pos_lakehouse/catch_up": "true", DRIVER_TAG: self._identity},
+                raise_on_error=False,
+            )
+            records.append(self._record("catch-up: " + ", ".join(k.to_user_string() for k in keys), run, partition_key))
+        return records
+
     def settle(self, max_ticks: int = 10) -> list[RunRecord]:
         """Tick landing sensors, then automation until nothing more is requested."""
+        if self.recovered is None:
+            self.recover()
+        self._caught_up.clear()
         if self.automation_cursor is None:
             # The automation sensor's first tick only records the current state, as in the daemon.
             self.tick_automation()
         records = self.tick_landing()
         for _ in range(max_ticks):
             new = self.tick_automation()
-            records += new
             if not new:
-                break
+                # Automation reacts to new materializations; whatever a failed or killed run left
+                # behind its upstream data is requested here (each pass at most once per asset).
+                new = self.tick_catch_up()
+                if all(not r.success for r in new):
+                    records += new
+                    break
+            records += new
         return records
 
 

@@ -1,4 +1,10 @@
-"""Read a delivered file into raw string columns, exactly as delivered, or say precisely why not."""
+"""Read a delivered file into raw string columns, exactly as delivered, or say precisely why not.
+
+Every read is bounded (`ReadLimits` in the retailer YAML): file size, expanded size and
+expansion ratio of compressed files, line length and column count are checked while the
+bytes stream by, so a hostile file (a decompression bomb, a file without line ends) is
+rejected after a few megabytes with a reason, in bounded memory.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,21 @@ import csv
 import gzip
 import io
 import json
+import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import polars as pl
 
-from pos_lakehouse.retailer import FileFormat
+from pos_lakehouse.retailer import FileFormat, ReadLimits
+
+_UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8"}
+_CHUNK = 8 << 20
+_MAX_DETAIL = 1000
+# Files expanding to less than this are exempt from the ratio limit: a few hundred repetitive
+# bytes may pack very well and harm nobody.
+_RATIO_GRACE = 1 << 20
 
 
 class DeliveryError(Exception):
@@ -21,30 +36,82 @@ class DeliveryError(Exception):
     def __init__(self, file: str, reason: str, detail: str):
         self.file = file
         self.reason = reason
+        # Reader messages may quote whole rows of a hostile file; keep what is carried around small.
+        if len(detail) > _MAX_DETAIL:
+            detail = detail[:_MAX_DETAIL] + f"... ({len(detail) - _MAX_DETAIL} more characters cut)"
         self.detail = detail
         super().__init__(f"{file}: {reason}: {detail}")
 
 
-def _decompressed_bytes(path: Path, fmt: FileFormat) -> bytes:
-    data = path.read_bytes()
-    compression = fmt.compression
-    if compression == "infer":
-        suffix = path.suffix.lower()
-        compression = {".gz": "gzip", ".zip": "zip"}.get(suffix, "none")
+class _Expansion:
+    """Counts bytes coming out of a decompressor and stops at the first limit crossed."""
+
+    def __init__(self, name: str, compressed_size: int, limits: ReadLimits, kind: str):
+        self.name, self.compressed, self.limits, self.kind, self.total = name, max(1, compressed_size), limits, kind, 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+        lim = self.limits
+        if self.total > lim.max_decompressed_bytes:
+            raise DeliveryError(
+                self.name,
+                "too_large",
+                f"expands beyond max_decompressed_bytes={lim.max_decompressed_bytes} "
+                f"({self.kind}, {self.compressed} bytes compressed); stopped reading",
+            )
+        if self.total > _RATIO_GRACE and self.total > lim.max_ratio * self.compressed:
+            raise DeliveryError(
+                self.name,
+                "compression_ratio",
+                f"expands more than max_ratio={lim.max_ratio:g}x ({self.kind}: {self.compressed} bytes compressed, "
+                f"over {self.total} bytes expanded so far): a decompression bomb or corrupt data; stopped reading",
+            )
+
+
+def _compression(path: Path, fmt: FileFormat) -> str:
+    if fmt.compression != "infer":
+        return fmt.compression
+    return {".gz": "gzip", ".zip": "zip"}.get(path.suffix.lower(), "none")
+
+
+def _expand(path: Path, compression: str, limits: ReadLimits, name: str, target: Path) -> Path:
+    """Stream-decompress `path` into `target` within the limits; memory stays at one chunk."""
+    counter = _Expansion(name, path.stat().st_size, limits, compression)
     try:
         if compression == "gzip":
-            return gzip.decompress(data)
-        if compression == "zip":
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                members = [m for m in zf.namelist() if not m.endswith("/")]
+            with gzip.open(path, "rb") as src, open(target, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    counter.add(len(chunk))
+                    out.write(chunk)
+        else:
+            with zipfile.ZipFile(path) as zf:
+                members = [m for m in zf.infolist() if not m.is_dir()]
                 if len(members) != 1:
-                    raise DeliveryError(path.name, "zip_members", f"expected one file in the zip, found {len(members)}")
-                return zf.read(members[0])
+                    raise DeliveryError(name, "zip_members", f"expected one file in the zip, found {len(members)}")
+                with zf.open(members[0]) as src, open(target, "wb") as out:
+                    while chunk := src.read(_CHUNK):
+                        counter.add(len(chunk))
+                        out.write(chunk)
     except EOFError as exc:  # the compressed stream ends early: a partial upload
-        raise DeliveryError(path.name, "truncated", f"compressed data ends early ({compression}): {exc}") from exc
+        raise DeliveryError(name, "truncated", f"compressed data ends early ({compression}): {exc}") from exc
+    except (OSError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DeliveryError(name, "corrupt", f"cannot decompress ({compression}): {exc}") from exc
+    return target
+
+
+def _check_zip_container(path: Path, limits: ReadLimits, name: str) -> None:
+    """An .xlsx is a zip: refuse one whose members declare more than the limits before opening it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            declared = sum(i.file_size for i in zf.infolist())
     except (OSError, zipfile.BadZipFile) as exc:
-        raise DeliveryError(path.name, "corrupt", f"cannot decompress ({compression}): {exc}") from exc
-    return data
+        raise DeliveryError(name, "corrupt", f"cannot read as excel: not a readable .xlsx (zip) file ({exc})") from exc
+    _Expansion(name, path.stat().st_size, limits, "xlsx").add(declared)
+
+
+def _check_columns(n: int, limits: ReadLimits, name: str) -> None:
+    if n > limits.max_columns:
+        raise DeliveryError(name, "too_many_columns", f"{n} columns is more than max_columns={limits.max_columns}")
 
 
 def _as_strings(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -54,39 +121,62 @@ def _as_strings(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return lf.rename(renamed).select(pl.all().cast(pl.String))
 
 
-def read_raw(path: Path, fmt: FileFormat, *, display_name: str | None = None) -> pl.LazyFrame:
-    """All columns as strings, header names trimmed; raises `DeliveryError` for unreadable files."""
+def read_raw(
+    path: Path,
+    fmt: FileFormat,
+    *,
+    display_name: str | None = None,
+    limits: ReadLimits | None = None,
+    workdir: Path | None = None,
+) -> pl.LazyFrame:
+    """All columns as strings, header names trimmed; raises `DeliveryError` for unreadable files.
+
+    `limits` (default `ReadLimits()`) are enforced while streaming. Compressed and non-UTF-8
+    files are expanded/transcoded into `workdir` and scanned lazily from there, so the caller
+    keeps `workdir` until it has consumed the frame; without one the frame is read eagerly.
+    """
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
+            return read_raw(path, fmt, display_name=display_name, limits=limits, workdir=Path(work)).collect().lazy()
     name = display_name or path.name
-    if path.stat().st_size == 0:
+    limits = limits or ReadLimits()
+    size = path.stat().st_size
+    if size == 0:
         raise DeliveryError(name, "empty_file", "the file has zero bytes")
+    if size > limits.max_compressed_bytes:
+        raise DeliveryError(name, "too_large", f"{size} bytes is more than max_compressed_bytes={limits.max_compressed_bytes}")
+    compression = _compression(path, fmt)
+    plain = path if compression == "none" else _expand(path, compression, limits, name, workdir / "expanded")
     try:
         if fmt.type == "parquet":
-            raw = path if fmt.compression in ("none", "infer") and path.suffix.lower() not in (".gz", ".zip") else None
-            if raw is not None:
-                try:
-                    schema = pl.read_parquet_schema(raw)
-                except Exception as exc:
-                    raise DeliveryError(name, "corrupt", f"not a readable Parquet file ({exc})") from exc
-                lf = pl.scan_parquet(raw)
-                frame = _as_strings(lf)
-                if not schema:
-                    raise DeliveryError(name, "no_columns", "the Parquet file has no columns")
-            else:
-                frame = _as_strings(pl.read_parquet(io.BytesIO(_decompressed_bytes(path, fmt))))
+            try:
+                schema = pl.read_parquet_schema(plain)
+            except Exception as exc:
+                raise DeliveryError(name, "corrupt", f"not a readable Parquet file ({exc})") from exc
+            if not schema:
+                raise DeliveryError(name, "no_columns", "the Parquet file has no columns")
+            _check_columns(len(schema), limits, name)
+            frame = _as_strings(pl.scan_parquet(plain))
         elif fmt.type == "csv":
-            frame = _as_strings(_read_csv(path, fmt, name))
+            frame = _as_strings(_read_csv(plain, fmt, name, limits, workdir))
         elif fmt.type == "jsonl":
-            text = _decode(_decompressed_bytes(path, fmt), fmt.encoding, name)
-            frame = _as_strings(pl.read_ndjson(io.StringIO(text), infer_schema_length=None))
+            text_path, _, _, _ = _scan_text(plain, fmt.encoding, name, limits, workdir)
+            lf = pl.scan_ndjson(text_path, infer_schema_length=None)
+            _check_columns(len(lf.collect_schema()), limits, name)
+            frame = _as_strings(lf)
         elif fmt.type == "json":
-            frame = _as_strings(json_records(_decode(_decompressed_bytes(path, fmt), fmt.encoding, name), fmt.record_path, name))
+            # A whole document has to be parsed at once; its size is already bounded by the limits above.
+            frame = _as_strings(json_records(_decode(plain.read_bytes(), fmt.encoding, name), fmt.record_path, name))
         elif fmt.type == "excel":
-            data = _decompressed_bytes(path, fmt)
-            frame = _as_strings(
+            _check_zip_container(plain, limits, name)
+            data = plain.read_bytes()
+            read = (
                 pl.read_excel(io.BytesIO(data), sheet_name=fmt.sheet_name, infer_schema_length=0)
                 if fmt.sheet_name
                 else pl.read_excel(io.BytesIO(data), infer_schema_length=0)
             )
+            _check_columns(read.width, limits, name)
+            frame = _as_strings(read)
         else:  # pragma: no cover - the YAML model rejects other types
             raise DeliveryError(name, "unsupported_format", fmt.type)
     except DeliveryError:
@@ -145,30 +235,63 @@ def _decode(data: bytes, encoding: str, name: str) -> str:
         ) from exc
 
 
-_UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8"}
-_CHUNK = 8 << 20
+def _scan_text(path: Path, encoding: str, name: str, limits: ReadLimits, workdir: Path) -> tuple[Path, str, str, bool]:
+    """One streaming pass over a text file: strict decoding (naming the first bad byte's offset and
+    line), the line-length limit, and for non-UTF-8 files a UTF-8 copy in `workdir` to scan.
 
-
-def _validate_utf8(path: Path, name: str) -> None:
-    """Stream the file through a strict UTF-8 decoder; name the first bad byte's offset and line."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    Returns the UTF-8 path, its first and last 64 KiB as text, and whether it ends with a line end.
+    """
+    utf8 = encoding.lower() in _UTF8
+    decoder = codecs.getincrementaldecoder("utf-8" if utf8 else encoding)(errors="strict")
+    target = workdir / "utf8.txt"
+    out = None if utf8 else open(target, "w", encoding="utf-8", newline="")
     offset = lines = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
+    run = 0  # bytes of the line in progress at the end of the previous chunk
+    longest = limits.max_line_bytes
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                pieces = chunk.split(b"\n")
+                if len(pieces) == 1:
+                    run += len(chunk)
+                    widest = run
+                else:
+                    widest = max(run + len(pieces[0]), len(pieces[-1]), max(map(len, pieces[1:-1]), default=0))
+                    run = len(pieces[-1])
+                if widest > longest:
+                    raise DeliveryError(
+                        name,
+                        "line_too_long",
+                        f"a line at or after line {lines + 1} is longer than max_line_bytes={longest}; stopped reading",
+                    )
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    at = offset + exc.start
+                    line = lines + chunk[: exc.start].count(b"\n") + 1
+                    raise DeliveryError(
+                        name, "bad_encoding", f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line}) is not valid {encoding}"
+                    ) from exc
+                if out is not None:
+                    out.write(text)
+                offset += len(chunk)
+                lines += len(pieces) - 1
             try:
-                decoder.decode(chunk)
+                rest = decoder.decode(b"", final=True)
             except UnicodeDecodeError as exc:
-                at = offset + exc.start
-                line = lines + chunk[: exc.start].count(b"\n") + 1
-                raise DeliveryError(
-                    name, "bad_encoding", f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line}) is not valid utf-8"
-                ) from exc
-            offset += len(chunk)
-            lines += chunk.count(b"\n")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as exc:
-            raise DeliveryError(name, "bad_encoding", f"the file ends inside a utf-8 character (line {lines + 1})") from exc
+                raise DeliveryError(name, "bad_encoding", f"the file ends inside a {encoding} character (line {lines + 1})") from exc
+            if out is not None:
+                out.write(rest)
+    finally:
+        if out is not None:
+            out.close()
+    text_path = path if out is None else target
+    with open(text_path, "rb") as fh:
+        head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+        size = text_path.stat().st_size
+        fh.seek(max(0, size - (1 << 16)))
+        tail_bytes = fh.read()
+    return text_path, head, tail_bytes.decode("utf-8", errors="replace"), tail_bytes.endswith((b"\n", b"\r"))
 
 
 def _fields(line: str, fmt: FileFormat) -> int:
@@ -207,24 +330,13 @@ def _csv_options(fmt: FileFormat) -> dict:
     }
 
 
-def _read_csv(path: Path, fmt: FileFormat, name: str) -> pl.LazyFrame:
-    """Plain UTF-8 files are scanned lazily (large deliveries stream); others are decoded in memory first."""
-    compressed = fmt.compression in ("gzip", "zip") or (fmt.compression == "infer" and path.suffix.lower() in (".gz", ".zip"))
-    if not compressed and fmt.encoding.lower() in _UTF8:
-        _validate_utf8(path, name)
-        with open(path, "rb") as fh:
-            head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
-            size = path.stat().st_size
-            fh.seek(max(0, size - (1 << 16)))
-            tail_bytes = fh.read()
-        if not head.strip():
-            raise DeliveryError(name, "empty_file", "the file holds no text")
-        _check_not_truncated(head, tail_bytes.decode("utf-8", errors="replace"), tail_bytes.endswith((b"\n", b"\r")), fmt, name)
-        return pl.scan_csv(path, **_csv_options(fmt))
-    text = _decode(_decompressed_bytes(path, fmt), fmt.encoding, name)
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if not text.strip():
+def _read_csv(path: Path, fmt: FileFormat, name: str, limits: ReadLimits, workdir: Path) -> pl.LazyFrame:
+    """Scanned lazily (large deliveries stream); non-UTF-8 files through a transcoded copy in `workdir`."""
+    text_path, head, tail, ends_with_newline = _scan_text(path, fmt.encoding, name, limits, workdir)
+    if not head.strip():
         raise DeliveryError(name, "empty_file", "the file holds no text")
-    _check_not_truncated(text[: 1 << 16], text[-(1 << 16) :], text.endswith(("\n", "\r")), fmt, name)
-    return pl.read_csv(io.BytesIO(text.encode("utf-8")), **_csv_options(fmt)).lazy()
+    header = head.splitlines()[fmt.skip_rows :]
+    if header:
+        _check_columns(_fields(header[0], fmt), limits, name)
+    _check_not_truncated(head, tail, ends_with_newline, fmt, name)
+    return pl.scan_csv(text_path, **_csv_options(fmt))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +18,8 @@ from pos_lakehouse.storage.object_store import put_bytes, put_file
 from pos_lakehouse.transform.mapping import missing_required, resolve_columns
 
 REJECTED_FILES_TABLE = "rejected_files"
+# What a rejection quotes from a file (reader messages can embed whole rows) is cut to this.
+MAX_DETAIL_CHARS = 1000
 
 
 @dataclass
@@ -24,7 +27,7 @@ class FileOutcome:
     """What happened to one delivered file."""
 
     file: str
-    status: str  # ingested | empty (an incremental file with nothing new) | duplicate | rejected
+    status: str  # ingested | empty (an incremental file with nothing new) | duplicate | rejected | known_rejected (same bytes rejected before)
     table: str | None = None
     delivery_id: str | None = None
     rows: int = 0
@@ -37,6 +40,8 @@ class FileOutcome:
             return f"{self.file}: rejected ({self.reason}): {self.detail}"
         if self.status == "empty":
             return f"{self.file}: no rows ({self.reason}); accepted as nothing new (incremental file kind)"
+        if self.status == "known_rejected":
+            return f"{self.file}: rejected before ({self.reason}), in quarantine; not read again"
         if self.status == "duplicate":
             return f"{self.file}: already in bronze (delivery {self.delivery_id[:12]}), skipped"
         return f"{self.file}: {self.rows} rows -> bronze.{self.table}"
@@ -47,11 +52,40 @@ NOTHING_NEW = ("empty_file", "header_only", "no_records")
 
 
 def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
-    """Whether rows of this exact file content are already in the bronze table."""
-    if not lake.exists(uri):
+    """Whether rows of this exact file content are already in the bronze table.
+
+    Appends since exactly-once is table-enforced carry the delivery id as a Delta application
+    transaction (a log look-up); older tables and pulled pages are found by their rows.
+    """
+    dt = lake.table(uri)
+    if dt is None:
         return False
-    hits = lake.scan(uri).filter(pl.col("_delivery_id") == delivery_id).select(pl.len()).collect()
+    if lake.applied(uri, delivery_id, dt):
+        return True
+    hits = pl.scan_delta(dt).filter(pl.col("_delivery_id") == delivery_id).select(pl.len()).collect()
     return hits.item() > 0
+
+
+def previous_rejection(lake: Lake, spec: RetailerSpec, delivery_id: str) -> dict | None:
+    """The recorded rejection of these exact bytes (under any name), if they were rejected before."""
+    uri = lake.quarantine(spec.name, REJECTED_FILES_TABLE)
+    dt = lake.table(uri)
+    if dt is None:
+        return None
+    hit = (
+        pl.scan_delta(dt)
+        .filter(pl.col("delivery_id") == delivery_id)
+        .select("file", "reason", "rejected_at")
+        .head(1)
+        .collect()
+    )
+    return hit.row(0, named=True) if hit.height else None
+
+
+def _clip(text: str | None, limit: int = MAX_DETAIL_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"... ({len(text) - limit} more characters cut)"
 
 
 def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: list[str], now: datetime | None = None) -> list[FileOutcome]:
@@ -96,36 +130,51 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
     delivery_id = content_hash(path)
     if delivery_in_bronze(lake, uri, delivery_id):
         return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
-    try:
-        raw = read_raw(path, file_spec.format, display_name=rel)
-        columns = raw.collect_schema().names()
-        renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
-        missing = missing_required(renames, file_spec.holds)
-        if missing:
-            raise DeliveryError(
-                rel,
-                "missing_column",
-                f"required column(s) {missing} not found; the file has {columns} "
-                f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
-            )
-        rows = raw.select(pl.len()).collect().item()
-        if rows == 0:
-            raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
-        frame = raw.with_row_index("_row_number", offset=1).with_columns(
-            pl.col("_row_number").cast(pl.Int64),
-            pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
-            pl.lit(rel).alias("_source_file"),
-            pl.lit(delivery_id).alias("_delivery_id"),
-            pl.lit(spec.data_provider_code).alias("data_provider_code"),
-            pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
+    before = previous_rejection(lake, spec, delivery_id)
+    if before is not None:
+        # Rejected once is enough: the bytes are in quarantine with their reason; reading them
+        # again (a bomb, a huge corrupt file) on every run would only repeat the same verdict.
+        return FileOutcome(
+            rel, "known_rejected", table=file_spec.name, delivery_id=delivery_id, reason=before["reason"],
+            detail=f"same bytes as {before['file']!r}, rejected at {before['rejected_at']}",
         )
-        try:
-            lake.append(uri, frame, description=f"Raw `{file_spec.name}` deliveries of {spec.name}, as delivered (strings).")
-        except RuntimeError as exc:
-            # The lake wraps errors met while streaming the file; only reader errors are the delivery's fault.
-            if isinstance(exc.__cause__, pl.exceptions.PolarsError):
-                raise _read_failure(rel, file_spec.format.type, exc.__cause__) from exc
-            raise
+    try:
+        # Compressed deliveries are expanded (within the limits) into this folder and streamed from there.
+        with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
+            raw = read_raw(path, file_spec.format, display_name=rel, limits=spec.delivery.limits, workdir=Path(work))
+            columns = raw.collect_schema().names()
+            renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
+            missing = missing_required(renames, file_spec.holds)
+            if missing:
+                raise DeliveryError(
+                    rel,
+                    "missing_column",
+                    f"required column(s) {missing} not found; the file has {columns} "
+                    f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
+                )
+            rows = raw.select(pl.len()).collect().item()
+            if rows == 0:
+                raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
+            frame = raw.with_row_index("_row_number", offset=1).with_columns(
+                pl.col("_row_number").cast(pl.Int64),
+                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+                pl.lit(rel).alias("_source_file"),
+                pl.lit(delivery_id).alias("_delivery_id"),
+                pl.lit(spec.data_provider_code).alias("data_provider_code"),
+                pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
+            )
+            try:
+                appended = lake.append_once(
+                    uri, frame, once_id=delivery_id,
+                    description=f"Raw `{file_spec.name}` deliveries of {spec.name}, as delivered (strings).",
+                )
+            except RuntimeError as exc:
+                # The lake wraps errors met while streaming the file; only reader errors are the delivery's fault.
+                if isinstance(exc.__cause__, pl.exceptions.PolarsError):
+                    raise _read_failure(rel, file_spec.format.type, exc.__cause__) from exc
+                raise
+            if not appended:  # another run committed the same bytes between our look-up and our commit
+                return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
     except pl.exceptions.PolarsError as exc:
         failure = _read_failure(rel, file_spec.format.type, exc)
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=failure.reason, detail=failure.detail)
@@ -151,6 +200,7 @@ def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:
 
 def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path: Path | None, now: datetime) -> None:
     """Keep the rejected bytes and a machine-readable reason under `<root>/quarantine/<retailer>/`."""
+    outcome.detail = _clip(outcome.detail)
     copy_path = None
     if path is not None:
         # A local folder or an object store alike (the quarantine lives under the data root).
@@ -178,4 +228,10 @@ def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path:
             "rejected_at": pl.Datetime("us", "UTC"),
         },
     )
-    lake.append(lake.quarantine(spec.name, REJECTED_FILES_TABLE), row, description="Delivered files that could not be ingested, with the reason.")
+    uri = lake.quarantine(spec.name, REJECTED_FILES_TABLE)
+    description = "Delivered files that could not be ingested, with the reason."
+    if outcome.delivery_id:
+        # One row per rejected content, even when two runs reject the same bytes at once.
+        lake.append_once(uri, row, once_id=f"rejected.{outcome.delivery_id}", description=description)
+    else:
+        lake.append(uri, row, description=description)

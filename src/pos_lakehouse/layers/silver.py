@@ -398,7 +398,9 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
             source,
             keys=keys,
             restrict=f"t.{date_col} >= '{lo}' AND t.{date_col} <= '{hi}'",
-            bookmarks=result.bronze_versions,
+            # The consumed bronze versions advance only with the derived measures (one commit later):
+            # a crash in between re-reads these rows instead of leaving USD and masked twins empty.
+            bookmarks=marks,
             description=f"{spec.name}: {table.description}",
             column_descriptions={c.name: c.description for c in table.columns},
             update_columns=[c.name for c in table.columns if c.name not in not_carried],
@@ -407,9 +409,8 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
         )
         result.inserted += int(stats.get("num_target_rows_inserted", 0))
         result.updated += int(stats.get("num_target_rows_updated", 0))
-        committed = dict(result.bronze_versions)
         engine.release(frame)
-    if result.bronze_versions != committed and lake.exists(uri):
+    if result.min_date is None and result.bronze_versions != committed and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
     return result
 
@@ -435,7 +436,7 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
             results[name] = refresh_facts(lake, spec, name, now)
             if results[name].min_date is not None:
                 results[name].fx_missing = refresh_derived_measures(
-                    lake, spec, name, results[name].min_date, results[name].max_date, now
+                    lake, spec, name, results[name].min_date, results[name].max_date, now, bookmarks=results[name].bronze_versions
                 )
             results[name].fx_filled = refill_late_fx(lake, spec, name, now)
     for name in spec.derived_tables:
@@ -450,12 +451,15 @@ DERIVED_MEASURE_COLUMNS = [
 ]
 
 
-def refresh_derived_measures(lake: LakeIO, spec: RetailerSpec, table_name: str, first: date, last: date, now: datetime) -> int:
+def refresh_derived_measures(
+    lake: LakeIO, spec: RetailerSpec, table_name: str, first: date, last: date, now: datetime, bookmarks: dict[str, str] | None = None
+) -> int:
     """Recompute FX-converted and antitrust-masked columns for the dates a refresh touched.
 
     Runs after the fact MERGE, on the silver rows themselves, so it is right whichever file kinds
     set which measures. Masks look back over their window, so history is read and the dates up to
     one window after `last` are refreshed too. Returns the number of rows without an FX rate.
+    `bookmarks` (the bronze versions the fact MERGE consumed) are committed with this write.
     """
     table = canonical.TABLES[table_name]
     date_col = table.natural_keys[0]
@@ -480,6 +484,8 @@ def refresh_derived_measures(lake: LakeIO, spec: RetailerSpec, table_name: str, 
         .row(0)
     )
     if n == 0:
+        if bookmarks:
+            lake.commit_bookmarks(uri, bookmarks)
         return 0
     keys = list(table.natural_keys)
     derived = [c for c in DERIVED_MEASURE_COLUMNS if c in touched.collect_schema().names()]
@@ -490,7 +496,7 @@ def refresh_derived_measures(lake: LakeIO, spec: RetailerSpec, table_name: str, 
         keys=keys,
         restrict=f"t.{date_col} >= '{first}' AND t.{date_col} <= '{last + reach}'",
         update_columns=[*derived, "_updated_at"],
-        bookmarks=lake.bookmarks(uri),
+        bookmarks={**lake.bookmarks(uri), **(bookmarks or {})},
     )
     engine.release(touched)
     return int(fx_missing or 0)

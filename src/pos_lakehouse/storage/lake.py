@@ -16,13 +16,15 @@ import dagster as dg
 import narwhals as nw
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
 from pos_lakehouse.storage.layout import MedallionLayout
 
 from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec  # noqa: E402
+# Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
+ONCE_PREFIX = "pos_lakehouse.once."
 _MAX_COMMIT_ATTEMPTS = 8
 
 
@@ -152,6 +154,84 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
             options["description"] = description
             options["name"] = Path(uri).name
         _retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)
+
+    @staticmethod
+    def applied(uri: str, once_id: str, table: DeltaTable | None = None) -> bool:
+        """Whether an `append_once` with this id has been committed to the table."""
+        dt = table if table is not None else Lake.table(uri)
+        return dt is not None and dt.transaction_version(ONCE_PREFIX + once_id) is not None
+
+    def append_once(
+        self,
+        uri: str,
+        data: pl.LazyFrame | pl.DataFrame,
+        *,
+        once_id: str,
+        partition_by: Sequence[str] | None = None,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+    ) -> bool:
+        """Append rows unless a commit with `once_id` is already in the table; True if this call appended.
+
+        Exactly once is enforced by the table, not by the look-up: the commit carries a Delta
+        application transaction (`txn` action) with the id, and the check and the write use the
+        same snapshot. If another writer commits the same id after that snapshot, delta-rs'
+        conflict checker refuses this commit (`ConcurrentTransaction`: the winning commit holds a
+        `txn` with an app id this one writes); the retry then sees the id and appends nothing.
+        Concurrent appends of *different* ids do not conflict (blind appends).
+        """
+        if isinstance(data, pl.DataFrame):
+            data = data.lazy()
+        app_id = ONCE_PREFIX + once_id
+        last: BaseException | None = None
+        for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
+            dt = self.table(uri)
+            if dt is None:
+                # Create the table empty first: a commit that creates a table has no snapshot to be
+                # checked against, and delta-rs lets two racing creators both land their rows
+                # (seen in the fault benchmark). Appends to an existing snapshot are checked.
+                try:
+                    write_deltalake(
+                        uri,
+                        pl.DataFrame(schema=data.collect_schema()).to_arrow(),
+                        mode="error",
+                        partition_by=list(partition_by) if partition_by else None,
+                        name=Path(uri).name,
+                        description=description,
+                        commit_properties=self._commit(None, "create"),
+                    )
+                except Exception as exc:  # another writer created it first: use theirs
+                    if self.table(uri) is None:
+                        last = exc
+                        time.sleep(min(0.05 * 2**attempt, 2.0))
+                        continue
+                continue
+            if dt.transaction_version(app_id) is not None:
+                return False
+            options: dict = {
+                "partition_by": list(partition_by) if partition_by else None,
+                "commit_properties": CommitProperties(
+                    custom_metadata=self._commit(bookmarks, "append").custom_metadata,
+                    app_transactions=[Transaction(app_id=app_id, version=1, last_updated=int(time.time() * 1000))],
+                ),
+                "schema_mode": "merge",
+            }
+            try:
+                # The DeltaTable object (not the URI) pins the write to the snapshot just checked.
+                data.sink_delta(dt, mode="append", delta_write_options=options)
+                return True
+            except pl.exceptions.PolarsError as exc:  # the data, not the table: callers translate it
+                raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
+            except (CommitFailedError, DeltaError) as exc:
+                last = exc
+            except Exception as exc:
+                text = str(exc).lower()
+                # Two first writers racing to create the table: the loser finds version 0 taken.
+                if not any(w in text for w in ("conflict", "already exists", "concurrent", "version")):
+                    raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
+                last = exc
+            time.sleep(min(0.05 * 2**attempt, 2.0))
+        raise RuntimeError(f"Delta write to {uri} failed after {_MAX_COMMIT_ATTEMPTS} attempts: {last}") from last
 
     def merge(self, uri: str, data: pl.DataFrame | pl.LazyFrame | nw.LazyFrame, **options) -> dict:
         """Upsert rows as `MergeSpec(**options)` says; creates the table on first write.

@@ -86,10 +86,15 @@ def scd2_versions(
     dtype = {c: table.column(c).nw_dtype for c in columns}
 
     have = set(observations.collect_schema().names())
-    obs = observations.with_columns(
-        (nw.col(c) if c in have else nw.lit(None)).cast(dtype[c]).alias(c) for c in attr_cols
-    )
+    absent = [c for c in attr_cols if c not in have]
     current = existing.filter(nw.col("is_current")).join(observations.select(natural).unique(), on=natural, how="semi")
+    obs = observations.with_columns(nw.col(c).cast(dtype[c]).alias(c) for c in attr_cols if c in have)
+    if absent:
+        # A delivery without a column says nothing about it (e.g. no extra columns this time):
+        # the stored value stands instead of being reset to null on every row.
+        obs = obs.join(current.select(natural, *absent), on=natural, how="left").with_columns(
+            nw.col(c).cast(dtype[c]).alias(c) for c in absent
+        )
     # Late observations (before the current version started) cannot reopen history.
     obs = (
         obs.join(current.select(natural, nw.col("valid_from").alias("_cur_from")), on=natural, how="left")

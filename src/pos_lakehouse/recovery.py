@@ -1,0 +1,264 @@
+"""Recovery without a person: runs whose worker died, and tables left behind their upstream.
+
+Two things go wrong when a run is killed (kill -9, OOM, a reboot):
+
+- its run record stays STARTED and the concurrency slots it claimed (a gold table's pool)
+  stay taken, so automation waits for it forever and the next writer of that table hangs;
+- whatever it had not finished stays undone: bronze rows silver has not consumed, silver rows
+  gold has not merged. "Eager" automation only reacts to *new* upstream materializations, and
+  the killed run's upstream was already handled.
+
+`fail_dead_runs` settles the first (the daemon's run monitoring does the same for runs it
+launched, see `.dagster_home/dagster.yaml`). `stale_assets` finds the second at the data
+level -- from the bookmarks each table keeps in its Delta commits, not from run history --
+and the `catch_up_sensor` (and the headless driver on start) requests exactly those assets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from dagster._core.storage.dagster_run import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES
+
+from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.storage.lake import Lake
+
+# Runs executed in a driver process (headless `run`/`demo`) carry its identity, so the next
+# driver can tell a run whose process is gone from one another live driver is executing.
+DRIVER_TAG = "pos_lakehouse/driver"
+RETAILERS_DIR = Path(__file__).parent / "defs" / "retailers"
+_GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
+_LAYER = {"bronze": 0, "silver": 1, "gold": 2}
+
+
+# ---- dead runs ------------------------------------------------------------------------------
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against a reused pid), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+        return "?"
+
+
+def driver_identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
+
+
+def _driver_alive(identity: str) -> bool:
+    try:
+        host, pid, started = identity.rsplit(":", 2)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True  # another machine's driver: not ours to judge
+    now = _process_start(int(pid))
+    return now is not None and (started == "?" or now == "?" or now == started)
+
+
+@dataclass
+class Recovered:
+    failed_runs: list[str]
+    freed_slot_runs: list[str]
+
+
+def fail_dead_runs(instance: dg.DagsterInstance) -> Recovered:
+    """Mark runs whose driver process is gone as failed, and free concurrency slots of ended runs.
+
+    Only runs tagged by a driver are judged here; runs the daemon launched are watched by its
+    run monitoring (enabled in the shipped dagster.yaml).
+    """
+    failed = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
+        run = record.dagster_run
+        identity = run.tags.get(DRIVER_TAG)
+        if identity is None or _driver_alive(identity):
+            continue
+        instance.report_run_failed(
+            run, message=f"The driver process that executed this run ({identity}) is gone (killed or crashed); marked failed."
+        )
+        failed.append(run.run_id)
+    freed = []
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = storage.get_concurrency_run_ids()
+        if holders:
+            ended = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(holders), statuses=FINISHED_STATUSES))
+            for record in ended:
+                storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+                freed.append(record.dagster_run.run_id)
+    return Recovered(failed, freed)
+
+
+# ---- stale data -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Stale:
+    key: dg.AssetKey
+    partition: str
+    reason: str
+
+
+def _max_updated_at(lake: Lake, uri: str) -> datetime | None:
+    dt = lake.table(uri)
+    if dt is None or "_updated_at" not in pl.Schema(dt.schema().to_arrow()).names():
+        return None
+    return pl.scan_delta(dt).select(pl.col("_updated_at").max()).collect().item()
+
+
+def _parse(mark: str | None, fmt: str | None = None) -> datetime | None:
+    if not mark:
+        return None
+    try:
+        return datetime.strptime(mark, fmt) if fmt else datetime.fromisoformat(mark)
+    except ValueError:
+        return None
+
+
+def stale_assets(lake: Lake, specs: list[RetailerSpec], gold_tables: set[str] | None = None) -> list[Stale]:
+    """Assets whose upstream table holds data newer than what they last consumed, lowest layer first.
+
+    Silver: a bronze table's version is past the version the silver table bookmarked. Derived
+    silver (week/month): daily silver rows updated after its `day_updated_at` mark. Gold: the
+    retailer's silver rows updated after the gold table's `silver_updated_at.<code>` watermark.
+    """
+    found: list[Stale] = []
+    for spec in specs:
+        code = spec.data_provider_code
+        silver_updated: dict[str, datetime | None] = {}
+        for table in spec.silver_tables:
+            key = dg.AssetKey(["silver", spec.name, table])
+            uri = lake.silver(spec.name, table)
+            marks = lake.bookmarks(uri)
+            if table in spec.derived_tables:
+                day = _max_updated_at(lake, lake.silver(spec.name, "store_day_fact"))
+                mark = _parse(marks.get("day_updated_at"))
+                if day is not None and (mark is None or day > mark):
+                    found.append(Stale(key, code, f"daily silver updated at {day}, consumed up to {mark}"))
+                continue
+            for file_spec in spec.files_holding(table):
+                version = lake.version(lake.bronze(spec.name, file_spec.name))
+                consumed = marks.get(f"bronze.{file_spec.name}")
+                if version is not None and (consumed is None or int(consumed) < version):
+                    found.append(Stale(key, code, f"bronze.{file_spec.name} at version {version}, consumed {consumed}"))
+                    break
+        for table in spec.silver_tables:
+            if gold_tables is not None and table not in gold_tables:
+                continue
+            silver_updated[table] = _max_updated_at(lake, lake.silver(spec.name, table))
+            if silver_updated[table] is None:
+                continue
+            mark = _parse(lake.bookmarks(lake.gold(table)).get(f"silver_updated_at.{code}"), _GOLD_MARK_FORMAT)
+            if mark is None or silver_updated[table] > mark:
+                found.append(Stale(dg.AssetKey(["gold", table]), code, f"silver updated at {silver_updated[table]}, merged up to {mark}"))
+    return sorted(found, key=lambda s: _LAYER.get(s.key.path[0], 3))
+
+
+def _busy_assets(instance: dg.DagsterInstance) -> set[dg.AssetKey]:
+    busy: set[dg.AssetKey] = set()
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
+        busy |= set(record.dagster_run.asset_selection or [])
+    return busy
+
+
+def _blocking_checks_failed(instance: dg.DagsterInstance, graph, key: dg.AssetKey) -> bool:
+    """Whether the latest evaluation of any blocking check of `key` failed (then nothing downstream runs)."""
+    if key not in graph.get_all_asset_keys():
+        return False
+    check_keys = [ck for ck in graph.asset_check_keys if ck.asset_key == key]
+    if not check_keys:
+        return False
+    records = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
+    for ck, record in records.items():
+        data = record.event.dagster_event.event_specific_data if record and record.event and record.event.dagster_event else None
+        if isinstance(data, dg.AssetCheckEvaluation) and not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
+            return True
+    return False
+
+
+def catch_up_requests(
+    lake: Lake, instance: dg.DagsterInstance, defs_graph, specs: list[RetailerSpec]
+) -> tuple[list[tuple[list[dg.AssetKey], str]], list[Stale]]:
+    """What to materialize now so nothing stays behind its upstream: (asset keys, partition) per run.
+
+    Per retailer only the lowest stale layer is requested (the layer above follows it by
+    automation); assets in an in-progress run are left to it; gold waits while the retailer's
+    silver has a failed blocking check, as automation does.
+    """
+    gold = {k.path[1] for k in defs_graph.get_all_asset_keys() if k.path[0] == "gold"}
+    stale = [s for s in stale_assets(lake, specs, gold) if s.key in defs_graph.get_all_asset_keys()]
+    busy = _busy_assets(instance)
+    by_retailer: dict[str, list[Stale]] = {}
+    for s in stale:
+        by_retailer.setdefault(s.partition, []).append(s)
+    requests = []
+    for code, items in by_retailer.items():
+        lowest = min(_LAYER.get(s.key.path[0], 3) for s in items)
+        keys = sorted({s.key for s in items if _LAYER.get(s.key.path[0], 3) == lowest}, key=lambda k: k.to_user_string())
+        if lowest == 2:
+            spec = next(sp for sp in specs if sp.data_provider_code == code)
+            keys = [k for k in keys if not _blocking_checks_failed(instance, defs_graph, dg.AssetKey(["silver", spec.name, k.path[1]]))]
+        keys = [k for k in keys if k not in busy]
+        if keys:
+            requests.append((keys, code))
+    return requests, stale
+
+
+def build_catch_up_sensor() -> dg.Definitions:
+    """The catch-up sensor and the jobs it targets (one per retailer's silver, one for gold: a run's
+    assets must share a partitions definition)."""
+    specs = load_retailer_specs(RETAILERS_DIR)
+    jobs = {
+        spec.data_provider_code: dg.define_asset_job(
+            f"{spec.name}_catch_up",
+            selection=dg.AssetSelection.assets(*[dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables]),
+            description=f"Silver tables of {spec.name} behind their bronze data (requested by catch_up_sensor).",
+        )
+        for spec in specs
+    }
+    gold_job = dg.define_asset_job(
+        "gold_catch_up",
+        selection=dg.AssetSelection.groups("gold"),
+        description="Gold partitions behind their retailer's silver data (requested by catch_up_sensor).",
+    )
+
+    @dg.sensor(
+        name="catch_up_sensor",
+        jobs=[*jobs.values(), gold_job],
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
+        "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
+    )
+    def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+        graph = context.repository_def.asset_graph
+        requests, stale = catch_up_requests(lake, context.instance, graph, specs)
+        if not requests:
+            return dg.SensorResult(skip_reason="every silver and gold table has consumed its upstream")
+        for s in stale:
+            context.log.info(f"{s.key.to_user_string()}[{s.partition}] is behind: {s.reason}")
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    job_name=(gold_job if keys[0].path[0] == "gold" else jobs[code]).name,
+                    asset_selection=keys,
+                    partition_key=code,
+                    tags={"pos_lakehouse/catch_up": "true"},
+                )
+                for keys, code in requests
+            ]
+        )
+
+    return dg.Definitions(sensors=[catch_up_sensor], jobs=[*jobs.values(), gold_job])
