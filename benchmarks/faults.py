@@ -191,12 +191,10 @@ def settled(root: Path, home: Path) -> list[str]:
     import dagster as dg
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-    from pos_lakehouse.recovery import RETAILERS_DIR
+    from pos_lakehouse.definitions import build_definitions
+    from pos_lakehouse.recovery import RETAILERS_DIR, catch_up_requests
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.storage.lake import Lake
-
-    from pos_lakehouse.definitions import build_definitions
-    from pos_lakehouse.recovery import catch_up_requests
 
     os.environ["POS_LAKEHOUSE_DATA"] = str(root)
     graph = build_definitions().resolve_asset_graph()
@@ -262,14 +260,26 @@ def main() -> int:
         deliver(by_day[day], killed_root)
         if day >= args.kills:  # the last deliveries run without a kill
             r = _run_child(killed_root, killed_home)
-            print(f"day {day + 1}: clean driver rc={r.returncode} {r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:]}")
+            print(
+                f"day {day + 1}: clean driver rc={r.returncode} {r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:]}"
+            )
             continue
         layer = rng.choice(LAYERS)
         mode = "partial" if rng.random() < 0.3 else "random"
         call = 1 if layer == "bronze" else rng.randint(1, 2)
         k = _run_child(
-            killed_root, killed_home, "--kill-layer", layer, "--kill-call", str(call), "--kill-mode", mode,
-            "--max-delay", str(args.max_delay), "--seed", str(rng.randrange(1 << 30)),
+            killed_root,
+            killed_home,
+            "--kill-layer",
+            layer,
+            "--kill-call",
+            str(call),
+            "--kill-mode",
+            mode,
+            "--max-delay",
+            str(args.max_delay),
+            "--seed",
+            str(rng.randrange(1 << 30)),
         )
         if k.returncode != -signal.SIGKILL:
             print(f"day {day + 1}: driver was not killed at {layer} write #{call} (rc={k.returncode}); not counted")
@@ -284,7 +294,11 @@ def main() -> int:
         survived += ok
         print(
             f"day {day + 1}: SIGKILL at {layer} write #{call} ({mode}); restart: "
-            + (f"recovered {summary['recovered_runs']} run(s), freed slots of {summary['freed_slots']}, {summary['runs']} run(s)" if summary else "failed")
+            + (
+                f"recovered {summary['recovered_runs']} run(s), freed slots of {summary['freed_slots']}, {summary['runs']} run(s)"
+                if summary
+                else "failed"
+            )
             + ("" if ok else f"; PROBLEMS: {problems}")
         )
     dupes_killed, rows_killed = bronze_duplicates(killed_root)
@@ -297,7 +311,11 @@ def main() -> int:
         print(f"clean run failed: {c.stderr[-1000:]}")
     killed_gold, clean_gold = gold_hashes(killed_root), gold_hashes(clean_root)
     for table in sorted(set(killed_gold) | set(clean_gold)):
-        mark = "=" if killed_gold.get(table) == clean_gold.get(table) else "DIFFERS in " + ", ".join(differing_columns(killed_root, clean_root, table))
+        mark = (
+            "="
+            if killed_gold.get(table) == clean_gold.get(table)
+            else "DIFFERS in " + ", ".join(differing_columns(killed_root, clean_root, table))
+        )
         print(f"  gold.{table}: killed {killed_gold.get(table)} clean {clean_gold.get(table)} {mark}")
 
     # Two ingest drivers at once, each with its own Dagster instance: only the tables can keep them apart.
@@ -309,10 +327,12 @@ def main() -> int:
     outs = [p.communicate(timeout=1800) for p in (a, b)]
     dupes, rows = bronze_duplicates(both_root)
     _, clean_rows = bronze_duplicates(clean_root)
-    for p, (out, err) in zip((a, b), outs):
+    for p, (_out, err) in zip((a, b), outs):
         if p.returncode != 0:
             print(f"ingest driver failed: {err[-500:]}")
-    print(f"  concurrent ingest: {rows} bronze rows (clean run: {clean_rows}); killed run's bronze: {dupes_killed} duplicate(s) of {rows_killed}")
+    print(
+        f"  concurrent ingest: {rows} bronze rows (clean run: {clean_rows}); killed run's bronze: {dupes_killed} duplicate(s) of {rows_killed}"
+    )
 
     print(f"elapsed: {time.perf_counter() - started:.0f}s; work folder {work}")
     print(f"kills survived: {survived}/{kills}")

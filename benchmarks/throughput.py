@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 
 TARGET_RATIO = 3.0
@@ -113,15 +113,15 @@ def run_spark(root: Path) -> dict:
     os.environ["TZ"] = "UTC"
     time.tzset()
     os.environ.setdefault("POS_LAKEHOUSE_SPARK_CODEGEN", "true")  # big batches: generated code pays off
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pos_lakehouse.ingest.landing import LocalLandingZone
     from pos_lakehouse.layers.bronze import ingest_files
     from pos_lakehouse.layers.gold import GOLD_TABLES
-    from pos_lakehouse.retailer import load_retailer_specs
-    from pos_lakehouse.settings import RETAILERS_DIR
     from pos_lakehouse.layers.gold import refresh_gold as spark_refresh_gold
     from pos_lakehouse.layers.silver import refresh_silver as spark_refresh_silver
+    from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.settings import RETAILERS_DIR
     from pos_lakehouse.spark.lake import SparkLake
     from pos_lakehouse.spark.session import local_spark
     from pos_lakehouse.storage.lake import Lake
@@ -136,14 +136,19 @@ def run_spark(root: Path) -> dict:
     startup = time.perf_counter() - started
     lake = SparkLake(spark, str(root))
     t = time.perf_counter()
-    silver = spark_refresh_silver(lake, spec, spec.silver_tables, datetime.now(timezone.utc))
+    silver = spark_refresh_silver(lake, spec, spec.silver_tables, datetime.now(UTC))
     stages = {"silver": time.perf_counter() - t}
     t = time.perf_counter()
     gold_rows = {table: spark_refresh_gold(lake, spec, table).partition_rows for table in GOLD_TABLES if table in spec.silver_tables}
     stages["gold"] = time.perf_counter() - t
     spark.stop()
-    return {"startup": startup, "seconds": sum(stages.values()), "stages": stages,
-            "silver_fact_rows": silver["store_day_fact"].inserted, "gold_rows": gold_rows}
+    return {
+        "startup": startup,
+        "seconds": sum(stages.values()),
+        "stages": stages,
+        "silver_fact_rows": silver["store_day_fact"].inserted,
+        "gold_rows": gold_rows,
+    }
 
 
 def report_spark(work_root: Path, pipeline: dict) -> None:
@@ -155,10 +160,16 @@ def report_spark(work_root: Path, pipeline: dict) -> None:
     result, gb = _child("spark", "--root", str(spark_root))
     polars_work = pipeline["stages"]["silver"] + pipeline["stages"]["gold"]
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result["stages"].items())
-    print(f"spark     (silver + gold):     {result['seconds']:8.1f}s  + start-up {result['startup']:.1f}s  peak RSS {gb:5.2f} GB (Python side; the JVM is its own process)")
-    print(f"  stages: {stages}; silver facts {result['silver_fact_rows']:,}; gold {', '.join(f'{k} {v:,}' for k, v in result['gold_rows'].items())}")
-    print(f"Spark/Polars time ratio (silver + gold): {result['seconds'] / polars_work:.2f} "
-          f"(with start-up: {(result['seconds'] + result['startup']) / polars_work:.2f}); Spark fixed start-up cost: {result['startup']:.1f}s")
+    print(
+        f"spark     (silver + gold):     {result['seconds']:8.1f}s  + start-up {result['startup']:.1f}s  peak RSS {gb:5.2f} GB (Python side; the JVM is its own process)"
+    )
+    print(
+        f"  stages: {stages}; silver facts {result['silver_fact_rows']:,}; gold {', '.join(f'{k} {v:,}' for k, v in result['gold_rows'].items())}"
+    )
+    print(
+        f"Spark/Polars time ratio (silver + gold): {result['seconds'] / polars_work:.2f} "
+        f"(with start-up: {(result['seconds'] + result['startup']) / polars_work:.2f}); Spark fixed start-up cost: {result['startup']:.1f}s"
+    )
 
 
 def _child(phase: str, *args: str) -> tuple[dict, float]:
@@ -179,7 +190,9 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=5_000_000, help="fact rows in the delivery (at least)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files and tables")
-    parser.add_argument("--engine", choices=["polars", "spark"], default="polars", help="spark: also run silver+gold on local Spark (issue 7)")
+    parser.add_argument(
+        "--engine", choices=["polars", "spark"], default="polars", help="spark: also run silver+gold on local Spark (issue 7)"
+    )
     parser.add_argument("--phase", choices=["baseline", "pipeline", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
@@ -202,18 +215,26 @@ def main() -> int:
     t = time.perf_counter()
     rows = generate(root / "landing" / "bigbox_us", args.rows)
     size = sum(p.stat().st_size for p in (root / "landing" / "bigbox_us").iterdir())
-    print(f"delivery: {rows:,} fact rows in {len(list((root / 'landing' / 'bigbox_us').iterdir()))} pipe-delimited files "
-          f"({size / 1024**2:,.0f} MiB), generated in {time.perf_counter() - t:.1f}s")
+    print(
+        f"delivery: {rows:,} fact rows in {len(list((root / 'landing' / 'bigbox_us').iterdir()))} pipe-delimited files "
+        f"({size / 1024**2:,.0f} MiB), generated in {time.perf_counter() - t:.1f}s"
+    )
 
     baseline, baseline_gb = _child("baseline", "--root", str(root))
     pipeline, pipeline_gb = _child("pipeline", "--root", str(root))
     ratio = pipeline["seconds"] / baseline["seconds"]
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in pipeline["stages"].items())
-    print(f"baseline  (scan_csv -> Delta): {baseline['seconds']:8.1f}s  {rows / baseline['seconds']:>12,.0f} rows/s  peak RSS {baseline_gb:5.2f} GB")
-    print(f"pipeline  (landing -> gold):   {pipeline['seconds']:8.1f}s  {rows / pipeline['seconds']:>12,.0f} rows/s  peak RSS {pipeline_gb:5.2f} GB")
+    print(
+        f"baseline  (scan_csv -> Delta): {baseline['seconds']:8.1f}s  {rows / baseline['seconds']:>12,.0f} rows/s  peak RSS {baseline_gb:5.2f} GB"
+    )
+    print(
+        f"pipeline  (landing -> gold):   {pipeline['seconds']:8.1f}s  {rows / pipeline['seconds']:>12,.0f} rows/s  peak RSS {pipeline_gb:5.2f} GB"
+    )
     print(f"  stages: {stages}")
-    print(f"  bronze rows {pipeline['bronze_rows']:,}; silver facts {pipeline['silver_fact_rows']:,}; quarantined {pipeline['quarantined']:,}; "
-          f"gold {', '.join(f'{k} {v:,}' for k, v in pipeline['gold_rows'].items())}")
+    print(
+        f"  bronze rows {pipeline['bronze_rows']:,}; silver facts {pipeline['silver_fact_rows']:,}; quarantined {pipeline['quarantined']:,}; "
+        f"gold {', '.join(f'{k} {v:,}' for k, v in pipeline['gold_rows'].items())}"
+    )
     ok_ratio, ok_mem = ratio <= TARGET_RATIO, pipeline_gb <= TARGET_PEAK_GB
     print(f"ratio pipeline/baseline: {ratio:.2f} (target <= {TARGET_RATIO:g}: {'met' if ok_ratio else 'MISSED'})")
     print(f"peak memory: {pipeline_gb:.2f} GB (target <= {TARGET_PEAK_GB:g} GB at 5M rows: {'met' if ok_mem else 'MISSED'})")

@@ -117,8 +117,11 @@ def azurite_binary() -> str | None:
     import shutil
     from pathlib import Path
 
-    candidates = [os.environ.get("AZURITE_BLOB"), shutil.which("azurite-blob"),
-                  str(Path.home() / ".cache" / "pos_lakehouse" / "azurite" / "node_modules" / ".bin" / "azurite-blob")]
+    candidates = [
+        os.environ.get("AZURITE_BLOB"),
+        shutil.which("azurite-blob"),
+        str(Path.home() / ".cache" / "pos_lakehouse" / "azurite" / "node_modules" / ".bin" / "azurite-blob"),
+    ]
     return next((c for c in candidates if c and Path(c).exists()), None)
 
 
@@ -177,9 +180,20 @@ def azure_server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(tmp_path_factory.mktemp("azurite")),
-         "--silent", "--skipApiVersionCheck"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(tmp_path_factory.mktemp("azurite")),
+            "--silent",
+            "--skipApiVersionCheck",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(300):

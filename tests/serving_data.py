@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import polars as pl
@@ -32,7 +32,7 @@ def fact_rows(
     updated_at: datetime | None = None,
 ) -> list[dict]:
     rid = code.removeprefix("cds_")
-    ts = updated_at or datetime.now(timezone.utc)
+    ts = updated_at or datetime.now(UTC)
     rows = []
     for d in days:
         for s in range(sites):
@@ -60,7 +60,7 @@ def fact_rows(
 
 def prod_rows(code: str, key: int, n: int = 3) -> list[dict]:
     rid = code.removeprefix("cds_")
-    ts = datetime.now(timezone.utc)
+    ts = datetime.now(UTC)
     return [
         {
             "prod_id": f"{rid}_P{p}",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import spec_named
 
 from pos_lakehouse.demo.file_retailers import write_kaufhalle_de, write_polder_nl, write_prairie_ca, write_sakura_jp
 from pos_lakehouse.demo.generator import read_expected
@@ -29,8 +30,6 @@ from pos_lakehouse.layers.gold import refresh_gold
 from pos_lakehouse.layers.silver import refresh_silver
 from pos_lakehouse.quality.reconcile import gold_totals, reconcile
 from pos_lakehouse.retailer import FileFormat
-
-from conftest import spec_named
 
 SALES_HEADER = "Datum;Filiale;Artikel;Menge;Umsatz;Retouren"
 
@@ -108,15 +107,39 @@ def _drop_column(data: bytes) -> bytes:
 
 FILE_CASES = {
     # case: (retailer, landing file name, bytes from a good file, reason, words the detail must contain)
-    "corrupt_gzip": ("prairie_ca", "prairie_ca_sales_week_2026-12-06.csv.gz", lambda good: b"this was never gzip" + good[:40], "corrupt", ["decompress"]),
+    "corrupt_gzip": (
+        "prairie_ca",
+        "prairie_ca_sales_week_2026-12-06.csv.gz",
+        lambda good: b"this was never gzip" + good[:40],
+        "corrupt",
+        ["decompress"],
+    ),
     "corrupt_excel": ("polder_nl", "polder_nl_week_2026-12-06.xlsx", lambda good: b"PK\x03\x04 not a workbook" * 20, "corrupt", ["excel"]),
     "truncated_csv": ("kaufhalle_de", "kaufhalle_umsatz_20261201_20261207.csv", _truncate_mid_row, "truncated", ["cut off"]),
-    "truncated_gzip": ("prairie_ca", "prairie_ca_sales_week_2026-12-13.csv.gz", lambda good: good[: len(good) // 2], "truncated", ["ends early"]),
+    "truncated_gzip": (
+        "prairie_ca",
+        "prairie_ca_sales_week_2026-12-13.csv.gz",
+        lambda good: good[: len(good) // 2],
+        "truncated",
+        ["ends early"],
+    ),
     "truncated_excel": ("polder_nl", "polder_nl_week_2026-12-13.xlsx", lambda good: good[: len(good) // 2], "corrupt", []),
     "empty_file": ("kaufhalle_de", "kaufhalle_umsatz_20261208_20261214.csv", lambda good: b"", "empty_file", ["zero bytes"]),
     "blank_file": ("kaufhalle_de", "kaufhalle_umsatz_20261215_20261221.csv", lambda good: b"\r\n\r\n", "empty_file", []),
-    "header_only": ("kaufhalle_de", "kaufhalle_umsatz_20261222_20261228.csv", lambda good: (SALES_HEADER + "\r\n").encode(), "header_only", []),
-    "wrong_separator": ("kaufhalle_de", "kaufhalle_umsatz_20261229_20270104.csv", _wrong_separator, "missing_column", ["separator", "Datum,Filiale"]),
+    "header_only": (
+        "kaufhalle_de",
+        "kaufhalle_umsatz_20261222_20261228.csv",
+        lambda good: (SALES_HEADER + "\r\n").encode(),
+        "header_only",
+        [],
+    ),
+    "wrong_separator": (
+        "kaufhalle_de",
+        "kaufhalle_umsatz_20261229_20270104.csv",
+        _wrong_separator,
+        "missing_column",
+        ["separator", "Datum,Filiale"],
+    ),
     "missing_required_column": ("kaufhalle_de", "kaufhalle_umsatz_20270105_20270111.csv", _drop_column, "missing_column", ["site_id"]),
     "non_utf8_in_utf8_file": ("sakura_jp", "sakura_jp_sales_20261201.csv", _with_bad_byte, "bad_encoding", ["0xff", "line 3"]),
 }
@@ -151,7 +174,7 @@ def test_file_level_rejection(case, data_root, lake):
 
 def test_compressed_and_json_formats_read(tmp_path):
     """`.zip` with one member and `.jsonl.gz` read like their plain twins; a zip with two members is rejected."""
-    csv_bytes = "a;b\n1;x\n2;y\n".encode()
+    csv_bytes = b"a;b\n1;x\n2;y\n"
     one = tmp_path / "one.csv.zip"
     with zipfile.ZipFile(one, "w") as zf:
         zf.writestr("inner.csv", csv_bytes)
@@ -169,7 +192,7 @@ def test_compressed_and_json_formats_read(tmp_path):
     assert read_raw(jl, FileFormat(type="jsonl")).collect().rows() == [("1", "x"), ("2", None)]
     # Header row absent, banner lines skipped, quoted separators kept inside their field.
     raw = tmp_path / "noheader.csv"
-    raw.write_bytes(b"EXPORT 2026-09-01\n1;\"x;y\"\n")
+    raw.write_bytes(b'EXPORT 2026-09-01\n1;"x;y"\n')
     frame = read_raw(raw, FileFormat(type="csv", separator=";", has_header=False, skip_rows=1)).collect()
     assert frame.rows() == [("1", "x;y")]
     bom = tmp_path / "bom.csv"
@@ -255,7 +278,9 @@ def test_unparseable_dates_and_numbers_quarantine_rows_and_good_rows_load(data_r
     exp = read_expected(data_root / "expected")
     assert _gold(lake, "cds_1002").height == exp["rows"].sum() - 3
     untouched = exp.filter(~pl.col("date").dt.strftime("%d.%m.%Y").is_in(sorted(dates_hit)))
-    assert reconcile(untouched, gold_totals(lake, [spec_named("kaufhalle_de")]).join(untouched.select("date"), on="date", how="semi")).is_empty()
+    assert reconcile(
+        untouched, gold_totals(lake, [spec_named("kaufhalle_de")]).join(untouched.select("date"), on="date", how="semi")
+    ).is_empty()
 
 
 def test_duplicate_rows_inside_a_file(data_root, lake):
@@ -276,7 +301,9 @@ def test_duplicate_rows_inside_a_file(data_root, lake):
     assert facts.select("date", "site_id", "prod_id").is_unique().all()
     # The file's last word counts; the earlier copies are quarantined with the reason, not dropped silently.
     d, site, prod = conflicting[0], conflicting[1], conflicting[2]
-    row = facts.filter((pl.col("site_id") == f"1002_{site}") & (pl.col("prod_id") == f"1002_{prod}") & (pl.col("date").dt.strftime("%d.%m.%Y") == d))
+    row = facts.filter(
+        (pl.col("site_id") == f"1002_{site}") & (pl.col("prod_id") == f"1002_{prod}") & (pl.col("date").dt.strftime("%d.%m.%Y") == d)
+    )
     assert int(row["pos_sales_units"][0]) == old_units + 100
     rejected = lake.scan(lake.quarantine("kaufhalle_de", "rejected_rows")).collect().sort("_row_number")
     assert rejected["_row_number"].to_list() == [3, 4]
@@ -357,7 +384,9 @@ def test_restating_sales_keeps_inventory_delivered_apart(data_root, lake):
     k = ("date", "site_id", "prod_id")
     # A removed sale on a row that also has stock: the stock stays, the sale is cleared.
     row = after.join(with_both.head(1).select(k), on=list(k))
-    assert row.height == 1 and row["pos_sales_units"][0] is None and row["inventory_qty_on_hand"][0] == with_both["inventory_qty_on_hand"][0]
+    assert (
+        row.height == 1 and row["pos_sales_units"][0] is None and row["inventory_qty_on_hand"][0] == with_both["inventory_qty_on_hand"][0]
+    )
     # A removed sale on a sales-only row: the row is gone.
     assert after.join(sales_only.head(1).select(k), on=list(k)).is_empty()
     inventory = pl.read_ndjson(inventory_file)
@@ -382,7 +411,9 @@ def test_file_name_escaping_its_folder_is_rejected(data_root, lake, defs, instan
     job = defs.resolve_job_def("prairie_ca_ingest")
     config = {"files": ["../marche_fr/prairie_ca_sales_week_secret.csv.gz", "prairie_ca_sales_week_link.csv.gz"]}
     result = job.execute_in_process(
-        instance=instance, partition_key="cds_1007", raise_on_error=False,
+        instance=instance,
+        partition_key="cds_1007",
+        raise_on_error=False,
         run_config={"ops": {"prairie_ca_bronze": {"config": config}}},
     )
 

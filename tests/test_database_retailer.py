@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import sqlalchemy as sa
+from conftest import spec_named
 
 from pos_lakehouse.demo.generator import read_expected
 from pos_lakehouse.demo.retailer_db import RetailerDatabase, sqlite_url, write_highstreet_uk
@@ -24,8 +25,6 @@ from pos_lakehouse.layers.silver import refresh_silver
 from pos_lakehouse.quality.reconcile import gold_totals, reconcile
 from pos_lakehouse.retailer import DatabaseSpec
 
-from conftest import spec_named
-
 SMALL = {"n_products": 20, "n_stores": 4, "density": 0.35}
 
 
@@ -34,7 +33,9 @@ def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0
+    )
     return candidates[-1] if candidates else None
 
 
@@ -63,12 +64,28 @@ def postgres_url():
     if as_user:
         os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, -1)
     subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--pwfile", str(pwfile), "--auth-host=scram-sha-256",
-         "--auth-local=scram-sha-256", "-E", "UTF8", "--no-sync"],
-        check=True, capture_output=True,
+        [
+            *as_user,
+            initdb,
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--pwfile",
+            str(pwfile),
+            "--auth-host=scram-sha-256",
+            "--auth-local=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
     )
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off"
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"], check=True, capture_output=True
+    )
     try:
         admin = sa.create_engine(f"postgresql+psycopg://postgres:{admin_password}@127.0.0.1:{port}/postgres", isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
@@ -145,7 +162,9 @@ def end_to_end(data_root, lake, headless, db: RetailerDatabase, *, late_update_t
     silver = lake.scan(lake.silver("highstreet_uk", "store_day_fact")).collect()
     assert silver.height == source_rows(db, "daily_sales")
     fixed = silver.filter(
-        (pl.col("date") == sale["trade_date"]) & (pl.col("site_id") == f"1005_{sale['store_no']}") & (pl.col("prod_id") == f"1005_{sale['product_code']}")
+        (pl.col("date") == sale["trade_date"])
+        & (pl.col("site_id") == f"1005_{sale['store_no']}")
+        & (pl.col("prod_id") == f"1005_{sale['product_code']}")
     )
     assert fixed.height == 1 and fixed["pos_sales_units"].item() == 777
     if late_update_through_automation:
@@ -214,7 +233,9 @@ def test_postgresql_end_to_end_with_a_late_update(data_root, lake, headless, fre
     # The password never reaches run metadata or logs.
     for record in headless.runs:
         logs = headless.instance.all_logs(record.run_id) if record.run_id else []
-        assert not any("hs-Secret-42" in (e.message or "") or "hs-Secret-42" in str(getattr(e.dagster_event, "event_specific_data", "")) for e in logs)
+        assert not any(
+            "hs-Secret-42" in (e.message or "") or "hs-Secret-42" in str(getattr(e.dagster_event, "event_specific_data", "")) for e in logs
+        )
 
 
 def test_postgresql_wrong_password_fails_clearly(data_root, lake, fresh_postgres, monkeypatch):

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
-
 from conftest import PROJECT_ROOT, RETAILERS_DIR
 
 

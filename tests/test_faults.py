@@ -16,13 +16,13 @@ import subprocess
 import sys
 import textwrap
 import time
-import zlib
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import PROJECT_ROOT, spec_named
 
 from pos_lakehouse.ingest.landing import LocalLandingZone
 from pos_lakehouse.ingest.readers import DeliveryError, read_raw
@@ -30,8 +30,6 @@ from pos_lakehouse.layers import bronze as bronze_layer
 from pos_lakehouse.layers.bronze import REJECTED_FILES_TABLE, ingest_files
 from pos_lakehouse.retailer import FileFormat, ReadLimits, RetailerSpec
 from pos_lakehouse.storage.lake import Lake
-
-from conftest import PROJECT_ROOT, spec_named
 
 FAULTS = PROJECT_ROOT / "benchmarks" / "faults.py"
 
@@ -73,16 +71,20 @@ def _dupes(frame: pl.DataFrame) -> int:
 def _driver(root: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(FAULTS), "child", "--root", str(root), "--home", str(home), *extra],
-        capture_output=True, text=True, timeout=1200, cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        cwd=PROJECT_ROOT,
     )
 
 
 @pytest.mark.slow
 def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, tmp_path):
+    from conftest import RETAILERS_DIR
+
     from pos_lakehouse.demo.generator import write_marche_fr
     from pos_lakehouse.recovery import stale_assets
     from pos_lakehouse.retailer import load_retailer_specs
-    from conftest import RETAILERS_DIR
 
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -142,10 +144,16 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
         sensor = defs.resolve_sensor_def("catch_up_sensor")
         result = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
         assert isinstance(result, dg.SensorResult) and not result.run_requests
-    silver = lake.scan(lake.silver("marche_fr", "store_day_fact")).group_by("date").agg(pl.col("pos_sales_units").sum()).sort("date").collect()
+    silver = (
+        lake.scan(lake.silver("marche_fr", "store_day_fact")).group_by("date").agg(pl.col("pos_sales_units").sum()).sort("date").collect()
+    )
     gold = (
-        lake.scan(lake.gold("store_day_fact")).filter(pl.col("data_provider_code") == "cds_1001")
-        .group_by("date").agg(pl.col("pos_sales_units").sum()).sort("date").collect()
+        lake.scan(lake.gold("store_day_fact"))
+        .filter(pl.col("data_provider_code") == "cds_1001")
+        .group_by("date")
+        .agg(pl.col("pos_sales_units").sum())
+        .sort("date")
+        .collect()
     )
     assert silver.height == 3 and gold.equals(silver)
     # Nothing is read from the orphaned data file: gold holds each silver row once.
@@ -204,13 +212,21 @@ def test_two_ingests_at_once_append_each_file_once(data_root, lake, tmp_path):
     from pos_lakehouse.demo.generator import write_marche_fr
 
     files = write_marche_fr(
-        data_root / "landing" / "marche_fr", tmp_path / "expected", days=12, start=date.today() - timedelta(days=13), n_products=15, n_stores=2
+        data_root / "landing" / "marche_fr",
+        tmp_path / "expected",
+        days=12,
+        start=date.today() - timedelta(days=13),
+        n_products=15,
+        n_stores=2,
     )
     go = tmp_path / "go"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _INGEST, str(data_root), str(go), str(PROJECT_ROOT / "tests")],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=PROJECT_ROOT,
         )
         for _ in range(2)
     ]
@@ -248,7 +264,9 @@ def test_two_first_writers_racing_to_create_a_table_append_once(tmp_path):
     """Both processes find no table and write the same delivery into it at the same moment."""
     go, tables = tmp_path / "go", 6
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RACE, str(tmp_path), str(go), str(tables)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _RACE, str(tmp_path), str(go), str(tables)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         for _ in range(2)
     ]
     time.sleep(3)  # both interpreters are up and waiting
@@ -272,13 +290,17 @@ def test_a_commit_from_a_stale_snapshot_is_refused_by_the_table(tmp_path, monkey
     stale = DeltaTable(uri)  # what this process looked at: d1 not there
     other = subprocess.run(
         [
-            sys.executable, "-c",
+            sys.executable,
+            "-c",
             "import sys, polars as pl; from pos_lakehouse.storage.lake import Lake; "
             "print(Lake(root=sys.argv[1]).append_once(sys.argv[2], pl.DataFrame({'a': ['1', '2'], '_delivery_id': ['d1', 'd1'], "
             "'_row_number': [1, 2]}), once_id='d1'))",
-            str(tmp_path), uri,
+            str(tmp_path),
+            uri,
         ],
-        capture_output=True, text=True, cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
     )
     assert other.stdout.strip() == "True", other.stderr
     snapshots = iter([stale])
@@ -336,7 +358,10 @@ def test_gzip_bomb_is_rejected_in_bounded_memory(tmp_path):
     assert bomb.stat().st_size < 2 << 20
     run = subprocess.run(
         [sys.executable, "-c", _BOMB, str(tmp_path), bomb.name, str(PROJECT_ROOT / "tests")],
-        capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=PROJECT_ROOT,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -408,15 +433,20 @@ def test_a_rejected_file_is_not_read_again_even_under_a_new_name(tmp_path, monke
 
 # ---- a delivery without the extra column ------------------------------------------------------------
 def test_a_delivery_without_extra_columns_keeps_stored_extra_attributes():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from pos_lakehouse.transform import canonical
     from pos_lakehouse.transform.scd2 import scd2_versions
 
-    table, now = canonical.PROD_DIM, datetime.now(timezone.utc)
+    table, now = canonical.PROD_DIM, datetime.now(UTC)
     day = _past_month_start()
     with_extra = pl.DataFrame(
-        {"prod_id": ["1001_P", "1001_Q"], "_observed_on": [day, day], "prod_name": ["Soap", "Tea"], "extra_attributes": ['{"Farbe":"rot"}', None]}
+        {
+            "prod_id": ["1001_P", "1001_Q"],
+            "_observed_on": [day, day],
+            "prod_name": ["Soap", "Tea"],
+            "extra_attributes": ['{"Farbe":"rot"}', None],
+        }
     )
     stored = scd2_versions(with_extra, canonical.empty_frame(table), table, ["prod_name"], 1001, "prod_key", now)
     assert stored.filter(pl.col("prod_id") == "1001_P")["extra_attributes"].item() == '{"Farbe":"rot"}'

@@ -11,6 +11,7 @@ import gzip
 import json
 
 import polars as pl
+from conftest import spec_named
 
 from pos_lakehouse.demo.file_retailers import (
     write_bigbox_us,
@@ -21,8 +22,6 @@ from pos_lakehouse.demo.file_retailers import (
 )
 from pos_lakehouse.demo.generator import read_expected
 from pos_lakehouse.quality.reconcile import gold_totals, reconcile
-
-from conftest import spec_named
 
 # bigbox_us runs on Spark: its silver and gold are covered by tests/test_spark_parity.py (same
 # contract, real Spark); here its file shape is checked at bronze, which is the same for both engines.
@@ -78,15 +77,15 @@ def test_every_file_retailer_lands_in_gold_and_reconciles(data_root, lake, headl
 
     # prairie_ca: each weekly file holds Monday to Sunday of its week.
     pc = _gold(lake, "store_day_fact", "cds_1007")
-    per_file = pc.group_by("_source_file").agg(pl.col("date").min().alias("lo"), pl.col("date").max().alias("hi"), pl.col("date").n_unique().alias("n"))
+    per_file = pc.group_by("_source_file").agg(
+        pl.col("date").min().alias("lo"), pl.col("date").max().alias("hi"), pl.col("date").n_unique().alias("n")
+    )
     assert per_file["n"].to_list() == [7, 7]
     assert set(per_file["lo"].dt.weekday()) == {1} and set(per_file["hi"].dt.weekday()) == {7}
 
     # sakura_jp: sales and inventory arrive apart and fill the same rows; neither nulls the other.
     sk = _gold(lake, "store_day_fact", "cds_1008")
-    inventory = pl.concat(
-        [pl.read_ndjson(f) for f in files["sakura_jp"] if f.name.startswith("sakura_jp_inventory_")]
-    )
+    inventory = pl.concat([pl.read_ndjson(f) for f in files["sakura_jp"] if f.name.startswith("sakura_jp_inventory_")])
     assert sk["inventory_qty_on_hand"].cast(pl.Int64).sum() == inventory["on_hand"].sum()
     assert sk["inventory_qty_on_order"].cast(pl.Int64).sum() == inventory["on_order"].sum()
     both = sk.filter(pl.col("pos_sales_units").is_not_null() & pl.col("inventory_qty_on_hand").is_not_null())
@@ -99,7 +98,8 @@ def test_bigbox_us_one_file_per_store_with_many_dates_reaches_bronze(data_root, 
     files = write_bigbox_us(data_root / "landing" / "bigbox_us", data_root / "expected", days=10, n_products=40, n_stores=4)
     job = defs.resolve_job_def("bigbox_us_ingest")
     result = job.execute_in_process(
-        instance=instance, partition_key="cds_1003",
+        instance=instance,
+        partition_key="cds_1003",
         run_config={"ops": {"bigbox_us_bronze": {"config": {"files": [f.name for f in files]}}}},
     )
     assert result.success

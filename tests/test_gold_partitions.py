@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import RETAILERS_DIR
+from serving_data import fact_rows, frame, retailer, write_silver
 
-from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.components.gold_tables import GoldTables
+from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.layers.gold import PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import load_retailer_specs
 from pos_lakehouse.serving.policy import PolicyWarning, load_policy
-
-from conftest import RETAILERS_DIR
-from serving_data import fact_rows, frame, retailer, write_silver
 
 MARCHE = retailer(1001, "marche_fr", 110011)
 KAUF = retailer(1002, "kaufhalle_de", 110012)
@@ -59,9 +58,10 @@ def test_merge_touches_only_its_partition(lake):
     version = lake.version(lake.gold("store_day_fact"))
 
     # marche_fr restates a day and delivers a new one.
-    later = datetime.now(timezone.utc) + timedelta(seconds=1)
-    write_silver(lake, MARCHE, "store_day_fact",
-                 fact_rows("cds_1001", 110011, [DAYS[1], DAYS[-1] + timedelta(days=1)], units=99, updated_at=later))
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    write_silver(
+        lake, MARCHE, "store_day_fact", fact_rows("cds_1001", 110011, [DAYS[1], DAYS[-1] + timedelta(days=1)], units=99, updated_at=later)
+    )
     result = refresh_gold(lake, MARCHE, "store_day_fact")
     assert result.merged_rows == 12 and lake.version(lake.gold("store_day_fact")) > version
 
@@ -74,13 +74,17 @@ def test_merge_touches_only_its_partition(lake):
 
 
 def test_concurrent_gold_refreshes_of_two_retailers_both_land(lake):
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     for rnd in range(4):  # round 0 creates the table from both writers at once
         stamp = start + timedelta(seconds=rnd)
         for spec, base in ((MARCHE, 10), (KAUF, 20)):
             days = [DAYS[0] + timedelta(days=rnd * 2 + d) for d in range(2)]
-            write_silver(lake, spec, "store_day_fact",
-                         fact_rows(spec.data_provider_code, spec.secure_group_key, days, units=base + rnd, updated_at=stamp))
+            write_silver(
+                lake,
+                spec,
+                "store_day_fact",
+                fact_rows(spec.data_provider_code, spec.secure_group_key, days, units=base + rnd, updated_at=stamp),
+            )
         barrier = threading.Barrier(2)
 
         def refresh(spec):
@@ -109,10 +113,11 @@ def test_concurrent_refreshes_keep_both_watermarks(lake):
             list(pool.map(refresh, (MARCHE, KAUF)))
         # Nothing changed in silver since: neither retailer has anything left to merge.
         assert [refresh_gold(lake, s, "store_day_fact").merged_rows for s in (MARCHE, KAUF)] == [0, 0]
-        later = datetime.now(timezone.utc)
+        later = datetime.now(UTC)
         for spec in (MARCHE, KAUF):
-            write_silver(lake, spec, "store_day_fact",
-                         fact_rows(spec.data_provider_code, spec.secure_group_key, DAYS[:1], units=5, updated_at=later))
+            write_silver(
+                lake, spec, "store_day_fact", fact_rows(spec.data_provider_code, spec.secure_group_key, DAYS[:1], units=5, updated_at=later)
+            )
 
 
 def _gold_asset(specs, table="store_day_fact"):
@@ -161,7 +166,9 @@ def test_secure_group_key_check_flags_a_retailer_missing_from_the_policy(lake):
     newcomer = retailer(1099, "newcomer_xx", 110099)
     write_silver(lake, newcomer, "store_day_fact", fact_rows("cds_1099", 110099, DAYS[:1]))
     refresh_gold(lake, newcomer, "store_day_fact")
-    results = {r.check_name: r for r in run_gold_checks(lake, newcomer, "store_day_fact", load_policy(), dg.AssetKey(["gold", "store_day_fact"]))}
+    results = {
+        r.check_name: r for r in run_gold_checks(lake, newcomer, "store_day_fact", load_policy(), dg.AssetKey(["gold", "store_day_fact"]))
+    }
     assert results["rows_match_silver"].passed and results["unique_keys"].passed
     assert not results["secure_group_keys_known"].passed
     assert "not among the retailers the access policy was built from" in results["secure_group_keys_known"].description

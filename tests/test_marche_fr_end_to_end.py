@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import polars as pl
+from conftest import spec_named
 
 from pos_lakehouse.demo.generator import read_expected, write_marche_fr
 from pos_lakehouse.quality.reconcile import gold_totals, reconcile
-
-from conftest import spec_named
 
 
 def test_landing_to_gold_reconciles_exactly(data_root, lake, headless):

@@ -17,10 +17,10 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
+from conftest import PROJECT_ROOT, RETAILERS_DIR, spec_named
 from jsonschema import Draft202012Validator
 from test_serving import three_retailers  # noqa: F401 - fixture: gold rows of three retailers
 
-from conftest import PROJECT_ROOT, RETAILERS_DIR, spec_named
 from pos_lakehouse.cli import main, render_frame
 from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
 from pos_lakehouse.components.retailer_scaffold import TEMPLATE
@@ -48,9 +48,7 @@ def test_unknown_retailer_is_named_with_the_known_ones(command, data_root, capsy
     assert not (data_root / "landing" / "_corporate").exists() and not (data_root / "expected").exists()  # nothing generated
 
 
-@pytest.mark.parametrize(
-    "argv", [["query", "--as", "claire", "select 1"], ["reconcile"], ["run"], ["catalog"]], ids=lambda a: a[0]
-)
+@pytest.mark.parametrize("argv", [["query", "--as", "claire", "select 1"], ["reconcile"], ["run"], ["catalog"]], ids=lambda a: a[0])
 def test_missing_data_root_is_an_error_and_creates_nothing(argv, tmp_path, monkeypatch, capsys):
     missing = tmp_path / "nowhere"
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(missing))
@@ -194,8 +192,14 @@ def test_scaffolded_yaml_passes_dg_check_defs(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DAGSTER_DISABLE_TELEMETRY": "1"}
     dg_exe = str(Path(sys.executable).parent / "dg")
     try:
-        done = subprocess.run([dg_exe, "scaffold", "defs", "pos_lakehouse.components.RetailerPipeline", f"retailers/{name}"],
-                              cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [dg_exe, "scaffold", "defs", "pos_lakehouse.components.RetailerPipeline", f"retailers/{name}"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr
         assert f"name: {name}" in (folder / "defs.yaml").read_text()
         check = subprocess.run([dg_exe, "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
@@ -283,13 +287,27 @@ def _marche_delivery(folder: Path, day: date, stores: int = 2, products: int = 3
     """One day of marche_fr's Parquet export, built here (not by the demo generator); returns the units sold."""
     rows = [
         {
-            "date_vente": day.isoformat(), "code_magasin": f"M{s:03d}", "nom_magasin": f"Magasin {s}",
-            "gln_magasin": None, "ville": "Lyon", "region": "ARA", "format_magasin": "super",
-            "code_article": f"A{p:05d}", "ean": None, "libelle_article": f"Article {p}", "marque": "Maison",
-            "categorie": "Epicerie", "qte_vendue": float(s + p + 1), "ca_ttc_eur": float(2 * (s + p + 1)),
-            "qte_retournee": 0.0, "montant_retour_eur": 0.0, "stock_fin_journee": 10.0, "qte_en_commande": 0.0,
+            "date_vente": day.isoformat(),
+            "code_magasin": f"M{s:03d}",
+            "nom_magasin": f"Magasin {s}",
+            "gln_magasin": None,
+            "ville": "Lyon",
+            "region": "ARA",
+            "format_magasin": "super",
+            "code_article": f"A{p:05d}",
+            "ean": None,
+            "libelle_article": f"Article {p}",
+            "marque": "Maison",
+            "categorie": "Epicerie",
+            "qte_vendue": float(s + p + 1),
+            "ca_ttc_eur": float(2 * (s + p + 1)),
+            "qte_retournee": 0.0,
+            "montant_retour_eur": 0.0,
+            "stock_fin_journee": 10.0,
+            "qte_en_commande": 0.0,
         }
-        for s in range(stores) for p in range(products)
+        for s in range(stores)
+        for p in range(products)
     ]
     folder.mkdir(parents=True, exist_ok=True)
     pl.DataFrame(rows).write_parquet(folder / f"marche_fr_pos_{day:%Y%m%d}.parquet")
@@ -318,7 +336,9 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
         automated = [r for r in runs if r.tags.get("dagster/auto_materialize") == "true"]
         assert len(by_sensor) == 1 and by_sensor[0].tags.get("dagster/run_key")
         assert automated and all(r.tags.get("dagster/sensor_name") == "carry_forward_automation" for r in automated)
-        assert all(r.tags.get("dagster/from_automation_condition") == "true" and r.tags.get("dagster/asset_evaluation_id") for r in automated)
+        assert all(
+            r.tags.get("dagster/from_automation_condition") == "true" and r.tags.get("dagster/asset_evaluation_id") for r in automated
+        )
         assert {r.run_id for r in runs} == {r.run_id for r in by_sensor + automated}  # nothing "manually launched"
 
     # Nothing new in landing: a second `run` has nothing to do and succeeds.
@@ -350,6 +370,8 @@ def test_jvm_output_goes_to_the_spark_log_and_ivy_failures_are_named(tmp_path):
     text = log.read_text()
     assert "ivy report on stdout" in text and "log4j on stderr" in text
     assert _ivy_failure(str(log)) is None
-    log.write_text(text + "Exception in thread \"main\" java.lang.RuntimeException: [unresolved dependency: "
-                   "org.apache.parquet#parquet-hadoop;1.16.0: not found]\n")
+    log.write_text(
+        text + 'Exception in thread "main" java.lang.RuntimeException: [unresolved dependency: '
+        "org.apache.parquet#parquet-hadoop;1.16.0: not found]\n"
+    )
     assert "unresolved dependency: org.apache.parquet#parquet-hadoop;1.16.0" in _ivy_failure(str(log))

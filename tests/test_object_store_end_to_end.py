@@ -14,14 +14,13 @@ import dagster as dg
 import obstore
 import polars as pl
 import pytest
+from conftest import spec_named
+from object_store_server import azure_env, azure_server, s3_env, s3_server, store_root  # noqa: F401 - fixtures
 
 from pos_lakehouse.demo.generator import read_expected, write_marche_fr
 from pos_lakehouse.quality.reconcile import gold_totals, reconcile
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.storage.object_store import split, store_for
-
-from conftest import spec_named
-from object_store_server import azure_env, azure_server, s3_env, s3_server, store_root  # noqa: F401 - fixtures
 
 
 @pytest.fixture
@@ -60,7 +59,9 @@ def upload(root: str, files: list[Path], retailer: str) -> None:
 def test_file_retailer_landing_to_gold_on_object_store_reconciles(lake_root, tmp_path):
     staging, expected_dir = tmp_path / "staging", tmp_path / "expected"
     days = 6
-    files = write_marche_fr(staging, expected_dir, days=days, start=complete_periods_end() - timedelta(days=days - 1), n_products=30, n_stores=5)
+    files = write_marche_fr(
+        staging, expected_dir, days=days, start=complete_periods_end() - timedelta(days=days - 1), n_products=30, n_stores=5
+    )
     upload(lake_root, files, "marche_fr")
 
     from pos_lakehouse.definitions import build_definitions
@@ -82,7 +83,11 @@ def test_file_retailer_landing_to_gold_on_object_store_reconciles(lake_root, tmp
 
         # Every layer is a Delta table in the bucket, nothing on the local disk.
         stored = keys(lake_root)
-        for prefix in ("pos/bronze/marche_fr/pos_daily/_delta_log/", "pos/silver/marche_fr/store_day_fact/_delta_log/", "pos/gold/store_day_fact/_delta_log/"):
+        for prefix in (
+            "pos/bronze/marche_fr/pos_daily/_delta_log/",
+            "pos/silver/marche_fr/store_day_fact/_delta_log/",
+            "pos/gold/store_day_fact/_delta_log/",
+        ):
             assert any(k.startswith(prefix) for k in stored), prefix
         assert not (tmp_path / "s3:").exists()
 

@@ -8,11 +8,10 @@ import json
 
 import dagster as dg
 import pytest
+from object_store_server import bucket, s3_env, s3_server  # noqa: F401 - fixtures
 
 from pos_lakehouse.ingest.landing import LocalLandingZone, UnsafePathError, content_hash
 from pos_lakehouse.ingest.object_store import ObjectStoreLandingZone, landing_zone_for
-
-from object_store_server import bucket, s3_env, s3_server  # noqa: F401 - fixtures
 
 MARCHE = "marche_fr"
 
@@ -31,13 +30,13 @@ def test_lists_deliveries_with_size_and_etag_and_skips_what_is_not_one(s3_env, b
         put(s3, bucket, f"landing/{MARCHE}/{name}", body)
     not_deliveries = [
         "landing/marche_fr/.hidden",
-        "landing/marche_fr/~$ventes.xlsx",            # office lock file
+        "landing/marche_fr/~$ventes.xlsx",  # office lock file
         "landing/marche_fr/ventes_2026-01-02.parquet.part",  # upload under a temporary name
         "landing/marche_fr/upload.tmp",
-        "landing/marche_fr/_system/x.parquet",        # system folder
+        "landing/marche_fr/_system/x.parquet",  # system folder
         "landing/marche_fr/.trash/y.parquet",
-        "landing/marche_fr/empty-folder/",            # folder marker a console creates
-        "landing/marche_fr_old/ventes.parquet",       # another retailer whose name shares the prefix
+        "landing/marche_fr/empty-folder/",  # folder marker a console creates
+        "landing/marche_fr_old/ventes.parquet",  # another retailer whose name shares the prefix
         "landing/other/ventes.parquet",
     ]
     for key in not_deliveries:
@@ -80,7 +79,9 @@ def test_half_uploaded_objects_are_not_taken(s3_env, bucket):
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "the upload is in progress on the server"
     assert zone.list_files(MARCHE) == []
     s3.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload["UploadId"],
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
     )
     listed = zone.list_files(MARCHE)
@@ -90,7 +91,11 @@ def test_half_uploaded_objects_are_not_taken(s3_env, bucket):
     # Upload under a temporary name, then "rename" (copy + delete): taken only after the rename.
     put(s3, bucket, f"landing/{MARCHE}/ventes_2.parquet.part", b"y" * 10)
     assert [f.name for f in zone.list_files(MARCHE)] == ["ventes_big.parquet"]
-    s3.copy_object(Bucket=bucket, Key=f"landing/{MARCHE}/ventes_2.parquet", CopySource={"Bucket": bucket, "Key": f"landing/{MARCHE}/ventes_2.parquet.part"})
+    s3.copy_object(
+        Bucket=bucket,
+        Key=f"landing/{MARCHE}/ventes_2.parquet",
+        CopySource={"Bucket": bucket, "Key": f"landing/{MARCHE}/ventes_2.parquet.part"},
+    )
     s3.delete_object(Bucket=bucket, Key=f"landing/{MARCHE}/ventes_2.parquet.part")
     assert [f.name for f in zone.list_files(MARCHE)] == ["ventes_2.parquet", "ventes_big.parquet"]
 
@@ -152,7 +157,9 @@ def test_sensor_on_the_store_takes_each_object_version_once(s3_env, bucket, monk
     assert not result.run_requests, "nothing changed: no run"
     put(s3, bucket, f"data/landing/{MARCHE}/marche_fr_pos_2026-01-01.parquet", b"ONE")  # a corrected re-delivery
     result, cursor = tick(cursor)
-    assert [r.run_config["ops"][f"{MARCHE}_bronze"]["config"]["files"] for r in result.run_requests] == [["marche_fr_pos_2026-01-01.parquet"]]
+    assert [r.run_config["ops"][f"{MARCHE}_bronze"]["config"]["files"] for r in result.run_requests] == [
+        ["marche_fr_pos_2026-01-01.parquet"]
+    ]
 
 
 def test_environment_switch_picks_the_landing_zone(monkeypatch, tmp_path):
@@ -170,7 +177,10 @@ def test_environment_switch_picks_the_landing_zone(monkeypatch, tmp_path):
     monkeypatch.setenv("POS_LAKEHOUSE_LANDING_DONE_SUFFIX", ".done")
     settings = current_settings()
     zone = landing_zone_for(settings.landing_root, settings.landing_settle_seconds, settings.landing_done_suffix)
-    assert isinstance(zone, ObjectStoreLandingZone) and zone.describe("marche_fr") == "abfss://landing@corpstore.dfs.core.windows.net/pos/marche_fr"
+    assert (
+        isinstance(zone, ObjectStoreLandingZone)
+        and zone.describe("marche_fr") == "abfss://landing@corpstore.dfs.core.windows.net/pos/marche_fr"
+    )
     assert (zone.settle_seconds, zone.done_suffix) == (120.0, ".done")
     # What `defs/resources.py` builds from the same environment.
     from pos_lakehouse.defs.resources import resources

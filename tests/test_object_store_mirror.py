@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import obstore
+from object_store_server import bucket, s3_env, s3_server  # noqa: F401 - fixtures
 
 from pos_lakehouse.storage.object_store import is_remote, mirror, put_bytes, put_file, split, store_for
-
-from object_store_server import bucket, s3_env, s3_server  # noqa: F401 - fixtures
 
 
 def test_mirror_downloads_each_file_once_and_keeps_one_previous_generation(s3_env, bucket, tmp_path):

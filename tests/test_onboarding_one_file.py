@@ -15,7 +15,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from conftest import PROJECT_ROOT
 from dagster.components.core.component_tree import ComponentTree
+from serving_data import fact_rows, write_gold
 
 from pos_lakehouse.components.gold_tables import GoldTables
 from pos_lakehouse.components.serving_views import ServingViews
@@ -23,9 +25,6 @@ from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import load_retailer_specs
 from pos_lakehouse.serving.duckdb_views import query
 from pos_lakehouse.serving.policy import PolicyWarning, load_policy
-
-from conftest import PROJECT_ROOT
-from serving_data import fact_rows, write_gold
 
 DEFS = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs"
 

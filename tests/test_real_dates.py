@@ -263,8 +263,11 @@ def test_week_date_rules_align_or_quarantine_never_pass_through():
 
     sunday = date.today() - timedelta(days=date.today().weekday() + 8)  # a Sunday in the past
     monday, wednesday = sunday + timedelta(days=1), sunday + timedelta(days=3)
-    frame = nw.from_native(pl.LazyFrame({"week_end_date": [sunday, monday, wednesday], ERROR_COLUMN: [None, None, None]},
-                                        schema_overrides={ERROR_COLUMN: pl.String}))
+    frame = nw.from_native(
+        pl.LazyFrame(
+            {"week_end_date": [sunday, monday, wednesday], ERROR_COLUMN: [None, None, None]}, schema_overrides={ERROR_COLUMN: pl.String}
+        )
+    )
 
     def run(date_is, misaligned):
         return align_week_dates(frame, "week_end_date", "sunday", date_is, misaligned).collect().to_native()
@@ -309,7 +312,9 @@ def test_late_fx_rates_and_a_corrected_master_re_enrich_silver_and_gold(data_roo
 
     def fx(last: date) -> None:  # EUR rates from a month back up to `last`
         days = [last - timedelta(days=d) for d in range(30)]
-        pl.DataFrame({"date": days, "currency": ["EUR"] * len(days), "usd_per_unit": [1.25] * len(days)}).write_csv(corporate / "fx_rates.csv")
+        pl.DataFrame({"date": days, "currency": ["EUR"] * len(days), "usd_per_unit": [1.25] * len(days)}).write_csv(
+            corporate / "fx_rates.csv"
+        )
 
     fx(YESTERDAY - timedelta(days=2))
     landing = data_root / "landing" / "marche_fr"

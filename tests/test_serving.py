@@ -9,6 +9,8 @@ import duckdb
 import polars as pl
 import pytest
 import sqlglot
+from conftest import RETAILERS_DIR
+from serving_data import days_ago, fact_rows, prod_rows, write_gold
 from sqlglot import exp
 
 from pos_lakehouse.layers.gold import GOLD_TABLES
@@ -21,15 +23,12 @@ from pos_lakehouse.serving.render import mask_rules
 from pos_lakehouse.serving.unity_catalog import render
 from pos_lakehouse.transform import canonical
 
-from conftest import RETAILERS_DIR
-from serving_data import days_ago, fact_rows, prod_rows, write_gold
-
 COUNT_BY_RETAILER = "select data_provider_code, count(*) as n from store_day_fact group by 1 order by 1"
 # (code, secure group key, days delivered); 2 sites x 3 products a day
 WRITTEN = {"cds_1001": (110011, 3), "cds_1002": (110012, 2), "cds_1003": (110013, 1)}
 
 
-def _today() -> "date":  # noqa: F821 - the views' notion of today (DuckDB's current_date)
+def _today() -> date:  # noqa: F821 - the views' notion of today (DuckDB's current_date)
     return duckdb.execute("select current_date").fetchone()[0]
 
 
@@ -142,8 +141,11 @@ def _masking_policy(masked_measures: str = "all", days: int = 28) -> AccessPolic
         {
             "retailers": {
                 "cds_1001": {
-                    "name": "marche_fr", "secure_group_key": 110011, "competition_sensitive": True,
-                    "mask_younger_than_days": days, "masked_measures": masked_measures,
+                    "name": "marche_fr",
+                    "secure_group_key": 110011,
+                    "competition_sensitive": True,
+                    "mask_younger_than_days": days,
+                    "masked_measures": masked_measures,
                 },
                 "cds_1002": {"name": "kaufhalle_de", "secure_group_key": 110012},
             },
@@ -153,7 +155,7 @@ def _masking_policy(masked_measures: str = "all", days: int = 28) -> AccessPolic
     )
 
 
-def _block_end(d: "date") -> "date":  # noqa: F821 - last day of the two-month masking block
+def _block_end(d: date) -> date:  # noqa: F821 - last day of the two-month masking block
     end_month = ((d.month - 1) // 2) * 2 + 2
     first_next = date(d.year + (end_month == 12), end_month % 12 + 1, 1)
     return first_next - timedelta(days=1)
@@ -167,10 +169,13 @@ def test_masking_switches_whole_blocks_at_the_threshold(lake):
         end = _block_end(end - timedelta(days=70))
     block = [end, end - timedelta(days=50)]
     for code, key in (("cds_1001", 110011), ("cds_1002", 110012)):
-        write_gold(lake, "store_day_fact", fact_rows(code, key, block, sites=1, products=1,
-                                                      units=10, masked_units=7, value=100, masked_value=70))
-    sql = ("select data_provider_code, date, pos_sales_units, pos_sales_value_lc, pos_sales_value_usd, "
-           "at_masked_pos_sales_units from store_day_fact order by 1, 2")
+        write_gold(
+            lake, "store_day_fact", fact_rows(code, key, block, sites=1, products=1, units=10, masked_units=7, value=100, masked_value=70)
+        )
+    sql = (
+        "select data_provider_code, date, pos_sales_units, pos_sales_value_lc, pos_sales_value_usd, "
+        "at_masked_pos_sales_units from store_day_fact order by 1, 2"
+    )
     age = (today - end).days  # the block's age: the age of its youngest day
 
     # Threshold one day above the block's age: the block is not wholly older -> every day of it masked,
@@ -180,7 +185,8 @@ def test_masking_switches_whole_blocks_at_the_threshold(lake):
     rows = query(lake, policy, "ada", sql).to_dicts()
     masked = [r for r in rows if r["data_provider_code"] == "cds_1001"]
     assert [(r["pos_sales_units"], r["pos_sales_value_lc"], r["pos_sales_value_usd"]) for r in masked] == [
-        (Decimal("7"), Decimal("70"), Decimal("77"))] * 2
+        (Decimal("7"), Decimal("70"), Decimal("77"))
+    ] * 2
     assert all(r["at_masked_pos_sales_units"] == Decimal("7") for r in masked)  # the twin stays its own column
     # Not competition-sensitive: always real.
     assert {r["pos_sales_units"] for r in rows if r["data_provider_code"] == "cds_1002"} == {Decimal("10")}
@@ -189,13 +195,15 @@ def test_masking_switches_whole_blocks_at_the_threshold(lake):
     policy = _masking_policy("all", age)
     build_views(lake, policy)
     assert {(r["pos_sales_units"], r["pos_sales_value_lc"]) for r in query(lake, policy, "ada", sql).to_dicts()} == {
-        (Decimal("10"), Decimal("100"))}
+        (Decimal("10"), Decimal("100"))
+    }
 
     # `value` sensitivity masks money only: units stay real on the same masked records.
     policy = _masking_policy("value", age + 1)
     build_views(lake, policy)
-    young = query(lake, policy, "ada", "select distinct pos_sales_units, pos_sales_value_lc from store_day_fact "
-                  "where data_provider_code = 'cds_1001'").rows()
+    young = query(
+        lake, policy, "ada", "select distinct pos_sales_units, pos_sales_value_lc from store_day_fact where data_provider_code = 'cds_1001'"
+    ).rows()
     assert young == [(Decimal("10"), Decimal("70"))]
 
 
@@ -206,7 +214,8 @@ def test_catalog_lists_every_gold_table(three_retailers, tmp_path, capsys):
     facts = next(t for t in catalog if t.name == "store_day_fact")
     assert facts.exists and facts.partition_columns == ["data_provider_code"] and facts.last_update is not None
     assert {r.data_provider_code: r.rows for r in facts.retailers} == {
-        **{c: 6 * d for c, (_, d) in WRITTEN.items()}, "cds_1999": 6,
+        **{c: 6 * d for c, (_, d) in WRITTEN.items()},
+        "cds_1999": 6,
     }
     described = {c.name: c.description for c in facts.columns}
     assert described["pos_sales_units"] == canonical.STORE_DAY_FACT.column("pos_sales_units").description
@@ -292,12 +301,18 @@ def test_uc_sql_parses_as_databricks_and_enforces_the_policy(capsys):
 def test_uc_masking_condition_is_the_block_rule():
     """The Databricks CASE, run (transpiled) on dates around block ends, masks exactly whole young blocks."""
     policy = load_policy()
-    view = next(s for s in sqlglot.parse(render(policy), read="databricks") if isinstance(s, exp.Create) and s.kind == "VIEW" and s.this.this.name == "store_day_fact")
+    view = next(
+        s
+        for s in sqlglot.parse(render(policy), read="databricks")
+        if isinstance(s, exp.Create) and s.kind == "VIEW" and s.this.this.name == "store_day_fact"
+    )
     case = next(c for c in view.expression.find_all(exp.Case) if c.parent.alias == "pos_sales_value_lc")
     condition = case.args["ifs"][0].this.sql(dialect="duckdb")
     today = date.today()
     for code, retailer in sorted(policy.masked_retailers().items()):
         for age in range(0, 200, 3):
             d = today - timedelta(days=age)
-            got = duckdb.execute(f"select {condition} from (select ?::VARCHAR as data_provider_code, ?::DATE as date)", [code, d]).fetchone()[0]
+            got = duckdb.execute(
+                f"select {condition} from (select ?::VARCHAR as data_provider_code, ?::DATE as date)", [code, d]
+            ).fetchone()[0]
             assert got == ((today - _block_end(d)).days < retailer.mask_younger_than_days), (code, d)

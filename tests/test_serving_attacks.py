@@ -19,23 +19,22 @@ from __future__ import annotations
 import random
 import zlib
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import narwhals as nw
+import numpy as np
 import polars as pl
 import pytest
+from serving_data import fact_rows, frame, write_gold
 
 from pos_lakehouse.serving.duckdb_views import QueryFailed, QueryRejected, _reader_connection, build_views, database_path, query
 from pos_lakehouse.serving.policy import AccessPolicy, PolicyError
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.masking import mask_measures
 from pos_lakehouse.transform.measures import aggregate_period, masked_measures
-
-from serving_data import fact_rows, frame, write_gold
 
 MASKED, PLAIN = ("cds_1001", 110011), ("cds_1002", 110012)
 THRESHOLD = 28
@@ -44,14 +43,17 @@ MEASURES = list(masked_measures("volume"))  # every measure and its USD twin
 TOL = 0.005  # values carry 2 decimals, masked means 4: a recovered value lands within this
 
 
-
 def rolling_mask(frame: pl.DataFrame, date_col: str, grain: str, measures) -> pl.DataFrame:
     """The rule masking used before: a trailing 7-day mean per product and store (kept here to show its weakness)."""
     assert grain == "day"
     out = frame.sort("prod_id", "site_id", date_col).with_columns(
-        [pl.col(m).cast(pl.Float64).rolling_mean_by(date_col, window_size="7d").over("prod_id", "site_id").alias(f"at_masked_{m}") for m in measures]
+        [
+            pl.col(m).cast(pl.Float64).rolling_mean_by(date_col, window_size="7d").over("prod_id", "site_id").alias(f"at_masked_{m}")
+            for m in measures
+        ]
     )
     return out
+
 
 def _today() -> date:  # the views' notion of today (DuckDB's current_date)
     return duckdb.execute("select current_date").fetchone()[0]
@@ -75,8 +77,13 @@ def _policy() -> AccessPolicy:
     return AccessPolicy.model_validate(
         {
             "retailers": {
-                MASKED[0]: {"name": "masked_fr", "secure_group_key": MASKED[1], "competition_sensitive": True,
-                            "mask_younger_than_days": THRESHOLD, "masked_measures": "all"},
+                MASKED[0]: {
+                    "name": "masked_fr",
+                    "secure_group_key": MASKED[1],
+                    "competition_sensitive": True,
+                    "mask_younger_than_days": THRESHOLD,
+                    "masked_measures": "all",
+                },
                 PLAIN[0]: {"name": "plain_de", "secure_group_key": PLAIN[1]},
             },
             "groups": {"admins": {"all_retailers": True}, "masked_only": {"secure_group_keys": [MASKED[1]]}},
@@ -88,15 +95,16 @@ def _policy() -> AccessPolicy:
 # ---- gold written from the real transforms ---------------------------------------------------------
 def _daily(today: date, days: list[date] | None = None, seed: int = 7) -> pl.DataFrame:
     """Daily facts of the masked retailer: dense series, plus sparse series the mask must suppress."""
-    ts = datetime.now(timezone.utc)
+    ts = datetime.now(UTC)
     start = today - timedelta(days=HISTORY_DAYS)
     every_day = days or [start + timedelta(days=i) for i in range(HISTORY_DAYS)]
     series: dict[tuple[str, str], list[date]] = {(f"1001_P{p}", f"1001_S{s}"): every_day for p in range(2) for s in range(2)}
     # Sparse: in each block, records in one month only (a block mean would be that month's total).
     series[("1001_ONE_MONTH", "1001_S0")] = [d for d in every_day if d.month % 2 == 1 and d.day in (3, 11, 19)]
     # Sparse: two records per block, a month end and the next day (both in one week).
-    series[("1001_ONE_WEEK", "1001_S0")] = [d for d in every_day if (d + timedelta(days=1)).day == 1 and d.month % 2 == 1
-                                           or d.day == 1 and d.month % 2 == 0]
+    series[("1001_ONE_WEEK", "1001_S0")] = [
+        d for d in every_day if (d + timedelta(days=1)).day == 1 and d.month % 2 == 1 or d.day == 1 and d.month % 2 == 0
+    ]
     rows = []
     for (prod, site), dates in series.items():
         for d in dates:
@@ -105,14 +113,22 @@ def _daily(today: date, days: list[date] | None = None, seed: int = 7) -> pl.Dat
             lc = {m: round(rng.uniform(1, 1000), 2) for m in canonical.VALUE_MEASURES}
             rows.append(
                 {
-                    "date": d, "site_id": site, "prod_id": prod,
+                    "date": d,
+                    "site_id": site,
+                    "prod_id": prod,
                     **{m: Decimal(str(round(rng.uniform(1, 500), 2))) for m in canonical.VOLUME_MEASURES},
                     **{m: Decimal(str(v)) for m, v in lc.items()},
                     **{m.replace("_lc", "_usd"): Decimal(str(round(v * fx, 4))) for m, v in lc.items()},
-                    "fx_rate_to_usd": fx, "currency": "EUR",
-                    "data_provider_code": MASKED[0], "secure_group_key": MASKED[1],
-                    "prod_key": zlib.crc32(prod.encode()), "site_key": zlib.crc32(site.encode()),
-                    "_updated_at": ts, "_ingested_at": ts, "_source_file": "t", "_delivery_id": "t",
+                    "fx_rate_to_usd": fx,
+                    "currency": "EUR",
+                    "data_provider_code": MASKED[0],
+                    "secure_group_key": MASKED[1],
+                    "prod_key": zlib.crc32(prod.encode()),
+                    "site_key": zlib.crc32(site.encode()),
+                    "_updated_at": ts,
+                    "_ingested_at": ts,
+                    "_source_file": "t",
+                    "_delivery_id": "t",
                 }
             )
     return frame("store_day_fact", rows)
@@ -162,14 +178,14 @@ def _attacks(gold_file: str, data_root: str) -> list[str]:
         # Table functions.
         f"select * from read_parquet('{gold_file}')",
         f"select * from parquet_scan(['{gold_file}'])",
-        f"select * from read_csv('/etc/passwd')",
+        "select * from read_csv('/etc/passwd')",
         f"select * from glob('{gold_dir}/*')",
         f"select * from delta_scan('{gold_dir}')",
         f"select * from query('select * from read_parquet(''{gold_file}'')')",
-        f"select * from query_table('access.reader_keys')",
+        "select * from query_table('access.reader_keys')",
         "select * from range(10)",
         f"select * from parquet_metadata('{gold_file}')",
-        f"select read_text('/etc/hostname')",
+        "select read_text('/etc/hostname')",
         "select content from read_blob('/etc/hostname')",
         "select current_setting('allowed_paths')",
         "select getvariable('pos_reader')",
@@ -201,7 +217,7 @@ def _attacks(gold_file: str, data_root: str) -> list[str]:
         f"select 1 -- harmless\n; select * from read_parquet('{gold_file}')",
         f"/* read_parquet */ select * from '{gold_file}' -- store_day_fact",
         f"select * from store_day_fact where prod_id = ''; select * from '{gold_file}' --'",
-        f"select * from STORE_DAY_FACT, 'store_day_fact.parquet'",
+        "select * from STORE_DAY_FACT, 'store_day_fact.parquet'",
         'select * from "store_day_fact.parquet"',
         "select * from `store_day_fact`",
         # CTEs and subqueries reaching base tables or the policy.
@@ -210,7 +226,7 @@ def _attacks(gold_file: str, data_root: str) -> list[str]:
         f"select * from store_day_fact where prod_id in (select prod_id from '{gold_file}')",
         f"select (select count(*) from '{gold_file}')",
         f"select * from (select * from '{gold_file}') t",
-        f"select * from (with x as (select 1) select * from x), x",  # a CTE name read outside its scope
+        "select * from (with x as (select 1) select * from x), x",  # a CTE name read outside its scope
         "select * from access.reader_keys",
         "select * from access.retailers",
         "with k as (select * from access.reader_keys) select * from k",
@@ -395,8 +411,7 @@ def test_no_subtraction_recovers_a_masked_value(masked_gold):
                     prev = [e for e in dates if _block(e) == _block(d) - 1]
                     totals[_block(d) - 1] = len(prev) * values[d]
             guesses = list(totals.values()) + [
-                t - sum(values[e] for e in dates if _block(e) == blk and e != skip)
-                for blk, t in totals.items() for skip in [None]
+                t - sum(values[e] for e in dates if _block(e) == blk and e != skip) for blk, t in totals.items() for skip in [None]
             ]
             for reals in (real_week[series], real_month[series]):
                 for end, w in reals.items():
@@ -406,8 +421,7 @@ def test_no_subtraction_recovers_a_masked_value(masked_gold):
     assert masked_days >= 4 * 4 * 20 and published > masked_days / 3
 
 
-def _observations(day_dates: list[date], week_ends: list[date], month_ends: list[date], shown_blocks: set[int],
-                  today: date) -> np.ndarray:
+def _observations(day_dates: list[date], week_ends: list[date], month_ends: list[date], shown_blocks: set[int], today: date) -> np.ndarray:
     """Rows of the linear system a reader who knows the rule can write for one product and store's flows."""
     idx = {d: i for i, d in enumerate(day_dates)}
     rows = []

@@ -25,7 +25,9 @@ def test_automation_refreshes_views_after_gold(data_root, lake, defs, instance, 
     policy = load_policy()
     assert is_current(lake, policy)  # built from the gold versions the runs left behind
 
-    gold = lake.scan(lake.gold("store_day_fact")).group_by("data_provider_code").agg(pl.len().alias("n")).sort("data_provider_code").collect()
+    gold = (
+        lake.scan(lake.gold("store_day_fact")).group_by("data_provider_code").agg(pl.len().alias("n")).sort("data_provider_code").collect()
+    )
     assert gold.height == 1
     assert query(lake, policy, "claire", SQL).to_dicts() == gold.to_dicts()  # marche_fr is in claire's group
     assert query(lake, policy, "noah", SQL).is_empty()  # North America only

@@ -7,12 +7,11 @@ import time
 
 import asyncssh
 import pytest
+from conftest import spec_named
 
 from pos_lakehouse.demo.file_retailers import write_kaufhalle_de
 from pos_lakehouse.demo.sftp_server import SftpServer
 from pos_lakehouse.ingest.sftp import SftpError, SftpLandingZone
-
-from conftest import spec_named
 
 RETAILER = "kaufhalle_de"
 
@@ -145,7 +144,11 @@ def test_the_account_cannot_leave_its_folder(server, tmp_path):
 
     async def attempts(sftp):
         outcomes = {}
-        for name, path in {"sibling": "../other_retailer/theirs.csv", "absolute": "/../other_retailer/theirs.csv", "host": "../../outside.txt"}.items():
+        for name, path in {
+            "sibling": "../other_retailer/theirs.csv",
+            "absolute": "/../other_retailer/theirs.csv",
+            "host": "../../outside.txt",
+        }.items():
             try:
                 await sftp.get(path, str(tmp_path / "client" / f"got_{name}"))
                 outcomes[f"read_{name}"] = "read"

@@ -10,7 +10,6 @@ import polars as pl
 
 from pos_lakehouse.demo.generator import DEMO_START, write_marche_fr
 from pos_lakehouse.demo.reference import CORPORATE_FOLDER, write_corporate_reference
-from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.keys import surrogate_key
 
 
@@ -65,8 +64,13 @@ def test_enrichment_hits_and_misses_are_counted_not_fatal(data_root, lake, headl
     assert evaluation.metadata["bronze_rows_read"].value == sum(pl.read_parquet(f).height for f in files)
 
     sites = lake.scan(lake.gold("site_dim")).collect()
-    site_master = pl.read_csv(data_root / "landing" / CORPORATE_FOLDER / "site_master.csv", schema_overrides={"global_location_number": pl.String})
-    assert sites.filter(pl.col("corp_site_code").is_not_null()).height == sites.join(site_master, on="global_location_number", how="semi").height
+    site_master = pl.read_csv(
+        data_root / "landing" / CORPORATE_FOLDER / "site_master.csv", schema_overrides={"global_location_number": pl.String}
+    )
+    assert (
+        sites.filter(pl.col("corp_site_code").is_not_null()).height
+        == sites.join(site_master, on="global_location_number", how="semi").height
+    )
 
     fx = pl.read_csv(data_root / "landing" / CORPORATE_FOLDER / "fx_rates.csv", try_parse_dates=True)
     facts = lake.scan(lake.gold("store_day_fact")).collect()
@@ -99,8 +103,13 @@ def test_week_and_month_facts_equal_daily_sums_and_carry_masks(data_root, lake, 
         pl.col("pos_sales_value_lc").cast(pl.Float64).mean().alias("mean"),
         ((pl.col("date").dt.month().n_unique() == 2) & ((pl.col("date").max() - pl.col("date").min()).dt.total_days() >= 7)).alias("ok"),
     )
-    expected = day.with_columns((block - 1).alias("b")).join(blocks, on=["prod_id", "site_id", "b"], how="left").with_columns(
-        pl.when(pl.col("ok")).then(pl.col("mean")).alias("expected"), pl.col("at_masked_pos_sales_value_lc").cast(pl.Float64).alias("got")
+    expected = (
+        day.with_columns((block - 1).alias("b"))
+        .join(blocks, on=["prod_id", "site_id", "b"], how="left")
+        .with_columns(
+            pl.when(pl.col("ok")).then(pl.col("mean")).alias("expected"),
+            pl.col("at_masked_pos_sales_value_lc").cast(pl.Float64).alias("got"),
+        )
     )
     assert (expected["got"].is_null() == expected["expected"].is_null()).all()
     assert ((expected["got"] - expected["expected"]).abs().fill_null(0) < 1e-4).all()

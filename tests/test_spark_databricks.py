@@ -6,19 +6,17 @@ run and plays the remote job's part of the Pipes protocol. Everything on the Dag
 real: the `spark` resource, `PipesDatabricksClient`, its DBFS context injector and message reader.
 """
 
-
 import base64
 import json
 from types import SimpleNamespace
 
 import dagster as dg
 import pytest
+from conftest import spec_named
 from dagster_pipes import DAGSTER_PIPES_MESSAGES_ENV_VAR, PIPES_PROTOCOL_VERSION, PIPES_PROTOCOL_VERSION_FIELD, decode_param
 
 from pos_lakehouse.components import spark_jobs as spark_pipes
 from pos_lakehouse.components.spark_jobs import SparkJobs, spark_jobs_from_environment
-
-from conftest import spec_named
 
 
 class FakeDbfs:
@@ -68,7 +66,14 @@ class FakeWorkspaceClient:
         # What `PipesDbfsMessageWriter` in the remote job would leave behind.
         lines = [
             {"method": "opened", "params": {}},
-            {"method": "report_asset_materialization", "params": {"asset_key": "silver/bigbox_us/store_day_fact", "metadata": {"rows": {"raw_value": 3, "type": "int"}}, "data_version": None}},
+            {
+                "method": "report_asset_materialization",
+                "params": {
+                    "asset_key": "silver/bigbox_us/store_day_fact",
+                    "metadata": {"rows": {"raw_value": 3, "type": "int"}},
+                    "data_version": None,
+                },
+            },
             {"method": "closed", "params": {}},
         ]
         text = "\n".join(json.dumps({PIPES_PROTOCOL_VERSION_FIELD: PIPES_PROTOCOL_VERSION, **m}) for m in lines) + "\n"
@@ -137,7 +142,9 @@ def test_existing_cluster_gets_pipes_bootstrap_as_cli_arguments(fake_workspace):
 
 
 def test_serverless_uses_an_environment_and_volumes():
-    resource = SparkJobs(environment="databricks", compute="serverless", volume_path="/Volumes/main/pos/pipes", wheel="/Volumes/main/pos/wheels/p.whl")
+    resource = SparkJobs(
+        environment="databricks", compute="serverless", volume_path="/Volumes/main/pos/pipes", wheel="/Volumes/main/pos/wheels/p.whl"
+    )
     spec = spec_named("bigbox_us")
     task = resource.submit_task(spec, "silver").as_dict()
     assert task["environment_key"] == "pos_lakehouse" and task["spark_python_task"]["parameters"] == ["--transport", "volumes"]

@@ -10,12 +10,13 @@ small: each Spark action has a fixed cost that dwarfs these row counts.
 import os
 import shutil
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 import pytest
+from conftest import spec_named
 
 from pos_lakehouse.demo.generator import write_marche_fr
 from pos_lakehouse.demo.reference import write_corporate_reference
@@ -28,11 +29,9 @@ from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.keys import surrogate_key
 
-from conftest import spec_named
-
 pytestmark = pytest.mark.spark
 
-T0 = datetime(2026, 11, 2, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,12 @@ def test_spark_surrogate_keys_are_bit_for_bit_the_polars_ones(spark):
 
     from pos_lakehouse.spark.functions import with_surrogate_key
 
-    cases = [("1001_A00007", date(1900, 1, 1)), ("1003_Caf\u00e9 \u00fcber", date(2026, 9, 14)), ("1008_\u5bff\u53f8", date(2026, 12, 31)), ("", date(2000, 2, 29))]
+    cases = [
+        ("1001_A00007", date(1900, 1, 1)),
+        ("1003_Caf\u00e9 \u00fcber", date(2026, 9, 14)),
+        ("1008_\u5bff\u53f8", date(2026, 12, 31)),
+        ("", date(2000, 2, 29)),
+    ]
     frame = nw.from_native(spark.createDataFrame(cases, "prod_id string, valid_from date"))
     got = {r["prod_id"]: r["k"] for r in with_surrogate_key(frame, "k", 1001, ["prod_id"], "valid_from").to_native().collect()}
     assert got == {p: surrogate_key(1001, [p], d) for p, d in cases}
@@ -76,7 +80,9 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
 
     spec = spec_named("marche_fr")
     staging = tmp_path / "staging"
-    files = write_marche_fr(staging / "marche_fr", tmp_path / "expected", days=3, n_products=8, n_stores=2, density=1.0, renames={2: (3, "Produit 00003 Bio")})
+    files = write_marche_fr(
+        staging / "marche_fr", tmp_path / "expected", days=3, n_products=8, n_stores=2, density=1.0, renames={2: (3, "Produit 00003 Bio")}
+    )
     reference = write_corporate_reference(tmp_path / "reference_files", products=40, sites=10)
     roots = {"polars": tmp_path / "polars", "spark": tmp_path / "spark"}
     lakes = {name: Lake(root=str(root)) for name, root in roots.items()}
@@ -92,8 +98,10 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
             ingest_files(lakes[name], LocalLandingZone(root=str(root / "landing")), spec, names, now=at)
 
     def refresh(at: datetime) -> dict:
-        done = {"polars": polars_silver.refresh_silver(lakes["polars"], spec, tables, at),
-                "spark": polars_silver.refresh_silver(spark_lake, spec, tables, at)}
+        done = {
+            "polars": polars_silver.refresh_silver(lakes["polars"], spec, tables, at),
+            "spark": polars_silver.refresh_silver(spark_lake, spec, tables, at),
+        }
         for table in polars_gold.GOLD_TABLES:
             if table in tables:
                 polars_gold.refresh_gold(lakes["polars"], spec, table)
@@ -109,13 +117,15 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
     # as a duplicate) and one with an unreadable sales value (quarantined with its reason).
     original = pl.read_parquet(files[0]).with_columns(pl.all().cast(pl.String))
     changed_units = str(int(original["qte_vendue"][1]) + 5)
-    correction = pl.concat([
-        original.slice(1, 1).with_columns(pl.lit("999").alias("qte_vendue")),
-        original.slice(1).with_columns(
-            pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(changed_units)).otherwise(pl.col("qte_vendue")).alias("qte_vendue"),
-            pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("abc")).otherwise(pl.col("ca_ttc_eur")).alias("ca_ttc_eur"),
-        ),
-    ])
+    correction = pl.concat(
+        [
+            original.slice(1, 1).with_columns(pl.lit("999").alias("qte_vendue")),
+            original.slice(1).with_columns(
+                pl.when(pl.int_range(pl.len()) == 0).then(pl.lit(changed_units)).otherwise(pl.col("qte_vendue")).alias("qte_vendue"),
+                pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("abc")).otherwise(pl.col("ca_ttc_eur")).alias("ca_ttc_eur"),
+            ),
+        ]
+    )
     for root in roots.values():
         correction.write_parquet(root / "landing" / "marche_fr" / files[0].name.replace(".parquet", "_v2.parquet"))
     deliver([files[0].name.replace(".parquet", "_v2.parquet")], T0 + timedelta(hours=2))
@@ -142,12 +152,26 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
     # The restatement: the dropped row is gone, the changed one carries its new units, the
     # repeated one its last copy; both engines quarantined the same rows for the same reasons.
     first_day = pl.read_parquet(files[0])
-    day_rows = _rows(lakes["spark"].gold("store_day_fact"), "store_day_fact").filter(pl.col("date") == first_day["date_vente"].cast(pl.Date)[0])
+    day_rows = _rows(lakes["spark"].gold("store_day_fact"), "store_day_fact").filter(
+        pl.col("date") == first_day["date_vente"].cast(pl.Date)[0]
+    )
     dropped = first_day.row(0, named=True)
-    assert day_rows.filter((pl.col("prod_id") == f"1001_{dropped['code_article']}") & (pl.col("site_id") == f"1001_{dropped['code_magasin']}")).height == 0
+    assert (
+        day_rows.filter(
+            (pl.col("prod_id") == f"1001_{dropped['code_article']}") & (pl.col("site_id") == f"1001_{dropped['code_magasin']}")
+        ).height
+        == 0
+    )
     redone = first_day.row(1, named=True)
-    assert day_rows.filter((pl.col("prod_id") == f"1001_{redone['code_article']}") & (pl.col("site_id") == f"1001_{redone['code_magasin']}"))["pos_sales_units"].cast(pl.Int64).to_list() == [int(changed_units)]
-    rejected = {name: pl.read_delta(lakes[name].quarantine("marche_fr", "rejected_rows")).select("reason", "_row_number", "raw_values").sort("_row_number") for name in roots}
+    assert day_rows.filter(
+        (pl.col("prod_id") == f"1001_{redone['code_article']}") & (pl.col("site_id") == f"1001_{redone['code_magasin']}")
+    )["pos_sales_units"].cast(pl.Int64).to_list() == [int(changed_units)]
+    rejected = {
+        name: pl.read_delta(lakes[name].quarantine("marche_fr", "rejected_rows"))
+        .select("reason", "_row_number", "raw_values")
+        .sort("_row_number")
+        for name in roots
+    }
     assert rejected["spark"].height == 2 and rejected["spark"].equals(rejected["polars"])
 
     # The rename opened a second version with its own key, identical in both engines.
@@ -168,8 +192,10 @@ def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lak
     ingest_files(lake, LocalLandingZone(root=str(data_root / "landing")), spec, [f.name for f in files], now=T0)
     tables = ["prod_dim", "site_dim", "store_day_fact"]
 
-    @dg.multi_asset(specs=[dg.AssetSpec(["silver", "marche_fr", t]) for t in tables],
-                    check_specs=[dg.AssetCheckSpec("one_current_version", asset=["silver", "marche_fr", "prod_dim"])])
+    @dg.multi_asset(
+        specs=[dg.AssetSpec(["silver", "marche_fr", t]) for t in tables],
+        check_specs=[dg.AssetCheckSpec("one_current_version", asset=["silver", "marche_fr", "prod_dim"])],
+    )
     def silver(context: dg.AssetExecutionContext, spark: SparkJobs):
         from pos_lakehouse.layers.silver import silver_result_from_dict
         from pos_lakehouse.quality.checks import run_silver_checks
@@ -179,8 +205,11 @@ def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lak
         # The job reports results, not checks: the checks run here, on the tables it wrote.
         reported = {m["table"]: silver_result_from_dict(m["silver"]) for m in invocation.get_custom_messages()}
         assert set(reported) == set(tables)
-        yield from (c for c in run_silver_checks(context, lake, spec, tables, reported)
-                    if c.check_name == "one_current_version" and c.asset_key.path[-1] == "prod_dim")
+        yield from (
+            c
+            for c in run_silver_checks(context, lake, spec, tables, reported)
+            if c.check_name == "one_current_version" and c.asset_key.path[-1] == "prod_dim"
+        )
 
     result = dg.materialize([silver], resources={"spark": SparkJobs(cores=2, driver_memory="2g")})
     assert result.success

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import narwhals as nw
 import polars as pl
-import pytest
 
-from pos_lakehouse.transform import canonical
 from pos_lakehouse.engines import polars as polars_edges
+from pos_lakehouse.transform import canonical, scd2
 from pos_lakehouse.transform.keys import surrogate_key
 from pos_lakehouse.transform.mapping import prefix_ids, to_canonical
 from pos_lakehouse.transform.masking import mask_measures
 from pos_lakehouse.transform.measures import aggregate_period, convert_to_usd, masked_measures, period_end, period_end_of
-from pos_lakehouse.transform import scd2
 from pos_lakehouse.transform.scd2 import START_OF_HISTORY
 
 
@@ -34,7 +32,8 @@ def scd2_versions(obs, existing, *args) -> pl.DataFrame:
 def point_in_time_keys(facts, dim, *args):
     return scd2.point_in_time_keys(_nw(facts), _nw(dim), *args).to_native()
 
-NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def test_surrogate_keys_are_pinned():
@@ -61,9 +60,7 @@ def test_mapping_types_prefixes_and_explains_bad_values():
         }
     )
     mapping = {"Datum": "date", "Filiale": "site_id", "Artikel": "prod_id", "Umsatz": "pos_sales_value_lc"}
-    out = _pl(prefix_ids(
-        to_canonical(_nw(raw), mapping, ["store_day_fact"], decimal_comma=True, date_formats=["%d.%m.%Y"]), 1002
-    ))
+    out = _pl(prefix_ids(to_canonical(_nw(raw), mapping, ["store_day_fact"], decimal_comma=True, date_formats=["%d.%m.%Y"]), 1002))
     assert out["date"].to_list() == [date(2026, 9, 1), date(2026, 9, 2), None]
     assert out["pos_sales_value_lc"].to_list()[0] == Decimal("1234.5")
     assert out["site_id"].to_list() == ["1002_F1", "1002_F1", "1002_F2"]
@@ -83,7 +80,12 @@ def test_scd2_rename_opens_a_version_and_closes_the_old_one():
     table = canonical.PROD_DIM
     first = scd2_versions(
         _obs([("1001_P", date(2026, 9, 1), "Soap", "B"), ("1001_P", date(2026, 9, 2), "Soap", "B")]),
-        canonical.empty_frame(table), table, ["prod_name"], 1001, "prod_key", NOW,
+        canonical.empty_frame(table),
+        table,
+        ["prod_name"],
+        1001,
+        "prod_key",
+        NOW,
     )
     assert first.height == 1
     assert first["valid_from"].item() == START_OF_HISTORY and first["is_current"].item()
@@ -106,14 +108,22 @@ def test_scd2_rename_opens_a_version_and_closes_the_old_one():
     dim = pl.concat([first.filter(pl.col("prod_key") != by_name["Soap"]["prod_key"]), renamed], how="diagonal_relaxed")
     facts = pl.LazyFrame({"date": [date(2026, 9, 19), date(2026, 9, 20), date(2026, 9, 1)], "prod_id": ["1001_P", "1001_P", "1001_X"]})
     keyed = point_in_time_keys(facts, dim.lazy(), "prod_id", "prod_key", "date").collect().sort("date")
-    assert keyed.filter(pl.col("prod_id") == "1001_P")["prod_key"].to_list() == [by_name["Soap"]["prod_key"], by_name["Soap XL"]["prod_key"]]
+    assert keyed.filter(pl.col("prod_id") == "1001_P")["prod_key"].to_list() == [
+        by_name["Soap"]["prod_key"],
+        by_name["Soap XL"]["prod_key"],
+    ]
     assert keyed.filter(pl.col("prod_id") == "1001_X")["prod_key"].item() is None  # unknown product: caller quarantines
 
 
 def test_fx_conversion_hit_and_miss():
     facts = pl.LazyFrame(
-        {"date": [date(2026, 9, 1), date(2026, 9, 2)], "currency": ["EUR", "EUR"],
-         "pos_sales_value_lc": [Decimal("10.00"), Decimal("5.00")], "pos_returns_value_lc": [None, None], "inventory_value_lc": [None, None]},
+        {
+            "date": [date(2026, 9, 1), date(2026, 9, 2)],
+            "currency": ["EUR", "EUR"],
+            "pos_sales_value_lc": [Decimal("10.00"), Decimal("5.00")],
+            "pos_returns_value_lc": [None, None],
+            "inventory_value_lc": [None, None],
+        },
         schema_overrides={c: canonical.MONEY for c in canonical.VALUE_MEASURES},
     )
     fx = pl.LazyFrame({"date": [date(2026, 9, 1)], "currency": ["EUR"], "usd_per_unit": [1.1]})
@@ -131,12 +141,27 @@ def test_week_and_month_aggregates_sum_flows_and_take_stocks_at_period_end():
             "prod_id": "P",
             "pos_sales_units": [Decimal(i + 1) for i in range(len(days))],
             "inventory_qty_on_hand": [Decimal(100 - i) for i in range(len(days))],
-            "prod_key": 1, "site_key": 2, "currency": "EUR", "fx_rate_to_usd": 1.0,
+            "prod_key": 1,
+            "site_key": 2,
+            "currency": "EUR",
+            "fx_rate_to_usd": 1.0,
         }
     ).with_columns(
-        [pl.lit(None, canonical.TABLES["store_day_fact"].column(c).dtype).alias(c)
-         for c in canonical.STORE_DAY_FACT.source_names | {"pos_sales_value_usd", "pos_returns_value_usd", "inventory_value_usd", "data_provider_code", "secure_group_key", "_source_file", "_delivery_id", "_ingested_at"}
-         if c not in ("date", "site_id", "prod_id", "pos_sales_units", "inventory_qty_on_hand", "currency")]
+        [
+            pl.lit(None, canonical.TABLES["store_day_fact"].column(c).dtype).alias(c)
+            for c in canonical.STORE_DAY_FACT.source_names
+            | {
+                "pos_sales_value_usd",
+                "pos_returns_value_usd",
+                "inventory_value_usd",
+                "data_provider_code",
+                "secure_group_key",
+                "_source_file",
+                "_delivery_id",
+                "_ingested_at",
+            }
+            if c not in ("date", "site_id", "prod_id", "pos_sales_units", "inventory_qty_on_hand", "currency")
+        ]
     )
     weeks = _pl(aggregate_period(_nw(daily), "week")).sort("week_end_date")
     assert weeks["week_end_date"].to_list() == [date(2026, 8, 30), date(2026, 9, 6), date(2026, 9, 13)]
@@ -148,7 +173,9 @@ def test_week_and_month_aggregates_sum_flows_and_take_stocks_at_period_end():
     assert weeks.filter(pl.col("week_end_date") == date(2026, 9, 6))["pos_sales_units"].item() == sum(Decimal(i) for i in range(8, 15))
     assert period_end_of(date(2026, 9, 2), "week", "saturday") == date(2026, 9, 5)
     probe = _nw(pl.DataFrame({"date": pl.date_range(date(2026, 8, 24), date(2026, 10, 3), eager=True)}))
-    ends = _pl(probe.with_columns(period_end(nw.col("date"), "week", "saturday").alias("w"), period_end(nw.col("date"), "month").alias("m")))
+    ends = _pl(
+        probe.with_columns(period_end(nw.col("date"), "week", "saturday").alias("w"), period_end(nw.col("date"), "month").alias("m"))
+    )
     assert ends["w"].to_list() == [period_end_of(d, "week", "saturday") for d in ends["date"]]
     assert ends["m"].to_list() == [period_end_of(d, "month") for d in ends["date"]]
 
@@ -161,8 +188,15 @@ def test_masking_on_a_hand_computed_example():
         {
             "prod_id": ["P", "P", "P", "P", "Q", "Q", "Q"],
             "site_id": ["S"] * 7,
-            "date": [date(2026, 7, 10), date(2026, 8, 20), date(2026, 9, 5), date(2026, 10, 30),
-                     date(2026, 7, 1), date(2026, 7, 20), date(2026, 9, 5)],
+            "date": [
+                date(2026, 7, 10),
+                date(2026, 8, 20),
+                date(2026, 9, 5),
+                date(2026, 10, 30),
+                date(2026, 7, 1),
+                date(2026, 7, 20),
+                date(2026, 9, 5),
+            ],
             "pos_sales_value_lc": [Decimal(10), Decimal(30), Decimal(7), Decimal(9), Decimal(50), Decimal(70), Decimal(100)],
         },
         schema_overrides={"pos_sales_value_lc": canonical.MONEY},

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pos_lakehouse.settings import PROJECT_ROOT, RETAILERS_DIR, current_settings
 
+
 class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
@@ -250,7 +251,9 @@ def _finish(console, started: float, runs: int, failures: list, args) -> int:
     console.print(f"finished in {time.perf_counter() - started:.1f}s; {runs} runs, {len(failures)} failed")
     if failures:
         for f in failures:
-            console.print(f"[red]failed[/]: {f.name} {f.partition_key or ''}: {' '.join((f.error or '').split())[:200]}", overflow="ellipsis")
+            console.print(
+                f"[red]failed[/]: {f.name} {f.partition_key or ''}: {' '.join((f.error or '').split())[:200]}", overflow="ellipsis"
+            )
     return 1 if failures and not args.allow_failures else 0
 
 
@@ -287,9 +290,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     expected = read_expected(root / "expected")
     if not expected.is_empty():
         expected = expected.filter(pl.col("retailer").is_in([s.name for s in specs]))
-        diffs = reconcile(expected, gold_totals(Lake(root=str(root)), specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
+        diffs = reconcile(
+            expected, gold_totals(Lake(root=str(root)), specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode()))
+        )
         if diffs.is_empty():
-            console.print(f"[green]reconciled[/]: gold equals the generator's totals for {expected['retailer'].n_unique()} retailer(s), {expected.height} retailer-days")
+            console.print(
+                f"[green]reconciled[/]: gold equals the generator's totals for {expected['retailer'].n_unique()} retailer(s), {expected.height} retailer-days"
+            )
         else:
             console.print(f"[red]reconciliation differences: {diffs.height}[/]")
             console.print(str(diffs.head(10)))
@@ -437,7 +444,12 @@ def render_frame(frame, fmt: str, width: int) -> str:
         used += cell
     shown = frame.select(keep)
     with pl.Config(
-        tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=max_cell, tbl_width_chars=width, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True
+        tbl_rows=-1,
+        tbl_cols=-1,
+        fmt_str_lengths=max_cell,
+        tbl_width_chars=width,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
     ):
         text = str(shown) + "\n"
     if len(keep) < frame.width:
@@ -487,9 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retailer", action="append", help="only this demo retailer (repeatable)")
     demo.add_argument("--allow-failures", action="store_true", help="exit 0 even when a run fails")
     demo.set_defaults(func=cmd_demo)
-    dev = sub.add_parser(
-        "dev", help=cmd_dev.__doc__, description=cmd_dev.__doc__ + " E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`."
-    )
+    dev = sub.add_parser("dev", help=cmd_dev.__doc__, description=cmd_dev.__doc__ + " E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`.")
     dev.set_defaults(func=cmd_dev, dg_args=[])
     rec = sub.add_parser("reconcile", help=cmd_reconcile.__doc__)
     rec.set_defaults(func=cmd_reconcile)

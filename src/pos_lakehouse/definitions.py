@@ -17,9 +17,9 @@ CARRY_FORWARD = (
 _BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_checks_match(
     dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True
 ).with_label("all_blocking_checks_passed")
-CARRY_FORWARD_GOLD = dg.AutomationCondition.eager() & dg.AutomationCondition.any_deps_match(
-    _BLOCKING_CHECKS_PASSED
-).with_label("own_retailer_blocking_checks_passed")
+CARRY_FORWARD_GOLD = dg.AutomationCondition.eager() & dg.AutomationCondition.any_deps_match(_BLOCKING_CHECKS_PASSED).with_label(
+    "own_retailer_blocking_checks_passed"
+)
 
 
 def build_definitions() -> dg.Definitions:

@@ -181,7 +181,7 @@ def _blocking_checks_failed(instance: dg.DagsterInstance, graph, key: dg.AssetKe
     if not check_keys:
         return False
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
-    for ck, record in records.items():
+    for record in records.values():
         data = record.event.dagster_event.event_specific_data if record and record.event and record.event.dagster_event else None
         if isinstance(data, dg.AssetCheckEvaluation) and not data.passed and data.severity == dg.AssetCheckSeverity.ERROR:
             return True

@@ -62,9 +62,7 @@ class ReadLimits(Model):
     """
 
     max_compressed_bytes: int = Field(default=2 << 30, description="Largest file accepted as delivered (on disk), in bytes.")
-    max_decompressed_bytes: int = Field(
-        default=4 << 30, description="Largest size a compressed (.gz, .zip) file may expand to, in bytes."
-    )
+    max_decompressed_bytes: int = Field(default=4 << 30, description="Largest size a compressed (.gz, .zip) file may expand to, in bytes.")
     max_ratio: float = Field(
         default=100.0,
         description="Largest expansion ratio (decompressed / compressed) of a compressed file; text POS data packs 5-20x, "
@@ -84,7 +82,7 @@ class ObservedOn(Model):
     format: str = Field(default="%Y-%m-%d", description="strftime format of the captured date, e.g. `%Y%m%d`.")
 
     @model_validator(mode="after")
-    def _compiles(self) -> "ObservedOn":
+    def _compiles(self) -> ObservedOn:
         try:
             re.compile(self.pattern)
         except re.error as exc:
@@ -125,7 +123,7 @@ class FileSpec(Model):
     )
     incremental: bool = Field(
         default=False,
-        description="Files of this kind carry only what changed: an empty or header-only file means \"nothing new\" "
+        description='Files of this kind carry only what changed: an empty or header-only file means "nothing new" '
         "and is accepted. When false (default) such a file is rejected, because it must hold rows.",
     )
     observed_on: ObservedOn | None = Field(
@@ -186,13 +184,11 @@ class DatabaseSpec(Model):
     )
     tables: dict[str, str] = Field(description="Per bronze table (`files[].name`): the source table (or `schema.table`).")
     updated_at_column: str = Field(default="updated_at", description="Column holding each row's last-change time.")
-    lag_seconds: int = Field(
-        default=300, description="Re-read this far behind the watermark, for transactions that commit late."
-    )
+    lag_seconds: int = Field(default=300, description="Re-read this far behind the watermark, for transactions that commit late.")
     chunk_rows: int = Field(default=50_000, description="Rows per chunk read and appended (memory bound).")
 
     @model_validator(mode="after")
-    def _no_secret_in_yaml(self) -> "DatabaseSpec":
+    def _no_secret_in_yaml(self) -> DatabaseSpec:
         if self.url and re.match(r"^[^:/]+://[^/@:]*:[^/@]+@", self.url):
             raise ValueError("delivery.database.url must not carry a password: use `url_env` or `password_env`")
         if not self.url and not self.url_env:
@@ -213,9 +209,7 @@ class SftpSpec(Model):
     known_hosts: str | None = Field(
         default=None, description="known_hosts file to verify the server; null accepts any host key (loopback demo only)."
     )
-    settle_seconds: float = Field(
-        default=0.0, description="A file must keep its size (and mtime) this long before it is taken."
-    )
+    settle_seconds: float = Field(default=0.0, description="A file must keep its size (and mtime) this long before it is taken.")
     done_suffix: str | None = Field(
         default=None, description="If set, a file is taken only once `<file><suffix>` (e.g. `.done`) exists next to it."
     )
@@ -228,9 +222,7 @@ class DeliverySpec(Model):
         default="landing", description="landing (local/object-store folder), sftp, api or database."
     )
     files: list[FileSpec] = Field(default_factory=list, description="The kinds of file the retailer sends.")
-    max_files_per_run: int = Field(
-        default=100, description="Upper bound of files one sensor run ingests; more become further runs."
-    )
+    max_files_per_run: int = Field(default=100, description="Upper bound of files one sensor run ingests; more become further runs.")
     api: ApiSpec | None = Field(default=None, description="For `channel: api`: the retailer's REST API.")
     database: DatabaseSpec | None = Field(default=None, description="For `channel: database`: the retailer's warehouse.")
     sftp: SftpSpec | None = Field(default=None, description="For `channel: sftp`: the SFTP landing folder.")
@@ -240,7 +232,7 @@ class DeliverySpec(Model):
     )
 
     @model_validator(mode="after")
-    def _channel_settings(self) -> "DeliverySpec":
+    def _channel_settings(self) -> DeliverySpec:
         names = [f.name for f in self.files]
         if self.channel in ("api", "database"):
             sub = self.api if self.channel == "api" else self.database
@@ -257,11 +249,12 @@ class DeliverySpec(Model):
         elif self.channel == "sftp" and self.sftp is None:
             raise ValueError("delivery.channel sftp needs a `delivery.sftp` block")
         if self.channel in ("api", "database"):
-            whole_days = [f.name for f in self.files if getattr(f, "replaces", "rows") == "site_days" and any(h.endswith("_fact") for h in f.holds)]
+            whole_days = [
+                f.name for f in self.files if getattr(f, "replaces", "rows") == "site_days" and any(h.endswith("_fact") for h in f.holds)
+            ]
             if whole_days:
                 raise ValueError(
-                    f"delivery.files {whole_days}: pulled pages/chunks hold only changed rows, not whole store-days; "
-                    "set `replaces: rows`"
+                    f"delivery.files {whole_days}: pulled pages/chunks hold only changed rows, not whole store-days; set `replaces: rows`"
                 )
         if self.channel in ("landing", "sftp"):
             unmatched = [f.name for f in self.files if not f.match]
@@ -307,7 +300,7 @@ class RetailerSpec(Model):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "RetailerSpec":
+    def _check(self) -> RetailerSpec:
         names = [f.name for f in self.delivery.files]
         if len(names) != len(set(names)):
             raise ValueError(f"retailer {self.name}: duplicate file names in delivery.files: {names}")

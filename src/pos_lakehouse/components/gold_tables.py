@@ -1,17 +1,16 @@
 """GoldTables: one Delta table per object type for all retailers, one Dagster partition per retailer."""
 
-
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from pos_lakehouse.components.retailer_pipeline import column_schema, dagster_metadata, silver_key
+from pos_lakehouse.components.spark_jobs import SparkJobs, gold_materialization
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metadata, refresh_gold
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
-from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.components.spark_jobs import SparkJobs, gold_materialization
+from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -31,9 +30,7 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
         default="../retailers",
         description="Folder of retailer YAMLs (relative to this file); the retailer partitions derive from it.",
     )
-    tables: list[str] = Field(
-        default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold."
-    )
+    tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold.")
     access_policy_path: str = Field(
         default="../serving/access_policy.yaml",
         description="Access policy YAML (relative to this file); gold checks that every secure_group_key is known to it.",
@@ -88,14 +85,14 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             if spec.engine == "spark":  # the partition MERGE runs in the Spark job (Pipes)
                 done = gold_materialization(spark.run(context, spec, "gold", [name], lake.root), name)
                 metadata = {**(done.metadata or {}), "dagster/row_count": table_row_count(lake, name)}
-                return dg.MaterializeResult(
-                    metadata=metadata, check_results=run_gold_checks(lake, spec, name, policy, context.asset_key)
-                )
+                return dg.MaterializeResult(metadata=metadata, check_results=run_gold_checks(lake, spec, name, policy, context.asset_key))
             r = refresh_gold(lake, spec, name)
             context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
             return dg.MaterializeResult(
                 # The asset's row count is the table's (all retailers); this retailer's share is per partition.
-                metadata=dagster_metadata({**gold_metadata(r, lake.gold(name), "polars"), "dagster/row_count": table_row_count(lake, name)}),
+                metadata=dagster_metadata(
+                    {**gold_metadata(r, lake.gold(name), "polars"), "dagster/row_count": table_row_count(lake, name)}
+                ),
                 check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
             )
 

@@ -1,21 +1,20 @@
 """RetailerPipeline: one YAML file becomes a retailer's sensor, bronze and silver assets, and checks."""
 
-
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 from pydantic import Field
 
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
+from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sensors import build_landing_sensor
 from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
-from pos_lakehouse.quality.checks import silver_check_specs, run_silver_checks
+from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
 from pos_lakehouse.retailer import RetailerSpec
-from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -98,9 +97,7 @@ def dagster_metadata(metadata: dict) -> dict:
 
 
 def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns]
-    )
+    return dg.TableSchema(columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns])
 
 
 @dg.scaffold_with(RetailerScaffolder)
@@ -224,7 +221,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                     if isinstance(m, dict) and "silver" in m
                 }
             else:
-                results = refresh_silver(lake, spec, tables, datetime.now(timezone.utc))
+                results = refresh_silver(lake, spec, tables, datetime.now(UTC))
                 for name, r in results.items():
                     if r.quarantined:
                         context.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
@@ -245,4 +242,3 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
         )
         return dg.Definitions(assets=[bronze, silver], sensors=[sensor], jobs=[ingest_job])
-

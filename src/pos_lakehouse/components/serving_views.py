@@ -62,9 +62,7 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
             build = build_views(lake, current, tables)
             ungranted = current.ungranted_retailers()
             for code, r in ungranted.items():
-                context.log.warning(
-                    f"{r.name} ({code}, key {r.secure_group_key}) is in no reader group: only all-retailers groups see it"
-                )
+                context.log.warning(f"{r.name} ({code}, key {r.secure_group_key}) is in no reader group: only all-retailers groups see it")
             for name, snap in build.tables.items():
                 context.log.info(f"{name}: Delta version {snap.delta_version}, {len(snap.files)} files, {snap.rows} rows")
             return dg.MaterializeResult(
@@ -74,9 +72,7 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
                     "policy_hash": build.policy_hash,
                     "users": ", ".join(sorted(current.users)),
                     "retailers_in_no_group": ", ".join(r.name for r in ungranted.values()) or "none",
-                    "gold_versions": dg.MetadataValue.json(
-                        {n: s.delta_version for n, s in build.tables.items()}
-                    ),
+                    "gold_versions": dg.MetadataValue.json({n: s.delta_version for n, s in build.tables.items()}),
                     "gold_rows": dg.MetadataValue.json({n: s.rows for n, s in build.tables.items()}),
                 }
             )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
@@ -43,7 +43,9 @@ class SparkJobs(dg.ConfigurableResource):
         default="dbfs:/pos_lakehouse/spark_job.py",
         description="Where `src/pos_lakehouse/spark/job.py` was uploaded (DBFS, workspace file or UC volume).",
     )
-    wheel: str | None = Field(default=None, description="The project wheel (pos_lakehouse) installed on the cluster, e.g. a UC volume path.")
+    wheel: str | None = Field(
+        default=None, description="The project wheel (pos_lakehouse) installed on the cluster, e.g. a UC volume path."
+    )
     existing_cluster_id: str | None = Field(default=None, description="Classic: run on this cluster instead of a new job cluster.")
     new_cluster: dict[str, Any] = Field(
         default_factory=lambda: {
@@ -59,14 +61,16 @@ class SparkJobs(dg.ConfigurableResource):
     timeout_seconds: int = Field(default=3600, description="Databricks run timeout.")
 
     # ---- what the assets call ----------------------------------------------------------------
-    def run(self, context: dg.AssetExecutionContext, spec: RetailerSpec, command: str, tables: Sequence[str], data_root: str) -> dg.PipesClientCompletedInvocation:
+    def run(
+        self, context: dg.AssetExecutionContext, spec: RetailerSpec, command: str, tables: Sequence[str], data_root: str
+    ) -> dg.PipesClientCompletedInvocation:
         """Run the job for one retailer (`silver` or `gold` of some tables) and return the Pipes invocation."""
         extras = {
             "command": command,
             "retailer": spec.model_dump(mode="json"),
             "tables": list(tables),
             "data_root": data_root,
-            "now": datetime.now(timezone.utc).isoformat(),
+            "now": datetime.now(UTC).isoformat(),
         }
         if self.environment == "databricks":
             return self._run_databricks(context, spec, command, extras)
@@ -81,9 +85,7 @@ class SparkJobs(dg.ConfigurableResource):
         }
         if self.cores:
             env["POS_LAKEHOUSE_SPARK_CORES"] = str(self.cores)
-        return dg.PipesSubprocessClient(env=env).run(
-            context=context, command=[sys.executable, "-m", JOB_MODULE], extras=dict(extras)
-        )
+        return dg.PipesSubprocessClient(env=env).run(context=context, command=[sys.executable, "-m", JOB_MODULE], extras=dict(extras))
 
     # ---- Databricks ------------------------------------------------------------------------------
     def submit_task(self, spec: RetailerSpec, command: str) -> Any:
@@ -129,9 +131,7 @@ class SparkJobs(dg.ConfigurableResource):
         workspace = workspace or WorkspaceClient()
         if self.compute == "serverless":
             if not self.volume_path:
-                raise dg.DagsterInvalidConfigError(
-                    "serverless Spark needs `volume_path` (a UC volume for Pipes messages)", [], None
-                )
+                raise dg.DagsterInvalidConfigError("serverless Spark needs `volume_path` (a UC volume for Pipes messages)", [], None)
             return PipesDatabricksServerlessClient(client=workspace, volume_path=self.volume_path)
         return PipesDatabricksClient(client=workspace)
 

@@ -2,9 +2,9 @@
 
 import dagster as dg
 
+from pos_lakehouse.components.spark_jobs import spark_jobs_from_environment
 from pos_lakehouse.ingest.object_store import landing_zone_for
 from pos_lakehouse.settings import current_settings
-from pos_lakehouse.components.spark_jobs import spark_jobs_from_environment
 from pos_lakehouse.storage.lake import Lake
 
 

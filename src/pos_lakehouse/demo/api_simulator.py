@@ -18,7 +18,7 @@ import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,11 @@ from pos_lakehouse.demo.generator import DEMO_START, _day_rows, catalogue, gln13
 
 RETAILER = "shopnow_us"
 ENDPOINTS = {"products": "/v1/products", "stores": "/v1/stores", "sales_daily": "/v1/sales/daily"}
-CLOCK_START = datetime(2026, 10, 1, 6, 0, tzinfo=timezone.utc)
+CLOCK_START = datetime(2026, 10, 1, 6, 0, tzinfo=UTC)
 
 
 def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return ts.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -232,7 +232,7 @@ class ApiSimulator:
             async def handler(request: Request):
                 params = dict(request.query_params)
                 entry = {
-                    "at": datetime.now(timezone.utc).isoformat(),
+                    "at": datetime.now(UTC).isoformat(),
                     "method": request.method,
                     "path": request.url.path,
                     "params": params,
@@ -293,9 +293,7 @@ class ApiSimulator:
         port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="shopnow-api", daemon=True
-        )
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="shopnow-api", daemon=True)
         self._thread.start()
         self.base_url = f"http://127.0.0.1:{port}"
         import time
@@ -314,7 +312,7 @@ class ApiSimulator:
             self._thread.join(timeout=10)
         self._server = self._thread = None
 
-    def __enter__(self) -> "ApiSimulator":
+    def __enter__(self) -> ApiSimulator:
         self.start()
         return self
 

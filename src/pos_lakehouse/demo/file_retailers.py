@@ -79,8 +79,15 @@ def _money(cents: int, decimal_comma: bool = False, thousands: bool = False) -> 
 _DE_PRODUCTS = ["Müsli Früchte", "Käse Gouda", "Weißbier", "Grüner Tee", "Süße Brötchen", "Öl Sonnenblume", "Straußeneier", "Bärchen Gummi"]
 _DE_BRANDS = ["Bäckerei Groß", "Alpenmühle", "Nordsee Frisch", "Hofgut Müller", "Schöne Küche"]
 _DE_CATEGORIES = ["Frühstück", "Molkerei", "Getränke", "Süßwaren", "Grundnahrung"]
-_DE_CITIES = [("München", "Bayern"), ("Köln", "Nordrhein-Westfalen"), ("Düsseldorf", "Nordrhein-Westfalen"),
-              ("Nürnberg", "Bayern"), ("Görlitz", "Sachsen"), ("Lübeck", "Schleswig-Holstein"), ("Tübingen", "Baden-Württemberg")]
+_DE_CITIES = [
+    ("München", "Bayern"),
+    ("Köln", "Nordrhein-Westfalen"),
+    ("Düsseldorf", "Nordrhein-Westfalen"),
+    ("Nürnberg", "Bayern"),
+    ("Görlitz", "Sachsen"),
+    ("Lübeck", "Schleswig-Holstein"),
+    ("Tübingen", "Baden-Württemberg"),
+]
 
 
 def _csv_text(header: list[str], rows: list[list[str]], sep: str) -> str:
@@ -92,8 +99,15 @@ def _csv_text(header: list[str], rows: list[list[str]], sep: str) -> str:
 
 
 def write_kaufhalle_de(
-    landing: Path, expected: Path, *, weeks: int = 3, start: date = DEMO_START, n_products: int = 120,
-    n_stores: int = 10, density: float = 0.3, seed: int = 1002,
+    landing: Path,
+    expected: Path,
+    *,
+    weeks: int = 3,
+    start: date = DEMO_START,
+    n_products: int = 120,
+    n_stores: int = 10,
+    density: float = 0.3,
+    seed: int = 1002,
 ) -> list[Path]:
     """kaufhalle_de (1002): `artikel` and `filialen` master files, then one `umsatz` file per week holding 7 dates."""
     rng = np.random.default_rng(seed)
@@ -101,19 +115,38 @@ def write_kaufhalle_de(
     price = rng.integers(49, 2999, n_products)
     stamp = start.strftime("%Y%m%d")
     products = [
-        [f"{100000 + i}", gtin13(200000 + i), f"{_DE_PRODUCTS[i % len(_DE_PRODUCTS)]} {i:03d}",
-         _DE_BRANDS[int(rng.integers(0, len(_DE_BRANDS)))], _DE_CATEGORIES[int(rng.integers(0, len(_DE_CATEGORIES)))],
-         _money(int(price[i]), decimal_comma=True), "0,25" if i % 5 == 0 else "0,00"]
+        [
+            f"{100000 + i}",
+            gtin13(200000 + i),
+            f"{_DE_PRODUCTS[i % len(_DE_PRODUCTS)]} {i:03d}",
+            _DE_BRANDS[int(rng.integers(0, len(_DE_BRANDS)))],
+            _DE_CATEGORIES[int(rng.integers(0, len(_DE_CATEGORIES)))],
+            _money(int(price[i]), decimal_comma=True),
+            "0,25" if i % 5 == 0 else "0,00",
+        ]
         for i in range(n_products)
     ]
     stores = []
     for i in range(n_stores):
         city, land = _DE_CITIES[int(rng.integers(0, len(_DE_CITIES)))]
-        stores.append([f"F{i:03d}", gln13(500000 + i), f"Kaufhalle {city} {i:03d}", f"Hauptstraße {i + 1}", city, land,
-                       ["Markt", "Großmarkt", "Express"][i % 3]])
+        stores.append(
+            [
+                f"F{i:03d}",
+                gln13(500000 + i),
+                f"Kaufhalle {city} {i:03d}",
+                f"Hauptstraße {i + 1}",
+                city,
+                land,
+                ["Markt", "Großmarkt", "Express"][i % 3],
+            ]
+        )
     written = []
     for name, header, rows in (
-        (f"kaufhalle_artikel_{stamp}.csv", ["Artikelnummer", "EAN", "Bezeichnung", "Marke", "Warengruppe", "Grundpreis", "Pfand"], products),
+        (
+            f"kaufhalle_artikel_{stamp}.csv",
+            ["Artikelnummer", "EAN", "Bezeichnung", "Marke", "Warengruppe", "Grundpreis", "Pfand"],
+            products,
+        ),
         (f"kaufhalle_filialen_{stamp}.csv", ["Filiale", "GLN", "Filialname", "Straße", "Stadt", "Bundesland", "Vertriebslinie"], stores),
     ):
         path = landing / name
@@ -126,8 +159,16 @@ def write_kaufhalle_de(
             day = start + timedelta(days=7 * w + d)
             sales = _day(rng, day, n_stores, price, density)
             for k in range(len(sales.s)):
-                lines.append([day.strftime("%d.%m.%Y"), f"F{sales.s[k]:03d}", f"{100000 + sales.p[k]}", str(sales.units[k]),
-                              _money(int(sales.value_cents[k]), decimal_comma=True, thousands=True), str(sales.returns[k])])
+                lines.append(
+                    [
+                        day.strftime("%d.%m.%Y"),
+                        f"F{sales.s[k]:03d}",
+                        f"{100000 + sales.p[k]}",
+                        str(sales.units[k]),
+                        _money(int(sales.value_cents[k]), decimal_comma=True, thousands=True),
+                        str(sales.returns[k]),
+                    ]
+                )
             totals.append(_total("kaufhalle_de", day, len(sales.s), int(sales.units.sum()), int(sales.value_cents.sum())))
         first = start + timedelta(days=7 * w)
         path = landing / f"kaufhalle_umsatz_{first.strftime('%Y%m%d')}_{(first + timedelta(days=6)).strftime('%Y%m%d')}.csv"
@@ -146,8 +187,14 @@ _US_BRANDS = ["Great Value", "Lakeside", "Summit", "Prairie Gold", "Blue Ridge",
 
 
 def bigbox_store_frame(
-    rng: np.random.Generator, store: int, days: list[date], price: np.ndarray, brands: list[str], depts: list[str],
-    city: tuple[str, str], density: float,
+    rng: np.random.Generator,
+    store: int,
+    days: list[date],
+    price: np.ndarray,
+    brands: list[str],
+    depts: list[str],
+    city: tuple[str, str],
+    density: float,
 ) -> tuple[pl.DataFrame, list[tuple[date, int, int, int]]]:
     """One store's file content (every date) and its (date, rows, units, cents) totals; also used by the benchmark."""
     frames, totals = [], []
@@ -186,16 +233,30 @@ def bigbox_store_frame(
         pl.lit(city[0]).alias("CITY"),
         pl.lit(city[1]).alias("STATE"),
         pl.col("ITEM_NBR").cast(pl.String),
-        "UPC", "ITEM_DESC", "BRAND", "DEPT", "WM_WEEK", "SALES_DATE", "UNIT_QTY",
+        "UPC",
+        "ITEM_DESC",
+        "BRAND",
+        "DEPT",
+        "WM_WEEK",
+        "SALES_DATE",
+        "UNIT_QTY",
         pl.format("{}.{}", pl.col("CENTS") // 100, (pl.col("CENTS") % 100).cast(pl.String).str.zfill(2)).alias("SALES_AMT"),
-        "RETURN_QTY", "ON_HAND_QTY",
+        "RETURN_QTY",
+        "ON_HAND_QTY",
     )
     return frame, totals
 
 
 def write_bigbox_us(
-    landing: Path, expected: Path, *, days: int = 28, start: date = DEMO_START, n_products: int = 300,
-    n_stores: int = 16, density: float = 0.4, seed: int = 1003,
+    landing: Path,
+    expected: Path,
+    *,
+    days: int = 28,
+    start: date = DEMO_START,
+    n_products: int = 300,
+    n_stores: int = 16,
+    density: float = 0.4,
+    seed: int = 1003,
 ) -> list[Path]:
     """bigbox_us (1003): one `|`-delimited file per store holding every date of the period (SharePoint sync)."""
     rng = np.random.default_rng(seed)
@@ -227,8 +288,15 @@ _NL_BRANDS = ["Hollandse Glorie", "Molenaar", "Tulp", "Zeeuws Meisje", "De Vries
 
 
 def write_polder_nl(
-    landing: Path, expected: Path, *, weeks: int = 6, start: date = DEMO_START, n_products: int = 80,
-    n_stores: int = 8, density: float = 0.6, seed: int = 1006,
+    landing: Path,
+    expected: Path,
+    *,
+    weeks: int = 6,
+    start: date = DEMO_START,
+    n_products: int = 80,
+    n_stores: int = 8,
+    density: float = 0.6,
+    seed: int = 1006,
 ) -> list[Path]:
     """polder_nl (1006): one `.xlsx` per week, one week-ending date, weekly totals per store and product."""
     rng = np.random.default_rng(seed)
@@ -274,16 +342,37 @@ _CA_PRODUCTS = ["Maple Syrup, Grade A", "Bannock Mix", "Wild Rice", "Perogies, P
 
 
 def write_prairie_ca(
-    landing: Path, expected: Path, *, weeks: int = 4, start: date = DEMO_START, n_products: int = 90,
-    n_stores: int = 9, density: float = 0.35, seed: int = 1007,
+    landing: Path,
+    expected: Path,
+    *,
+    weeks: int = 4,
+    start: date = DEMO_START,
+    n_products: int = 90,
+    n_stores: int = 9,
+    density: float = 0.35,
+    seed: int = 1007,
 ) -> list[Path]:
     """prairie_ca (1007): every Monday a `.csv.gz` with each day of the previous week (Monday to Sunday)."""
     rng = np.random.default_rng(seed)
     landing.mkdir(parents=True, exist_ok=True)
     price = rng.integers(129, 2599, n_products)
     monday = start - timedelta(days=start.weekday())
-    header = [" Store Number ", "Store Name", "City", "Province", "Product Code", "UPC", "Product Description", "Brand",
-              "Category", "Business Date", "Units Sold", "Net Sales CAD", "Units Returned", "Promo Flag"]
+    header = [
+        " Store Number ",
+        "Store Name",
+        "City",
+        "Province",
+        "Product Code",
+        "UPC",
+        "Product Description",
+        "Brand",
+        "Category",
+        "Business Date",
+        "Units Sold",
+        "Net Sales CAD",
+        "Units Returned",
+        "Promo Flag",
+    ]
     written, totals = [], []
     for w in range(weeks):
         week_start = monday + timedelta(days=7 * w)
@@ -294,9 +383,24 @@ def write_prairie_ca(
             for k in range(len(sales.s)):
                 s, p = int(sales.s[k]), int(sales.p[k])
                 city, prov = _CA_PROVINCES[s % len(_CA_PROVINCES)]
-                lines.append([f"{s + 1:03d}", f"Prairie Co-op {city} {s + 1:03d}", city, prov, f"PC-{p:04d}", gtin13(600000 + p)[1:],
-                              f"{_CA_PRODUCTS[p % len(_CA_PRODUCTS)]} #{p}", "Prairie Harvest", "Pantry", day.isoformat(),
-                              str(sales.units[k]), _money(int(sales.value_cents[k])), str(sales.returns[k]), "Y" if k % 7 == 0 else "N"])
+                lines.append(
+                    [
+                        f"{s + 1:03d}",
+                        f"Prairie Co-op {city} {s + 1:03d}",
+                        city,
+                        prov,
+                        f"PC-{p:04d}",
+                        gtin13(600000 + p)[1:],
+                        f"{_CA_PRODUCTS[p % len(_CA_PRODUCTS)]} #{p}",
+                        "Prairie Harvest",
+                        "Pantry",
+                        day.isoformat(),
+                        str(sales.units[k]),
+                        _money(int(sales.value_cents[k])),
+                        str(sales.returns[k]),
+                        "Y" if k % 7 == 0 else "N",
+                    ]
+                )
             totals.append(_total("prairie_ca", day, len(sales.s), int(sales.units.sum()), int(sales.value_cents.sum())))
         week_end = week_start + timedelta(days=6)
         path = landing / f"prairie_ca_sales_week_{week_end.isoformat()}.csv.gz"
@@ -316,8 +420,15 @@ _JP_BRANDS = ["さくら食品", "富士", "やまと", "ひかり"]
 
 
 def write_sakura_jp(
-    landing: Path, expected: Path, *, days: int = 10, start: date = DEMO_START, n_products: int = 70,
-    n_stores: int = 6, density: float = 0.35, seed: int = 1008,
+    landing: Path,
+    expected: Path,
+    *,
+    days: int = 10,
+    start: date = DEMO_START,
+    n_products: int = 70,
+    n_stores: int = 6,
+    density: float = 0.35,
+    seed: int = 1008,
 ) -> list[Path]:
     """sakura_jp (1008): per date a sales CSV (with product and store columns) and an inventory JSON-lines file, in yen."""
     rng = np.random.default_rng(seed)
@@ -334,14 +445,42 @@ def write_sakura_jp(
         for k in range(len(sales.s)):
             s, p = int(sales.s[k]), int(sales.p[k])
             pref, town = _JP_PREFS[s % len(_JP_PREFS)]
-            lines.append([f"S{s:03d}", f"さくらマート {town}{s:03d}", pref, f"J{p:05d}", gtin13(700000 + p),
-                          f"{_JP_PRODUCTS[p % len(_JP_PRODUCTS)]} {p:03d}", _JP_BRANDS[p % len(_JP_BRANDS)], "食品",
-                          day.strftime("%Y/%m/%d"), str(sales.units[k]), str(int(sales.value_cents[k]) // 100)])
+            lines.append(
+                [
+                    f"S{s:03d}",
+                    f"さくらマート {town}{s:03d}",
+                    pref,
+                    f"J{p:05d}",
+                    gtin13(700000 + p),
+                    f"{_JP_PRODUCTS[p % len(_JP_PRODUCTS)]} {p:03d}",
+                    _JP_BRANDS[p % len(_JP_BRANDS)],
+                    "食品",
+                    day.strftime("%Y/%m/%d"),
+                    str(sales.units[k]),
+                    str(int(sales.value_cents[k]) // 100),
+                ]
+            )
         seen_products.update(int(p) for p in sales.p)
         seen_stores.update(int(s) for s in sales.s)
         sales_path = landing / f"sakura_jp_sales_{day:%Y%m%d}.csv"
         sales_path.write_bytes(
-            _csv_text(["店舗コード", "店舗名", "都道府県", "商品コード", "JANコード", "商品名", "ブランド", "カテゴリ", "売上日", "売上数量", "売上金額"], lines, ",").encode("utf-8")
+            _csv_text(
+                [
+                    "店舗コード",
+                    "店舗名",
+                    "都道府県",
+                    "商品コード",
+                    "JANコード",
+                    "商品名",
+                    "ブランド",
+                    "カテゴリ",
+                    "売上日",
+                    "売上数量",
+                    "売上金額",
+                ],
+                lines,
+                ",",
+            ).encode("utf-8")
         )
         # Stock is reported for items the store carries (sold here before or today) -- also unsold ones.
         inv_stores = np.array(sorted(seen_stores))
@@ -353,8 +492,17 @@ def write_sakura_jp(
         inv_path = landing / f"sakura_jp_inventory_{day:%Y%m%d}.jsonl"
         inv_path.write_text(
             "".join(
-                json.dumps({"store_code": f"S{inv_stores[a]:03d}", "item_code": f"J{inv_products[b]:05d}", "stock_date": day.isoformat(),
-                            "on_hand": int(h), "on_order": int(o)}, ensure_ascii=False) + "\n"
+                json.dumps(
+                    {
+                        "store_code": f"S{inv_stores[a]:03d}",
+                        "item_code": f"J{inv_products[b]:05d}",
+                        "stock_date": day.isoformat(),
+                        "on_hand": int(h),
+                        "on_order": int(o),
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
                 for a, b, h, o in zip(si, pi, stock, on_order)
             ),
             encoding="utf-8",

@@ -25,10 +25,20 @@ def last_week_end(week_ends_on: int = 6, before: date | None = None) -> date:
     """The latest day on or before `before` (default: yesterday) that ends a week (0=Monday .. 6=Sunday)."""
     day = before or DEMO_LAST_DAY
     return day - timedelta(days=(day.weekday() - week_ends_on) % 7)
+
+
 _BRANDS = ["Maison Claire", "Bonjour", "Vitalis", "Le Potager", "Nordique", "Soleil", "Atelier", "Prisme"]
 _CATEGORIES = ["Epicerie", "Boissons", "Hygiene", "Entretien", "Frais", "Surgeles"]
-_CITIES = [("Paris", "Ile-de-France"), ("Lyon", "Auvergne-Rhone-Alpes"), ("Marseille", "PACA"), ("Lille", "Hauts-de-France"),
-           ("Toulouse", "Occitanie"), ("Nantes", "Pays de la Loire"), ("Bordeaux", "Nouvelle-Aquitaine"), ("Rennes", "Bretagne")]
+_CITIES = [
+    ("Paris", "Ile-de-France"),
+    ("Lyon", "Auvergne-Rhone-Alpes"),
+    ("Marseille", "PACA"),
+    ("Lille", "Hauts-de-France"),
+    ("Toulouse", "Occitanie"),
+    ("Nantes", "Pays de la Loire"),
+    ("Bordeaux", "Nouvelle-Aquitaine"),
+    ("Rennes", "Bretagne"),
+]
 _FORMATS = ["hyper", "super", "proxi"]
 
 
@@ -141,8 +151,18 @@ def write_marche_fr(
             .join(cat.stores.with_row_index("s").with_columns(pl.col("s").cast(pl.Int64)), on="s")
             .sort("s", "p")
             .select(
-                "date_vente", "code_magasin", "nom_magasin", "gln_magasin", "ville", "region", "format_magasin",
-                "code_article", "ean", "libelle_article", "marque", "categorie",
+                "date_vente",
+                "code_magasin",
+                "nom_magasin",
+                "gln_magasin",
+                "ville",
+                "region",
+                "format_magasin",
+                "code_article",
+                "ean",
+                "libelle_article",
+                "marque",
+                "categorie",
                 "qte_vendue",
                 (pl.col("ca_cents").cast(pl.Decimal(18, 2)) / 100).cast(pl.Decimal(18, 2)).alias("ca_ttc_eur"),
                 "qte_retournee",
@@ -176,7 +196,10 @@ def write_expected(expected_dir: Path, retailer: str, totals: list[dict]) -> Pat
 
 
 def read_expected(expected_dir: Path) -> pl.DataFrame:
-    frames = [pl.read_csv(p, schema_overrides={"date": pl.Date, "pos_sales_units": pl.String, "pos_sales_value_lc": pl.String}) for p in sorted(expected_dir.glob("*.csv"))]
+    frames = [
+        pl.read_csv(p, schema_overrides={"date": pl.Date, "pos_sales_units": pl.String, "pos_sales_value_lc": pl.String})
+        for p in sorted(expected_dir.glob("*.csv"))
+    ]
     # Generators of different retailers write different optional columns (e.g. `table`).
     if not frames:
         return pl.DataFrame()
@@ -184,4 +207,3 @@ def read_expected(expected_dir: Path) -> pl.DataFrame:
     if "table" not in expected.columns:
         return expected.with_columns(pl.lit("store_day_fact").alias("table"))
     return expected.with_columns(pl.col("table").fill_null("store_day_fact"))
-

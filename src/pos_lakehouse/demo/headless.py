@@ -75,9 +75,7 @@ class Headless:
         # every run with it failed (e.g. its driver was killed): bronze appends each delivery
         # once, so running the batch again is safe, and it is how a killed ingest is finished.
         earlier = (
-            self.instance.get_runs(
-                filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key, "dagster/sensor_name": sensor.name})
-            )
+            self.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key, "dagster/sensor_name": sensor.name}))
             if request.run_key
             else []
         )
@@ -103,10 +101,17 @@ class Headless:
         error = None
         if not result.success:
             failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-            error = "; ".join(
-                (e.event_specific_data.error.message.strip() if e.event_specific_data and e.event_specific_data.error else e.message or "")
-                for e in failures
-            ) or "run failed"
+            error = (
+                "; ".join(
+                    (
+                        e.event_specific_data.error.message.strip()
+                        if e.event_specific_data and e.event_specific_data.error
+                        else e.message or ""
+                    )
+                    for e in failures
+                )
+                or "run failed"
+            )
         record = RunRecord(name, result.run_id, result.success, error, partition_key)
         self.runs.append(record)
         if self.on_run:

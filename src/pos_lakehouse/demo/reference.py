@@ -6,7 +6,7 @@ products do not match), so enrichment hits and misses are both exercised.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np

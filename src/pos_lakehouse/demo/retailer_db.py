@@ -22,12 +22,21 @@ from pos_lakehouse.demo.generator import DEMO_START, _day_rows, catalogue, gln13
 
 RETAILER = "highstreet_uk"
 CLOCK_START = datetime(2026, 10, 1, 6, 0)
-_TOWNS = {"Paris": "London", "Lyon": "Manchester", "Marseille": "Bristol", "Lille": "Leeds", "Toulouse": "Glasgow",
-          "Nantes": "Cardiff", "Bordeaux": "Birmingham", "Rennes": "Norwich"}
+_TOWNS = {
+    "Paris": "London",
+    "Lyon": "Manchester",
+    "Marseille": "Bristol",
+    "Lille": "Leeds",
+    "Toulouse": "Glasgow",
+    "Nantes": "Cardiff",
+    "Bordeaux": "Birmingham",
+    "Rennes": "Norwich",
+}
 
 metadata = sa.MetaData()
 products = sa.Table(
-    "products", metadata,
+    "products",
+    metadata,
     sa.Column("product_code", sa.String(20), primary_key=True),
     sa.Column("barcode", sa.String(14)),
     sa.Column("description", sa.String(200)),
@@ -36,7 +45,8 @@ products = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 stores = sa.Table(
-    "stores", metadata,
+    "stores",
+    metadata,
     sa.Column("store_no", sa.String(10), primary_key=True),
     sa.Column("store_name", sa.String(200)),
     sa.Column("gln", sa.String(13)),
@@ -46,7 +56,8 @@ stores = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 daily_sales = sa.Table(
-    "daily_sales", metadata,
+    "daily_sales",
+    metadata,
     sa.Column("trade_date", sa.Date, primary_key=True),
     sa.Column("store_no", sa.String(10), primary_key=True),
     sa.Column("product_code", sa.String(20), primary_key=True),
@@ -56,7 +67,8 @@ daily_sales = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False, index=True),
 )
 inventory = sa.Table(
-    "inventory", metadata,
+    "inventory",
+    metadata,
     sa.Column("snapshot_date", sa.Date, primary_key=True),
     sa.Column("store_no", sa.String(10), primary_key=True),
     sa.Column("product_code", sa.String(20), primary_key=True),
@@ -104,7 +116,7 @@ class RetailerDatabase:
         return 0 if last is None else (last - self.start).days + 1
 
     # ---- writing --------------------------------------------------------------------------
-    def create(self) -> "RetailerDatabase":
+    def create(self) -> RetailerDatabase:
         """Tables and master data (idempotent: an existing warehouse is kept as it is)."""
         metadata.create_all(self.engine)
         with self.engine.begin() as conn:
@@ -158,11 +170,25 @@ class RetailerDatabase:
                 sales, stock = [], []
                 for r in rows.iter_rows(named=True):
                     key = {"store_no": f"UK{r['s']:03d}", "product_code": f"HS{r['p']:06d}"}
-                    sales.append(key | {"trade_date": day, "units_sold": int(r["qte_vendue"]),
-                                        "sales_gbp": Decimal(int(r["ca_cents"])) / 100,
-                                        "units_returned": int(r["qte_retournee"]), "updated_at": ts})
-                    stock.append(key | {"snapshot_date": day, "on_hand": int(r["stock_fin_journee"]),
-                                        "on_order": int(r["qte_en_commande"]), "updated_at": ts})
+                    sales.append(
+                        key
+                        | {
+                            "trade_date": day,
+                            "units_sold": int(r["qte_vendue"]),
+                            "sales_gbp": Decimal(int(r["ca_cents"])) / 100,
+                            "units_returned": int(r["qte_retournee"]),
+                            "updated_at": ts,
+                        }
+                    )
+                    stock.append(
+                        key
+                        | {
+                            "snapshot_date": day,
+                            "on_hand": int(r["stock_fin_journee"]),
+                            "on_order": int(r["qte_en_commande"]),
+                            "updated_at": ts,
+                        }
+                    )
                 conn.execute(daily_sales.insert(), sales)
                 conn.execute(inventory.insert(), stock)
             added.append(day)
@@ -174,7 +200,9 @@ class RetailerDatabase:
             ts = self._now(conn)
             hit = conn.execute(
                 daily_sales.update()
-                .where(daily_sales.c.trade_date == trade_date, daily_sales.c.store_no == store_no, daily_sales.c.product_code == product_code)
+                .where(
+                    daily_sales.c.trade_date == trade_date, daily_sales.c.store_no == store_no, daily_sales.c.product_code == product_code
+                )
                 .values(units_sold=units, sales_gbp=sales_gbp, updated_at=ts)
             ).rowcount
         if hit != 1:
@@ -186,8 +214,17 @@ class RetailerDatabase:
             ts = self._now(conn) - timedelta(seconds=seconds_ago)
             conn.execute(
                 daily_sales.insert(),
-                [{"trade_date": trade_date, "store_no": store_no, "product_code": product_code, "units_sold": units,
-                  "sales_gbp": sales_gbp, "units_returned": 0, "updated_at": ts}],
+                [
+                    {
+                        "trade_date": trade_date,
+                        "store_no": store_no,
+                        "product_code": product_code,
+                        "units_sold": units,
+                        "sales_gbp": sales_gbp,
+                        "units_returned": 0,
+                        "updated_at": ts,
+                    }
+                ],
             )
 
     def sales_rows(self) -> list[dict[str, Any]]:
@@ -198,7 +235,9 @@ class RetailerDatabase:
     def expected_totals(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(daily_sales.c.trade_date, sa.func.count(), sa.func.sum(daily_sales.c.units_sold), sa.func.sum(daily_sales.c.sales_gbp))
+                sa.select(
+                    daily_sales.c.trade_date, sa.func.count(), sa.func.sum(daily_sales.c.units_sold), sa.func.sum(daily_sales.c.sales_gbp)
+                )
                 .group_by(daily_sales.c.trade_date)
                 .order_by(daily_sales.c.trade_date)
             ).all()

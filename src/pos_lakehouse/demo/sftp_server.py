@@ -121,7 +121,7 @@ class SftpServer:
             self._thread.join(10)
         self._loop = self._thread = None
 
-    def __enter__(self) -> "SftpServer":
+    def __enter__(self) -> SftpServer:
         self.start()
         return self
 

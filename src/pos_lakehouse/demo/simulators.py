@@ -83,7 +83,6 @@ def start_demo_services(data_root: Path, only: list[str] | None = None, setenv: 
     with ExitStack() as stack:
         if _specs("api", only) and (not only or "shopnow_us" in only):
             from pos_lakehouse.demo.api_simulator import ApiSimulator, ShopNowData
-
             from pos_lakehouse.demo.generator import DEMO_LAST_DAY
 
             # 21 days of sales up to yesterday.

@@ -58,7 +58,9 @@ def resolve_url(spec: RetailerSpec, data_root: str) -> URL:
     try:
         url = make_url(raw)
     except Exception:  # the message of a parse error could echo the secret
-        raise SourceDatabaseError(f"{spec.name}: the database URL (from {db.url_env or 'delivery.database.url'}) is not a valid SQLAlchemy URL") from None
+        raise SourceDatabaseError(
+            f"{spec.name}: the database URL (from {db.url_env or 'delivery.database.url'}) is not a valid SQLAlchemy URL"
+        ) from None
     if db.password_env and url.password is None:
         password = os.environ.get(db.password_env)
         if password is None:

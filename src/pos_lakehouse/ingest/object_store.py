@@ -18,10 +18,10 @@ from __future__ import annotations
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Iterator
 
 from pydantic import Field
 
@@ -65,7 +65,7 @@ class ObjectStoreLandingZone(LandingZone):
                 if any(d.startswith((".", "_")) for d in dirs) or name.startswith((".", "~$")):
                     continue  # hidden and system folders, office lock files
                 objects[rel] = meta
-        horizon = datetime.now(timezone.utc) - timedelta(seconds=self.settle_seconds)
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settle_seconds)
         found = []
         for rel, meta in objects.items():
             if rel.endswith(IN_PROGRESS_SUFFIXES):
@@ -99,7 +99,9 @@ class ObjectStoreLandingZone(LandingZone):
             try:
                 object_store.download(uri, target)
             except FileNotFoundError:
-                raise FileNotFoundError(f"{retailer}: landing file {name!r} is not in {self.describe(retailer)} (moved or deleted?)") from None
+                raise FileNotFoundError(
+                    f"{retailer}: landing file {name!r} is not in {self.describe(retailer)} (moved or deleted?)"
+                ) from None
             yield target
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

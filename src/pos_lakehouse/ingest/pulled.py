@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -51,7 +51,7 @@ def as_text(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.isoformat(sep=" ") if value.tzinfo is None else value.astimezone(timezone.utc).isoformat()
+        return value.isoformat(sep=" ") if value.tzinfo is None else value.astimezone(UTC).isoformat()
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -102,7 +102,7 @@ def append_pulled(
 ) -> None:
     """Append one page/chunk with bronze metadata and commit the new position with it."""
     uri = lake.bronze(spec.name, table)
-    now = datetime.now(timezone.utc)  # per delivery, so later pages sort after earlier ones in silver
+    now = datetime.now(UTC)  # per delivery, so later pages sort after earlier ones in silver
     rows = frame.with_row_index("_row_number", offset=1).with_columns(
         pl.col("_row_number").cast(pl.Int64),
         pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),

@@ -1,6 +1,5 @@
 """Landing-zone sensors: new or changed files become runs, each file once."""
 
-
 import hashlib
 import json
 
@@ -11,7 +10,9 @@ from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
 
 
-def plan_runs(spec: RetailerSpec, files: list[LandedFile], cursor: dict[str, str]) -> tuple[list[list[LandedFile]], dict[str, str], list[str]]:
+def plan_runs(
+    spec: RetailerSpec, files: list[LandedFile], cursor: dict[str, str]
+) -> tuple[list[list[LandedFile]], dict[str, str], list[str]]:
     """Batches of new or changed files, the cursor after them, and files no pattern matches."""
     new, unmatched = [], []
     next_cursor = dict(cursor)

@@ -22,10 +22,10 @@ import shutil
 import stat
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import asyncssh
 from pydantic import Field
@@ -74,7 +74,7 @@ class SftpLandingZone(LandingZone):
     connect_timeout: float = Field(default=15.0, description="Seconds to wait for the server.")
 
     @classmethod
-    def for_spec(cls, spec: RetailerSpec) -> "SftpLandingZone":
+    def for_spec(cls, spec: RetailerSpec) -> SftpLandingZone:
         sftp: SftpSpec | None = spec.delivery.sftp
         if sftp is None:
             raise SftpError(f"{spec.name}: delivery.sftp is not configured")
@@ -130,7 +130,7 @@ class SftpLandingZone(LandingZone):
             ) from None
         except asyncssh.HostKeyNotVerifiable as exc:
             raise SftpError(f"{where}: host key not verifiable against {self.known_hosts}: {exc.reason}") from None
-        except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise SftpError(f"{where}: cannot connect: {type(exc).__name__}: {exc}") from None
         return conn
 

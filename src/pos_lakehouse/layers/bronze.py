@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -27,7 +27,9 @@ class FileOutcome:
     """What happened to one delivered file."""
 
     file: str
-    status: str  # ingested | empty (an incremental file with nothing new) | duplicate | rejected | known_rejected (same bytes rejected before)
+    status: (
+        str  # ingested | empty (an incremental file with nothing new) | duplicate | rejected | known_rejected (same bytes rejected before)
+    )
     table: str | None = None
     delivery_id: str | None = None
     rows: int = 0
@@ -72,13 +74,7 @@ def previous_rejection(lake: Lake, spec: RetailerSpec, delivery_id: str) -> dict
     dt = lake.table(uri)
     if dt is None:
         return None
-    hit = (
-        pl.scan_delta(dt)
-        .filter(pl.col("delivery_id") == delivery_id)
-        .select("file", "reason", "rejected_at")
-        .head(1)
-        .collect()
-    )
+    hit = pl.scan_delta(dt).filter(pl.col("delivery_id") == delivery_id).select("file", "reason", "rejected_at").head(1).collect()
     return hit.row(0, named=True) if hit.height else None
 
 
@@ -95,7 +91,7 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
     retry or a manual re-run never appends twice. A rejected file is copied to the
     quarantine area with a machine-readable reason; nothing else is affected.
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     outcomes = []
     for name in names:
         outcomes.append(_ingest_one(lake, landing, spec, name, now))
@@ -135,7 +131,11 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
         # Rejected once is enough: the bytes are in quarantine with their reason; reading them
         # again (a bomb, a huge corrupt file) on every run would only repeat the same verdict.
         return FileOutcome(
-            rel, "known_rejected", table=file_spec.name, delivery_id=delivery_id, reason=before["reason"],
+            rel,
+            "known_rejected",
+            table=file_spec.name,
+            delivery_id=delivery_id,
+            reason=before["reason"],
             detail=f"same bytes as {before['file']!r}, rejected at {before['rejected_at']}",
         )
     try:
@@ -165,7 +165,9 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
             )
             try:
                 appended = lake.append_once(
-                    uri, frame, once_id=delivery_id,
+                    uri,
+                    frame,
+                    once_id=delivery_id,
                     description=f"Raw `{file_spec.name}` deliveries of {spec.name}, as delivered (strings).",
                 )
             except RuntimeError as exc:

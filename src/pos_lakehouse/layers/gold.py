@@ -7,7 +7,7 @@ MERGE is restricted to that retailer's partition, so other retailers' files are 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import narwhals as nw
 
@@ -58,7 +58,7 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         result.partition_rows = partition_row_count(lake, table_name, code)
         return result
     if latest.tzinfo is None:  # engines hand timestamps back in UTC
-        latest = latest.replace(tzinfo=timezone.utc)
+        latest = latest.replace(tzinfo=UTC)
     new_mark = latest.strftime(_TS_FORMAT)
     restrict = f"t.{PARTITION_COLUMN} = '{code}'"
     date_col = table.natural_keys[0] if table_name not in ("prod_dim", "site_dim") else None

@@ -17,11 +17,22 @@ from pos_lakehouse.transform.mapping import ORDER_COLUMNS
 REFERENCE_TABLES = {
     "product_master": {
         "key": "gtin",
-        "schema": {"gtin": pl.String, "corp_product_code": pl.String, "corp_product_name": pl.String, "corp_brand": pl.String, "corp_category": pl.String},
+        "schema": {
+            "gtin": pl.String,
+            "corp_product_code": pl.String,
+            "corp_product_name": pl.String,
+            "corp_brand": pl.String,
+            "corp_category": pl.String,
+        },
     },
     "site_master": {
         "key": "global_location_number",
-        "schema": {"global_location_number": pl.String, "corp_site_code": pl.String, "corp_customer": pl.String, "corp_sales_region": pl.String},
+        "schema": {
+            "global_location_number": pl.String,
+            "corp_site_code": pl.String,
+            "corp_customer": pl.String,
+            "corp_sales_region": pl.String,
+        },
     },
     "fx_rates": {
         "key": None,

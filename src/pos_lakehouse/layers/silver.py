@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import narwhals as nw
 
@@ -20,9 +20,8 @@ from pos_lakehouse.engines import edges
 from pos_lakehouse.layers.reference import enrich_dimension, reference_frame
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.interface import LakeIO
-from pos_lakehouse.transform import canonical
+from pos_lakehouse.transform import canonical, masking
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
-from pos_lakehouse.transform import masking
 from pos_lakehouse.transform.masking import mask_measures
 from pos_lakehouse.transform.measures import (
     aggregate_period,
@@ -238,7 +237,9 @@ def reenrich_current_versions(lake: LakeIO, spec: RetailerSpec, table_name: str,
     stored = signature(current).select(key_column, "_corp_sig")
     changed = signature(enrich_dimension(current, lake, table_name)).join(stored, on=[key_column, "_corp_sig"], how="anti")
     engine = edges(changed)
-    changed = engine.persist(changed.select(key_column, *corp).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at")))
+    changed = engine.persist(
+        changed.select(key_column, *corp).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+    )
     n = _count(changed)
     if n:
         lake.merge(uri, changed, keys=[key_column], update_columns=[*corp, "_updated_at"], bookmarks=lake.bookmarks(uri))
@@ -274,7 +275,9 @@ def deduplicate_fact_batch(frame: nw.LazyFrame, keys: list[str], date_col: str, 
     ).drop("_ok_row", "_last_row")
     deliveries = frame.select("_delivery_id", "_ingested_at", "_source_file").unique()
     if _count(deliveries) > 1:
-        ranks = deliveries.with_row_index("_delivery_rank", order_by=["_ingested_at", "_source_file"]).select("_delivery_id", "_delivery_rank")
+        ranks = deliveries.with_row_index("_delivery_rank", order_by=["_ingested_at", "_source_file"]).select(
+            "_delivery_id", "_delivery_rank"
+        )
         scope = [date_col, "site_id"] if replaces == "site_days" else keys
         frame = (
             frame.join(ranks, on="_delivery_id", how="left")
@@ -286,7 +289,9 @@ def deduplicate_fact_batch(frame: nw.LazyFrame, keys: list[str], date_col: str, 
     return frame
 
 
-def restated_away(lake: LakeIO, uri: str, good: nw.LazyFrame, keys: list[str], date_col: str, carried: list[str], lo: date, hi: date) -> nw.LazyFrame | None:
+def restated_away(
+    lake: LakeIO, uri: str, good: nw.LazyFrame, keys: list[str], date_col: str, carried: list[str], lo: date, hi: date
+) -> nw.LazyFrame | None:
     """Stored rows of the delivered store-days that the new delivery no longer contains.
 
     Such a row is deleted, unless another kind of file also fills it (sales and inventory
@@ -363,11 +368,17 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
         if n_bad:
             for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
                 result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
-        facts = frame.filter(_ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+        facts = (
+            frame.filter(_ok())
+            .drop("_row_number", ERROR_COLUMN)
+            .with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+        )
         if "is_complete" in {c.name for c in table.columns}:
             # Delivered weeks are whole weeks (a week not yet ended is quarantined as future-dated).
             facts = facts.with_columns(nw.lit(True).alias("is_complete"), nw.lit(7, nw.Int64).alias("days_covered"))
-        n, lo, hi = facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+        n, lo, hi = (
+            facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+        )
         result.loaded += n
         if n == 0:
             engine.release(frame)
@@ -383,8 +394,11 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
             result.removed += n_removed
             # Removals carry the lineage of the newest delivery of the batch.
             lineage = (
-                facts.select("_source_file", "_delivery_id", "_ingested_at").unique()
-                .sort("_ingested_at", "_source_file").collect(backend="polars").row(-1)
+                facts.select("_source_file", "_delivery_id", "_ingested_at")
+                .unique()
+                .sort("_ingested_at", "_source_file")
+                .collect(backend="polars")
+                .row(-1)
             )
             removal_rows = removals.with_columns(
                 nw.lit(now).alias("_updated_at"),
@@ -424,7 +438,7 @@ def _conform_with_action(frame: nw.LazyFrame, table: canonical.CanonicalTable) -
 
 def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: datetime | None = None) -> dict[str, SilverResult]:
     """Bring the given silver tables up to date with bronze; dimensions before facts."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     results = {}
     for name in spec.canonical_tables:
         if name not in tables:
@@ -447,7 +461,9 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
 
 GRAIN = {"store_day_fact": "day", "store_week_fact": "week", "store_month_fact": "month"}
 DERIVED_MEASURE_COLUMNS = [
-    c.name for c in canonical.STORE_DAY_FACT.derived_columns if c.name.endswith("_usd") or c.name.startswith("at_masked_") or c.name == "fx_rate_to_usd"
+    c.name
+    for c in canonical.STORE_DAY_FACT.derived_columns
+    if c.name.endswith("_usd") or c.name.startswith("at_masked_") or c.name == "fx_rate_to_usd"
 ]
 
 
@@ -520,7 +536,9 @@ def refill_late_fx(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datet
         .select(date_col, "currency")
         .join(rates, on=[date_col, "currency"], how="semi")
     )
-    n, lo, hi = fillable.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+    n, lo, hi = (
+        fillable.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+    )
     if not n:
         return 0
     refresh_derived_measures(lake, spec, table_name, lo, hi, now)
@@ -543,9 +561,11 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     watermark = marks.get("day_updated_at")
     daily = lake.read(day_uri, canonical.STORE_DAY_FACT.schema)
     changed = daily if watermark is None else daily.filter(nw.col("_updated_at") > datetime.fromisoformat(watermark))
-    lo, hi, mark = changed.select(
-        nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark")
-    ).collect(backend="polars").row(0)
+    lo, hi, mark = (
+        changed.select(nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark"))
+        .collect(backend="polars")
+        .row(0)
+    )
     if lo is None:
         return result
     first_end = period_end_of(lo, grain, spec.week_ends_on)
@@ -587,7 +607,7 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     result.input_rows = _count(days)
     result.min_date, result.max_date = first_end, last_end
     if mark.tzinfo is None:  # engines hand timestamps back in UTC
-        mark = mark.replace(tzinfo=timezone.utc)
+        mark = mark.replace(tzinfo=UTC)
     stats = lake.merge(
         uri,
         out,

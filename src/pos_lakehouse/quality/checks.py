@@ -131,7 +131,9 @@ def check_silver_table(lake: Lake, spec: RetailerSpec, table: str, key: dg.Asset
             )
             .filter((pl.col("current_versions") != 1) | (pl.col("overlaps") > 0))
         )
-        yield _result(key, "one_current_version", bad, frame.height, "entities without exactly one current version or with overlapping versions")
+        yield _result(
+            key, "one_current_version", bad, frame.height, "entities without exactly one current version or with overlapping versions"
+        )
     else:
         failing = []
         for dim_name, key_col in (("prod_dim", "prod_key"), ("site_dim", "site_key")):

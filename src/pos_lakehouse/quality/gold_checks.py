@@ -47,9 +47,7 @@ def _partition(lake: Lake, table_name: str, code: str) -> pl.LazyFrame:
     return lake.scan(lake.gold(table_name), canonical.TABLES[table_name].schema).filter(pl.col(PARTITION_COLUMN) == code)
 
 
-def run_gold_checks(
-    lake: Lake, spec: RetailerSpec, table_name: str, policy: AccessPolicy, key: dg.AssetKey
-) -> list[dg.AssetCheckResult]:
+def run_gold_checks(lake: Lake, spec: RetailerSpec, table_name: str, policy: AccessPolicy, key: dg.AssetKey) -> list[dg.AssetCheckResult]:
     code = spec.data_provider_code
     gold = _partition(lake, table_name, code)
     delivers = table_name in getattr(spec, "silver_tables", spec.canonical_tables)
@@ -68,9 +66,7 @@ def run_gold_checks(
     ]
 
     keys = gold_keys(table_name)
-    dups = (
-        gold.group_by(keys).agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).sort("rows", descending=True).collect()
-    )
+    dups = gold.group_by(keys).agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).sort("rows", descending=True).collect()
     results.append(
         dg.AssetCheckResult(
             asset_key=key,
@@ -107,7 +103,8 @@ def run_gold_checks(
                 # Which reader groups see this retailer; all-retailers groups only = add it to a group.
                 "reader_groups": ", ".join(
                     g for g in sorted(policy.groups) if declared and declared.secure_group_key in policy.group_keys(g)
-                ) or "none",
+                )
+                or "none",
             },
             description="; ".join(problems) or None,
         )

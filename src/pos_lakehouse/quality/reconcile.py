@@ -41,7 +41,20 @@ def gold_totals(lake: Lake, specs: list[RetailerSpec]) -> pl.DataFrame:
                 pl.col("pos_sales_value_lc").map_elements(_canonical_number, return_dtype=pl.String),
             )
         )
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"retailer": pl.String, "table": pl.String, "date": pl.Date, "rows": pl.Int64, "pos_sales_units": pl.String, "pos_sales_value_lc": pl.String})
+    return (
+        pl.concat(frames)
+        if frames
+        else pl.DataFrame(
+            schema={
+                "retailer": pl.String,
+                "table": pl.String,
+                "date": pl.Date,
+                "rows": pl.Int64,
+                "pos_sales_units": pl.String,
+                "pos_sales_value_lc": pl.String,
+            }
+        )
+    )
 
 
 def _canonical_number(value) -> str:
@@ -54,7 +67,10 @@ def reconcile(expected: pl.DataFrame, actual: pl.DataFrame) -> pl.DataFrame:
     if "table" not in expected.columns:
         expected = expected.with_columns(pl.lit("store_day_fact").alias("table"))
     exp = expected.select(
-        "retailer", "table", "date", "rows",
+        "retailer",
+        "table",
+        "date",
+        "rows",
         pl.col("pos_sales_units").cast(pl.String).map_elements(_canonical_number, return_dtype=pl.String),
         pl.col("pos_sales_value_lc").cast(pl.String).map_elements(_canonical_number, return_dtype=pl.String),
     )

@@ -8,7 +8,7 @@ sold what it sold).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pandera.polars as pa
 import polars as pl
@@ -21,9 +21,7 @@ def gs1_check_digit_valid(code: pl.Expr) -> pl.Expr:
     """GS1 mod-10 check digit (GTIN-8/12/13/14, GLN-13): weights 3,1,3,... from the right, excluding the check digit."""
     digits_only = code.str.contains(r"^\d{8}$|^\d{12,14}$")
     padded = code.str.pad_start(14, "0")
-    total = pl.sum_horizontal(
-        [padded.str.slice(i, 1).cast(pl.Int64, strict=False) * (3 if i % 2 == 0 else 1) for i in range(13)]
-    )
+    total = pl.sum_horizontal([padded.str.slice(i, 1).cast(pl.Int64, strict=False) * (3 if i % 2 == 0 else 1) for i in range(13)])
     check = padded.str.slice(13, 1).cast(pl.Int64, strict=False)
     return digits_only & (((10 - total % 10) % 10) == check)
 
@@ -79,7 +77,7 @@ def _measures_in_range(days: int) -> dict[str, pa.Column]:
 
 def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
     """The rules of a canonical table: structure and keys (blocking) and plausibility (warnings)."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     table = canonical.TABLES[table_name]
     if table_name in canonical.DIMENSIONS:
         natural = table.natural_keys[0]
@@ -97,9 +95,7 @@ def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
             },
             checks=[
                 pa.Check(
-                    lambda data: data.lazyframe.select(
-                        pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("valid_from"))
-                    ),
+                    lambda data: data.lazyframe.select(pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("valid_from"))),
                     name="valid_to_after_valid_from",
                     error="version ends before it starts",
                 )
@@ -181,13 +177,22 @@ def evaluate(rule: Rule, frame: pl.DataFrame, sample_size: int = 5) -> RuleOutco
     try:
         rule.schema.validate(frame, lazy=True)
     except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:
-        cases = exc.failure_cases if isinstance(exc, pa.errors.SchemaErrors) else pl.DataFrame(
-            {"check": [str(exc)], "column": [None], "index": [None]}, schema={"check": pl.String, "column": pl.String, "index": pl.Int32}
+        cases = (
+            exc.failure_cases
+            if isinstance(exc, pa.errors.SchemaErrors)
+            else pl.DataFrame(
+                {"check": [str(exc)], "column": [None], "index": [None]},
+                schema={"check": pl.String, "column": pl.String, "index": pl.Int32},
+            )
         )
         label = pl.concat_str([pl.col("column").fill_null("table"), pl.col("check").cast(pl.String)], separator=": ")
         by_check = cases.group_by(label.alias("rule")).agg(pl.col("index").n_unique().alias("n"))
         rows = cases["index"].drop_nulls().unique()
-        sample = frame.with_row_index("_row").filter(pl.col("_row").is_in(rows.head(sample_size).implode())) if rows.len() else cases.head(sample_size)
+        sample = (
+            frame.with_row_index("_row").filter(pl.col("_row").is_in(rows.head(sample_size).implode()))
+            if rows.len()
+            else cases.head(sample_size)
+        )
         failing = rows.len() if rows.len() else cases.height
         return RuleOutcome(rule, frame.height, failing, {r: int(n) for r, n in by_check.iter_rows()}, sample)
     return RuleOutcome(rule, frame.height, 0, {}, frame.clear())

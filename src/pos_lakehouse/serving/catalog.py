@@ -8,7 +8,7 @@ yet is listed from the canonical model and marked as not created.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import polars as pl
 
@@ -65,10 +65,7 @@ def describe_table(lake: Lake, name: str) -> TableInfo:
     schema = pl.scan_delta(dt).collect_schema()
     comments = {f.name: (f.metadata or {}).get("comment") for f in dt.schema().fields}
     canonical_desc = {c.name: c.description for c in table.columns}
-    columns = [
-        ColumnInfo(col, str(dtype), comments.get(col) or canonical_desc.get(col, ""))
-        for col, dtype in schema.items()
-    ]
+    columns = [ColumnInfo(col, str(dtype), comments.get(col) or canonical_desc.get(col, "")) for col, dtype in schema.items()]
     last_commit = dt.history(1)[0]
     per_retailer = (
         pl.scan_delta(dt)
@@ -85,7 +82,7 @@ def describe_table(lake: Lake, name: str) -> TableInfo:
         partition_columns=list(meta.partition_columns),
         columns=columns,
         delta_version=dt.version(),
-        last_update=datetime.fromtimestamp(last_commit["timestamp"] / 1000, tz=timezone.utc),
+        last_update=datetime.fromtimestamp(last_commit["timestamp"] / 1000, tz=UTC),
         retailers=[RetailerRows(code, rows, last) for code, rows, last in per_retailer.iter_rows()],
     )
 
@@ -95,7 +92,7 @@ def gold_catalog(lake: Lake, tables: list[str] | tuple[str, ...] = GOLD_TABLES) 
 
 
 def _ts(value: datetime | None) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
 def _cell(text: str) -> str:

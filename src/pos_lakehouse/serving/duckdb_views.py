@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -52,6 +52,7 @@ from pos_lakehouse.transform import canonical
 
 READER_VARIABLE = "pos_reader"
 DATABASE_NAME = "gold.duckdb"
+
 
 def database_path(lake: Lake) -> Path:
     """`<data root>/serving/gold.duckdb`; DuckDB needs a local file, so with an object-store data root
@@ -91,8 +92,15 @@ def duckdb_type(dtype: pl.DataType) -> str:
     if isinstance(dtype, pl.Datetime):
         return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
     simple = {
-        pl.String: "VARCHAR", pl.Int64: "BIGINT", pl.Int32: "INTEGER", pl.Int16: "SMALLINT", pl.Int8: "TINYINT",
-        pl.Float64: "DOUBLE", pl.Float32: "FLOAT", pl.Boolean: "BOOLEAN", pl.Date: "DATE",
+        pl.String: "VARCHAR",
+        pl.Int64: "BIGINT",
+        pl.Int32: "INTEGER",
+        pl.Int16: "SMALLINT",
+        pl.Int8: "TINYINT",
+        pl.Float64: "DOUBLE",
+        pl.Float32: "FLOAT",
+        pl.Boolean: "BOOLEAN",
+        pl.Date: "DATE",
     }
     for pl_type, name in simple.items():
         if dtype == pl_type:
@@ -152,9 +160,7 @@ def source_sql(schema: pl.Schema, by_partition: dict[str, list[str]]) -> str:
             else:  # added to the Delta schema after these files were written
                 select.append(f"CAST(NULL AS {target}) AS {quote(c, 'duckdb')}")
         file_list = ", ".join(literal(f) for f in files)
-        parts.append(
-            f"SELECT {', '.join(select)} FROM read_parquet([{file_list}], union_by_name = true, hive_partitioning = false)"
-        )
+        parts.append(f"SELECT {', '.join(select)} FROM read_parquet([{file_list}], union_by_name = true, hive_partitioning = false)")
     return "\nUNION ALL\n".join(parts)
 
 
@@ -183,7 +189,7 @@ def build_views(lake: Lake, policy: AccessPolicy, tables: list[str] | tuple[str,
     con = duckdb.connect(str(tmp))
     try:
         _write_policy_tables(con, policy)
-        built_at = datetime.now(timezone.utc)
+        built_at = datetime.now(UTC)
         for name in tables:
             schema, version, by_partition, rows = _current_files(lake, name)
             snap = TableSnapshot(name, version, [f for fs in by_partition.values() for f in fs], rows)
@@ -266,11 +272,26 @@ def ensure_current(lake: Lake, policy: AccessPolicy, tables: list[str] | tuple[s
 # neither a file nor another reader's rows.
 
 # Functions that read files, run SQL text or expose the engine's settings and paths.
-_FORBIDDEN_FUNCTIONS = frozenset({
-    "glob", "query", "query_table", "getvariable", "current_setting", "getenv", "sniff_csv",
-    "parquet_metadata", "parquet_schema", "parquet_file_metadata", "parquet_kv_metadata",
-    "read_text", "read_blob", "which_secret", "json_execute_serialized_sql", "from_substrait",
-})
+_FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "glob",
+        "query",
+        "query_table",
+        "getvariable",
+        "current_setting",
+        "getenv",
+        "sniff_csv",
+        "parquet_metadata",
+        "parquet_schema",
+        "parquet_file_metadata",
+        "parquet_kv_metadata",
+        "read_text",
+        "read_blob",
+        "which_secret",
+        "json_execute_serialized_sql",
+        "from_substrait",
+    }
+)
 _FORBIDDEN_PREFIXES = ("read_", "duckdb_", "pragma_", "iceberg_", "delta_", "sqlite_", "postgres_", "mysql_")
 _FORBIDDEN_SUFFIXES = ("_scan",)
 

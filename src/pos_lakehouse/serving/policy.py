@@ -65,9 +65,7 @@ class RetailerAccess(BaseModel):
 
     name: str = Field(description="Retailer name (as in its YAML), for people reading the policy.")
     secure_group_key: int = Field(description="The key every gold row of this retailer carries.")
-    competition_sensitive: bool = Field(
-        default=False, description="Recent measures are replaced by their antitrust-masked twins."
-    )
+    competition_sensitive: bool = Field(default=False, description="Recent measures are replaced by their antitrust-masked twins.")
     mask_younger_than_days: int = Field(
         default=0, ge=0, description="A record is masked while its two-month masking block holds a day younger than this."
     )
@@ -76,13 +74,13 @@ class RetailerAccess(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "RetailerAccess":
+    def _check(self) -> RetailerAccess:
         if self.competition_sensitive and self.mask_younger_than_days <= 0:
             raise ValueError(f"{self.name}: competition_sensitive needs mask_younger_than_days > 0")
         return self
 
     @classmethod
-    def from_spec(cls, spec: "RetailerSpec") -> "RetailerAccess":
+    def from_spec(cls, spec: RetailerSpec) -> RetailerAccess:
         """The retailer's protection as its YAML states it (`antitrust`, `mask_younger_than_days`)."""
         sensitive = spec.antitrust != "none"
         return cls(
@@ -130,7 +128,7 @@ class AccessPolicy(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "AccessPolicy":
+    def _check(self) -> AccessPolicy:
         keys = [r.secure_group_key for r in self.retailers.values()]
         if len(keys) != len(set(keys)):
             raise ValueError(f"a secure_group_key is declared for more than one retailer: {sorted(keys)}")
@@ -170,9 +168,7 @@ class AccessPolicy(BaseModel):
         return {code: r for code, r in sorted(self.retailers.items()) if r.secure_group_key not in named}
 
 
-def load_policy(
-    path: str | Path | None = None, retailers: "Iterable[RetailerSpec] | str | Path | None" = None
-) -> AccessPolicy:
+def load_policy(path: str | Path | None = None, retailers: Iterable[RetailerSpec] | str | Path | None = None) -> AccessPolicy:
     """Groups and users from the access policy YAML, retailers from their own YAMLs, validated together.
 
     `path` defaults to the project's policy file; `retailers` is a list of specs or a folder of
@@ -194,9 +190,7 @@ def load_policy(
             "antitrust settings live in its own YAML (defs/retailers/<name>/defs.yaml); keep only `groups` and `users`"
         )
     try:
-        policy = AccessPolicy.model_validate(
-            {**doc, "retailers": {s.data_provider_code: RetailerAccess.from_spec(s) for s in retailers}}
-        )
+        policy = AccessPolicy.model_validate({**doc, "retailers": {s.data_provider_code: RetailerAccess.from_spec(s) for s in retailers}})
     except ValueError as exc:
         raise PolicyError(f"invalid access policy {path}: {exc}") from exc
     ungranted = policy.ungranted_retailers()

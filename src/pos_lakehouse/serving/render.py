@@ -57,9 +57,7 @@ def mask_rules(policy: AccessPolicy, table_name: str, columns: list[str]) -> lis
         if twin not in present:
             continue
         thresholds = tuple(
-            (code, r.mask_younger_than_days)
-            for code, r in sorted(policy.masked_retailers().items())
-            if col in r.masked_columns()
+            (code, r.mask_younger_than_days) for code, r in sorted(policy.masked_retailers().items()) if col in r.masked_columns()
         )
         if thresholds:
             rules.append(MaskRule(col, twin, thresholds))
@@ -87,9 +85,7 @@ def masked_expression(rule: MaskRule, date_col: str, dialect: Dialect) -> str:
     """A record shows its masked twin while its masking block is not wholly older than the threshold."""
     q = lambda n: quote(n, dialect)  # noqa: E731
     age = age_in_days(block_end(date_col, dialect), dialect)
-    conditions = " OR ".join(
-        f"({q('data_provider_code')} = {literal(code, dialect)} AND {age} < {days})" for code, days in rule.thresholds
-    )
+    conditions = " OR ".join(f"({q('data_provider_code')} = {literal(code, dialect)} AND {age} < {days})" for code, days in rule.thresholds)
     return f"CASE WHEN {conditions} THEN {q(rule.masked_column)} ELSE {q(rule.column)} END AS {q(rule.column)}"
 
 

@@ -91,9 +91,7 @@ def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natura
 
 
 def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.LazyFrame:
-    return nw.from_native(
-        _native(frame).withColumn(alias, F.to_json(F.struct(*[col(c) for c in columns]), {"ignoreNullFields": "false"}))
-    )
+    return nw.from_native(_native(frame).withColumn(alias, F.to_json(F.struct(*[col(c) for c in columns]), {"ignoreNullFields": "false"})))
 
 
 def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) -> nw.LazyFrame:
@@ -103,9 +101,7 @@ def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) 
     233.81754999999998 is 2338175.5 once scaled (Polars: .8176) but rounds to .8175 as text.
     """
     scale = F.lit(float(10**decimals))
-    return nw.from_native(
-        _native(frame).withColumns({c: F.round(F.col(c).cast("double") * scale, 0) / scale for c in columns})
-    )
+    return nw.from_native(_native(frame).withColumns({c: F.round(F.col(c).cast("double") * scale, 0) / scale for c in columns}))
 
 
 def persist(frame: nw.LazyFrame) -> nw.LazyFrame:

@@ -21,9 +21,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pos_lakehouse.settings import join_uri
-from pos_lakehouse.storage.layout import MedallionLayout
 from pos_lakehouse.spark.types import spark_schema
 from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec
+from pos_lakehouse.storage.layout import MedallionLayout
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Which bronze data file a row came from and where in it: the order Polars reads rows in.
@@ -159,8 +159,7 @@ class SparkLake(MedallionLayout):
 
         comments = column_descriptions or {}
         fields = [
-            T.StructField(f.name, f.dataType, True, {"comment": comments[f.name]} if f.name in comments else {})
-            for f in schema.fields
+            T.StructField(f.name, f.dataType, True, {"comment": comments[f.name]} if f.name in comments else {}) for f in schema.fields
         ]
         builder = DeltaTable.createIfNotExists(self.spark).location(uri).addColumns(T.StructType(fields))
         if partition_by:
@@ -196,7 +195,9 @@ class SparkLake(MedallionLayout):
         data = nw.to_native(data, pass_through=True)
         if not self.exists(uri):
             schema = data.drop(spec.action_column).schema if spec.action_column else data.schema
-            self.create(uri, schema, partition_by=spec.partition_by, description=spec.description, column_descriptions=spec.column_descriptions)
+            self.create(
+                uri, schema, partition_by=spec.partition_by, description=spec.description, column_descriptions=spec.column_descriptions
+            )
         target = DeltaTable.forPath(self.spark, uri)
         merger = target.alias("t").merge(data.alias("s"), spec.predicate)
         for kind, condition, values in spec.clauses(data.columns):
@@ -229,20 +230,17 @@ class SparkLake(MedallionLayout):
         import time as _time
 
         with self._commit(bookmarks, "bookmark"):
-            self.spark.sql(
-                f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ('pos_lakehouse.bookmarked_at' = '{_time.time():.6f}')"
-            )
+            self.spark.sql(f"ALTER TABLE delta.`{uri}` SET TBLPROPERTIES ('pos_lakehouse.bookmarked_at' = '{_time.time():.6f}')")
 
 
 def bookmarks_of_commit(commit: Mapping) -> dict[str, str]:
     """Bookmarks of one commitInfo: top-level fields (delta-rs) and/or a JSON `userMetadata` (Spark)."""
-    marks = {k[len(BOOKMARK_PREFIX):]: str(v) for k, v in commit.items() if k.startswith(BOOKMARK_PREFIX)}
+    marks = {k[len(BOOKMARK_PREFIX) :]: str(v) for k, v in commit.items() if k.startswith(BOOKMARK_PREFIX)}
     user = commit.get("userMetadata")
     if isinstance(user, str) and user.startswith("{"):
         try:
             meta = json.loads(user)
         except ValueError:
             meta = {}
-        marks.update({k[len(BOOKMARK_PREFIX):]: str(v) for k, v in meta.items() if k.startswith(BOOKMARK_PREFIX)})
+        marks.update({k[len(BOOKMARK_PREFIX) :]: str(v) for k, v in meta.items() if k.startswith(BOOKMARK_PREFIX)})
     return marks
-

@@ -215,7 +215,10 @@ def local_spark(app_name: str = "pos_lakehouse", **kwargs):
             raise
         reason = _ivy_failure(os.environ.get("POS_LAKEHOUSE_SPARK_LOG")) or str(exc).splitlines()[0]
         # Not a silent retry: say what failed, then try Maven (an error if that fails too).
-        print(f"error: Spark's Ivy resolver could not download the Delta jars ({reason}); trying Maven into {jar_dir(artifacts)}", file=sys.stderr)
+        print(
+            f"error: Spark's Ivy resolver could not download the Delta jars ({reason}); trying Maven into {jar_dir(artifacts)}",
+            file=sys.stderr,
+        )
         try:
             jars = fetch_jars_with_maven(artifacts)
         except SparkSetupError as maven:

@@ -20,9 +20,9 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
+from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec  # noqa: E402
 from pos_lakehouse.storage.layout import MedallionLayout
 
-from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec  # noqa: E402
 # Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
 ONCE_PREFIX = "pos_lakehouse.once."
 _MAX_COMMIT_ATTEMPTS = 8
@@ -47,8 +47,14 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         if not files:
             return nw.from_native(pl.LazyFrame(schema={**schema, "_file_path": pl.String, "_file_row": pl.UInt32}))
         return nw.from_native(
-            pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore",
-                            include_file_paths="_file_path", row_index_name="_file_row")
+            pl.scan_parquet(
+                files,
+                schema=schema,
+                missing_columns="insert",
+                extra_columns="ignore",
+                include_file_paths="_file_path",
+                row_index_name="_file_row",
+            )
         )
 
     def read_added(self, uri: str, consumed: int | None) -> tuple[nw.LazyFrame | None, int | None]:
@@ -115,13 +121,13 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         for commit in dt.history(limit=max_commits):  # newest first
             for k, v in commit.items():
                 if k.startswith(BOOKMARK_PREFIX):
-                    marks.setdefault(k[len(BOOKMARK_PREFIX):], str(v))
+                    marks.setdefault(k[len(BOOKMARK_PREFIX) :], str(v))
             # Spark writers (spark/lake.py) can only set `userMetadata`: the same keys as a JSON object.
             user = commit.get("userMetadata")
             if isinstance(user, str) and user.startswith("{"):
                 for k, v in json.loads(user).items():
                     if k.startswith(BOOKMARK_PREFIX):
-                        marks.setdefault(k[len(BOOKMARK_PREFIX):], str(v))
+                        marks.setdefault(k[len(BOOKMARK_PREFIX) :], str(v))
         return marks
 
     # ---- writing ------------------------------------------------------------------------
@@ -340,7 +346,5 @@ def _retry(fn, uri: str):
 
 def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:
     """Column descriptions travel as Delta column metadata (`comment`), as Spark and Unity Catalog read them."""
-    fields = [
-        f.with_metadata({"comment": comments[f.name]}) if f.name in comments else f for f in table.schema
-    ]
+    fields = [f.with_metadata({"comment": comments[f.name]}) if f.name in comments else f for f in table.schema]
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))

@@ -44,7 +44,9 @@ def split(uri: str) -> tuple[str, str]:
     """`s3://bucket/a/b` -> (`s3://bucket`, `a/b`): the store's root URI and the object key."""
     parsed = urlparse(uri)
     if parsed.scheme.lower() not in REMOTE_SCHEMES or not parsed.netloc:
-        raise ValueError(f"not an object-store URI: {uri!r} (expected e.g. s3://bucket/path or abfss://container@account.dfs.core.windows.net/path)")
+        raise ValueError(
+            f"not an object-store URI: {uri!r} (expected e.g. s3://bucket/path or abfss://container@account.dfs.core.windows.net/path)"
+        )
     scheme = "s3" if parsed.scheme.lower() == "s3a" else parsed.scheme.lower()
     return f"{scheme}://{parsed.netloc}", parsed.path.strip("/")
 

@@ -204,9 +204,7 @@ STORE_MONTH_FACT = _fact_table(
     "store_month_fact", "month_end_date", "Monthly sales, returns and inventory per store and product (month ending date).", period=True
 )
 
-TABLES: dict[str, CanonicalTable] = {
-    t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT, STORE_MONTH_FACT)
-}
+TABLES: dict[str, CanonicalTable] = {t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT, STORE_MONTH_FACT)}
 DIMENSIONS = ("prod_dim", "site_dim")
 FACTS = ("store_day_fact", "store_week_fact", "store_month_fact")
 

@@ -96,13 +96,17 @@ def to_canonical(
                 required.append(col.name)
                 errors.append(nw.col(_MISSING + col.name))
     # Missing values are judged on the raw text, before typing replaces the column.
-    lf = lf.with_columns(
-        nw.when(nw.col(c).is_null() | (nw.col(c).str.strip_chars() == ""))
-        .then(nw.lit(f"{c}: required value is missing"))
-        .otherwise(nw.lit(None, nw.String))
-        .alias(_MISSING + c)
-        for c in required
-    ) if required else lf
+    lf = (
+        lf.with_columns(
+            nw.when(nw.col(c).is_null() | (nw.col(c).str.strip_chars() == ""))
+            .then(nw.lit(f"{c}: required value is missing"))
+            .otherwise(nw.lit(None, nw.String))
+            .alias(_MISSING + c)
+            for c in required
+        )
+        if required
+        else lf
+    )
     lf = engine.parse_columns(lf, columns, decimal_comma, date_formats, _PARSE_ERROR)
     error_expr = nw.concat_str(errors, separator="; ", ignore_nulls=True) if errors else nw.lit(None, nw.String)
     helpers = [_PARSE_ERROR + c for c in columns] + [_MISSING + c for c in required]
@@ -118,6 +122,4 @@ def prefix_ids(lf: nw.LazyFrame, retailer_id: int) -> nw.LazyFrame:
 def conform(lf: nw.LazyFrame, table: CanonicalTable) -> nw.LazyFrame:
     """Exactly the table's columns, in order and type; absent ones null."""
     have = set(lf.collect_schema().names())
-    return lf.select(
-        (nw.col(c.name) if c.name in have else nw.lit(None)).cast(c.nw_dtype).alias(c.name) for c in table.columns
-    )
+    return lf.select((nw.col(c.name) if c.name in have else nw.lit(None)).cast(c.nw_dtype).alias(c.name) for c in table.columns)

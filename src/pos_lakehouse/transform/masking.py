@@ -56,11 +56,7 @@ def history_window(grain: str) -> timedelta:
 def _round_half_away(expr: nw.Expr) -> nw.Expr:
     """Round to 4 decimals, half away from zero, with the same float arithmetic on every engine."""
     scale = 10**ROUND_DECIMALS
-    return (
-        nw.when(expr < 0)
-        .then(-(((-expr) * scale + 0.5).floor()) / scale)
-        .otherwise((expr * scale + 0.5).floor() / scale)
-    )
+    return nw.when(expr < 0).then(-(((-expr) * scale + 0.5).floor()) / scale).otherwise((expr * scale + 0.5).floor() / scale)
 
 
 def _usd_pairs(measures: list[str], columns: list[str]) -> dict[str, str]:

@@ -87,7 +87,11 @@ def with_period_coverage(periods: nw.LazyFrame, end_col: str, grain: Grain, as_o
     complete = nw.col(end_col) <= nw.lit(as_of, nw.Date)
     return periods.with_columns(
         complete.alias("is_complete"),
-        nw.when(complete).then(period_days(nw.col(end_col), grain)).otherwise(nw.lit(open_days, nw.Int64)).cast(nw.Int64).alias("days_covered"),
+        nw.when(complete)
+        .then(period_days(nw.col(end_col), grain))
+        .otherwise(nw.lit(open_days, nw.Int64))
+        .cast(nw.Int64)
+        .alias("days_covered"),
     )
 
 
@@ -100,8 +104,19 @@ def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_
     end_col = "week_end_date" if grain == "week" else "month_end_date"
     group = [end_col, "site_id", "prod_id"]
     flows = [*FLOW_MEASURES, *[u for u in USD_MEASURES if u != "inventory_value_usd"]]
-    last_cols = [*STOCK_MEASURES, "inventory_value_usd", "prod_key", "site_key", "currency", "data_provider_code",
-                 "secure_group_key", "_source_file", "_delivery_id", "_ingested_at", "fx_rate_to_usd"]
+    last_cols = [
+        *STOCK_MEASURES,
+        "inventory_value_usd",
+        "prod_key",
+        "site_key",
+        "currency",
+        "data_provider_code",
+        "secure_group_key",
+        "_source_file",
+        "_delivery_id",
+        "_ingested_at",
+        "fx_rate_to_usd",
+    ]
     day_fact = TABLES["store_day_fact"]
     # The period's last day holds one row per product and store: its values are the only ones
     # left when the others are nulled, so `max` reads them (null stays null).

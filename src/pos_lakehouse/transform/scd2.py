@@ -37,7 +37,11 @@ def observed_from_file_names(lf: nw.LazyFrame, dates: Mapping[str, date | None],
     lf = lf.with_columns(observed.alias(alias))
     return lf.with_columns(
         nw.when(nw.col(alias).is_null())
-        .then(nw.concat_str([nw.col(ERROR_COLUMN), nw.lit("_source_file: no observation date in the file name")], separator="; ", ignore_nulls=True))
+        .then(
+            nw.concat_str(
+                [nw.col(ERROR_COLUMN), nw.lit("_source_file: no observation date in the file name")], separator="; ", ignore_nulls=True
+            )
+        )
         .otherwise(nw.col(ERROR_COLUMN))
         .alias(ERROR_COLUMN)
     )

@@ -47,7 +47,9 @@ def corporate_reference(context: dg.AssetExecutionContext, config: ReferenceRunC
             continue
         with landing.local_copy(FOLDER, file_name) as path:
             rows = load_reference_file(lake, table, path)
-        yield dg.MaterializeResult(asset_key=key, metadata={"dagster/row_count": rows, "dagster/uri": reference_uri(lake, table), "file": file_name})
+        yield dg.MaterializeResult(
+            asset_key=key, metadata={"dagster/row_count": rows, "dagster/uri": reference_uri(lake, table), "file": file_name}
+        )
 
 
 refresh_job = dg.define_asset_job(
