@@ -84,7 +84,8 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
     if not skip_check:
         env = {**os.environ, "POS_LAKEHOUSE_DEFS_DIR": str(defs_dir)}
         t0 = time.perf_counter()
-        proc = subprocess.run(["dg", "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+        dg_cli = Path(sys.executable).with_name("dg")  # the environment's own `dg`, also when not on PATH
+        proc = subprocess.run([str(dg_cli) if dg_cli.exists() else "dg", "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
         out["check_s"] = time.perf_counter() - t0
         if proc.returncode != 0:
             out["check_error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
