@@ -85,7 +85,9 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
         env = {**os.environ, "POS_LAKEHOUSE_DEFS_DIR": str(defs_dir)}
         t0 = time.perf_counter()
         dg_cli = Path(sys.executable).with_name("dg")  # the environment's own `dg`, also when not on PATH
-        proc = subprocess.run([str(dg_cli) if dg_cli.exists() else "dg", "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+        proc = subprocess.run(
+            [str(dg_cli) if dg_cli.exists() else "dg", "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+        )
         out["check_s"] = time.perf_counter() - t0
         if proc.returncode != 0:
             out["check_error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
@@ -182,7 +184,9 @@ def report(rows: list[dict]) -> None:
     for r in rows:
         if r.get("check_error"):
             print(f"dg check defs failed at {r['retailers']} retailers: {r['check_error']}")
-    print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} at the end")
+    print(
+        f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} at the end"
+    )
 
 
 def main() -> int:
@@ -207,14 +211,19 @@ def main() -> int:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for extra in args.extra:
         cmd = [sys.executable, __file__, "--one", str(extra), *(["--skip-check"] if args.skip_check else [])]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or tempfile.mkdtemp()})
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or tempfile.mkdtemp()}
+        )
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("SCALE ")), None)
         if proc.returncode != 0 or line is None:
             print(f"+{extra} retailers failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             return 1
-        row = json.loads(line[len("SCALE "):])
+        row = json.loads(line[len("SCALE ") :])
         rows.append(row)
-        print(f"{row['retailers']} retailers: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        print(
+            f"{row['retailers']} retailers: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+            flush=True,
+        )
     report(rows)
     return 0
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
-
 from conftest import PROJECT_ROOT, RETAILERS_DIR
+
 from pos_lakehouse.retailer import load_retailer_specs
 
 
