@@ -49,3 +49,32 @@ def test_unmatched_and_in_progress_files_are_not_requested(data_root, defs, inst
     (landing / "marche_fr_pos_2026-09-01.parquet.part").write_bytes(b"half")
     requests, _ = _tick(defs, instance, None)
     assert requests == []
+
+
+def test_deleted_file_leaves_the_cursor_and_a_redelivery_is_new(data_root, defs, instance):
+    from datetime import date, timedelta
+
+    landing = data_root / "landing" / "marche_fr"
+    expected = data_root / "expected"
+    start = date.today() - timedelta(days=3)
+    first, second = write_marche_fr(landing, expected, days=2, start=start, n_products=10, n_stores=2)
+    requests, cursor = _tick(defs, instance, None)
+    [request] = requests
+    assert set(json.loads(cursor)) == {first.name, second.name}
+
+    # Deleted: nothing to run, and the file's entry is gone (the cursor does not grow with history).
+    first.unlink()
+    after_delete, cursor = _tick(defs, instance, cursor)
+    assert after_delete == []
+    assert set(json.loads(cursor)) == {second.name}
+
+    # Delivered again under the same name with other content: one request for that file alone.
+    write_marche_fr(landing, expected, days=1, start=start, n_products=12, n_stores=3, seed=7)
+    assert first.exists()
+    redelivered, cursor = _tick(defs, instance, cursor)
+    assert len(redelivered) == 1
+    assert redelivered[0].run_config["ops"]["marche_fr_bronze"]["config"]["files"] == [first.name]
+    assert redelivered[0].run_key != request.run_key
+    assert set(json.loads(cursor)) == {first.name, second.name}
+    again, _ = _tick(defs, instance, cursor)
+    assert again == []

@@ -1,5 +1,8 @@
 """The code location: every component under `defs/`, plus policies that apply to all of them."""
 
+import os
+import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -22,9 +25,26 @@ CARRY_FORWARD_GOLD = dg.AutomationCondition.eager() & dg.AutomationCondition.any
 )
 
 
-def build_definitions() -> dg.Definitions:
-    """Everything under `defs/` with the global policies applied (also used by the CLI and tests)."""
-    loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+def _load_defs_folder(defs_dir: Path | None) -> dg.Definitions:
+    """The project's `defs/`, or another folder laid out like it (`benchmarks/scale.py` loads copies with more retailers)."""
+    if defs_dir is None:
+        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
+    # Python files in the folder import as submodules of a package rooted there, as under `pos_lakehouse.defs`.
+    module = types.ModuleType(f"pos_lakehouse_defs_{abs(hash(str(defs_dir.resolve())))}")
+    module.__file__ = None
+    module.__path__ = [str(defs_dir.resolve())]
+    sys.modules[module.__name__] = module
+    return dg.ComponentTree.from_module(module, project_root=Path(__file__).parents[2]).build_defs()
+
+
+def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
+    """Everything under `defs/` with the global policies applied (also used by the CLI and tests).
+
+    `defs_dir` (or `POS_LAKEHOUSE_DEFS_DIR`) loads another folder laid out like `defs/` instead.
+    """
+    if defs_dir is None and os.environ.get("POS_LAKEHOUSE_DEFS_DIR"):
+        defs_dir = Path(os.environ["POS_LAKEHOUSE_DEFS_DIR"])
+    loaded = _load_defs_folder(defs_dir)
     with warnings.catch_warnings():
         # The spec-mapping API is marked preview; it is still the supported way to apply a root policy.
         warnings.simplefilter("ignore", category=dg.PreviewWarning)

@@ -15,11 +15,13 @@ def plan_runs(
 ) -> tuple[list[list[LandedFile]], dict[str, str], list[str]]:
     """Batches of new or changed files, the cursor after them, and files no pattern matches."""
     new, unmatched = [], []
-    next_cursor = dict(cursor)
+    # The cursor holds only what is listed now: a deleted file leaves it (so it does not grow
+    # forever), and a file delivered again under that name is new whatever its size and mtime.
+    next_cursor = {}
     for f in files:
+        next_cursor[f.name] = f.identity
         if cursor.get(f.name) == f.identity:
             continue
-        next_cursor[f.name] = f.identity
         if spec.file_spec_for(f.name) is None:
             unmatched.append(f.name)
         else:

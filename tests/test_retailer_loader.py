@@ -1,0 +1,70 @@
+"""All retailers read once per state of the folder: what the loader hands out follows every edit,
+addition and removal, and one caller cannot change what the next one reads."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from conftest import PROJECT_ROOT, RETAILERS_DIR
+
+from pos_lakehouse.retailer import load_retailer_specs
+
+
+def _copy_retailer(folder: Path, source: str, name: str, retailer_id: int) -> Path:
+    doc = yaml.safe_load((folder / source / "defs.yaml").read_text())
+    doc["attributes"].update(name=name, retailer_id=retailer_id, secure_group_key=retailer_id + 1)
+    for f in doc["attributes"]["delivery"]["files"]:
+        f["match"] = f["match"].replace(source, name)
+    (folder / name).mkdir()
+    path = folder / name / "defs.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def test_loader_follows_edits_additions_and_removals(tmp_path: Path):
+    folder = tmp_path / "retailers"
+    shutil.copytree(RETAILERS_DIR, folder)
+    shipped = [s.name for s in load_retailer_specs(folder)]
+    assert len(shipped) == 8 and "marche_fr" in shipped
+
+    # A caller that changes its copy does not change the next caller's.
+    first = load_retailer_specs(folder)
+    first[0].currency = "XXX"
+    first[0].scd2["prod_dim"].append("gtin")
+    again = load_retailer_specs(folder)
+    assert again[0].currency != "XXX" and "gtin" not in again[0].scd2.get("prod_dim", [])
+
+    added = _copy_retailer(folder, "marche_fr", "loader_copy", 880001)
+    assert [s.name for s in load_retailer_specs(folder)] == [*shipped, "loader_copy"]  # id order: the new id is highest
+
+    # An edit in place (same size, later mtime) is read again.
+    text = added.read_text().replace("currency: EUR", "currency: CHF")
+    added.write_text(text)
+    stat = added.stat()
+    os.utime(added, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert next(s for s in load_retailer_specs(folder) if s.name == "loader_copy").currency == "CHF"
+
+    shutil.rmtree(added.parent)
+    assert [s.name for s in load_retailer_specs(folder)] == shipped
+
+
+def test_definitions_from_another_defs_folder_see_an_added_retailer(tmp_path: Path, data_root):
+    from pos_lakehouse.definitions import build_definitions
+
+    defs_dir = tmp_path / "defs"
+    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    gold_key = dg.AssetKey(["gold", "store_day_fact"])
+    before = build_definitions(defs_dir).resolve_assets_def(gold_key).partitions_def.get_partition_keys()
+    assert "cds_880001" not in before and "cds_1001" in before
+
+    _copy_retailer(defs_dir / "retailers", "marche_fr", "loader_copy", 880001)
+    defs = build_definitions(defs_dir)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert "silver/loader_copy/store_day_fact" in keys
+    assert "loader_copy_landing_sensor" in {s.name for s in defs.sensors}
+    after = defs.resolve_assets_def(gold_key).partitions_def.get_partition_keys()
+    assert set(after) == {*before, "cds_880001"}
