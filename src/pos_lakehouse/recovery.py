@@ -24,10 +24,19 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from dagster._core.storage.dagster_run import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES
 
+from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
 from pos_lakehouse.storage.lake import Lake
+
+# Run states from the public enum (the same sets Dagster keeps internally).
+FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+IN_PROGRESS_RUN_STATUSES = [
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.SUSPENDED,
+]
 
 # Runs executed in a driver process (headless `run`/`demo`) carry its identity, so the next
 # driver can tell a run whose process is gone from one another live driver is executing.
@@ -211,14 +220,18 @@ def catch_up_requests(
             spec = next(sp for sp in specs if sp.data_provider_code == code)
             keys = [k for k in keys if not _blocking_checks_failed(instance, defs_graph, dg.AssetKey(["silver", spec.name, k.path[1]]))]
         keys = [k for k in keys if k not in busy]
-        if keys:
+        if lowest == 2:
+            # Each gold table has its own partitions (only the retailers that deliver its grain),
+            # and one run's assets must share a partitions definition: one run per table.
+            requests.extend(([k], code) for k in keys)
+        elif keys:
             requests.append((keys, code))
     return requests, stale
 
 
 def build_catch_up_sensor() -> dg.Definitions:
-    """The catch-up sensor and the jobs it targets (one per retailer's silver, one for gold: a run's
-    assets must share a partitions definition)."""
+    """The catch-up sensor and the jobs it targets (one per retailer's silver, one per gold table:
+    a run's assets must share a partitions definition)."""
     specs = load_retailer_specs(RETAILERS_DIR)
     jobs = {
         spec.data_provider_code: dg.define_asset_job(
@@ -228,15 +241,19 @@ def build_catch_up_sensor() -> dg.Definitions:
         )
         for spec in specs
     }
-    gold_job = dg.define_asset_job(
-        "gold_catch_up",
-        selection=dg.AssetSelection.groups("gold"),
-        description="Gold partitions behind their retailer's silver data (requested by catch_up_sensor).",
-    )
+    gold_jobs = {
+        table: dg.define_asset_job(
+            f"gold_{table}_catch_up",
+            selection=dg.AssetSelection.assets(dg.AssetKey(["gold", table])),
+            description=f"Gold {table} partitions behind their retailer's silver data (requested by catch_up_sensor).",
+        )
+        for table in GOLD_TABLES
+        if any(table in spec.silver_tables for spec in specs)
+    }
 
     @dg.sensor(
         name="catch_up_sensor",
-        jobs=[*jobs.values(), gold_job],
+        jobs=[*jobs.values(), *gold_jobs.values()],
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
@@ -252,7 +269,7 @@ def build_catch_up_sensor() -> dg.Definitions:
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
-                    job_name=(gold_job if keys[0].path[0] == "gold" else jobs[code]).name,
+                    job_name=(gold_jobs[keys[0].path[1]] if keys[0].path[0] == "gold" else jobs[code]).name,
                     asset_selection=keys,
                     partition_key=code,
                     tags={"pos_lakehouse/catch_up": "true"},
@@ -261,4 +278,4 @@ def build_catch_up_sensor() -> dg.Definitions:
             ]
         )
 
-    return dg.Definitions(sensors=[catch_up_sensor], jobs=[*jobs.values(), gold_job])
+    return dg.Definitions(sensors=[catch_up_sensor], jobs=[*jobs.values(), *gold_jobs.values()])
