@@ -41,8 +41,8 @@ LAYERS = ("bronze", "silver", "gold")
 
 
 # ---- child: one driver process ---------------------------------------------------------------
-def _install_kill(layer: str, call: int, mode: str, max_delay: float, seed: int) -> None:
-    """SIGKILL this process at the `call`-th write to a `layer` table.
+def _install_kill(layer: str, call: int, mode: str, max_delay: float, seed: int, table: str | None = None) -> None:
+    """SIGKILL this process at the `call`-th write to a `layer` table (only `table`'s writes, if given).
 
     `random`: a timer fires 0..max_delay s after the write starts (mid-write, or after the
     commit but before Dagster records the step); the write never returns to the run.
@@ -50,6 +50,7 @@ def _install_kill(layer: str, call: int, mode: str, max_delay: float, seed: int)
     """
     import threading
 
+    import narwhals as nw
     import polars as pl
 
     from pos_lakehouse.storage.lake import Lake
@@ -63,10 +64,13 @@ def _install_kill(layer: str, call: int, mode: str, max_delay: float, seed: int)
     def _arm(uri: str, data) -> bool:
         if f"/{layer}/" not in uri or "/quarantine/" in uri:
             return False
+        if table is not None and uri.rstrip("/").rsplit("/", 1)[-1] != table:
+            return False
         seen["n"] += 1
         if seen["n"] != call:
             return False
         if mode == "partial":
+            data = nw.to_native(data, pass_through=True)  # silver and gold hand narwhals frames to the Lake
             frame = data.lazy().head(1000).collect() if isinstance(data, (pl.LazyFrame, pl.DataFrame)) else None
             if frame is not None and Path(uri).is_dir():
                 frame.write_parquet(Path(uri) / f"part-00000-killed-{os.getpid()}.parquet")
@@ -97,7 +101,7 @@ def child(args: argparse.Namespace) -> int:
 
     warnings.filterwarnings("ignore")
     if args.kill_layer:
-        _install_kill(args.kill_layer, args.kill_call, args.kill_mode, args.max_delay, args.seed)
+        _install_kill(args.kill_layer, args.kill_call, args.kill_mode, args.max_delay, args.seed, args.kill_table)
     from pos_lakehouse.definitions import build_definitions
     from pos_lakehouse.demo.headless import Headless
 
@@ -352,6 +356,7 @@ if __name__ == "__main__":
         p.add_argument("--root", required=True)
         p.add_argument("--home", required=True)
         p.add_argument("--kill-layer", choices=LAYERS)
+        p.add_argument("--kill-table", default=None, help="only writes to this table count (e.g. store_day_fact)")
         p.add_argument("--kill-call", type=int, default=1)
         p.add_argument("--kill-mode", choices=("random", "partial"), default="random")
         p.add_argument("--max-delay", type=float, default=1.0)

@@ -100,7 +100,7 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
 
     # Day 3 arrives; the driver writes part of gold_store_day_fact's data files and is SIGKILLed before the commit.
     shutil.copy2(files[2], landing / files[2].name)
-    killed = _driver(data_root, home, "--kill-layer", "gold", "--kill-mode", "partial")
+    killed = _driver(data_root, home, "--kill-layer", "gold", "--kill-table", "store_day_fact", "--kill-mode", "partial")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert list(Path(lake.gold("store_day_fact")).glob("part-*-killed-*.parquet")), "the partial write is on disk"
 
@@ -435,8 +435,14 @@ def test_a_rejected_file_is_not_read_again_even_under_a_new_name(tmp_path, monke
 def test_a_delivery_without_extra_columns_keeps_stored_extra_attributes():
     from datetime import datetime
 
+    import narwhals as nw
+
     from pos_lakehouse.transform import canonical
-    from pos_lakehouse.transform.scd2 import scd2_versions
+    from pos_lakehouse.transform.scd2 import scd2_versions as versions_of
+
+    def scd2_versions(obs: pl.DataFrame, existing: pl.DataFrame, *args) -> pl.DataFrame:
+        # The transform runs on narwhals lazy frames (either engine); Polars here.
+        return versions_of(nw.from_native(obs.lazy()), nw.from_native(existing.lazy()), *args).to_native().collect()
 
     table, now = canonical.PROD_DIM, datetime.now(UTC)
     day = _past_month_start()
