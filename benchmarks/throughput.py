@@ -13,7 +13,7 @@ bare "read the files and write Delta" job costs on this machine, measured in the
 
 Each side runs in its own child process, so its peak memory is that process's maximum
 resident set size (`wait4` rusage; Polars allocates outside Python's heap, which `tracemalloc`
-cannot see). Targets (issue 3): ratio <= 3, peak memory <= 4 GB at 5 million rows.
+cannot see). Targets: ratio <= 3, peak memory <= 4 GB at 5 million rows.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def run_pipeline(root: Path) -> dict:
     }
 
 
-# ---- issue 7: the same delivery on the Spark engine (`--engine spark`) ----------------------------
+# ---- the same delivery on the Spark engine (`--engine spark`) ----------------------------
 def run_spark(root: Path) -> dict:
     """Bronze as the Polars pipeline writes it, then silver and gold on local Spark (the job's code).
 
@@ -190,9 +190,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=5_000_000, help="fact rows in the delivery (at least)")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files and tables")
-    parser.add_argument(
-        "--engine", choices=["polars", "spark"], default="polars", help="spark: also run silver+gold on local Spark (issue 7)"
-    )
+    parser.add_argument("--engine", choices=["polars", "spark"], default="polars", help="spark: also run silver+gold on local Spark")
     parser.add_argument("--phase", choices=["baseline", "pipeline", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)

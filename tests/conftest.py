@@ -24,7 +24,7 @@ def data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(root))
     monkeypatch.setenv("POS_LAKEHOUSE_ENV", "local")
     # Retailers whose landing folder is on SFTP (kaufhalle_de) read <root>/landing through a real SFTP server
-    # on loopback, as in `pos-lakehouse demo` (issue 6); it is stopped when the test ends.
+    # on loopback, as in `pos-lakehouse demo`; it is stopped when the test ends.
     from pos_lakehouse.demo.simulators import serve_sftp_landing
 
     with serve_sftp_landing(root / "landing", monkeypatch.setenv):

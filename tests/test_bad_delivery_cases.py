@@ -1,4 +1,4 @@
-"""Every bad-delivery case of issue 3 with its defined outcome (marche_fr's Parquet cases: test_bad_deliveries.py).
+"""Every bad-delivery case with its defined outcome (marche_fr's Parquet cases: test_bad_deliveries.py).
 
 File-level problems reject the file: the bytes are copied to `quarantine/<retailer>/files/` with a
 `.reason.json`, a row lands in `quarantine/<retailer>/rejected_files`, bronze is untouched and the

@@ -136,7 +136,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             pool=f"ingest_{spec.name}",
         )
         def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
-            # issue 6: api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
+            # api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
             if is_pulled(spec):
                 yield from pulled_bronze_results(context, lake, spec, config.files, lambda t: bronze_key(spec, t))
                 return
@@ -193,7 +193,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                     description=f"{spec.name}: {table.description}",
                     deps=deps,
                     group_name=group,
-                    kinds={spec.engine, "delta"},  # polars or spark (issue 7)
+                    kinds={spec.engine, "delta"},  # polars or spark
                     tags={"layer": "silver", "retailer": spec.name, "freshness": FRESHNESS_TAG[spec.cadence]},
                     freshness_policy=FRESHNESS[spec.cadence],
                     metadata={"dagster/column_schema": column_schema(table), "layer": "silver"},
@@ -233,7 +233,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             yield from run_silver_checks(context, lake, spec, tables, results)
 
         sensor = build_landing_sensor(spec, job_name=f"{spec.name}_ingest", bronze_op_name=f"{spec.name}_bronze")
-        if is_pulled(spec):  # issue 6: poll the API/database instead of watching a folder
+        if is_pulled(spec):  # poll the API/database instead of watching a folder
             sensor = build_poll_sensor(spec, job_name=f"{spec.name}_ingest")
         ingest_job = dg.define_asset_job(
             name=f"{spec.name}_ingest",

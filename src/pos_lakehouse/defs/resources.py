@@ -16,7 +16,7 @@ def resources() -> dg.Definitions:
             "lake": Lake(root=settings.data_root),
             # A local folder, or an object store when the landing root is a URI (s3://, abfss://, gs://).
             "landing": landing_zone_for(settings.landing_root, settings.landing_settle_seconds, settings.landing_done_suffix),
-            # Big retailers' Spark job through Pipes: local subprocess, or Databricks (issue 7).
+            # Big retailers' Spark job through Pipes: local subprocess, or Databricks.
             "spark": spark_jobs_from_environment(settings.environment),
         }
     )

@@ -280,7 +280,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                 )
                 return {"num_target_rows_inserted": self.row_count(uri), "num_target_rows_updated": 0}
             except RuntimeError as exc:
-                # (issue 5) Two retailers' first gold runs raced and the other created the table
+                # Two retailers' first gold runs raced and the other created the table
                 # first: MERGE into it like any later write instead of failing.
                 if "already exists" not in str(exc).lower():
                     raise
