@@ -17,12 +17,12 @@ from pos_lakehouse.demo.generator import DEMO_LAST_DAY, last_week_end, write_mar
 from pos_lakehouse.demo.reference import CORPORATE_FOLDER, write_corporate_reference
 
 # Each writer takes (landing folder of the retailer, expected-totals folder) and returns the files written.
-# Dates are relative to today: daily retailers deliver up to yesterday, weekly ones up to the last
-# finished week (ending on Sunday, their `week_ends_on`).
+# Dates are relative to today: daily retailers deliver up to yesterday (also those whose files hold
+# many dates), weekly ones up to the last finished week (ending on Sunday, their `week_ends_on`).
 DEMO_WRITERS: dict[str, Callable[[Path, Path], list[Path]]] = {
     "marche_fr": lambda landing, expected: write_marche_fr(landing, expected, days=60, start=DEMO_LAST_DAY - timedelta(days=59)),
-    "kaufhalle_de": lambda landing, expected: write_kaufhalle_de(landing, expected, weeks=3, start=last_week_end() - timedelta(days=20)),
-    "bigbox_us": lambda landing, expected: write_bigbox_us(landing, expected, days=28, start=last_week_end() - timedelta(days=27)),
+    "kaufhalle_de": lambda landing, expected: write_kaufhalle_de(landing, expected, weeks=3, start=DEMO_LAST_DAY - timedelta(days=20)),
+    "bigbox_us": lambda landing, expected: write_bigbox_us(landing, expected, days=28, start=DEMO_LAST_DAY - timedelta(days=27)),
     "polder_nl": lambda landing, expected: write_polder_nl(landing, expected, weeks=6, start=last_week_end() - timedelta(weeks=5)),
     "prairie_ca": lambda landing, expected: write_prairie_ca(landing, expected, weeks=4, start=last_week_end() - timedelta(days=27)),
     "sakura_jp": lambda landing, expected: write_sakura_jp(landing, expected, days=10, start=DEMO_LAST_DAY - timedelta(days=9)),
