@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from pos_lakehouse.layers.bronze import delivery_in_bronze
+from pos_lakehouse.layers.bronze import delivery_in_bronze, with_lineage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 
@@ -103,14 +103,7 @@ def append_pulled(
     """Append one page/chunk with bronze metadata and commit the new position with it."""
     uri = lake.bronze(spec.name, table)
     now = datetime.now(UTC)  # per delivery, so later pages sort after earlier ones in silver
-    rows = frame.with_row_index("_row_number", offset=1).with_columns(
-        pl.col("_row_number").cast(pl.Int64),
-        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
-        pl.lit(source).alias("_source_file"),
-        pl.lit(delivery).alias("_delivery_id"),
-        pl.lit(spec.data_provider_code).alias("data_provider_code"),
-        pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
-    )
+    rows = with_lineage(frame, spec, source, delivery, now)
     lake.append(
         uri,
         rows,

@@ -53,6 +53,18 @@ class FileOutcome:
 NOTHING_NEW = ("empty_file", "header_only", "no_records")
 
 
+def with_lineage(frame, spec: RetailerSpec, source: str, delivery_id: str, now: datetime):
+    """Bronze's stamp on delivered rows: row number, ingestion time, source, delivery id and the retailer's keys."""
+    return frame.with_row_index("_row_number", offset=1).with_columns(
+        pl.col("_row_number").cast(pl.Int64),
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
+        pl.lit(source).alias("_source_file"),
+        pl.lit(delivery_id).alias("_delivery_id"),
+        pl.lit(spec.data_provider_code).alias("data_provider_code"),
+        pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
+    )
+
+
 def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
     """Whether rows of this exact file content are already in the bronze table.
 
@@ -155,14 +167,7 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
             rows = raw.select(pl.len()).collect().item()
             if rows == 0:
                 raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
-            frame = raw.with_row_index("_row_number", offset=1).with_columns(
-                pl.col("_row_number").cast(pl.Int64),
-                pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_ingested_at"),
-                pl.lit(rel).alias("_source_file"),
-                pl.lit(delivery_id).alias("_delivery_id"),
-                pl.lit(spec.data_provider_code).alias("data_provider_code"),
-                pl.lit(spec.secure_group_key).cast(pl.Int64).alias("secure_group_key"),
-            )
+            frame = with_lineage(raw, spec, rel, delivery_id, now)
             try:
                 appended = lake.append_once(
                     uri,

@@ -146,6 +146,16 @@ def quarantine_rows(lake: LakeIO, spec: RetailerSpec, table: str, bad: nw.LazyFr
     return counts
 
 
+def _quarantine_failed(lake: LakeIO, spec: RetailerSpec, table_name: str, rows, raw, now: datetime, result: SilverResult) -> None:
+    """Quarantine the rows that broke a rule and count them, per reason, in `result`."""
+    bad = rows.filter(~_ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
+    n_bad = _count(bad)
+    result.quarantined += n_bad
+    if n_bad:
+        for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
+            result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
+
+
 def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
     table = canonical.TABLES[table_name]
     uri = lake.silver(spec.name, table_name)
@@ -169,12 +179,7 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
             lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
             observed = "_delivered_on"
         lf = edges(lf).reuse(lf)
-        bad = lf.filter(~_ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
-        n_bad = _count(bad)
-        result.quarantined += n_bad
-        if n_bad:
-            for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
-                result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
+        _quarantine_failed(lake, spec, table_name, lf, raw, now, result)
         good = lf.filter(_ok() & ~nw.col(observed).is_null())
         observations.append(dim_observations(good, table, observed))
     if not observations:
@@ -362,12 +367,7 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
         engine.release(frame)
         frame = deduplicated
         result.superseded += before_dedup - _count(frame)
-        bad = frame.filter(~_ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
-        n_bad = _count(bad)
-        result.quarantined += n_bad
-        if n_bad:
-            for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
-                result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
+        _quarantine_failed(lake, spec, table_name, frame, raw, now, result)
         facts = (
             frame.filter(_ok())
             .drop("_row_number", ERROR_COLUMN)
