@@ -8,21 +8,16 @@ from pathlib import Path
 
 import dagster as dg
 
-# Silver and gold follow their upstream as soon as it lands and its blocking checks pass.
-# Corporate reference data is optional upstream: silver runs without it (and re-enriches when it lands).
-_WITHOUT_REFERENCE = dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.groups("reference"))
+# A delivery's own run carries it from bronze through silver to its gold partitions (the silver
+# step publishes them). Automation only covers what reaches silver from elsewhere: corporate
+# reference data landing (re-enrich every retailer that uses it) or bronze updated by a run that
+# stopped before silver. A handful of condition nodes per silver asset, none on gold: a tick costs
+# what changed, not what every retailer has.
 CARRY_FORWARD = (
-    dg.AutomationCondition.eager().replace("any_deps_missing", _WITHOUT_REFERENCE)
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
-)
-# A gold partition has one real upstream: its own retailer's silver table (the other retailers'
-# silver tables map to other partitions), so "all deps" would wait on data that never maps here.
-_BLOCKING_CHECKS_PASSED = dg.AutomationCondition.all_checks_match(
-    dg.AutomationCondition.check_passed() | dg.AutomationCondition.will_be_requested(), blocking_only=True
-).with_label("all_blocking_checks_passed")
-CARRY_FORWARD_GOLD = dg.AutomationCondition.eager() & dg.AutomationCondition.any_deps_match(_BLOCKING_CHECKS_PASSED).with_label(
-    "own_retailer_blocking_checks_passed"
-)
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("upstream updated outside this silver's own run")
 
 
 def _load_defs_folder(defs_dir: Path | None) -> dg.Definitions:
@@ -52,16 +47,13 @@ def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
         with_policy = loaded.map_resolved_asset_specs(
             func=lambda spec: spec.replace_attributes(automation_condition=CARRY_FORWARD),
             selection=dg.AssetSelection.tag("layer", "silver"),
-        ).map_resolved_asset_specs(
-            func=lambda spec: spec.replace_attributes(automation_condition=CARRY_FORWARD_GOLD),
-            selection=dg.AssetSelection.tag("layer", "gold"),
         )
     automation = dg.AutomationConditionSensorDefinition(
         "carry_forward_automation",
         target=dg.AssetSelection.all(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
-        description="Materializes silver and gold when their upstream lands and blocking checks pass.",
+        description="Re-runs silver (and so gold) when reference data or bronze changed outside a delivery run; refreshes the serving views.",
     )
     from pos_lakehouse.recovery import build_catch_up_sensor
 

@@ -175,10 +175,24 @@ def stale_assets(lake: Lake, specs: list[RetailerSpec], gold_tables: set[str] | 
     return sorted(found, key=lambda s: _LAYER.get(s.key.path[0], 3))
 
 
-def _busy_assets(instance: dg.DagsterInstance) -> set[dg.AssetKey]:
-    busy: set[dg.AssetKey] = set()
+def _busy_assets(instance: dg.DagsterInstance, specs: list[RetailerSpec]) -> set[tuple[dg.AssetKey, str | None]]:
+    """(asset, partition) pairs an in-progress run may still write.
+
+    A delivery's run (the retailer's ingest job, run whole) writes its silver tables and its
+    partitions of every gold table, though its asset selection names none of them.
+    """
+    by_name = {s.name: s for s in specs}
+    busy: set[tuple[dg.AssetKey, str | None]] = set()
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
-        busy |= set(record.dagster_run.asset_selection or [])
+        run = record.dagster_run
+        partition = run.tags.get("dagster/partition")
+        keys = set(run.asset_selection or [])
+        delivering = by_name.get(run.tags.get("pos_lakehouse/ingest", ""))
+        if delivering is not None:
+            partition = partition or delivering.data_provider_code
+            keys |= {dg.AssetKey(["silver", delivering.name, t]) for t in delivering.silver_tables}
+            keys |= {dg.AssetKey(["gold", t]) for t in delivering.silver_tables if t in GOLD_TABLES}
+        busy |= {(k, partition) for k in keys}
     return busy
 
 
@@ -202,13 +216,13 @@ def catch_up_requests(
 ) -> tuple[list[tuple[list[dg.AssetKey], str]], list[Stale]]:
     """What to materialize now so nothing stays behind its upstream: (asset keys, partition) per run.
 
-    Per retailer only the lowest stale layer is requested (the layer above follows it by
-    automation); assets in an in-progress run are left to it; gold waits while the retailer's
+    Per retailer only the lowest stale layer is requested (a silver run publishes the
+    retailer's gold partitions itself); assets in an in-progress run are left to it; gold waits while the retailer's
     silver has a failed blocking check, as automation does.
     """
     gold = {k.path[1] for k in defs_graph.get_all_asset_keys() if k.path[0] == "gold"}
     stale = [s for s in stale_assets(lake, specs, gold) if s.key in defs_graph.get_all_asset_keys()]
-    busy = _busy_assets(instance)
+    busy = _busy_assets(instance, specs)
     by_retailer: dict[str, list[Stale]] = {}
     for s in stale:
         by_retailer.setdefault(s.partition, []).append(s)
@@ -219,7 +233,7 @@ def catch_up_requests(
         if lowest == 2:
             spec = next(sp for sp in specs if sp.data_provider_code == code)
             keys = [k for k in keys if not _blocking_checks_failed(instance, defs_graph, dg.AssetKey(["silver", spec.name, k.path[1]]))]
-        keys = [k for k in keys if k not in busy]
+        keys = [k for k in keys if (k, code) not in busy and (k, None) not in busy]
         if lowest == 2:
             # Each gold table has its own partitions (only the retailers that deliver its grain),
             # and one run's assets must share a partitions definition: one run per table.

@@ -1,16 +1,18 @@
 """GoldTables: one Delta table per object type for all retailers, one Dagster partition per retailer."""
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
-from pos_lakehouse.components.retailer_pipeline import column_schema, dagster_metadata, silver_key
-from pos_lakehouse.components.spark_jobs import SparkJobs, gold_materialization
+from pos_lakehouse.components.asset_keys import column_schema, dagster_metadata, gold_key, silver_key
+from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metadata, refresh_gold
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.serving.policy import load_policy
+from pos_lakehouse.serving.policy import PolicyWarning, load_policy
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -21,6 +23,103 @@ def retailer_partitions(specs: list[RetailerSpec]) -> dg.StaticPartitionsDefinit
 
 def table_row_count(lake: Lake, name: str) -> int:
     return lake.row_count(lake.gold(name))
+
+
+# Gold checks that stop the run when they fail (the others only warn).
+BLOCKING_GOLD_CHECKS = {"rows_match_silver", "unique_keys"}
+
+
+@dataclass(frozen=True)
+class GoldPublication:
+    """One gold table's partition after a publish: its materialization metadata and check results."""
+
+    table: str
+    metadata: dict
+    checks: list[dg.AssetCheckResult]
+
+    @property
+    def failed_blocking_checks(self) -> list[str]:
+        return [c.check_name for c in self.checks if not c.passed and c.check_name in BLOCKING_GOLD_CHECKS]
+
+
+def publish_gold(context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tables: list[str], policy) -> list[GoldPublication]:
+    """MERGE a retailer's silver into its partition of each gold table, then check the partitions.
+
+    Spark retailers publish every table in one Spark job; a table the retailer does not deliver is
+    published as an empty partition (checked, nothing merged).
+    """
+    delivered = [t for t in tables if t in spec.silver_tables]
+    from_spark: dict[str, dict] = {}
+    if spec.engine == "spark" and delivered:
+        invocation = spark.run(context, spec, "gold", delivered, lake.root)
+        for result in invocation.get_results():
+            if isinstance(result, dg.MaterializeResult) and result.asset_key is not None:
+                from_spark[result.asset_key.path[-1]] = dict(result.metadata or {})
+    published = []
+    for name in tables:
+        if name not in delivered:
+            context.log.info(f"{spec.name} does not deliver {name}; nothing to publish")
+            metadata: dict = {"partition_rows": 0}
+        elif spec.engine == "spark":
+            metadata = from_spark[name]
+        else:
+            r = refresh_gold(lake, spec, name)
+            context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
+            metadata = dagster_metadata(gold_metadata(r, lake.gold(name), "polars"))
+        # The asset's row count is the table's (all retailers); this retailer's share is `partition_rows`.
+        metadata["dagster/row_count"] = table_row_count(lake, name)
+        published.append(GoldPublication(name, metadata, run_gold_checks(lake, spec, name, policy, gold_key(name))))
+    return published
+
+
+class GoldLayer(dg.ConfigurableResource):
+    """Where gold is published and checked: its tables, the access policy and the retailers it is built from.
+
+    `GoldTables` provides it, so the gold assets and a retailer's own run (which publishes its
+    partitions from the silver step) publish the same tables under the same policy.
+    """
+
+    tables: list[str] = Field(default_factory=list, description="Gold tables published (canonical table names).")
+    access_policy_path: str = Field(default="", description="Absolute path of the access policy YAML the gold checks read.")
+    retailers_path: str = Field(default="", description="Absolute path of the retailer YAML folder the policy is built from.")
+
+    def tables_for(self, spec: RetailerSpec) -> list[str]:
+        """The gold tables that have a partition for this retailer (the grains it delivers or derives)."""
+        return [t for t in self.tables if t in spec.silver_tables]
+
+    def policy(self):
+        with warnings.catch_warnings():
+            # Retailers in no reader group are reported by the serving asset, not on every run.
+            warnings.simplefilter("ignore", category=PolicyWarning)
+            return load_policy(self.access_policy_path, self.retailers_path)
+
+    def publish(self, context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tables: list[str]) -> list[GoldPublication]:
+        return publish_gold(context, lake, spark, spec, tables, self.policy()) if tables else []
+
+
+def log_gold_publications(context, spec: RetailerSpec, published: list[GoldPublication]) -> None:
+    """Record gold partitions published inside another asset's step (a delivery's own run).
+
+    The gold assets are partitioned by retailer across all retailers, so a retailer's run cannot
+    select them next to its own bronze and silver; the step records the same materialization and
+    check events the gold asset would, against the gold asset and this retailer's partition.
+    """
+    code = spec.data_provider_code
+    for p in published:
+        context.log_event(dg.AssetMaterialization(asset_key=gold_key(p.table), partition=code, metadata=p.metadata))
+        for c in p.checks:
+            context.log_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=gold_key(p.table),
+                    check_name=c.check_name,
+                    passed=c.passed,
+                    metadata=c.metadata,
+                    severity=c.severity,
+                    description=c.description,
+                    blocking=c.check_name in BLOCKING_GOLD_CHECKS,
+                    partition=code,
+                )
+            )
 
 
 class GoldTables(dg.Component, dg.Model, dg.Resolvable):
@@ -37,16 +136,19 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        specs = load_retailer_specs((Path(context.path) / self.retailers_path).resolve())
+        retailers_dir = (Path(context.path) / self.retailers_path).resolve()
+        specs = load_retailer_specs(retailers_dir)
         if not specs:
             return dg.Definitions()
         by_code = {s.data_provider_code: s for s in specs}
-        policy = load_policy((Path(context.path) / self.access_policy_path).resolve(), specs)
-        assets = [self._gold_asset(name, specs, by_code, policy) for name in self.tables]
-        return dg.Definitions(assets=[a for a in assets if a is not None])
+        policy_path = (Path(context.path) / self.access_policy_path).resolve()
+        load_policy(policy_path, specs)  # a broken policy fails at load time, in the UI
+        assets = [self._gold_asset(name, specs, by_code) for name in self.tables]
+        layer = GoldLayer(tables=list(self.tables), access_policy_path=str(policy_path), retailers_path=str(retailers_dir))
+        return dg.Definitions(assets=[a for a in assets if a is not None], resources={"gold": layer})
 
     @staticmethod
-    def _gold_asset(name, specs, by_code, policy):
+    def _gold_asset(name, specs, by_code):
         table = canonical.TABLES[name]
         feeders = [s for s in specs if name in s.silver_tables]
         if not feeders:
@@ -63,7 +165,7 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
         ]
 
         @dg.asset(
-            key=dg.AssetKey(["gold", name]),
+            key=gold_key(name),
             description=f"{table.description} All retailers; one partition per data provider.",
             deps=deps,
             partitions_def=partitions,
@@ -72,28 +174,10 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             tags={"layer": "gold"},
             pool=f"gold_{name}",
             metadata={"dagster/column_schema": column_schema(table), "partition_column": PARTITION_COLUMN},
-            check_specs=gold_check_specs(dg.AssetKey(["gold", name])),
+            check_specs=gold_check_specs(gold_key(name)),
         )
-        def gold(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs) -> dg.MaterializeResult:
-            spec = by_code[context.partition_key]
-            if name not in spec.silver_tables:
-                context.log.info(f"{spec.name} does not deliver {name}; nothing to publish")
-                return dg.MaterializeResult(
-                    metadata={"dagster/row_count": table_row_count(lake, name), "partition_rows": 0},
-                    check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
-                )
-            if spec.engine == "spark":  # the partition MERGE runs in the Spark job (Pipes)
-                done = gold_materialization(spark.run(context, spec, "gold", [name], lake.root), name)
-                metadata = {**(done.metadata or {}), "dagster/row_count": table_row_count(lake, name)}
-                return dg.MaterializeResult(metadata=metadata, check_results=run_gold_checks(lake, spec, name, policy, context.asset_key))
-            r = refresh_gold(lake, spec, name)
-            context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
-            return dg.MaterializeResult(
-                # The asset's row count is the table's (all retailers); this retailer's share is per partition.
-                metadata=dagster_metadata(
-                    {**gold_metadata(r, lake.gold(name), "polars"), "dagster/row_count": table_row_count(lake, name)}
-                ),
-                check_results=run_gold_checks(lake, spec, name, policy, context.asset_key),
-            )
+        def gold(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: GoldLayer) -> dg.MaterializeResult:
+            (published,) = gold.publish(context, lake, spark, by_code[context.partition_key], [name])
+            return dg.MaterializeResult(metadata=published.metadata, check_results=published.checks)
 
         return gold

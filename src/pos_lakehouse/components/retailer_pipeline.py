@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
+from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagster_metadata, silver_key
+from pos_lakehouse.components.gold_tables import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.ingest.landing import LandingZone
@@ -74,10 +76,6 @@ class BronzeRunConfig(dg.Config):
     )
 
 
-def bronze_key(spec: RetailerSpec, file_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["bronze", spec.name, file_name])
-
-
 # The corporate reference table each silver table is enriched from (defs/reference/).
 REFERENCE_KEYS = {
     "prod_dim": dg.AssetKey(["reference", "product_master"]),
@@ -85,19 +83,6 @@ REFERENCE_KEYS = {
     "store_day_fact": dg.AssetKey(["reference", "fx_rates"]),
     "store_week_fact": dg.AssetKey(["reference", "fx_rates"]),
 }
-
-
-def silver_key(spec: RetailerSpec, table: str) -> dg.AssetKey:
-    return dg.AssetKey(["silver", spec.name, table])
-
-
-def dagster_metadata(metadata: dict) -> dict:
-    """Plain metadata (`silver_metadata`, `gold_metadata`) as Dagster metadata: dicts as JSON."""
-    return {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in metadata.items()}
-
-
-def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns])
 
 
 @dg.scaffold_with(RetailerScaffolder)
@@ -206,9 +191,12 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             check_specs=silver_check_specs(spec, [s.key for s in silver_specs]),
             partitions_def=partitions,
             can_subset=True,
-            description=f"Map new bronze rows of {who} to the canonical model and MERGE them into silver.",
+            description=f"Map new bronze rows of {who} to the canonical model, MERGE them into silver, publish its gold partitions.",
+            # One silver writer per retailer: two delivery runs at once (several batches, a re-run)
+            # take turns here, each reading bronze past the other's bookmark.
+            pool=f"silver_{spec.name}",
         )
-        def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs):
+        def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: GoldLayer):
             tables = [k.path[-1] for k in context.selected_asset_keys]
             if spec.engine == "spark":
                 # The same refresh as a Spark job through Dagster Pipes; it reports materializations
@@ -230,15 +218,30 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                         asset_key=silver_key(spec, name),
                         metadata=dagster_metadata(silver_metadata(r, lake.row_count(uri), uri, "polars")),
                     )
-            yield from run_silver_checks(context, lake, spec, tables, results)
+            failed = []
+            for check in run_silver_checks(context, lake, spec, tables, results):
+                if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+                    failed.append(f"{check.asset_key.path[-1]}.{check.check_name}")
+                yield check
+            # The delivery's own run carries it on to gold: this retailer's partition of every gold
+            # table it feeds, once silver's blocking checks pass (else gold keeps its last good state).
+            if failed:
+                context.log.error(f"{spec.name}: gold not published, blocking silver checks failed: {', '.join(failed)}")
+                return
+            published = gold.publish(context, lake, spark, spec, [t for t in gold.tables_for(spec) if t in tables])
+            log_gold_publications(context, spec, published)
+            bad = [f"gold.{p.table}.{c}" for p in published for c in p.failed_blocking_checks]
+            if bad:
+                raise dg.Failure(description=f"{spec.name}: gold partition published but failed blocking checks: {', '.join(bad)}")
 
         sensor = build_landing_sensor(spec, job_name=f"{spec.name}_ingest", bronze_op_name=f"{spec.name}_bronze")
         if is_pulled(spec):  # poll the API/database instead of watching a folder
             sensor = build_poll_sensor(spec, job_name=f"{spec.name}_ingest")
         ingest_job = dg.define_asset_job(
             name=f"{spec.name}_ingest",
-            selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs]),
-            description=f"Ingest landed files of {who} into bronze (silver and gold follow by automation).",
+            # Bronze, silver and (from the silver step) this retailer's gold partitions in one run.
+            selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs], *[s.key for s in silver_specs]),
+            description=f"Carry a delivery of {who} from landing through bronze and silver to its gold partitions.",
             tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
         )
         return dg.Definitions(assets=[bronze, silver], sensors=[sensor], jobs=[ingest_job])

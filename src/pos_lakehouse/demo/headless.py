@@ -1,6 +1,7 @@
-"""Drive the code location without a daemon: tick sensors, run what they request, then let
-declarative automation carry silver and gold forward -- the same sensors, jobs, assets and
-automation conditions that `dg dev` runs, evaluated through Dagster's own APIs.
+"""Drive the code location without a daemon: tick sensors, run what they request (a delivery's
+run carries it to gold), then evaluate declarative automation and the catch-up sensor until
+nothing more is requested -- the same sensors, jobs, assets and automation conditions that
+`dg dev` runs, evaluated through Dagster's own APIs.
 
 On its first `settle` the driver recovers from a predecessor that died mid-run (what the
 daemon's run monitoring, run retries and `catch_up_sensor` do for `dg dev`): runs left STARTED
