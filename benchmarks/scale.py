@@ -1,6 +1,7 @@
 """What the Dagster side costs as retailers are added: definitions load, `dg check defs`, one
-automation tick (nothing to do, and one retailer changed), the automation cursor, peak RSS, and
-a landing sensor tick over 10,000 files.
+automation tick (nothing to do, and one retailer's bronze changed -- which its own delivery run
+carries on, so automation requests nothing), the automation cursor, the reference refresh
+sensor's tick, peak RSS, and a landing sensor tick over 10,000 files.
 
 Each size runs in its own process against a temporary copy of `defs/` holding the shipped
 retailers plus N copies of a daily file retailer (`marche_fr`) under new names, ids and keys;
@@ -113,6 +114,11 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
                 instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
         out["tick_changed_s"], out["tick_changed_requested"] = tick()
         out["tick_idle2_s"], _ = tick()
+        # The sensor that replaced per-silver automation for reference data: one event-log query a tick.
+        reference_sensor = defs.resolve_sensor_def("reference_refresh_sensor")
+        t = time.perf_counter()
+        reference_sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+        out["reference_sensor_s"] = time.perf_counter() - t
         # What the daemon stores between ticks (the same serialization the automation sensor uses).
         out["cursor_bytes"] = len(asset_daemon_cursor_to_instigator_serialized_cursor(cursor).encode()) if cursor else 0
         out["rss_after_tick_mib"] = peak_rss_mib()
@@ -154,6 +160,7 @@ def report(rows: list[dict]) -> None:
         ("tick_changed_s", "1 changed tick s", "{:.2f}"),
         ("tick_changed_requested", "requested", "{:d}"),
         ("tick_idle2_s", "idle tick after s", "{:.2f}"),
+        ("reference_sensor_s", "reference sensor s", "{:.3f}"),
         ("cursor_bytes", "auto cursor KB", None),
         ("rss_after_load_mib", "RSS load MiB", "{:.0f}"),
         ("rss_after_tick_mib", "RSS tick MiB", "{:.0f}"),

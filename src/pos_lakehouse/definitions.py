@@ -1,23 +1,11 @@
-"""The code location: every component under `defs/`, plus policies that apply to all of them."""
+"""The code location: every component under `defs/`, plus the sensors that span all of them."""
 
 import os
 import sys
 import types
-import warnings
 from pathlib import Path
 
 import dagster as dg
-
-# A delivery's own run carries it from bronze through silver to its gold partitions (the silver
-# step publishes them). Automation only covers what reaches silver from elsewhere: corporate
-# reference data landing (re-enrich every retailer that uses it) or bronze updated by a run that
-# stopped before silver. A handful of condition nodes per silver asset, none on gold: a tick costs
-# what changed, not what every retailer has.
-CARRY_FORWARD = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("upstream updated outside this silver's own run")
 
 
 def _load_defs_folder(defs_dir: Path | None) -> dg.Definitions:
@@ -40,24 +28,19 @@ def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
     if defs_dir is None and os.environ.get("POS_LAKEHOUSE_DEFS_DIR"):
         defs_dir = Path(os.environ["POS_LAKEHOUSE_DEFS_DIR"])
     loaded = _load_defs_folder(defs_dir)
-    with warnings.catch_warnings():
-        # The spec-mapping API is marked preview; it is still the supported way to apply a root policy.
-        warnings.simplefilter("ignore", category=dg.PreviewWarning)
-        warnings.simplefilter("ignore", category=dg.BetaWarning)
-        with_policy = loaded.map_resolved_asset_specs(
-            func=lambda spec: spec.replace_attributes(automation_condition=CARRY_FORWARD),
-            selection=dg.AssetSelection.tag("layer", "silver"),
-        )
+    # A delivery's own run carries it from bronze to its gold partitions, and two sensors cover what
+    # reaches silver from elsewhere (reference data, runs that stopped early): declarative
+    # automation is left with the one asset that depends on every gold table, the serving views.
     automation = dg.AutomationConditionSensorDefinition(
-        "carry_forward_automation",
-        target=dg.AssetSelection.all(),
+        "serving_automation",
+        target=dg.AssetSelection.tag("layer", "serving"),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=15,
-        description="Re-runs silver (and so gold) when reference data or bronze changed outside a delivery run; refreshes the serving views.",
+        description="Rebuilds the secure serving views when any gold table or the access policy changed.",
     )
     from pos_lakehouse.recovery import build_catch_up_sensor
 
-    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]), build_catch_up_sensor())
+    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation]), build_catch_up_sensor())
 
 
 @dg.definitions

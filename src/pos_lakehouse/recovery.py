@@ -292,4 +292,77 @@ def build_catch_up_sensor() -> dg.Definitions:
             ]
         )
 
-    return dg.Definitions(sensors=[catch_up_sensor], jobs=[*jobs.values(), *gold_jobs.values()])
+    reference_sensor = build_reference_refresh_sensor(specs, jobs)
+    return dg.Definitions(sensors=[catch_up_sensor, reference_sensor], jobs=[*jobs.values(), *gold_jobs.values()])
+
+
+# ---- reference data landed after silver ------------------------------------------------------
+def reference_refresh_requests(
+    instance: dg.DagsterInstance, specs: list[RetailerSpec], reference_keys: dict[str, dg.AssetKey]
+) -> list[tuple[RetailerSpec, int]]:
+    """Retailers whose silver was built before the latest corporate reference data it is enriched from.
+
+    Read from the event log (one query for all assets): a retailer is due when a reference table it
+    uses was materialized after its silver tables last were. A retailer whose silver does not exist
+    yet is not: its first delivery run enriches with what is there.
+    """
+    used = {s.name: {t: reference_keys[t] for t in s.silver_tables if t in reference_keys and t not in s.derived_tables} for s in specs}
+    silver_keys = {dg.AssetKey(["silver", s.name, t]) for s in specs for t in used[s.name]}
+    records = {
+        r.asset_entry.asset_key: r.asset_entry
+        for r in instance.get_asset_records(sorted({*reference_keys.values(), *silver_keys}, key=str))
+    }
+
+    def last(key: dg.AssetKey) -> int | None:
+        entry = records.get(key)
+        return entry.last_materialization_record.storage_id if entry and entry.last_materialization_record else None
+
+    due = []
+    for spec in specs:
+        behind = [
+            ref_id
+            for table, ref in used[spec.name].items()
+            if (ref_id := last(ref)) is not None
+            and (silver_id := last(dg.AssetKey(["silver", spec.name, table]))) is not None
+            and silver_id < ref_id
+        ]
+        if behind:
+            due.append((spec, max(behind)))
+    return due
+
+
+def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+    """Re-runs a retailer's silver (which then publishes its gold partitions) when corporate
+    reference data it uses lands after it: late FX rates fill `*_usd`, a corrected master re-enriches.
+
+    A sensor over the event log, not an automation condition on every silver asset: its cost is one
+    query per tick whatever the number of retailers.
+    """
+    from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
+
+    @dg.sensor(
+        name="reference_refresh_sensor",
+        jobs=list(jobs.values()),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
+    )
+    def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        due = reference_refresh_requests(context.instance, specs, REFERENCE_KEYS)
+        busy = _busy_assets(context.instance, specs)
+        requests = [
+            dg.RunRequest(
+                job_name=jobs[spec.data_provider_code].name,
+                partition_key=spec.data_provider_code,
+                # One run per retailer and reference event: a later tick does not launch it again.
+                run_key=f"{spec.name}-reference-{storage_id}",
+                tags={"retailer": spec.name, "pos_lakehouse/reference_refresh": "true"},
+            )
+            for spec, storage_id in due
+            if not any((dg.AssetKey(["silver", spec.name, t]), spec.data_provider_code) in busy for t in spec.silver_tables)
+        ]
+        if not requests:
+            return dg.SensorResult(skip_reason="every retailer's silver is newer than the reference data it uses")
+        return dg.SensorResult(run_requests=requests)
+
+    return reference_refresh_sensor

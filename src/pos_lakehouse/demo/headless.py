@@ -81,8 +81,8 @@ class Headless:
             else []
         )
         if any(r.status == dg.DagsterRunStatus.SUCCESS or r.status in IN_PROGRESS_RUN_STATUSES for r in earlier):
-            return RunRecord(sensor.job_name or "", "", True, "skipped: run key already used", request.partition_key)
-        job = self.defs.resolve_job_def(sensor.job_name)
+            return RunRecord(request.job_name or sensor.job_name or "", "", True, "skipped: run key already used", request.partition_key)
+        job = self.defs.resolve_job_def(request.job_name or sensor.job_name)
         tags = {
             **(request.tags or {}),
             "dagster/run_key": request.run_key or "",
@@ -121,10 +121,19 @@ class Headless:
 
     def tick_landing(self) -> list[RunRecord]:
         records = []
-        for sensor in self.landing_sensors:
+        # Corporate reference data first: retailers' runs of the same tick then enrich with it
+        # instead of being re-run by the reference refresh sensor right after.
+        for sensor in sorted(self.landing_sensors, key=lambda s: not s.name.startswith("corporate_reference")):
             for request in self.tick_sensor(sensor):
                 records.append(self.run_request(sensor, request))
         return records
+
+    def tick_reference_refresh(self) -> list[RunRecord]:
+        """The sensor that re-enriches silver when corporate reference data lands after it."""
+        sensor = next((s for s in (self.defs.sensors or []) if s.name == "reference_refresh_sensor"), None)
+        if sensor is None:
+            return []
+        return [self.run_request(sensor, request) for request in self.tick_sensor(sensor)]
 
     def tick_automation(self) -> list[RunRecord]:
         """One evaluation of every automation condition, and the runs it requests."""
@@ -212,7 +221,7 @@ class Headless:
             self.tick_automation()
         records = self.tick_landing()
         for _ in range(max_ticks):
-            new = self.tick_automation()
+            new = self.tick_reference_refresh() + self.tick_automation()
             if not new:
                 # Automation reacts to new materializations; whatever a failed or killed run left
                 # behind its upstream data is requested here (each pass at most once per asset).

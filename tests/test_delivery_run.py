@@ -1,0 +1,150 @@
+"""A delivery's own run carries it from landing to gold: one run, no automation round-trip, and the
+guarantees that come with it (a failed blocking check keeps gold as it was, two runs of one
+retailer at once count every row once, reference data landing later re-enriches by a sensor)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date, timedelta
+
+import dagster as dg
+import polars as pl
+from conftest import PROJECT_ROOT, RETAILERS_DIR
+from test_real_dates import _gold, _marche_day
+
+TODAY = date.today()
+DAYS = [TODAY - timedelta(days=d) for d in range(6, 0, -1)]  # the last six days, up to yesterday
+
+
+def _sensor_requests(headless, name: str) -> list[dg.RunRequest]:
+    return headless.tick_sensor(headless.defs.resolve_sensor_def(f"{name}_landing_sensor"))
+
+
+def test_one_run_carries_a_delivery_from_landing_to_gold(data_root, lake, headless, instance):
+    landing = data_root / "landing" / "marche_fr"
+    written = [_marche_day(landing, day, units=2 + i) for i, day in enumerate(DAYS[:2])]
+    headless.tick_automation()  # the automation sensor's first tick only records the state, as in the daemon
+
+    [request] = _sensor_requests(headless, "marche_fr")
+    record = headless.run_request(headless.defs.resolve_sensor_def("marche_fr_landing_sensor"), request)
+    assert record.success, record.error
+    assert [r.name for r in headless.runs] == ["marche_fr_ingest"]  # no other run: no automation yet
+
+    gold = _gold(lake, "store_day_fact", "cds_1001")
+    assert gold.height == sum(f.height for f in written)
+    assert int(gold["pos_sales_units"].sum()) == sum(int(f["qte_vendue"].sum()) for f in written)
+    # The gold partitions it fed are recorded against the gold assets, by the delivery's run.
+    for table in ("store_day_fact", "store_week_fact", "store_month_fact", "prod_dim", "site_dim"):
+        event = instance.get_latest_materialization_event(dg.AssetKey(["gold", table]))
+        assert event is not None and event.run_id == record.run_id, table
+        assert event.asset_materialization.partition == "cds_1001"
+        assert event.asset_materialization.metadata["partition_rows"].value == _gold(lake, table, "cds_1001").height
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey(["gold", "store_day_fact"]), n) for n in ("rows_match_silver", "unique_keys")]
+    )
+    assert len(checks) == 2 and all(c.run_id == record.run_id and c.status.value == "SUCCEEDED" for c in checks.values())
+
+    # Automation then only refreshes the serving views; nothing else is requested.
+    later = headless.settle()
+    assert [r.name for r in later] == ["automation: serving/gold_views"]
+
+
+def test_failed_blocking_silver_check_keeps_gold_as_it_was(data_root, lake, headless, instance, monkeypatch):
+    landing = data_root / "landing" / "marche_fr"
+    _marche_day(landing, DAYS[0], units=3)
+    assert all(r.success for r in headless.settle())
+    before = _gold(lake, "store_day_fact", "cds_1001")
+
+    # The next delivery's silver fails a blocking check (as if its keys were broken): the run fails,
+    # and the retailer's gold partition is not touched.
+    from pos_lakehouse.components import retailer_pipeline
+
+    real = retailer_pipeline.run_silver_checks
+
+    def broken(context, lake_, spec, tables, results=None):
+        for check in real(context, lake_, spec, tables, results):
+            if check.check_name == "facts_reference_dimension_versions":
+                check = dg.AssetCheckResult(
+                    asset_key=check.asset_key, check_name=check.check_name, passed=False, severity=dg.AssetCheckSeverity.ERROR
+                )
+            yield check
+
+    monkeypatch.setattr(retailer_pipeline, "run_silver_checks", broken)
+    _marche_day(landing, DAYS[1], units=5)
+    runs = headless.tick_landing()
+    assert len(runs) == 1
+    after = _gold(lake, "store_day_fact", "cds_1001")
+    assert after.sort("date", "site_id", "prod_id").equals(before.sort("date", "site_id", "prod_id"))
+    assert lake.scan(lake.silver("marche_fr", "store_day_fact")).collect().height > before.height  # silver did load it
+    event = instance.get_latest_materialization_event(dg.AssetKey(["gold", "store_day_fact"]))
+    assert event.run_id != runs[0].run_id
+
+
+_ONE_BATCH = """
+import json, sys
+import dagster as dg
+from pos_lakehouse.definitions import build_definitions
+files = json.loads(sys.argv[1])
+with dg.DagsterInstance.get() as instance:
+    result = build_definitions().resolve_job_def("marche_fr_ingest").execute_in_process(
+        run_config={"ops": {"marche_fr_bronze": {"config": {"files": files}}}},
+        instance=instance, partition_key="cds_1001", raise_on_error=False,
+    )
+print("RUN", result.run_id, result.success)
+"""
+
+
+def test_two_delivery_runs_of_one_retailer_at_once_count_every_row_once(data_root, lake, tmp_path):
+    """Two batches of one retailer launched together in two processes (as the daemon may): the
+    silver step takes turns through the retailer's pool, each run reads bronze past the other's bookmark."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the pools' limits
+    landing_dir = data_root / "landing" / "marche_fr"
+    written = [_marche_day(landing_dir, day, units=1 + i) for i, day in enumerate(DAYS)]
+    names = sorted(p.name for p in landing_dir.iterdir())
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ONE_BATCH, json.dumps(half)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for half in (names[:3], names[3:])
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0 and " True" in out, err[-2000:]
+
+    silver = lake.scan(lake.silver("marche_fr", "store_day_fact")).collect()
+    gold = _gold(lake, "store_day_fact", "cds_1001")
+    expected_rows = sum(f.height for f in written)
+    assert silver.height == gold.height == expected_rows
+    assert int(gold["pos_sales_units"].sum()) == sum(int(f["qte_vendue"].sum()) for f in written)
+    assert gold.select("date", "site_id", "prod_id").is_unique().all()
+    assert sorted(set(gold["date"].to_list())) == DAYS
+
+
+def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(data_root, lake, headless, instance):
+    from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
+    from pos_lakehouse.recovery import reference_refresh_requests
+    from pos_lakehouse.retailer import load_retailer_specs
+
+    _marche_day(data_root / "landing" / "marche_fr", DAYS[0])
+    assert all(r.success for r in headless.settle())
+    specs = load_retailer_specs(RETAILERS_DIR)
+    assert reference_refresh_requests(instance, specs, REFERENCE_KEYS) == []
+
+    # FX rates land after marche_fr's silver: marche_fr (and no retailer without silver) is due.
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=REFERENCE_KEYS["store_day_fact"]))
+    due = reference_refresh_requests(instance, specs, REFERENCE_KEYS)
+    assert [s.name for s, _ in due] == ["marche_fr"]
+    runs = headless.settle()
+    refresh = [r for r in runs if r.name == "marche_fr_catch_up"]
+    assert len(refresh) == 1 and refresh[0].success
+    assert reference_refresh_requests(instance, specs, REFERENCE_KEYS) == []
+    # Once per reference event: a second settle launches nothing more for it.
+    assert not [r for r in headless.settle() if r.name == "marche_fr_catch_up"]
+    assert pl.Series(_gold(lake, "store_day_fact", "cds_1001")["date"]).n_unique() == 1
