@@ -348,3 +348,19 @@ def test_schema_errors_name_the_field(tmp_path):
 
     walk(schema, "")
     assert undescribed == []
+
+
+def test_readme_reference_example_loads():
+    text = (PROJECT_ROOT / "README.md").read_text()
+    block = text.split("## Corporate reference data", 1)[1].split("```yaml", 1)[1].split("```", 1)[0]
+    component = ReferenceData.model_validate(yaml.safe_load(block)["attributes"])
+    assert component.fx_rates.mode == "upsert" and component.product_master.columns["Stand"] == "updated_at"
+
+
+def test_default_layout_loads_without_a_source_spec(tmp_path, lake):
+    from pos_lakehouse.demo.reference import write_corporate_reference
+    from pos_lakehouse.layers.reference import load_reference_file
+
+    for path in write_corporate_reference(tmp_path / "files", products=12, sites=7):
+        assert load_reference_file(lake, path.stem, path) == pl.read_csv(path).height
+    assert reference_frame(lake, "site_master").collect().to_native().height == 6
