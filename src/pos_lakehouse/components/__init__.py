@@ -1,3 +1,4 @@
 from pos_lakehouse.components.gold_tables import GoldTables as GoldTables
+from pos_lakehouse.components.reference_data import ReferenceData as ReferenceData
 from pos_lakehouse.components.retailer_pipeline import RetailerPipeline as RetailerPipeline
 from pos_lakehouse.components.serving_views import ServingViews as ServingViews

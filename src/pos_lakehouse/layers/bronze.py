@@ -80,9 +80,14 @@ def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
     return hits.item() > 0
 
 
-def previous_rejection(lake: Lake, spec: RetailerSpec, delivery_id: str) -> dict | None:
+def _owner(spec: RetailerSpec | str) -> str:
+    """Whose quarantine: a retailer's, or another named folder's (corporate reference data: `_corporate`)."""
+    return spec if isinstance(spec, str) else spec.name
+
+
+def previous_rejection(lake: Lake, spec: RetailerSpec | str, delivery_id: str) -> dict | None:
     """The recorded rejection of these exact bytes (under any name), if they were rejected before."""
-    uri = lake.quarantine(spec.name, REJECTED_FILES_TABLE)
+    uri = lake.quarantine(_owner(spec), REJECTED_FILES_TABLE)
     dt = lake.table(uri)
     if dt is None:
         return None
@@ -205,13 +210,13 @@ def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:
     return DeliveryError(rel, "corrupt", f"cannot read as {kind}: {message}")
 
 
-def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path: Path | None, now: datetime) -> None:
+def record_rejection(lake: Lake, spec: RetailerSpec | str, outcome: FileOutcome, path: Path | None, now: datetime) -> None:
     """Keep the rejected bytes and a machine-readable reason under `<root>/quarantine/<retailer>/`."""
     outcome.detail = _clip(outcome.detail)
     copy_path = None
     if path is not None:
         # A local folder or an object store alike (the quarantine lives under the data root).
-        target = lake.quarantine(spec.name, "files", f"{(outcome.delivery_id or 'unknown')[:16]}_{Path(outcome.file).name}")
+        target = lake.quarantine(_owner(spec), "files", f"{(outcome.delivery_id or 'unknown')[:16]}_{Path(outcome.file).name}")
         put_file(path, target)
         put_bytes(target + ".reason.json", json.dumps(asdict(outcome) | {"rejected_at": now.isoformat()}, indent=2).encode())
         copy_path = target
@@ -235,7 +240,7 @@ def record_rejection(lake: Lake, spec: RetailerSpec, outcome: FileOutcome, path:
             "rejected_at": pl.Datetime("us", "UTC"),
         },
     )
-    uri = lake.quarantine(spec.name, REJECTED_FILES_TABLE)
+    uri = lake.quarantine(_owner(spec), REJECTED_FILES_TABLE)
     description = "Delivered files that could not be ingested, with the reason."
     if outcome.delivery_id:
         # One row per rejected content, even when two runs reject the same bytes at once.
