@@ -17,12 +17,15 @@ def test_definitions_load(defs: dg.Definitions):
     assert {"gold/prod_dim", "gold/site_dim", "gold/store_day_fact"} <= keys
     sensor_names = {s.name for s in defs.sensors}
     assert "marche_fr_landing_sensor" in sensor_names
-    assert "carry_forward_automation" in sensor_names
+    assert {"serving_automation", "catch_up_sensor", "reference_refresh_sensor"} <= set(sensor_names)
     gold = defs.resolve_assets_def(dg.AssetKey(["gold", "store_day_fact"]))
     assert "cds_1001" in gold.partitions_def.get_partition_keys()
     silver = defs.resolve_assets_def(dg.AssetKey(["silver", "marche_fr", "store_day_fact"]))
     spec = next(s for s in silver.specs if s.key.path[-1] == "store_day_fact")
-    assert spec.automation_condition is not None
+    # Silver is carried by the delivery's own job (bronze + silver, gold from the silver step), not by automation.
+    assert spec.automation_condition is None
+    ingest = defs.resolve_job_def("marche_fr_ingest")
+    assert {k for k in ingest.asset_layer.executable_asset_keys if k.path[0] == "silver"} >= {silver.key for silver in [spec]}
     assert spec.freshness_policy is not None
     assert {c.name for c in spec.metadata["dagster/column_schema"].columns} >= {"prod_key", "site_key", "pos_sales_units"}
 
