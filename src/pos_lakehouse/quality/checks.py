@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 import polars as pl
 
-from pos_lakehouse.quality.schemas import evaluate, rules_for
+from pos_lakehouse.quality.schemas import evaluate, rule_names, rules_for
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
@@ -31,8 +31,8 @@ def silver_check_specs(spec: RetailerSpec, keys: Sequence[dg.AssetKey]) -> list[
     checks = []
     for key in keys:
         table = key.path[-1]
-        for rule in rules_for(table):
-            checks.append(dg.AssetCheckSpec(rule.name, asset=key, blocking=rule.blocking, description=rule.description))
+        for name, blocking, description in rule_names(table):
+            checks.append(dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description))
         if table in canonical.DIMENSIONS:
             checks.append(
                 dg.AssetCheckSpec(

@@ -7,6 +7,7 @@ sold what it sold).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -73,6 +74,13 @@ def _measures_in_range(days: int) -> dict[str, pa.Column]:
         )
         for m in canonical.MEASURES
     }
+
+
+@functools.cache
+def rule_names(table_name: str) -> tuple[tuple[str, bool, str], ...]:
+    """(name, blocking, description) of each rule of a table: what check specs need, built once per
+    table rather than once per retailer (a pandera schema is not cheap to build)."""
+    return tuple((r.name, r.blocking, r.description) for r in rules_for(table_name))
 
 
 def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
