@@ -14,12 +14,12 @@ import pytest
 from conftest import RETAILERS_DIR
 from serving_data import fact_rows, frame, retailer, write_silver
 
-from pos_lakehouse.components.gold_tables import GoldTables
+from pos_lakehouse.components.gold_tables import GoldLayer, GoldTables
 from pos_lakehouse.components.spark_jobs import SparkJobs
-from pos_lakehouse.layers.gold import PARTITION_COLUMN, refresh_gold
+from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import load_retailer_specs
-from pos_lakehouse.serving.policy import PolicyWarning, load_policy
+from pos_lakehouse.serving.policy import DEFAULT_POLICY_PATH, PolicyWarning, load_policy
 
 MARCHE = retailer(1001, "marche_fr", 110011)
 KAUF = retailer(1002, "kaufhalle_de", 110012)
@@ -121,15 +121,19 @@ def test_concurrent_refreshes_keep_both_watermarks(lake):
 
 
 def _gold_asset(specs, table="store_day_fact"):
-    policy = load_policy()
     by_code = {s.data_provider_code: s for s in specs}
-    return GoldTables._gold_asset(table, specs, by_code, policy)
+    return GoldTables._gold_asset(table, specs, by_code)
+
+
+def _resources(lake) -> dict:
+    gold = GoldLayer(tables=[*GOLD_TABLES], access_policy_path=str(DEFAULT_POLICY_PATH), retailers_path=str(RETAILERS_DIR))
+    return {"lake": lake, "spark": SparkJobs(), "gold": gold}
 
 
 def test_gold_asset_runs_its_checks(lake, instance):
     write_silver(lake, MARCHE, "store_day_fact", fact_rows("cds_1001", 110011, DAYS))
     asset = _gold_asset([MARCHE, KAUF])
-    result = dg.materialize([asset], partition_key="cds_1001", resources={"lake": lake, "spark": SparkJobs()}, instance=instance)
+    result = dg.materialize([asset], partition_key="cds_1001", resources=_resources(lake), instance=instance)
     assert result.success
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(evaluations) == {"rows_match_silver", "unique_keys", "secure_group_keys_known"}
@@ -138,7 +142,7 @@ def test_gold_asset_runs_its_checks(lake, instance):
     gold_meta = result.asset_materializations_for_node("gold__store_day_fact")[0].metadata
     assert gold_meta["partition_rows"].value == 18 and gold_meta["dagster/row_count"].value == 18
     # A retailer that has delivered nothing yet: its (empty) partition passes too.
-    assert dg.materialize([asset], partition_key="cds_1002", resources={"lake": lake, "spark": SparkJobs()}, instance=instance).success
+    assert dg.materialize([asset], partition_key="cds_1002", resources=_resources(lake), instance=instance).success
 
 
 def test_gold_checks_catch_missing_duplicate_and_unknown_rows(lake):
