@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pos_lakehouse.storage.layout import join_uri
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Files shipped inside the package (retailer YAML, access policy): found next to this module, so
 # they resolve in an installed wheel as well as in a checkout.
@@ -44,11 +46,6 @@ class Settings:
         from pos_lakehouse.storage.object_store import is_remote
 
         return is_remote(self.data_root)
-
-
-def join_uri(root: str, *parts: str) -> str:
-    root = root.rstrip("/")
-    return "/".join([root, *[p.strip("/") for p in parts if p]])
 
 
 def _normalise_root(root: str) -> str:
