@@ -1,5 +1,6 @@
 """The code location: every component under `defs/`, plus policies that apply to all of them."""
 
+import importlib
 import os
 import sys
 import types
@@ -7,6 +8,8 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+
+from pos_lakehouse.settings import project_root
 
 # Silver and gold follow their upstream as soon as it lands and its blocking checks pass.
 # Corporate reference data is optional upstream: silver runs without it (and re-enriches when it lands).
@@ -25,26 +28,36 @@ CARRY_FORWARD_GOLD = dg.AutomationCondition.eager() & dg.AutomationCondition.any
 )
 
 
-def _load_defs_folder(defs_dir: Path | None) -> dg.Definitions:
-    """The project's `defs/`, or another folder laid out like it (`benchmarks/scale.py` loads copies with more retailers)."""
-    if defs_dir is None:
-        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    # Python files in the folder import as submodules of a package rooted there, as under `pos_lakehouse.defs`.
-    module = types.ModuleType(f"pos_lakehouse_defs_{abs(hash(str(defs_dir.resolve())))}")
-    module.__file__ = None
-    module.__path__ = [str(defs_dir.resolve())]
-    sys.modules[module.__name__] = module
-    return dg.ComponentTree.from_module(module, project_root=Path(__file__).parents[2]).build_defs()
+def component_tree(defs_dir: Path | None = None) -> dg.ComponentTree:
+    """The components under the package's `defs/`, or under another folder laid out like it
+    (`defs_dir`, or `POS_LAKEHOUSE_DEFS_DIR`; `benchmarks/scale.py` loads copies with more retailers).
 
-
-def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
-    """Everything under `defs/` with the global policies applied (also used by the CLI and tests).
-
-    `defs_dir` (or `POS_LAKEHOUSE_DEFS_DIR`) loads another folder laid out like `defs/` instead.
+    Built from the module, not from the project's pyproject.toml: an installed wheel has none beside
+    it (and a pyproject.toml above the environment would be another project's).
     """
     if defs_dir is None and os.environ.get("POS_LAKEHOUSE_DEFS_DIR"):
         defs_dir = Path(os.environ["POS_LAKEHOUSE_DEFS_DIR"])
-    loaded = _load_defs_folder(defs_dir)
+    if defs_dir is None:
+        module = importlib.import_module("pos_lakehouse.defs")
+    else:
+        # Python files in the folder import as submodules of a package rooted there, as under `pos_lakehouse.defs`.
+        module = types.ModuleType(f"pos_lakehouse_defs_{abs(hash(str(defs_dir.resolve())))}")
+        module.__file__ = None
+        module.__path__ = [str(defs_dir.resolve())]
+        sys.modules[module.__name__] = module
+    # The checkout (as `dg` would find it), else the current directory: only `{{ context.project_root }}`
+    # templates read it, and no component here does.
+    return dg.ComponentTree.from_module(module, project_root=project_root())
+
+
+def build_definitions(defs_dir: Path | None = None, *, tree: dg.ComponentTree | None = None) -> dg.Definitions:
+    """Everything under `defs/` with the global policies applied (also used by the CLI and tests).
+
+    `defs_dir` (or `POS_LAKEHOUSE_DEFS_DIR`) loads another folder laid out like `defs/` instead;
+    `tree` builds an already loaded `component_tree()` (the CLI reads its retailers from the same one).
+    """
+    tree = tree or component_tree(defs_dir)
+    loaded = tree.build_defs()
     with warnings.catch_warnings():
         # The spec-mapping API is marked preview; it is still the supported way to apply a root policy.
         warnings.simplefilter("ignore", category=dg.PreviewWarning)
@@ -63,9 +76,12 @@ def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
         minimum_interval_seconds=15,
         description="Materializes silver and gold when their upstream lands and blocking checks pass.",
     )
+    from pos_lakehouse.components.loaded_retailers import retailers_in_tree
     from pos_lakehouse.recovery import build_catch_up_sensor
 
-    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]), build_catch_up_sensor())
+    # The same retailer components that built the assets (also for another defs folder).
+    catch_up = build_catch_up_sensor(retailers_in_tree(tree))
+    return dg.Definitions.merge(with_policy, dg.Definitions(sensors=[automation]), catch_up)
 
 
 @dg.definitions

@@ -5,11 +5,12 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pos_lakehouse.components.loaded_retailers import retailers_in_folder
 from pos_lakehouse.components.retailer_pipeline import column_schema, dagster_metadata, silver_key
 from pos_lakehouse.components.spark_jobs import SparkJobs, gold_materialization
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metadata, refresh_gold
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
-from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
@@ -28,7 +29,8 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
 
     retailers_path: str = Field(
         default="../retailers",
-        description="Folder of retailer YAMLs (relative to this file); the retailer partitions derive from it.",
+        description="Defs folder of the retailers' RetailerPipeline components (relative to this file); the retailer "
+        "partitions derive from the loaded components.",
     )
     tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold.")
     access_policy_path: str = Field(
@@ -37,7 +39,7 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        specs = load_retailer_specs((Path(context.path) / self.retailers_path).resolve())
+        specs = retailers_in_folder(context, self.retailers_path)
         if not specs:
             return dg.Definitions()
         by_code = {s.data_provider_code: s for s in specs}
