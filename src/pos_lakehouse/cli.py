@@ -546,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.dg_args = extra  # `dev` hands every other option to `dg dev` (--port, --host, ...)
     _quiet_deliberate_warnings()
+    # One command, one load of the code location: its resources read the environment as it is now
+    # (a second `main` in the same process, e.g. with another data root, must not reuse the first's).
+    _tree.cache_clear()
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
