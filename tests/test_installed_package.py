@@ -65,3 +65,23 @@ def test_the_cli_help_runs_from_an_installed_package(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "usage: pos-lakehouse" in done.stdout and done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_dev_without_a_checkout_or_the_demo_extra_opens_the_ui_alone(tmp_path, monkeypatch, capsys):
+    """`pos-lakehouse dev` from a product install: `dagster dev` on the module, and no demo sources
+    (their packages are the `demo` extra) -- instead of failing on the first missing import."""
+    import pos_lakehouse.cli as cli
+    import pos_lakehouse.demo.simulators as simulators
+
+    calls = []
+    monkeypatch.setattr(cli, "checkout_root", lambda: None)
+    monkeypatch.setattr(cli, "DEMO_PACKAGES", ("fastapi", "no_such_demo_package_here"))
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd=None: calls.append((command, cwd)) or 0)
+    monkeypatch.setattr(simulators, "start_demo_services", lambda *a, **k: (_ for _ in ()).throw(AssertionError("demo started")))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "data"))
+    assert cli.main(["dev", "--port", "3111"]) == 0
+    ((command, cwd),) = calls
+    assert command[1:] == ["dev", "-m", "pos_lakehouse.definitions", "--port", "3111"] and Path(command[0]).name == "dagster"
+    assert cwd is None
+    assert "no_such_demo_package_here not installed" in capsys.readouterr().err

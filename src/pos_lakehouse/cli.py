@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pos_lakehouse.settings import checkout_root, current_settings, project_root
+
+# What the demo's generators and simulators need beyond the product (the `demo` extra).
+DEMO_PACKAGES = ("fastapi", "uvicorn", "numpy", "xlsxwriter")
 
 
 class UsageError(Exception):
@@ -317,8 +321,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Open the Dagster UI (`dg dev`) with this project's DAGSTER_HOME; every `dg dev` option is passed on."""
-    from pos_lakehouse.demo.simulators import start_demo_services
-
     _dagster_home()
     dg_args = [a for a in args.dg_args if a != "--"]
     checkout = checkout_root()
@@ -330,8 +332,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     root = current_settings().data_root
     if "://" not in root:  # runs launched by the UI send Spark's JVM output to the log file too
         os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(Path(root) / "logs" / "spark.log"))
-    # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll them.
-    with start_demo_services(Path(current_settings().data_root)):
+    # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll
+    # them -- where the demo's packages are installed; a product install opens the UI alone.
+    missing = [m for m in DEMO_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"demo sources not started ({', '.join(missing)} not installed: pip install 'pos-lakehouse[demo]')", file=sys.stderr)
+        return subprocess.call(command, cwd=cwd)
+    from pos_lakehouse.demo.simulators import start_demo_services
+
+    with start_demo_services(Path(root)):
         return subprocess.call(command, cwd=cwd)
 
 
