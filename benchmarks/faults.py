@@ -193,10 +193,9 @@ def settled(root: Path, home: Path) -> list[str]:
     """What is wrong after a driver finished: runs left in progress, slots held, tables behind upstream."""
     os.environ["DAGSTER_HOME"] = str(home)
     import dagster as dg
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
     from pos_lakehouse.definitions import build_definitions
-    from pos_lakehouse.recovery import RETAILERS_DIR, catch_up_requests
+    from pos_lakehouse.recovery import IN_PROGRESS_RUN_STATUSES, RETAILERS_DIR, catch_up_requests
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.storage.lake import Lake
 

@@ -126,7 +126,7 @@ def _gold_asset(specs, table="store_day_fact"):
 
 
 def _resources(lake) -> dict:
-    gold = GoldLayer(tables=[*GOLD_TABLES], access_policy_path=str(DEFAULT_POLICY_PATH), retailers_path=str(RETAILERS_DIR))
+    gold = GoldLayer(tables=tuple(GOLD_TABLES), policy=load_policy(DEFAULT_POLICY_PATH, RETAILERS_DIR))
     return {"lake": lake, "spark": SparkJobs(), "gold": gold}
 
 

@@ -16,11 +16,13 @@ import dagster as dg
 import duckdb
 import pytest
 from conftest import PROJECT_ROOT
-from dagster.components.core.component_tree import ComponentTree
 from serving_data import fact_rows, write_gold
 
-from pos_lakehouse.components.gold_tables import GoldTables
-from pos_lakehouse.components.serving_views import ServingViews
+import pos_lakehouse.recovery
+import pos_lakehouse.retailer
+from pos_lakehouse.components.loaded_retailers import retailers_in_tree
+from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
+from pos_lakehouse.definitions import build_definitions, component_tree
 from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import load_retailer_specs
 from pos_lakehouse.serving.duckdb_views import query
@@ -51,12 +53,6 @@ attributes:
 """
 
 
-def _context(folder: Path, monkeypatch: pytest.MonkeyPatch) -> dg.ComponentLoadContext:
-    """A component load context for a component whose defs.yaml lives in `folder`."""
-    monkeypatch.chdir(folder)
-    return ComponentTree.for_test().load_context
-
-
 def _asset(defs: dg.Definitions, *key: str) -> dg.AssetsDefinition:
     return next(a for a in defs.assets if dg.AssetKey(list(key)) in a.keys)
 
@@ -72,7 +68,7 @@ def defs_copy(tmp_path: Path) -> Path:
     return root
 
 
-def test_a_new_retailer_by_one_yaml_is_seen_by_all_retailers_users(defs_copy, lake, monkeypatch):
+def test_a_new_retailer_by_one_yaml_is_seen_by_all_retailers_users(defs_copy, lake):
     policy_file = defs_copy / "serving" / "access_policy.yaml"
     assert policy_file.read_text() == (DEFS / "serving" / "access_policy.yaml").read_text()
 
@@ -82,17 +78,14 @@ def test_a_new_retailer_by_one_yaml_is_seen_by_all_retailers_users(defs_copy, la
     assert 110019 in policy.user_keys("ada")  # pos_admins: all retailers, the new one at once
     assert 110019 not in policy.user_keys("claire") and 110019 not in policy.user_keys("noah")
 
-    # The components pick it up from the same folder: a gold partition, and the serving views.
+    # The components of the loaded folder pick it up: a gold partition, and the serving views.
+    tree = component_tree(defs_copy)
     with pytest.warns(PolicyWarning):
-        gold_defs = GoldTables(retailers_path="../retailers", access_policy_path="../serving/access_policy.yaml").build_defs(
-            _context(defs_copy / "gold", monkeypatch)
-        )
+        gold_defs = tree.build_defs(defs_copy / "gold")
     gold_asset = _asset(gold_defs, "gold", "store_day_fact")
     assert "cds_1009" in gold_asset.partitions_def.get_partition_keys()
     with pytest.warns(PolicyWarning):
-        views_defs = ServingViews(retailers_path="../retailers", access_policy_path="access_policy.yaml").build_defs(
-            _context(defs_copy / "serving", monkeypatch)
-        )
+        views_defs = tree.build_defs(defs_copy / "serving")
 
     # Its gold rows (and another retailer's) published; the views asset builds the database.
     today = duckdb.execute("select current_date").fetchone()[0]
@@ -129,3 +122,48 @@ def test_a_retailer_in_a_group_raises_no_warning(defs_copy, recwarn):
 def test_shipped_defs_raise_no_policy_warning(recwarn):
     load_policy()
     assert not [w for w in recwarn if issubclass(w.category, PolicyWarning)]
+
+
+def test_gold_serving_and_catch_up_take_the_retailers_from_the_loaded_components(defs_copy, monkeypatch):
+    """One source: the retailer components that build a retailer's assets are what gold, the views and
+    the catch-up sensor read -- no second parse of the YAML folder, whichever defs folder is loaded."""
+
+    def no_reparse(folder):
+        raise AssertionError(f"retailer YAMLs re-read from {folder}")
+
+    monkeypatch.setattr(pos_lakehouse.retailer, "load_retailer_specs", no_reparse)
+    monkeypatch.setattr(pos_lakehouse.recovery, "load_retailer_specs", no_reparse)
+    shutil.copytree(DEFS / "reference", defs_copy / "reference", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(DEFS / "resources.py", defs_copy / "resources.py")
+    tree = component_tree(defs_copy)
+    with pytest.warns(PolicyWarning):  # example_es is in no reader group
+        defs = build_definitions(tree=tree)
+
+    components = tree.get_all_components(of_type=RetailerPipeline)
+    codes = sorted(c.data_provider_code for c in components)
+    assert "cds_1009" in codes and len(codes) == 9
+    assert [s.data_provider_code for s in retailers_in_tree(tree)] == sorted(codes, key=lambda c: int(c.split("_")[1]))
+    # The very instance the tree built the retailer's assets from is the one the others read.
+    example = tree.load_component(defs_copy / "retailers" / "example_es")
+    assert any(c is example for c in components)
+    day = _asset(defs, "gold", "store_day_fact")
+    assert "cds_1009" in day.partitions_def.get_partition_keys()
+    views = _asset(defs, "serving", "gold_views")
+    assert dg.AssetKey(["gold", "store_day_fact"]) in {d.asset_key for d in views.specs_by_key[views.key].deps}
+    assert "example_es_catch_up" in {j.name for j in defs.jobs or []}
+
+
+def test_a_retailers_path_outside_the_loaded_folder_fails_at_load_time(defs_copy):
+    gold = defs_copy / "gold" / "defs.yaml"
+    gold.write_text(gold.read_text().replace("retailers_path: ../retailers", "retailers_path: ../../elsewhere"))
+    (defs_copy.parent / "elsewhere").mkdir()
+    with pytest.raises(Exception) as failed:  # Dagster wraps it in its component-tree error
+        component_tree(defs_copy).build_defs(defs_copy / "gold")
+    causes, error = [], failed.value
+    while error is not None:
+        causes.append(error)
+        error = error.__cause__
+    assert any(
+        isinstance(e, ValueError) and "retailers_path '../../elsewhere'" in str(e) and "outside the loaded defs folder" in str(e)
+        for e in causes
+    )

@@ -62,7 +62,7 @@ def _rows(uri: str, table: str) -> pl.DataFrame:
 def test_spark_surrogate_keys_are_bit_for_bit_the_polars_ones(spark):
     import narwhals as nw
 
-    from pos_lakehouse.spark.functions import with_surrogate_key
+    from pos_lakehouse.engines.spark import with_surrogate_key
 
     cases = [
         ("1001_A00007", date(1900, 1, 1)),

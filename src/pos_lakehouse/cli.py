@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -14,7 +16,10 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from pos_lakehouse.settings import PROJECT_ROOT, RETAILERS_DIR, current_settings
+from pos_lakehouse.settings import checkout_root, current_settings, project_root
+
+# What the demo's generators and simulators need beyond the product (the `demo` extra).
+DEMO_PACKAGES = ("fastapi", "uvicorn", "numpy", "xlsxwriter")
 
 
 class UsageError(Exception):
@@ -22,7 +27,7 @@ class UsageError(Exception):
 
 
 def _dagster_home() -> Path:
-    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home")
+    home = Path(os.environ.get("DAGSTER_HOME") or project_root() / ".dagster_home")
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
@@ -37,10 +42,20 @@ def _quiet_deliberate_warnings() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 
 
-def _specs():
-    from pos_lakehouse.retailer import load_retailer_specs
+@functools.cache
+def _tree():
+    """The code location's components, loaded once per command (retailers and definitions come from it)."""
+    from pos_lakehouse.definitions import component_tree
 
-    return load_retailer_specs(RETAILERS_DIR)
+    return component_tree()
+
+
+def _specs():
+    """Every retailer, read from the loaded `RetailerPipeline` components (as gold and serving read them)."""
+    from pos_lakehouse.components.loaded_retailers import retailers_in_tree
+
+    _quiet_deliberate_warnings()
+    return retailers_in_tree(_tree())
 
 
 def _checked_retailers(names: list[str] | None) -> list[str] | None:
@@ -182,7 +197,7 @@ def process_landing(console, root: Path, only: list[str] | None, *, max_rounds: 
                 return []
 
     home = _dagster_home()
-    defs = build_definitions()
+    defs = build_definitions(tree=_tree())
     with dg.DagsterInstance.get() as instance, _Progress(console, instance) as progress:
 
         def on_run(record: RunRecord) -> None:
@@ -306,17 +321,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dev(args: argparse.Namespace) -> int:
     """Open the Dagster UI (`dg dev`) with this project's DAGSTER_HOME; every `dg dev` option is passed on."""
-    from pos_lakehouse.demo.simulators import start_demo_services
-
     _dagster_home()
-    exe = shutil.which("dg") or str(Path(sys.executable).parent / "dg")
     dg_args = [a for a in args.dg_args if a != "--"]
+    checkout = checkout_root()
+    if checkout:  # `dg dev` reads the project from the checkout's pyproject.toml
+        command, cwd = [shutil.which("dg") or str(Path(sys.executable).parent / "dg"), "dev", *dg_args], checkout
+    else:  # installed from a wheel: no dg project, so name the code location's module to `dagster dev`
+        dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
+        command, cwd = [dagster, "dev", "-m", "pos_lakehouse.definitions", *dg_args], None
     root = current_settings().data_root
     if "://" not in root:  # runs launched by the UI send Spark's JVM output to the log file too
         os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(Path(root) / "logs" / "spark.log"))
-    # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll them.
-    with start_demo_services(Path(current_settings().data_root)):
-        return subprocess.call([exe, "dev", *dg_args], cwd=PROJECT_ROOT)
+    # The demo retailers' API, warehouse and SFTP server run beside the UI so their sensors can poll
+    # them -- where the demo's packages are installed; a product install opens the UI alone.
+    missing = [m for m in DEMO_PACKAGES if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"demo sources not started ({', '.join(missing)} not installed: pip install 'pos-lakehouse[demo]')", file=sys.stderr)
+        return subprocess.call(command, cwd=cwd)
+    from pos_lakehouse.demo.simulators import start_demo_services
+
+    with start_demo_services(Path(root)):
+        return subprocess.call(command, cwd=cwd)
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -396,7 +421,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if syntax:
         raise UsageError(syntax)
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, _specs())
         result = query(lake, policy, args.as_user, args.sql)
     except QueryFailed as exc:
         engine_error = exc.__cause__ if isinstance(exc.__cause__, duckdb.Error) else exc
@@ -463,7 +488,7 @@ def cmd_uc_sql(args: argparse.Namespace) -> int:
     from pos_lakehouse.serving.unity_catalog import render
 
     try:
-        policy = load_policy(args.policy)
+        policy = load_policy(args.policy, _specs())
     except (PolicyError, OSError, ValueError) as exc:
         raise UsageError(_first_line(str(exc))) from exc
     print(render(policy, catalog=args.catalog, gold_schema=args.gold_schema, view_schema=args.view_schema), end="")
@@ -530,6 +555,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.dg_args = extra  # `dev` hands every other option to `dg dev` (--port, --host, ...)
     _quiet_deliberate_warnings()
+    # One command, one load of the code location: its resources read the environment as it is now
+    # (a second `main` in the same process, e.g. with another data root, must not reuse the first's).
+    _tree.cache_clear()
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

@@ -1,5 +1,6 @@
 """The code location: every component under `defs/`, plus the sensors that span all of them."""
 
+import importlib
 import os
 import sys
 import types
@@ -7,27 +8,39 @@ from pathlib import Path
 
 import dagster as dg
 
-
-def _load_defs_folder(defs_dir: Path | None) -> dg.Definitions:
-    """The project's `defs/`, or another folder laid out like it (`benchmarks/scale.py` loads copies with more retailers)."""
-    if defs_dir is None:
-        return dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
-    # Python files in the folder import as submodules of a package rooted there, as under `pos_lakehouse.defs`.
-    module = types.ModuleType(f"pos_lakehouse_defs_{abs(hash(str(defs_dir.resolve())))}")
-    module.__file__ = None
-    module.__path__ = [str(defs_dir.resolve())]
-    sys.modules[module.__name__] = module
-    return dg.ComponentTree.from_module(module, project_root=Path(__file__).parents[2]).build_defs()
+from pos_lakehouse.settings import project_root
 
 
-def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
-    """Everything under `defs/` with the global policies applied (also used by the CLI and tests).
+def component_tree(defs_dir: Path | None = None) -> dg.ComponentTree:
+    """The components under the package's `defs/`, or under another folder laid out like it
+    (`defs_dir`, or `POS_LAKEHOUSE_DEFS_DIR`; `benchmarks/scale.py` loads copies with more retailers).
 
-    `defs_dir` (or `POS_LAKEHOUSE_DEFS_DIR`) loads another folder laid out like `defs/` instead.
+    Built from the module, not from the project's pyproject.toml: an installed wheel has none beside
+    it (and a pyproject.toml above the environment would be another project's).
     """
     if defs_dir is None and os.environ.get("POS_LAKEHOUSE_DEFS_DIR"):
         defs_dir = Path(os.environ["POS_LAKEHOUSE_DEFS_DIR"])
-    loaded = _load_defs_folder(defs_dir)
+    if defs_dir is None:
+        module = importlib.import_module("pos_lakehouse.defs")
+    else:
+        # Python files in the folder import as submodules of a package rooted there, as under `pos_lakehouse.defs`.
+        module = types.ModuleType(f"pos_lakehouse_defs_{abs(hash(str(defs_dir.resolve())))}")
+        module.__file__ = None
+        module.__path__ = [str(defs_dir.resolve())]
+        sys.modules[module.__name__] = module
+    # The checkout (as `dg` would find it), else the current directory: only `{{ context.project_root }}`
+    # templates read it, and no component here does.
+    return dg.ComponentTree.from_module(module, project_root=project_root())
+
+
+def build_definitions(defs_dir: Path | None = None, *, tree: dg.ComponentTree | None = None) -> dg.Definitions:
+    """Everything under `defs/` and the sensors across it (also used by the CLI and tests).
+
+    `defs_dir` (or `POS_LAKEHOUSE_DEFS_DIR`) loads another folder laid out like `defs/` instead;
+    `tree` builds an already loaded `component_tree()` (the CLI reads its retailers from the same one).
+    """
+    tree = tree or component_tree(defs_dir)
+    loaded = tree.build_defs()
     # A delivery's own run carries it from bronze to its gold partitions, and two sensors cover what
     # reaches silver from elsewhere (reference data, runs that stopped early): declarative
     # automation is left with the one asset that depends on every gold table, the serving views.
@@ -38,9 +51,12 @@ def build_definitions(defs_dir: Path | None = None) -> dg.Definitions:
         minimum_interval_seconds=15,
         description="Rebuilds the secure serving views when any gold table or the access policy changed.",
     )
+    from pos_lakehouse.components.loaded_retailers import retailers_in_tree
     from pos_lakehouse.recovery import build_catch_up_sensor
 
-    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation]), build_catch_up_sensor())
+    # The same retailer components that built the assets (also for another defs folder).
+    catch_up = build_catch_up_sensor(retailers_in_tree(tree))
+    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation]), catch_up)
 
 
 @dg.definitions

@@ -27,6 +27,7 @@ import polars as pl
 
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.settings import RETAILERS_DIR
 from pos_lakehouse.storage.lake import Lake
 
 # Run states from the public enum (the same sets Dagster keeps internally).
@@ -41,7 +42,6 @@ IN_PROGRESS_RUN_STATUSES = [
 # Runs executed in a driver process (headless `run`/`demo`) carry its identity, so the next
 # driver can tell a run whose process is gone from one another live driver is executing.
 DRIVER_TAG = "pos_lakehouse/driver"
-RETAILERS_DIR = Path(__file__).parent / "defs" / "retailers"
 _GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 _LAYER = {"bronze": 0, "silver": 1, "gold": 2}
 
@@ -243,10 +243,12 @@ def catch_up_requests(
     return requests, stale
 
 
-def build_catch_up_sensor() -> dg.Definitions:
+def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definitions:
     """The catch-up sensor and the jobs it targets (one per retailer's silver, one per gold table:
-    a run's assets must share a partitions definition)."""
-    specs = load_retailer_specs(RETAILERS_DIR)
+    a run's assets must share a partitions definition). `specs`: the code location's retailers
+    (default: the shipped retailer YAMLs)."""
+    if specs is None:
+        specs = load_retailer_specs(RETAILERS_DIR)
     jobs = {
         spec.data_provider_code: dg.define_asset_job(
             f"{spec.name}_catch_up",

@@ -14,16 +14,33 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# Files shipped inside the package (retailer YAML, access policy): found next to this module, so
-# they resolve in an installed wheel as well as in a checkout.
-PACKAGE_DIR = Path(__file__).resolve().parent
+from pos_lakehouse.storage.layout import join_uri
+
+# Files shipped inside the package (retailer YAML, access policy): package data, found through the
+# import system, so they resolve in an installed wheel as well as in a checkout. Dagster loads the
+# defs folder from the file system, so the package is installed unzipped either way.
+PACKAGE_DIR = Path(str(resources.files("pos_lakehouse")))
 RETAILERS_DIR = PACKAGE_DIR / "defs" / "retailers"
 
 Environment = Literal["local", "databricks"]
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (`src/pos_lakehouse` under a pyproject.toml), if any."""
+    checkout = PACKAGE_DIR.parents[1]
+    if PACKAGE_DIR.parent.name == "src" and (checkout / "pyproject.toml").is_file():
+        return checkout
+    return None
+
+
+def project_root() -> Path:
+    """Where local state goes by default (`data/`, `.dagster_home/`, `.serving/`): the checkout, else
+    the current directory. An installed wheel has no project folder (site-packages is no place for data)."""
+    return checkout_root() or Path.cwd()
 
 
 @dataclass(frozen=True)
@@ -46,11 +63,6 @@ class Settings:
         return is_remote(self.data_root)
 
 
-def join_uri(root: str, *parts: str) -> str:
-    root = root.rstrip("/")
-    return "/".join([root, *[p.strip("/") for p in parts if p]])
-
-
 def _normalise_root(root: str) -> str:
     if "://" not in root:
         return str(Path(root).expanduser().resolve())
@@ -61,7 +73,7 @@ def current_settings() -> Settings:
     env = os.environ.get("POS_LAKEHOUSE_ENV", "local").strip().lower()
     if env not in ("local", "databricks"):
         raise ValueError(f"POS_LAKEHOUSE_ENV must be 'local' or 'databricks', not {env!r}")
-    data_root = _normalise_root(os.environ.get("POS_LAKEHOUSE_DATA") or str(PROJECT_ROOT / "data"))
+    data_root = _normalise_root(os.environ.get("POS_LAKEHOUSE_DATA") or str(project_root() / "data"))
     landing = os.environ.get("POS_LAKEHOUSE_LANDING")
     settle = os.environ.get("POS_LAKEHOUSE_LANDING_SETTLE_SECONDS", "0").strip() or "0"
     try:
@@ -80,8 +92,8 @@ def current_settings() -> Settings:
 def local_serving_dir(data_root: str) -> Path:
     """A local folder for what must be a local file (the DuckDB views and the data files they read)
     when the data root is an object store: `POS_LAKEHOUSE_SERVING_DIR`, else
-    `<project>/.serving/<hash of the data root>` so two data roots never share one."""
+    `<project root>/.serving/<hash of the data root>` so two data roots never share one."""
     configured = os.environ.get("POS_LAKEHOUSE_SERVING_DIR")
     if configured:
         return Path(configured).expanduser().resolve()
-    return PROJECT_ROOT / ".serving" / hashlib.sha256(data_root.encode()).hexdigest()[:12]
+    return project_root() / ".serving" / hashlib.sha256(data_root.encode()).hexdigest()[:12]

@@ -8,11 +8,12 @@ import dagster as dg
 from pydantic import Field
 
 from pos_lakehouse.components.asset_keys import column_schema, dagster_metadata, gold_key, silver_key
+from pos_lakehouse.components.loaded_retailers import retailers_in_folder
 from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, gold_metadata, refresh_gold
 from pos_lakehouse.quality.gold_checks import gold_check_specs, run_gold_checks
-from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.serving.policy import PolicyWarning, load_policy
+from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.serving.policy import AccessPolicy, PolicyWarning, load_policy
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -72,29 +73,24 @@ def publish_gold(context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tabl
     return published
 
 
-class GoldLayer(dg.ConfigurableResource):
-    """Where gold is published and checked: its tables, the access policy and the retailers it is built from.
+@dataclass(frozen=True)
+class GoldLayer:
+    """Where gold is published and checked: its tables and the access policy its checks read.
 
-    `GoldTables` provides it, so the gold assets and a retailer's own run (which publishes its
-    partitions from the silver step) publish the same tables under the same policy.
+    `GoldTables` provides it (resource key `gold`), so the gold assets and a retailer's own run
+    (which publishes its partitions from the silver step) publish the same tables under the same
+    policy, built once from the loaded retailer components.
     """
 
-    tables: list[str] = Field(default_factory=list, description="Gold tables published (canonical table names).")
-    access_policy_path: str = Field(default="", description="Absolute path of the access policy YAML the gold checks read.")
-    retailers_path: str = Field(default="", description="Absolute path of the retailer YAML folder the policy is built from.")
+    tables: tuple[str, ...] = ()
+    policy: AccessPolicy | None = None
 
     def tables_for(self, spec: RetailerSpec) -> list[str]:
         """The gold tables that have a partition for this retailer (the grains it delivers or derives)."""
         return [t for t in self.tables if t in spec.silver_tables]
 
-    def policy(self):
-        with warnings.catch_warnings():
-            # Retailers in no reader group are reported by the serving asset, not on every run.
-            warnings.simplefilter("ignore", category=PolicyWarning)
-            return load_policy(self.access_policy_path, self.retailers_path)
-
     def publish(self, context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tables: list[str]) -> list[GoldPublication]:
-        return publish_gold(context, lake, spark, spec, tables, self.policy()) if tables else []
+        return publish_gold(context, lake, spark, spec, tables, self.policy) if tables else []
 
 
 def log_gold_publications(context, spec: RetailerSpec, published: list[GoldPublication]) -> None:
@@ -127,7 +123,8 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
 
     retailers_path: str = Field(
         default="../retailers",
-        description="Folder of retailer YAMLs (relative to this file); the retailer partitions derive from it.",
+        description="Defs folder of the retailers' RetailerPipeline components (relative to this file); the retailer "
+        "partitions derive from the loaded components.",
     )
     tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold.")
     access_policy_path: str = Field(
@@ -136,15 +133,17 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
     )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        retailers_dir = (Path(context.path) / self.retailers_path).resolve()
-        specs = load_retailer_specs(retailers_dir)
+        specs = retailers_in_folder(context, self.retailers_path)
         if not specs:
             return dg.Definitions()
         by_code = {s.data_provider_code: s for s in specs}
-        policy_path = (Path(context.path) / self.access_policy_path).resolve()
-        load_policy(policy_path, specs)  # a broken policy fails at load time, in the UI
+        with warnings.catch_warnings():
+            # Retailers in no reader group are reported by the serving asset, not once more here.
+            warnings.simplefilter("ignore", category=PolicyWarning)
+            # A broken policy fails at load time, in the UI.
+            policy = load_policy((Path(context.path) / self.access_policy_path).resolve(), specs)
         assets = [self._gold_asset(name, specs, by_code) for name in self.tables]
-        layer = GoldLayer(tables=list(self.tables), access_policy_path=str(policy_path), retailers_path=str(retailers_dir))
+        layer = GoldLayer(tables=tuple(self.tables), policy=policy)
         return dg.Definitions(assets=[a for a in assets if a is not None], resources={"gold": layer})
 
     @staticmethod
@@ -176,7 +175,9 @@ class GoldTables(dg.Component, dg.Model, dg.Resolvable):
             metadata={"dagster/column_schema": column_schema(table), "partition_column": PARTITION_COLUMN},
             check_specs=gold_check_specs(gold_key(name)),
         )
-        def gold(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: GoldLayer) -> dg.MaterializeResult:
+        def gold(
+            context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: dg.ResourceParam[GoldLayer]
+        ) -> dg.MaterializeResult:
             (published,) = gold.publish(context, lake, spark, by_code[context.partition_key], [name])
             return dg.MaterializeResult(metadata=published.metadata, check_results=published.checks)
 

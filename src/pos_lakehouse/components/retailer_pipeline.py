@@ -196,7 +196,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
             # take turns here, each reading bronze past the other's bookmark.
             pool=f"silver_{spec.name}",
         )
-        def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: GoldLayer):
+        def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: dg.ResourceParam[GoldLayer]):
             tables = [k.path[-1] for k in context.selected_asset_keys]
             if spec.engine == "spark":
                 # The same refresh as a Spark job through Dagster Pipes; it reports materializations

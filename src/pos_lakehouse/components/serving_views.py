@@ -5,8 +5,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from pos_lakehouse.components.loaded_retailers import retailers_in_folder
 from pos_lakehouse.layers.gold import GOLD_TABLES
-from pos_lakehouse.retailer import load_retailer_specs
 from pos_lakehouse.serving.duckdb_views import build_views, policy_hash
 from pos_lakehouse.serving.policy import load_policy
 from pos_lakehouse.storage.lake import Lake
@@ -25,7 +25,9 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
     """Secure gold views for analysts: one DuckDB view per gold table, filtered and masked by the access policy."""
 
     retailers_path: str = Field(
-        default="../retailers", description="Folder of retailer YAMLs (relative to this file), to know the published gold tables."
+        default="../retailers",
+        description="Defs folder of the retailers' RetailerPipeline components (relative to this file): their keys and "
+        "antitrust settings, and which gold tables are published.",
     )
     access_policy_path: str = Field(
         default="access_policy.yaml",
@@ -37,9 +39,8 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         base = Path(context.path)
         policy_path = (base / self.access_policy_path).resolve()
-        retailers_dir = (base / self.retailers_path).resolve()
-        specs = load_retailer_specs(retailers_dir)
-        # Groups and users from the policy file, retailers from their YAMLs; fail at load time, in the UI.
+        specs = retailers_in_folder(context, self.retailers_path)
+        # Groups and users from the policy file, retailers from their loaded components; fail at load time, in the UI.
         policy = load_policy(policy_path, specs)
         published = [t for t in self.tables if any(t in s.silver_tables for s in specs)]
         tables = list(self.tables)
@@ -58,7 +59,8 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
             metadata={"access_policy": str(policy_path)},
         )
         def gold_views(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
-            current = load_policy(policy_path, retailers_dir)
+            # The policy file as it is now (groups and users may change between loads); the retailers as loaded.
+            current = load_policy(policy_path, specs)
             build = build_views(lake, current, tables)
             ungranted = current.ungranted_retailers()
             for code, r in ungranted.items():

@@ -18,10 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dagster as dg
-from dagster._core.definitions.asset_daemon_cursor import AssetDaemonCursor
-from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
-from pos_lakehouse.recovery import DRIVER_TAG, RETAILERS_DIR, Recovered, catch_up_requests, driver_identity, fail_dead_runs
+from pos_lakehouse.recovery import (
+    DRIVER_TAG,
+    IN_PROGRESS_RUN_STATUSES,
+    RETAILERS_DIR,
+    Recovered,
+    catch_up_requests,
+    driver_identity,
+    fail_dead_runs,
+)
 
 
 @dataclass
@@ -42,7 +48,9 @@ class Headless:
     on_run: Callable[[RunRecord], None] | None = None
     quiet: bool = True
     sensor_cursors: dict[str, str | None] = field(default_factory=dict)
-    automation_cursor: AssetDaemonCursor | None = None
+    # What `dg.evaluate_automation_conditions` returns as `result.cursor` and takes back as `cursor=`;
+    # opaque here (its class is not public API).
+    automation_cursor: object | None = None
     runs: list[RunRecord] = field(default_factory=list)
     recovered: Recovered | None = None
     _caught_up: set = field(default_factory=set)

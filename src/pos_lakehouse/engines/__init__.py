@@ -4,7 +4,7 @@ The transforms in `transform/` are written once against narwhals lazy frames. A 
 an engine's own function: the xxhash64 surrogate key, non-strict string parsing (narwhals casts
 are strict), JSON encoding of a row's columns, half-away-from-zero rounding, and keeping an
 intermediate result (Polars: collect it; Spark: cache it). `edges(frame)` returns the module
-implementing them for the frame's engine: `engines/polars.py` or `spark/functions.py`; both have
+implementing them for the frame's engine: `engines/polars.py` or `engines/spark.py`; both have
 the same functions with the same signatures.
 """
 
@@ -14,12 +14,16 @@ from types import ModuleType
 
 import narwhals as nw
 
+# The xxhash64 seed of surrogate keys. Spark's `xxhash64` has it built in; the Polars edge and the
+# scalar `transform.keys.surrogate_key` pass it, so both engines hash alike.
+SEED = 42
+
 
 def edges(frame: nw.LazyFrame) -> ModuleType:
     if frame.implementation.is_pyspark() or frame.implementation.is_pyspark_connect():
-        from pos_lakehouse.spark import functions
+        from pos_lakehouse.engines import spark
 
-        return functions
+        return spark
     if frame.implementation.is_polars():
         from pos_lakehouse.engines import polars
 

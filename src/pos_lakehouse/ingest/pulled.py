@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from pos_lakehouse.layers.bronze import delivery_in_bronze, with_lineage
+from pos_lakehouse.ingest.lineage import delivery_in_bronze, with_lineage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 

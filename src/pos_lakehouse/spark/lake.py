@@ -20,10 +20,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pos_lakehouse.settings import join_uri
-from pos_lakehouse.spark.types import spark_schema
+from pos_lakehouse.engines.spark_types import spark_schema
 from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec
-from pos_lakehouse.storage.layout import MedallionLayout
+from pos_lakehouse.storage.layout import MedallionLayout, join_uri
 
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
 # Which bronze data file a row came from and where in it: the order Polars reads rows in.

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pos_lakehouse.settings import join_uri
+
+def join_uri(root: str, *parts: str) -> str:
+    """`root` and `parts` joined by single slashes (a local path or an object-store URI)."""
+    root = root.rstrip("/")
+    return "/".join([root, *[p.strip("/") for p in parts if p]])
 
 
 class MedallionLayout:

@@ -12,7 +12,7 @@ from datetime import date
 
 import xxhash
 
-SEED = 42
+from pos_lakehouse.engines import SEED
 
 
 def surrogate_key(retailer_id: int, natural_keys: Sequence[str], updated_at: date) -> int:

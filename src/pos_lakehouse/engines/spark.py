@@ -9,15 +9,15 @@ import polars as pl
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pos_lakehouse.spark.types import spark_type
-from pos_lakehouse.transform.keys import SEED
+from pos_lakehouse.engines import SEED
+from pos_lakehouse.engines.spark_types import spark_type
 
 # Polars `str.strip_chars()` strips Unicode white space; Java regexes need (?U) for that.
 _EDGE_SPACE = r"(?U)^\s+|\s+$"
 _INNER_SPACE = r"(?U)[\s\u00a0']"
 _TRUE = ("true", "1", "y")
 _FALSE = ("false", "0", "n")
-assert SEED == 42, "Spark's xxhash64 uses seed 42; transform/keys.py must too"
+assert SEED == 42, "Spark's xxhash64 uses seed 42; engines.SEED must too"
 
 
 def _native(frame: nw.LazyFrame) -> DataFrame:
