@@ -14,7 +14,8 @@ import pytest
 from conftest import RETAILERS_DIR
 from serving_data import fact_rows, frame, retailer, write_silver
 
-from pos_lakehouse.components.gold_tables import GoldLayer, GoldTables
+from pos_lakehouse.components.gold_publication import GoldLayer
+from pos_lakehouse.components.gold_tables import GoldTables
 from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks

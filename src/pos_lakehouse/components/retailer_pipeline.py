@@ -6,7 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagster_metadata, silver_key
-from pos_lakehouse.components.gold_tables import GoldLayer, log_gold_publications
+from pos_lakehouse.components.gold_publication import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.ingest.landing import LandingZone
