@@ -305,6 +305,9 @@ def main() -> int:
     baseline, baseline_gb = _child("baseline", "--root", str(root))
     floor, floor_gb = _child("floor", "--root", str(root))
     pipeline, pipeline_gb = _child("pipeline", "--root", str(root))
+    # Resetting the high-water mark per stage also resets what the process reports at exit.
+    floor_gb = max(floor_gb, *floor["stage_peak_gb"].values())
+    pipeline_gb = max(pipeline_gb, *pipeline["stage_peak_gb"].values())
     ratio = pipeline["seconds"] / floor["seconds"]
     bronze_ratio = pipeline["stages"]["bronze"] / baseline["seconds"]
 

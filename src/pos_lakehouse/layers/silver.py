@@ -164,25 +164,45 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     observations = []
-    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
-        lf = _canonical_rows(raw, spec, file_spec, table_name)
-        names = lf.collect_schema().names()
-        if "date" in names:
-            observed = "date"
-        elif "week_end_date" in names:
-            observed = "week_end_date"
-        elif file_spec.observed_on is not None:
-            # Undated snapshots named by their day: each file is observed on the date in its name.
-            files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
-            observed = "_observed_from_name"
-            lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
-        else:
-            lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
-            observed = "_delivered_on"
-        lf = edges(lf).reuse(lf)
-        _quarantine_failed(lake, spec, table_name, lf, raw, now, result)
-        good = lf.filter(_ok() & ~nw.col(observed).is_null())
-        observations.append(dim_observations(good, table, observed))
+    budget = silver_batch_rows()
+    natural = table.natural_keys[0]
+    for file_spec, all_raw in new_bronze_batches(lake, spec, table_name, marks, result):
+        # Observed in batches of whole deliveries (oldest first; a later delivery's observation of
+        # the same entity and day wins), so a large delivery is never held whole.
+        latest = None
+        for batch, deliveries in enumerate(_delivery_batches(all_raw, budget)):
+            raw = all_raw if deliveries is None else all_raw.filter(nw.col("_delivery_id").is_in(deliveries))
+            lf = _canonical_rows(raw, spec, file_spec, table_name)
+            names = lf.collect_schema().names()
+            if "date" in names:
+                observed = "date"
+            elif "week_end_date" in names:
+                observed = "week_end_date"
+            elif file_spec.observed_on is not None:
+                # Undated snapshots named by their day: each file is observed on the date in its name.
+                files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
+                observed = "_observed_from_name"
+                lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
+            else:
+                lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
+                observed = "_delivered_on"
+            engine = edges(lf)
+            lf = engine.reuse(lf)
+            _quarantine_failed(lake, spec, table_name, lf, raw, now, result)
+            good = lf.filter(_ok() & ~nw.col(observed).is_null())
+            seen = dim_observations(good, table, observed)
+            if deliveries is None:
+                latest = seen
+                continue
+            seen = engine.persist(seen.with_columns(nw.lit(batch).alias("_batch")))
+            if latest is not None:
+                merged = nw.concat([latest, seen], how="diagonal").unique([natural, "_observed_on"], keep="last", order_by=["_batch"])
+                seen = engine.persist(merged)
+                engine.release(latest)
+            latest = seen
+        if latest is not None:
+            names = latest.collect_schema().names()
+            observations.append(latest.drop("_batch") if "_batch" in names else latest)
     if not observations:
         if result.bronze_versions and lake.exists(uri):
             lake.commit_bookmarks(uri, result.bronze_versions)
@@ -388,6 +408,26 @@ def _fact_batches(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, ta
         yield [delivery], part, not undated_done
     if batch:
         yield batch, None, True
+
+
+def _delivery_batches(raw: nw.LazyFrame, budget: int):
+    """Lists of delivery ids of at most `budget` rows together, oldest first (a bigger delivery
+    alone); one `None` (all rows at once) when everything fits."""
+    sizes = raw.group_by("_delivery_id", "_ingested_at", "_source_file").agg(nw.len().alias("_n")).sort("_ingested_at", "_source_file")
+    sizes = sizes.collect(backend="polars")
+    if int(sizes["_n"].sum()) <= budget:
+        yield None
+        return
+    batch: list[str] = []
+    size = 0
+    for delivery, _, _, n in sizes.iter_rows():
+        if batch and size + n > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append(delivery)
+        size += n
+    if batch:
+        yield batch
 
 
 def _block_start(day: date, blocks_back: int = 0) -> date:
