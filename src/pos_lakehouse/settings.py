@@ -97,3 +97,24 @@ def local_serving_dir(data_root: str) -> Path:
     if configured:
         return Path(configured).expanduser().resolve()
     return project_root() / ".serving" / hashlib.sha256(data_root.encode()).hexdigest()[:12]
+
+
+DEFAULT_SILVER_BATCH_ROWS = 1_000_000
+
+
+def silver_batch_rows() -> int:
+    """How many new bronze rows silver loads at once (`POS_LAKEHOUSE_SILVER_BATCH_ROWS`).
+
+    Larger deliveries are loaded in batches of whole deliveries (one delivery bigger than this
+    is split by date), so silver's memory peak follows this setting, not a delivery's size.
+    """
+    raw = os.environ.get("POS_LAKEHOUSE_SILVER_BATCH_ROWS", "").strip()
+    if not raw:
+        return DEFAULT_SILVER_BATCH_ROWS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"POS_LAKEHOUSE_SILVER_BATCH_ROWS must be a whole number of rows, not {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"POS_LAKEHOUSE_SILVER_BATCH_ROWS must be at least 1, not {value}")
+    return value

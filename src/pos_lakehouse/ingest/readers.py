@@ -235,6 +235,27 @@ def _decode(data: bytes, encoding: str, name: str) -> str:
         ) from exc
 
 
+def _line_over(chunk: bytes, run: int, longest: int) -> tuple[bool, int]:
+    """Whether a line in `chunk` (the first continuing `run` bytes from the previous chunk) is
+    longer than `longest` bytes, and the bytes of the line still running at the chunk's end.
+
+    Scanned in C, a window at a time: the last line end within `longest + 1` bytes of a line's
+    start ends every line in between; a window with none holds a line that is too long.
+    """
+    first = chunk.find(b"\n")
+    if first < 0:
+        return run + len(chunk) > longest, run + len(chunk)
+    if run + first > longest:
+        return True, 0
+    start, size = first + 1, len(chunk)
+    while size - start > longest:
+        end = chunk.rfind(b"\n", start, start + longest + 1)
+        if end < 0:
+            return True, 0
+        start = end + 1
+    return False, size - chunk.rfind(b"\n") - 1
+
+
 def _scan_text(path: Path, encoding: str, name: str, limits: ReadLimits, workdir: Path) -> tuple[Path, str, str, bool]:
     """One streaming pass over a text file: strict decoding (naming the first bad byte's offset and
     line), the line-length limit, and for non-UTF-8 files a UTF-8 copy in `workdir` to scan.
@@ -251,21 +272,16 @@ def _scan_text(path: Path, encoding: str, name: str, limits: ReadLimits, workdir
     try:
         with open(path, "rb") as fh:
             while chunk := fh.read(_CHUNK):
-                pieces = chunk.split(b"\n")
-                if len(pieces) == 1:
-                    run += len(chunk)
-                    widest = run
-                else:
-                    widest = max(run + len(pieces[0]), len(pieces[-1]), max(map(len, pieces[1:-1]), default=0))
-                    run = len(pieces[-1])
-                if widest > longest:
+                widest_over, run = _line_over(chunk, run, longest)
+                if widest_over:
                     raise DeliveryError(
                         name,
                         "line_too_long",
                         f"a line at or after line {lines + 1} is longer than max_line_bytes={longest}; stopped reading",
                     )
                 try:
-                    text = decoder.decode(chunk)
+                    # UTF-8 deliveries: an ASCII chunk is valid as it is (checked in C, no text built).
+                    text = None if utf8 and chunk.isascii() and not decoder.getstate()[0] else decoder.decode(chunk)
                 except UnicodeDecodeError as exc:
                     at = offset + exc.start
                     line = lines + chunk[: exc.start].count(b"\n") + 1
@@ -275,7 +291,7 @@ def _scan_text(path: Path, encoding: str, name: str, limits: ReadLimits, workdir
                 if out is not None:
                     out.write(text)
                 offset += len(chunk)
-                lines += len(pieces) - 1
+                lines += chunk.count(b"\n")
             try:
                 rest = decoder.decode(b"", final=True)
             except UnicodeDecodeError as exc:

@@ -19,6 +19,7 @@ import narwhals as nw
 from pos_lakehouse.engines import edges
 from pos_lakehouse.layers.reference import enrich_dimension, reference_frame
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
+from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical, masking
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
@@ -163,25 +164,45 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     observations = []
-    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
-        lf = _canonical_rows(raw, spec, file_spec, table_name)
-        names = lf.collect_schema().names()
-        if "date" in names:
-            observed = "date"
-        elif "week_end_date" in names:
-            observed = "week_end_date"
-        elif file_spec.observed_on is not None:
-            # Undated snapshots named by their day: each file is observed on the date in its name.
-            files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
-            observed = "_observed_from_name"
-            lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
-        else:
-            lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
-            observed = "_delivered_on"
-        lf = edges(lf).reuse(lf)
-        _quarantine_failed(lake, spec, table_name, lf, raw, now, result)
-        good = lf.filter(_ok() & ~nw.col(observed).is_null())
-        observations.append(dim_observations(good, table, observed))
+    budget = silver_batch_rows()
+    natural = table.natural_keys[0]
+    for file_spec, all_raw in new_bronze_batches(lake, spec, table_name, marks, result):
+        # Observed in batches of whole deliveries (oldest first; a later delivery's observation of
+        # the same entity and day wins), so a large delivery is never held whole.
+        latest = None
+        for batch, deliveries in enumerate(_delivery_batches(all_raw, budget)):
+            raw = all_raw if deliveries is None else all_raw.filter(nw.col("_delivery_id").is_in(deliveries))
+            lf = _canonical_rows(raw, spec, file_spec, table_name)
+            names = lf.collect_schema().names()
+            if "date" in names:
+                observed = "date"
+            elif "week_end_date" in names:
+                observed = "week_end_date"
+            elif file_spec.observed_on is not None:
+                # Undated snapshots named by their day: each file is observed on the date in its name.
+                files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
+                observed = "_observed_from_name"
+                lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
+            else:
+                lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
+                observed = "_delivered_on"
+            engine = edges(lf)
+            lf = engine.reuse(lf)
+            _quarantine_failed(lake, spec, table_name, lf, raw, now, result)
+            good = lf.filter(_ok() & ~nw.col(observed).is_null())
+            seen = dim_observations(good, table, observed)
+            if deliveries is None:
+                latest = seen
+                continue
+            seen = engine.persist(seen.with_columns(nw.lit(batch).alias("_batch")))
+            if latest is not None:
+                merged = nw.concat([latest, seen], how="diagonal").unique([natural, "_observed_on"], keep="last", order_by=["_batch"])
+                seen = engine.persist(merged)
+                engine.release(latest)
+            latest = seen
+        if latest is not None:
+            names = latest.collect_schema().names()
+            observations.append(latest.drop("_batch") if "_batch" in names else latest)
     if not observations:
         if result.bronze_versions and lake.exists(uri):
             lake.commit_bookmarks(uri, result.bronze_versions)
@@ -317,116 +338,322 @@ def restated_away(
     return edges(removals).persist(removals)
 
 
-def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
-    """MERGE new bronze fact rows into silver, one kind of file at a time.
+def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime, batch_rows: int | None = None) -> SilverResult:
+    """MERGE new bronze fact rows into silver, one kind of file at a time, in batches.
 
     A kind of file sets only the measures it carries (sales and inventory may arrive apart and
     fill the same rows), and a delivery restates the store-days it contains: rows of those
     store-days that it no longer holds are removed (see `FileSpec.replaces`).
+
+    New rows are loaded in batches of at most `batch_rows` bronze rows (whole deliveries, oldest
+    first; a bigger delivery is split by date), exactly as if the batches had arrived one after
+    another, so memory follows the batch size and not the delivery's. Each batch is written once,
+    with its FX-converted and antitrust-masked twins already computed (`_load_fact_batch`).
     """
-    table = canonical.TABLES[table_name]
-    date_col = table.natural_keys[0]
-    keys = list(table.natural_keys)
     uri = lake.silver(spec.name, table_name)
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     committed = dict(marks)
+    budget = batch_rows or silver_batch_rows()
     for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
-        engine = edges(raw)
-        lf = _canonical_rows(raw, spec, file_spec, table_name)
-        names = lf.collect_schema().names()
-        carried = [m for m in canonical.MEASURES if m in names]
-        currency = nw.col("currency").fill_null(spec.currency) if "currency" in names else nw.lit(spec.currency)
-        # Keys are attached next; an unknown product or store is a row-level problem. Rows without
-        # a date (already flagged) look up the first version, so the point-in-time join keeps them
-        # (it would drop them otherwise) in the same single pass over the data.
-        # Row rules: a weekly file's dates become week ends by its explicit rule; a row dated in
-        # the future, with a bad currency or a measure out of range is quarantined, never blocking.
-        if date_col == "week_end_date":
-            lf = align_week_dates(lf, date_col, spec.week_ends_on, file_spec.week_date, file_spec.misaligned_weeks)
-        lf = fact_row_rules(lf.with_columns(currency.alias("currency")), date_col, now.date(), carried)
-        lf = lf.with_columns(nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
-        for natural, dim_name in DIM_FOR_ID.items():
-            dim = lake.read(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema)
-            lf = point_in_time_keys(lf, dim, natural, KEY_COLUMN[dim_name], "_lookup_date")
-            unknown = nw.col(KEY_COLUMN[dim_name]).is_null() & _ok()
-            lf = lf.with_columns(
-                nw.when(unknown)
-                .then(nw.concat_str([nw.lit(f"{natural}: unknown "), nw.col(natural), nw.lit(f" (no {dim_name} version on this date)")]))
-                .otherwise(nw.col(ERROR_COLUMN))
-                .alias(ERROR_COLUMN)
-            )
-        # Only the columns silver stores (plus the row's identity) are materialized.
-        have = set(lf.collect_schema().names())
-        wanted = [c.name for c in table.columns if c.name in have]
-        frame = engine.persist(lf.select(*wanted, "_row_number", ERROR_COLUMN))
-        before_dedup = _count(frame)
-        result.input_rows += before_dedup
-        result.bronze_rows += _count(raw)
-        deduplicated = engine.persist(deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces))
-        engine.release(frame)
-        frame = deduplicated
-        result.superseded += before_dedup - _count(frame)
-        _quarantine_failed(lake, spec, table_name, frame, raw, now, result)
-        facts = (
-            frame.filter(_ok())
-            .drop("_row_number", ERROR_COLUMN)
-            .with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
-        )
-        if "is_complete" in {c.name for c in table.columns}:
-            # Delivered weeks are whole weeks (a week not yet ended is quarantined as future-dated).
-            facts = facts.with_columns(nw.lit(True).alias("is_complete"), nw.lit(7, nw.Int64).alias("days_covered"))
-        n, lo, hi = (
-            facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
-        )
-        result.loaded += n
-        if n == 0:
-            engine.release(frame)
-            continue
-        removals = restated_away(lake, uri, facts, keys, date_col, carried, lo, hi) if file_spec.replaces == "site_days" else None
-        result.min_date = lo if result.min_date is None else min(result.min_date, lo)
-        result.max_date = hi if result.max_date is None else max(result.max_date, hi)
-        not_carried = _measure_columns([m for m in canonical.MEASURES if m not in carried])
-        clear_columns = [*_measure_columns(carried), "_updated_at", "_source_file", "_delivery_id", "_ingested_at"]
-        source = conform(facts, table).with_columns(nw.lit("upsert").alias("_action"))
-        n_removed = _count(removals) if removals is not None else 0
-        if n_removed:
-            result.removed += n_removed
-            # Removals carry the lineage of the newest delivery of the batch.
-            lineage = (
-                facts.select("_source_file", "_delivery_id", "_ingested_at")
-                .unique()
-                .sort("_ingested_at", "_source_file")
-                .collect(backend="polars")
-                .row(-1)
-            )
-            removal_rows = removals.with_columns(
-                nw.lit(now).alias("_updated_at"),
-                nw.lit(lineage[0]).alias("_source_file"),
-                nw.lit(lineage[1]).alias("_delivery_id"),
-                nw.lit(lineage[2]).alias("_ingested_at"),
-            )
-            source = nw.concat([source, _conform_with_action(removal_rows, table)], how="vertical")
-        stats = lake.merge(
-            uri,
-            source,
-            keys=keys,
-            restrict=f"t.{date_col} >= '{lo}' AND t.{date_col} <= '{hi}'",
-            # The consumed bronze versions advance only with the derived measures (one commit later):
-            # a crash in between re-reads these rows instead of leaving USD and masked twins empty.
-            bookmarks=marks,
-            description=f"{spec.name}: {table.description}",
-            column_descriptions={c.name: c.description for c in table.columns},
-            update_columns=[c.name for c in table.columns if c.name not in not_carried],
-            action_column="_action",
-            clear_columns=clear_columns,
-        )
-        result.inserted += int(stats.get("num_target_rows_inserted", 0))
-        result.updated += int(stats.get("num_target_rows_updated", 0))
-        engine.release(frame)
-    if result.min_date is None and result.bronze_versions != committed and lake.exists(uri):
+        for deliveries, dates, with_undated in _fact_batches(raw, spec, file_spec, table_name, budget):
+            _load_fact_batch(lake, spec, file_spec, table_name, raw, deliveries, dates, with_undated, now, result, marks)
+    # The consumed bronze versions advance once every batch (and its derived twins) is in.
+    if result.bronze_versions != committed and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
     return result
+
+
+def _fact_batches(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, table_name: str, budget: int):
+    """(delivery ids, dates or None, whether undated rows go with this batch) per batch of at most `budget` rows.
+
+    Whole deliveries, oldest first (a later batch overrides an earlier one as a later run would);
+    a delivery bigger than `budget` alone is split by its (parsed) dates, each date whole, so
+    duplicates and restated store-days stay inside one batch.
+    """
+    date_col = canonical.TABLES[table_name].natural_keys[0]
+    unit = ["_delivery_id", "_ingested_at", "_source_file"]
+    sizes = raw.group_by(*unit).agg(nw.len().alias("_n")).sort("_ingested_at", "_source_file").collect(backend="polars")
+    if int(sizes["_n"].sum()) <= budget:
+        yield None, None, True
+        return
+    batch: list[str] = []
+    size = 0
+    for delivery, _, _, n in sizes.iter_rows():
+        if batch and size + n > budget:
+            yield batch, None, True
+            batch, size = [], 0
+        if n <= budget:
+            batch.append(delivery)
+            size += n
+            continue
+        one = raw.filter(nw.col("_delivery_id") == delivery)
+        days = (
+            _canonical_rows(one, spec, file_spec, table_name)
+            .group_by(date_col)
+            .agg(nw.len().alias("_n"))
+            .sort(date_col, nulls_last=True)
+            .collect(backend="polars")
+        )
+        part: list = []
+        part_size, undated_done = 0, False
+        for day, m in days.iter_rows():
+            if day is None:  # unparseable dates (quarantined) ride with the delivery's first part
+                continue
+            if part and part_size + m > budget:
+                yield [delivery], part, not undated_done
+                undated_done, part, part_size = True, [], 0
+            part.append(day)
+            part_size += m
+        yield [delivery], part, not undated_done
+    if batch:
+        yield batch, None, True
+
+
+def _delivery_batches(raw: nw.LazyFrame, budget: int):
+    """Lists of delivery ids of at most `budget` rows together, oldest first (a bigger delivery
+    alone); one `None` (all rows at once) when everything fits."""
+    sizes = raw.group_by("_delivery_id", "_ingested_at", "_source_file").agg(nw.len().alias("_n")).sort("_ingested_at", "_source_file")
+    sizes = sizes.collect(backend="polars")
+    if int(sizes["_n"].sum()) <= budget:
+        yield None
+        return
+    batch: list[str] = []
+    size = 0
+    for delivery, _, _, n in sizes.iter_rows():
+        if batch and size + n > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append(delivery)
+        size += n
+    if batch:
+        yield batch
+
+
+def _block_start(day: date, blocks_back: int = 0) -> date:
+    """First day of the antitrust block (two calendar months) holding `day`, `blocks_back` blocks earlier (negative: later)."""
+    index = day.year * 12 + ((day.month - 1) // masking.BLOCK_MONTHS) * masking.BLOCK_MONTHS - blocks_back * masking.BLOCK_MONTHS
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _load_fact_batch(
+    lake: LakeIO,
+    spec: RetailerSpec,
+    file_spec: FileSpec,
+    table_name: str,
+    raw: nw.LazyFrame,
+    deliveries: list[str] | None,
+    dates: list | None,
+    with_undated: bool,
+    now: datetime,
+    result: SilverResult,
+    marks: dict[str, str],
+) -> None:
+    table = canonical.TABLES[table_name]
+    date_col = table.natural_keys[0]
+    keys = list(table.natural_keys)
+    uri = lake.silver(spec.name, table_name)
+    if deliveries is not None:
+        raw = raw.filter(nw.col("_delivery_id").is_in(deliveries))
+    engine = edges(raw)
+    lf = _canonical_rows(raw, spec, file_spec, table_name)
+    if dates is not None:
+        in_part = nw.col(date_col).is_in(dates)
+        lf = lf.filter(in_part | nw.col(date_col).is_null()) if with_undated else lf.filter(in_part)
+    names = lf.collect_schema().names()
+    carried = [m for m in canonical.MEASURES if m in names]
+    currency = nw.col("currency").fill_null(spec.currency) if "currency" in names else nw.lit(spec.currency)
+    # Keys are attached next; an unknown product or store is a row-level problem. Rows without
+    # a date (already flagged) look up the first version, so the point-in-time join keeps them
+    # (it would drop them otherwise) in the same single pass over the data.
+    # Row rules: a weekly file's dates become week ends by its explicit rule; a row dated in
+    # the future, with a bad currency or a measure out of range is quarantined, never blocking.
+    if date_col == "week_end_date":
+        lf = align_week_dates(lf, date_col, spec.week_ends_on, file_spec.week_date, file_spec.misaligned_weeks)
+    lf = fact_row_rules(lf.with_columns(currency.alias("currency")), date_col, now.date(), carried)
+    lf = lf.with_columns(nw.col(date_col).fill_null(START_OF_HISTORY).alias("_lookup_date"))
+    for natural, dim_name in DIM_FOR_ID.items():
+        dim = lake.read(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema)
+        lf = point_in_time_keys(lf, dim, natural, KEY_COLUMN[dim_name], "_lookup_date")
+        unknown = nw.col(KEY_COLUMN[dim_name]).is_null() & _ok()
+        lf = lf.with_columns(
+            nw.when(unknown)
+            .then(nw.concat_str([nw.lit(f"{natural}: unknown "), nw.col(natural), nw.lit(f" (no {dim_name} version on this date)")]))
+            .otherwise(nw.col(ERROR_COLUMN))
+            .alias(ERROR_COLUMN)
+        )
+    # Only the columns silver stores (plus the row's identity) are materialized.
+    have = set(lf.collect_schema().names())
+    wanted = [c.name for c in table.columns if c.name in have]
+    frame = engine.persist(lf.select(*wanted, "_row_number", ERROR_COLUMN))
+    before_dedup = _count(frame)
+    result.input_rows += before_dedup
+    # A delivery split by date: its bronze rows are this part's rows (one per canonical row).
+    result.bronze_rows += _count(raw) if dates is None else before_dedup
+    deduplicated = engine.persist(deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces))
+    engine.release(frame)
+    frame = deduplicated
+    result.superseded += before_dedup - _count(frame)
+    _quarantine_failed(lake, spec, table_name, frame, raw, now, result)
+    facts = (
+        frame.filter(_ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
+    )
+    if "is_complete" in {c.name for c in table.columns}:
+        # Delivered weeks are whole weeks (a week not yet ended is quarantined as future-dated).
+        facts = facts.with_columns(nw.lit(True).alias("is_complete"), nw.lit(7, nw.Int64).alias("days_covered"))
+    n, lo, hi = (
+        facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+    )
+    result.loaded += n
+    if n == 0:
+        engine.release(frame)
+        return
+    result.min_date = lo if result.min_date is None else min(result.min_date, lo)
+    result.max_date = hi if result.max_date is None else max(result.max_date, hi)
+    grain = GRAIN[table_name]
+    masked = list(masked_measures(spec.antitrust))
+    fx = reference_frame(lake, "fx_rates")
+    # Masks read the previous block's records, and a change reaches the next block's.
+    history_from = _block_start(lo, 1) if grain == "day" else lo
+    reach_to = _block_start(hi, -2) - timedelta(days=1) if grain == "day" else hi
+    sites = facts.select("site_id").unique()
+    stored = lake.read(uri, table.schema) if lake.exists(uri) else None
+    nearby = (
+        _count(stored.filter(nw.col(date_col).is_between(history_from, reach_to)).join(sites, on="site_id", how="semi"))
+        if stored is not None
+        else 0
+    )
+    if nearby == 0:
+        # Nothing stored for these stores near these dates: no row to update, restate or re-mask.
+        # The rows in hand are all the masks read; they are written with their twins by an append.
+        source = conform(facts, table)
+        source = mask_measures(convert_to_usd(source, fx, date_col), date_col, grain, masked)
+        source = engine.persist(conform(source, table))
+        result.fx_missing += _count(source.filter(nw.col("fx_rate_to_usd").is_null()))
+        write_options = {"description": f"{spec.name}: {table.description}", "bookmarks": marks}
+        if stored is None:
+            lake.merge(
+                uri,
+                source.with_columns(nw.lit("upsert").alias("_action")),
+                keys=keys,
+                column_descriptions={c.name: c.description for c in table.columns},
+                action_column="_action",
+                **write_options,
+            )
+        else:
+            lake.append(uri, source, **write_options)
+        result.inserted += n
+        engine.release(source)
+        engine.release(frame)
+        return
+    _merge_fact_batch(lake, spec, file_spec, table, uri, facts, carried, lo, hi, history_from, now, result, marks)
+    engine.release(frame)
+
+
+def _merge_fact_batch(
+    lake: LakeIO,
+    spec: RetailerSpec,
+    file_spec: FileSpec,
+    table: canonical.CanonicalTable,
+    uri: str,
+    facts: nw.LazyFrame,
+    carried: list[str],
+    lo: date,
+    hi: date,
+    history_from: date,
+    now: datetime,
+    result: SilverResult,
+    marks: dict[str, str],
+) -> None:
+    """One MERGE of a batch into stored rows, FX and masked twins computed from the rows after it.
+
+    The twins of the rows written are computed on the table as it will be after this MERGE (stored
+    rows of the masks' history, the batch's rows with the measures it does not carry taken from
+    the stored row, restated rows cleared), so no second pass rewrites them. Stored rows of the
+    following block whose masks read a changed block are re-masked afterwards (none when a
+    delivery extends the history forward).
+    """
+    table_name = table.name
+    date_col = table.natural_keys[0]
+    keys = list(table.natural_keys)
+    grain = GRAIN[table_name]
+    engine = edges(facts)
+    removals = restated_away(lake, uri, facts, keys, date_col, carried, lo, hi) if file_spec.replaces == "site_days" else None
+    n_removed = _count(removals) if removals is not None else 0
+    not_carried_measures = [m for m in canonical.MEASURES if m not in carried]
+    stored = lake.read(uri, table.schema).filter(nw.col(date_col).is_between(history_from, hi))
+    view_cols = [*keys, "currency", *canonical.MEASURES]
+    upserts = facts.select(*keys, "currency", *carried)
+    if not_carried_measures:
+        upserts = upserts.join(stored.select(*keys, *not_carried_measures), on=keys, how="left")
+    parts = [conform(upserts, table).select(*view_cols).with_columns(nw.lit(True).alias("_mine"))]
+    touched_keys = facts.select(keys)
+    pairs = facts.select("prod_id", "site_id")
+    if n_removed:
+        cleared = removals.filter(nw.col("_action") == "clear").select(keys)
+        clears = stored.join(cleared, on=keys, how="semi").with_columns(*[nw.lit(None).cast(nw.Float64).alias(m) for m in carried])
+        parts.append(conform(clears, table).select(*view_cols).with_columns(nw.lit(True).alias("_mine")))
+        touched_keys = nw.concat([touched_keys, removals.select(keys)], how="vertical")
+        pairs = nw.concat([pairs, removals.select("prod_id", "site_id")], how="vertical")
+    pairs = pairs.unique()
+    untouched = stored.join(pairs, on=["prod_id", "site_id"], how="semi").join(touched_keys, on=keys, how="anti")
+    parts.append(untouched.select(*view_cols).with_columns(nw.lit(False).alias("_mine")))
+    view = nw.concat(parts, how="vertical")
+    view = convert_to_usd(view, reference_frame(lake, "fx_rates"), date_col)
+    view = mask_measures(view, date_col, grain, list(masked_measures(spec.antitrust)))
+    derived = [c for c in DERIVED_MEASURE_COLUMNS if c in view.collect_schema().names()]
+    twins = engine.persist(view.filter(nw.col("_mine")).select(*keys, *derived))
+    measured = facts.drop(*[c for c in derived if c in facts.collect_schema().names()]).join(twins, on=keys, how="left")
+    result.fx_missing += _count(measured.filter(nw.col("fx_rate_to_usd").is_null()))
+    source = conform(measured, table).with_columns(nw.lit("upsert").alias("_action"))
+    if n_removed:
+        result.removed += n_removed
+        # Removals carry the lineage of the newest delivery of the batch.
+        lineage = (
+            facts.select("_source_file", "_delivery_id", "_ingested_at")
+            .unique()
+            .sort("_ingested_at", "_source_file")
+            .collect(backend="polars")
+            .row(-1)
+        )
+        removal_rows = removals.join(twins, on=keys, how="left").with_columns(
+            nw.lit(now).alias("_updated_at"),
+            nw.lit(lineage[0]).alias("_source_file"),
+            nw.lit(lineage[1]).alias("_delivery_id"),
+            nw.lit(lineage[2]).alias("_ingested_at"),
+        )
+        source = nw.concat([source, _conform_with_action(removal_rows, table)], how="vertical")
+    not_carried = set(_measure_columns(not_carried_measures)) - set(derived)
+    stats = lake.merge(
+        uri,
+        source,
+        keys=keys,
+        restrict=f"t.{date_col} >= '{lo}' AND t.{date_col} <= '{hi}'",
+        bookmarks=marks,
+        description=f"{spec.name}: {table.description}",
+        column_descriptions={c.name: c.description for c in table.columns},
+        update_columns=[c.name for c in table.columns if c.name not in not_carried],
+        action_column="_action",
+        clear_columns=[*carried, *derived, "_updated_at", "_source_file", "_delivery_id", "_ingested_at"],
+    )
+    result.inserted += int(stats.get("num_target_rows_inserted", 0))
+    result.updated += int(stats.get("num_target_rows_updated", 0))
+    engine.release(twins)
+    if grain != "day":
+        return
+    # Stored rows of the blocks after the changed ones read the changed blocks' means.
+    next_from, next_to = _block_start(lo, -1), _block_start(hi, -2) - timedelta(days=1)
+    later = (
+        lake.read(uri, table.schema)
+        .filter(nw.col(date_col).is_between(next_from, next_to))
+        .join(pairs, on=["prod_id", "site_id"], how="semi")
+        .join(touched_keys, on=keys, how="anti")
+        .select(nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi"))
+        .collect(backend="polars")
+        .row(0)
+    )
+    if later[0] is not None:
+        refresh_derived_measures(lake, spec, table_name, later[0], later[1], now)
 
 
 def _conform_with_action(frame: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:
@@ -448,10 +675,6 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
             results[name].reenriched = reenrich_current_versions(lake, spec, name, now)
         else:
             results[name] = refresh_facts(lake, spec, name, now)
-            if results[name].min_date is not None:
-                results[name].fx_missing = refresh_derived_measures(
-                    lake, spec, name, results[name].min_date, results[name].max_date, now, bookmarks=results[name].bronze_versions
-                )
             results[name].fx_filled = refill_late_fx(lake, spec, name, now)
     for name in spec.derived_tables:
         if name in tables:

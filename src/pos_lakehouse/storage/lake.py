@@ -16,7 +16,7 @@ import dagster as dg
 import narwhals as nw
 import polars as pl
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
@@ -26,6 +26,14 @@ from pos_lakehouse.storage.layout import MedallionLayout
 # Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
 ONCE_PREFIX = "pos_lakehouse.once."
 _MAX_COMMIT_ATTEMPTS = 8
+# Row groups of at most this many rows: a reader (the next layer, a MERGE) streams a data file a
+# row group at a time, so the writer's default (about a million rows) would set the memory floor
+# of every read of a large table. Small enough to bound it, large enough to compress well.
+ROW_GROUP_ROWS = 128 * 1024
+
+
+def _writer() -> WriterProperties:
+    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
 
 
 class Lake(dg.ConfigurableResource, MedallionLayout):
@@ -155,6 +163,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
             "partition_by": list(partition_by) if partition_by else None,
             "commit_properties": self._commit(bookmarks, "append"),
             "schema_mode": "merge",
+            "writer_properties": _writer(),
         }
         if description and not self.exists(uri):
             options["description"] = description
@@ -221,6 +230,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                     app_transactions=[Transaction(app_id=app_id, version=1, last_updated=int(time.time() * 1000))],
                 ),
                 "schema_mode": "merge",
+                "writer_properties": _writer(),
             }
             try:
                 # The DeltaTable object (not the URI) pins the write to the snapshot just checked.
@@ -274,6 +284,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                         delta_write_options={
                             "partition_by": list(partition_by) if partition_by else None,
                             "commit_properties": self._commit(bookmarks, "create"),
+                            "writer_properties": _writer(),
                         },
                     ),
                     uri,
@@ -295,6 +306,7 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
                     "target_alias": "t",
                     "merge_schema": True,
                     "commit_properties": self._commit(bookmarks, "merge"),
+                    "writer_properties": _writer(),
                 },
             )
             assert merger is not None

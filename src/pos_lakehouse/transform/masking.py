@@ -34,6 +34,7 @@ FrameT = TypeVar("FrameT")
 BLOCK_MONTHS = 2  # a block is two calendar months (Jan-Feb, ..., Nov-Dec)
 MIN_SPAN_DAYS = 7  # a published block's records are at least this many days apart (never inside one week)
 ROUND_DECIMALS = 4
+_SCALE = 10**ROUND_DECIMALS
 BLOCK_COLUMN = "_mask_block"
 KEYS = ("prod_id", "site_id")
 
@@ -93,7 +94,9 @@ def _mask_lazy(lf: nw.LazyFrame, date_col: str, grain: str, measures: list[str])
                 e
                 for i, m in enumerate(direct)
                 for e in (
-                    nw.col(m).cast(nw.Float64()).sum().alias(f"_s_{i}"),
+                    # Summed exactly (in units of the 4th decimal): the mean, and so its rounding,
+                    # must not depend on the order rows are added in (batches, engines, threads).
+                    (nw.col(m).cast(nw.Float64()) * _SCALE).round(0).cast(nw.Int64()).sum().alias(f"_s_{i}"),
                     nw.col(m).count().alias(f"_n_{i}"),
                     nw.col(f"_mo_{i}").min().alias(f"_mo_lo_{i}"),
                     nw.col(f"_mo_{i}").max().alias(f"_mo_hi_{i}"),
@@ -110,7 +113,7 @@ def _mask_lazy(lf: nw.LazyFrame, date_col: str, grain: str, measures: list[str])
             & (nw.col(f"_mo_lo_{i}") != nw.col(f"_mo_hi_{i}"))
             & ((nw.col(f"_od_hi_{i}") - nw.col(f"_od_lo_{i}")) >= MIN_SPAN_DAYS)
         )
-        mean = nw.col(f"_s_{i}") / nw.col(f"_n_{i}")
+        mean = nw.col(f"_s_{i}") / nw.col(f"_n_{i}") / _SCALE
         published.append(nw.when(safe).then(_round_half_away(mean)).alias(f"at_masked_{m}"))
     # A block's published mean becomes the masked value of the next block's records.
     previous = stats.select(*KEYS, (nw.col(BLOCK_COLUMN) + 1).alias(BLOCK_COLUMN), *published)
