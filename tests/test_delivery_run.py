@@ -108,6 +108,8 @@ def test_two_delivery_runs_of_one_retailer_at_once_count_every_row_once(data_roo
     written = [_marche_day(landing_dir, day, units=1 + i) for i, day in enumerate(DAYS)]
     names = sorted(p.name for p in landing_dir.iterdir())
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    with dg.DagsterInstance.from_config(str(home)):
+        pass  # the instance's storage exists before two processes open it at once
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _ONE_BATCH, json.dumps(half)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
