@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import narwhals as nw
@@ -10,6 +11,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pos_lakehouse.storage.interface import sql_name
 from pos_lakehouse.transform.keys import SEED
 
 # Polars `str.strip_chars()` strips Unicode white space; Java regexes need (?U) for that.
@@ -38,7 +40,7 @@ def spark_schema(schema: pl.Schema) -> T.StructType:
 
 def col(name: str) -> Column:
     """A column by exact name (names may hold spaces or dots)."""
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(sql_name(name))
 
 
 def _strip(c: Column) -> Column:
@@ -46,18 +48,9 @@ def _strip(c: Column) -> Column:
 
 
 def strftime_to_java(fmt: str) -> str:
-    """`%d.%m.%Y` -> `d.M.y`: chrono's lenient widths (`9` or `09`) map to single pattern letters."""
+    """`%d.%m.%Y` -> `d.M.y`: chrono's lenient widths (`9` or `09`) map to single pattern letters; other letters are quoted."""
     tokens = {"Y": "y", "y": "yy", "m": "M", "d": "d", "e": "d", "b": "MMM", "B": "MMMM", "H": "H", "M": "m", "S": "s", "j": "D"}
-    out, i = [], 0
-    while i < len(fmt):
-        ch = fmt[i]
-        if ch == "%" and i + 1 < len(fmt):
-            out.append(tokens.get(fmt[i + 1], fmt[i + 1]))
-            i += 2
-            continue
-        out.append(f"'{ch}'" if ch.isalpha() else ("''" if ch == "'" else ch))
-        i += 1
-    return "".join(out)
+    return re.sub(r"%(.)|([^\W\d_])|'", lambda m: tokens.get(m[1], m[1]) if m[1] else f"'{m[2]}'" if m[2] else "''", fmt)
 
 
 def _number(c: Column, decimal_comma: bool) -> Column:

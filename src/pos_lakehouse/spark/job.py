@@ -1,12 +1,11 @@
 """The Spark job for big retailers: one entry point, run through Dagster Pipes wherever Spark is.
 
-Locally `SparkJobs` starts it as `python -m pos_lakehouse.spark.job`, connected to the step's local
+Locally `SparkJobs` runs it as `python -m pos_lakehouse.spark.job`, a client of the step's local
 Spark Connect server (`POS_LAKEHOUSE_SPARK_REMOTE`) or with a Spark of its own; on Databricks the
 same file is the `spark_python_task` of a submitted run. The Pipes extras say what to do:
 `{"command": "silver" | "gold", "retailer": <RetailerSpec>, "tables": [...], "data_root": ..., "now": ...}`.
-It runs the same `layers/` code as the Dagster process, on a `SparkLake`, and reports one
-materialization and one custom message (the engine-neutral result, from which the asset
-evaluates its checks) per table. It needs `dagster-pipes`, not `dagster` or `pandera`.
+It runs the `layers/` code on a `SparkLake` and reports per table a materialization and the engine-neutral
+result (from which the asset evaluates its checks). It needs `dagster-pipes`, not `dagster` or `pandera`.
 """
 
 from __future__ import annotations

@@ -24,47 +24,35 @@ class SparkSetupError(RuntimeError):
     """Local Spark cannot start; the message says what is missing and how to provide it."""
 
 
-def delta_packages() -> list[str]:
-    """Maven coordinates of the Delta jars matching the installed `delta-spark` and `pyspark`."""
-    import pyspark
-
-    delta, spark = metadata.version("delta-spark"), ".".join(pyspark.__version__.split(".")[:2])
-    return [f"io.delta:delta-spark_{spark}_2.13:{delta}", f"io.delta:delta-storage:{delta}"]
-
-
 def find_java_home() -> Path:
     """A JDK 17 or 21 (what Spark 4 supports): `$JAVA_HOME`, then `java` on PATH, then /usr/lib/jvm."""
-    homes = [Path(os.environ["JAVA_HOME"])] if os.environ.get("JAVA_HOME") else []
-    if shutil.which("java"):
-        homes.append(Path(shutil.which("java")).resolve().parent.parent)  # type: ignore[arg-type]
-    homes += sorted(Path("/usr/lib/jvm").glob("*")) if Path("/usr/lib/jvm").is_dir() else []
+    named = [os.environ.get("JAVA_HOME"), (Path(shutil.which("java") or "").resolve().parent.parent if shutil.which("java") else None)]
+    homes = [Path(h) for h in named if h] + sorted(Path("/usr/lib/jvm").glob("*"))
     seen: list[str] = []
-    for home in dict.fromkeys(homes):
-        if (home / "bin" / "java").exists():
-            out = subprocess.run([str(home / "bin" / "java"), "-version"], capture_output=True, text=True, timeout=30)
-            m = re.search(r'version "(\d+)', out.stderr + out.stdout)
-            seen.append(f"{home} (Java {m.group(1) if m else '?'})")
-            if m and int(m.group(1)) in SUPPORTED_JAVA:
-                return home
-    found = f" (found: {', '.join(seen)})" if seen else ""
+    for home in dict.fromkeys(h for h in homes if (h / "bin" / "java").exists()):
+        out = subprocess.run([str(home / "bin" / "java"), "-version"], capture_output=True, text=True, timeout=30)
+        major = re.search(r'version "(\d+)', out.stderr + out.stdout)
+        seen.append(f"{home} (Java {major.group(1) if major else '?'})")
+        if major and int(major.group(1)) in SUPPORTED_JAVA:
+            return home
     raise SparkSetupError(
-        f"local Spark needs a JDK 17 or 21 and none was found{found}; install one "
-        "(e.g. `apt-get install openjdk-17-jdk-headless`) and set JAVA_HOME"
+        f"local Spark needs a JDK 17 or 21 and none was found (found: {', '.join(seen) or 'none'}); "
+        "install one (e.g. `apt-get install openjdk-17-jdk-headless`) and set JAVA_HOME"
     )
 
 
-def jar_manifest() -> Path:
-    """The jars Ivy resolved on the first run, one path a line: later sessions load them directly."""
-    return CACHE_DIR / "jars" / ("-".join(p.replace(":", "_") for p in delta_packages()) + ".txt")
+def jar_conf() -> tuple[dict[str, str], Path | None]:
+    """Delta's jars for the installed `delta-spark` and `pyspark`: from the list of those Ivy resolved
+    on the first run (no resolution, no network), else through Ivy and the list to write."""
+    import pyspark
 
-
-def jar_conf() -> dict[str, str]:
-    manifest = jar_manifest()
+    delta, spark = metadata.version("delta-spark"), ".".join(pyspark.__version__.split(".")[:2])
+    packages = f"io.delta:delta-spark_{spark}_2.13:{delta},io.delta:delta-storage:{delta}"
+    manifest = CACHE_DIR / "jars" / f"{packages.replace(':', '_').replace(',', '-')}.txt"
     jars = manifest.read_text().split() if manifest.exists() else []
     if jars and all(Path(j).exists() for j in jars):
-        return {"spark.jars": ",".join(jars)}  # no resolution, no network
-    (CACHE_DIR / "ivy").mkdir(parents=True, exist_ok=True)
-    return {"spark.jars.packages": ",".join(delta_packages()), "spark.jars.ivy": str(CACHE_DIR / "ivy")}
+        return {"spark.jars": ",".join(jars)}, None
+    return {"spark.jars.packages": packages, "spark.jars.ivy": str(CACHE_DIR / "ivy")}, manifest
 
 
 def local_conf(*, cores: int | None = None, memory: str | None = None) -> dict[str, str]:
@@ -105,7 +93,7 @@ def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None
     os.environ["JAVA_HOME"] = str(find_java_home())
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     log = os.environ.get("POS_LAKEHOUSE_SPARK_LOG")
-    builder, jars = SparkSession.builder.appName(app_name), jar_conf()
+    (jars, manifest), builder = jar_conf(), SparkSession.builder.appName(app_name)
     for k, v in {**local_conf(**kwargs), **jars, **(extra or {})}.items():
         builder = builder.config(k, v)
     try:
@@ -115,10 +103,10 @@ def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None
         reason = _ivy_failure(log) or str(exc).splitlines()[0]
         raise SparkSetupError(f"local Spark did not start ({reason}); Delta's jars come from Maven Central on the first run") from exc
     spark.sparkContext.setLogLevel(os.environ.get("POS_LAKEHOUSE_SPARK_LOG_LEVEL", "WARN"))
-    if "spark.jars.packages" in jars:  # Ivy resolved them: list them for the next sessions
+    if manifest is not None:  # list the jars Ivy resolved for the next sessions
         resolved = [re.sub("^file:/*", "/", j) for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
-        jar_manifest().parent.mkdir(parents=True, exist_ok=True)
-        jar_manifest().write_text("\n".join(resolved) + "\n")
+        manifest.parent.mkdir(parents=True, exist_ok=True)
+        manifest.write_text("\n".join(resolved) + "\n")
     return spark
 
 
@@ -145,15 +133,14 @@ def _jvm_output_to(log: str | None):
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved, fd = [os.dup(1), os.dup(2)], os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
+        for target in (1, 2):
+            os.dup2(fd, target)
         yield
     finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
+        for target, original in zip((1, 2), saved, strict=True):
+            os.dup2(original, target)
         for f in (fd, *saved):
             os.close(f)
 
