@@ -8,8 +8,6 @@ per job) and once with the step's shared local Spark Connect server (the default
 time of each job and of the wave.
 """
 
-from __future__ import annotations
-
 import os
 import shutil
 import tempfile
@@ -19,11 +17,12 @@ from pathlib import Path
 
 import dagster as dg
 
+from pos_lakehouse.components.spark_jobs import SparkJobs
+
 RETAILERS_DIR = Path(__file__).resolve().parents[1] / "src" / "pos_lakehouse" / "defs" / "retailers"
 
 
 def wave(root: Path, shared: bool) -> dict[str, float]:
-    from pos_lakehouse.components.spark_jobs import SparkJobs
     from pos_lakehouse.layers.gold import GOLD_TABLES
     from pos_lakehouse.retailer import load_retailer_specs
 
@@ -31,12 +30,15 @@ def wave(root: Path, shared: bool) -> dict[str, float]:
     gold = [t for t in GOLD_TABLES if t in spec.silver_tables]
     times: dict[str, float] = {}
 
-    @dg.asset
-    def one_wave(context: dg.AssetExecutionContext, spark: SparkJobs) -> None:
+    keys = [dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables] + [dg.AssetKey(["gold", t]) for t in gold]
+
+    @dg.multi_asset(specs=[dg.AssetSpec(k) for k in keys])
+    def one_wave(context: dg.AssetExecutionContext, spark: SparkJobs):
         for command, tables in (("silver", spec.silver_tables), ("gold", gold)):
             started = time.monotonic()
-            spark.run(context, spec, command, tables, str(root))
+            invocation = spark.run(context, spec, command, tables, str(root))
             times[command] = time.monotonic() - started
+            yield from invocation.get_results()
 
     started = time.monotonic()
     result = dg.materialize([one_wave], resources={"spark": SparkJobs(cores=2, driver_memory="2g", shared_server=shared)})
