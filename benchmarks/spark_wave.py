@@ -36,15 +36,12 @@ def wave(root: Path, shared: bool | None) -> dict[str, float]:
 
     @dg.multi_asset(specs=[dg.AssetSpec(k) for k in keys])
     def one_wave(context: dg.AssetExecutionContext, spark: SparkJobs):
-        reported: set = set()
         for command, tables in (("silver", spec.silver_tables), ("gold", gold)):
             started = time.monotonic()
             invocation = spark.run(context, spec, command, tables, str(root))
             times[command] = time.monotonic() - started
-            for r in invocation.get_results():  # one result per asset key
-                if r.asset_key not in reported:
-                    reported.add(r.asset_key)
-                    yield r
+            # Not implicit: the silver job would otherwise also "materialize" the step's gold keys.
+            yield from invocation.get_results(implicit_materializations=False)
 
     started = time.monotonic()
     options = {} if shared is None else {"shared_server": shared}  # None: the resource's default (older code has no switch)
