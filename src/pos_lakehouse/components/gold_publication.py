@@ -44,9 +44,9 @@ def publish_gold(context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tabl
     from_spark: dict[str, dict] = {}
     if spec.engine == "spark" and delivered:
         invocation = spark.run(context, spec, "gold", delivered, lake.root)
-        for result in invocation.get_results():
-            if isinstance(result, dg.MaterializeResult) and result.asset_key is not None:
-                from_spark[result.asset_key.path[-1]] = dict(result.metadata or {})
+        for message in invocation.get_custom_messages():
+            if isinstance(message, dict) and "gold" in message:
+                from_spark[message["table"]] = dagster_metadata(message["metadata"])
     published = []
     for name in tables:
         if name not in delivered:

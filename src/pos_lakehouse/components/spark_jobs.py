@@ -1,7 +1,9 @@
 """The `spark` resource: runs `spark/job.py` through Dagster Pipes, locally or on Databricks.
 
 `environment` follows the project's switch (`POS_LAKEHOUSE_ENV`):
-- `local`: `PipesSubprocessClient` runs `python -m pos_lakehouse.spark.job` with local Spark;
+- `local`: `PipesSubprocessClient` runs `python -m pos_lakehouse.spark.job`; the jobs of one step
+  (a retailer's silver, then all its gold tables) connect to one local Spark Connect server that
+  the resource starts on first use and stops with the step, so the JVM and Delta's jars are paid once;
 - `databricks`: `PipesDatabricksClient` (classic compute: a new job cluster or an existing one)
   or `PipesDatabricksServerlessClient` submits the same file as a `spark_python_task`.
 Either way the asset receives the same Pipes results (materializations, checks, custom messages).
@@ -9,18 +11,73 @@ Either way the asset receives the same Pipes results (materializations, checks, 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import socket
+import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from pos_lakehouse.retailer import RetailerSpec
 
 JOB_MODULE = "pos_lakehouse.spark.job"
+SERVER_MODULE = "pos_lakehouse.spark.session"
+
+
+class LocalSparkServer:
+    """A local Spark Connect server in its own process (`python -m pos_lakehouse.spark.session PORT`).
+
+    It listens on loopback only and requires a random token (passed by environment, never logged).
+    It runs until `stop()` closes its stdin, and ends by itself when this process dies (the pipe
+    closes too): nothing outlives the step that started it.
+    """
+
+    def __init__(self, env: Mapping[str, str]):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.token = secrets.token_urlsafe(24)
+        fd, log = tempfile.mkstemp(prefix="pos_lakehouse_spark_connect_", suffix=".log")
+        self.log = Path(log)
+        env = {**os.environ, **env, "SPARK_CONNECT_AUTHENTICATE_TOKEN": self.token}
+        command = [sys.executable, "-m", SERVER_MODULE, str(self.port)]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.STDOUT, env=env)
+        os.close(fd)
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return {"POS_LAKEHOUSE_SPARK_REMOTE": f"sc://localhost:{self.port}", "SPARK_CONNECT_AUTHENTICATE_TOKEN": self.token}
+
+    def wait_ready(self, timeout: float = 1800) -> None:
+        """Until the server accepts connections (the first run also resolves Delta's jars)."""
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                return
+            time.sleep(0.5)
+        tail = self.log.read_text(errors="replace")[-3000:]
+        self.stop()
+        raise dg.Failure(f"the local Spark Connect server did not start (exit code {self.process.returncode}):\n{tail}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()  # type: ignore[union-attr]
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.unlink(missing_ok=True)
 
 
 def WorkspaceClient(**kwargs):  # noqa: N802 - a seam: tests replace it (no workspace is reachable from CI)
@@ -37,6 +94,19 @@ class SparkJobs(dg.ConfigurableResource):
     # ---- local -------------------------------------------------------------------------------
     driver_memory: str = Field(default="4g", description="Local Spark driver memory (executors live in the driver).")
     cores: int = Field(default=0, description="Local Spark cores; 0 uses every core of the machine.")
+    shared_server: bool = Field(
+        default=True, description="Local: the jobs of one step share one Spark Connect server instead of a Spark each."
+    )
+
+    def local_server(self, context, env: Mapping[str, str]) -> LocalSparkServer:
+        """The step's local Spark Connect server, started on first use."""
+        if self._server is None:
+            started = time.monotonic()
+            self._server = LocalSparkServer(env)
+            self._server.wait_ready()
+            context.log.info(f"local Spark Connect server ready in {time.monotonic() - started:.1f}s (shared by this step's Spark jobs)")
+        return self._server
+
     # ---- Databricks --------------------------------------------------------------------------
     compute: Literal["classic", "serverless"] = Field(default="classic", description="Databricks compute for the job run.")
     job_file: str = Field(
@@ -59,6 +129,17 @@ class SparkJobs(dg.ConfigurableResource):
     volume_path: str | None = Field(default=None, description="Serverless: UC volume Pipes uses for context and messages.")
     environment_version: str = Field(default="3", description="Serverless: environment (client) version.")
     timeout_seconds: int = Field(default=3600, description="Databricks run timeout.")
+    _server: LocalSparkServer | None = PrivateAttr(default=None)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[SparkJobs]:
+        """The local server (if one was started) stops with the step, whether it succeeded or not."""
+        try:
+            yield self
+        finally:
+            if self._server is not None:
+                self._server.stop()
+                self._server = None
 
     # ---- what the assets call ----------------------------------------------------------------
     def run(
@@ -85,6 +166,8 @@ class SparkJobs(dg.ConfigurableResource):
         }
         if self.cores:
             env["POS_LAKEHOUSE_SPARK_CORES"] = str(self.cores)
+        if self.shared_server:
+            env.update(self.local_server(context, env).client_env)
         return dg.PipesSubprocessClient(env=env).run(context=context, command=[sys.executable, "-m", JOB_MODULE], extras=dict(extras))
 
     # ---- Databricks ------------------------------------------------------------------------------
@@ -160,16 +243,3 @@ def spark_jobs_from_environment(environment: str) -> SparkJobs:
         if os.environ.get(var):
             kwargs[field] = os.environ[var]
     return SparkJobs(**kwargs)
-
-
-def silver_results(invocation: dg.PipesClientCompletedInvocation):
-    """Materializations and check results the job reported, for the silver multi-asset to yield."""
-    return invocation.get_results()
-
-
-def gold_materialization(invocation: dg.PipesClientCompletedInvocation, table: str) -> dg.MaterializeResult:
-    """The job's report for `gold/<table>` (one per run)."""
-    for result in invocation.get_results():
-        if isinstance(result, dg.MaterializeResult) and (result.asset_key is None or result.asset_key == dg.AssetKey(["gold", table])):
-            return result
-    raise dg.Failure(f"the Spark job reported no materialization of gold/{table}")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import narwhals as nw
 import polars as pl
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pos_lakehouse.engines import SEED
-from pos_lakehouse.engines.spark_types import spark_type
+from pos_lakehouse.storage.interface import sql_name
 
 # Polars `str.strip_chars()` strips Unicode white space; Java regexes need (?U) for that.
 _EDGE_SPACE = r"(?U)^\s+|\s+$"
@@ -20,13 +22,25 @@ _FALSE = ("false", "0", "n")
 assert SEED == 42, "Spark's xxhash64 uses seed 42; engines.SEED must too"
 
 
-def _native(frame: nw.LazyFrame) -> DataFrame:
-    return frame.to_native()
+def spark_type(dtype: pl.DataType) -> T.DataType:
+    """The canonical model's Polars dtypes as Spark types (one model, two engines)."""
+    if isinstance(dtype, pl.Decimal):
+        return T.DecimalType(dtype.precision or 38, dtype.scale or 0)
+    simple = {pl.String: T.StringType(), pl.Int64: T.LongType(), pl.Int32: T.IntegerType(), pl.Float64: T.DoubleType()}
+    simple |= {pl.Boolean: T.BooleanType(), pl.Date: T.DateType(), pl.Datetime: T.TimestampType()}
+    for pl_type, sp_type in simple.items():
+        if dtype == pl_type:  # a class matches its parametrised instances (any Datetime)
+            return sp_type
+    raise TypeError(f"no Spark type for Polars {dtype}")
+
+
+def spark_schema(schema: pl.Schema) -> T.StructType:
+    return T.StructType([T.StructField(name, spark_type(dtype), True) for name, dtype in schema.items()])
 
 
 def col(name: str) -> Column:
     """A column by exact name (names may hold spaces or dots)."""
-    return F.col("`" + name.replace("`", "``") + "`")
+    return F.col(sql_name(name))
 
 
 def _strip(c: Column) -> Column:
@@ -34,18 +48,9 @@ def _strip(c: Column) -> Column:
 
 
 def strftime_to_java(fmt: str) -> str:
-    """`%d.%m.%Y` -> `d.M.y`: chrono's lenient widths (`9` or `09`) map to single pattern letters."""
+    """`%d.%m.%Y` -> `d.M.y`: chrono's lenient widths (`9` or `09`) map to single pattern letters; other letters are quoted."""
     tokens = {"Y": "y", "y": "yy", "m": "M", "d": "d", "e": "d", "b": "MMM", "B": "MMMM", "H": "H", "M": "m", "S": "s", "j": "D"}
-    out, i = [], 0
-    while i < len(fmt):
-        ch = fmt[i]
-        if ch == "%" and i + 1 < len(fmt):
-            out.append(tokens.get(fmt[i + 1], fmt[i + 1]))
-            i += 2
-            continue
-        out.append(f"'{ch}'" if ch.isalpha() else ("''" if ch == "'" else ch))
-        i += 1
-    return "".join(out)
+    return re.sub(r"%(.)|([^\W\d_])|'", lambda m: tokens.get(m[1], m[1]) if m[1] else f"'{m[2]}'" if m[2] else "''", fmt)
 
 
 def _number(c: Column, decimal_comma: bool) -> Column:
@@ -80,18 +85,20 @@ def parse_columns(
     frame: nw.LazyFrame, columns: Mapping[str, pl.DataType], decimal_comma: bool, date_formats: Sequence[str], error_prefix: str
 ) -> nw.LazyFrame:
     typed = {name: _typed(name, dtype, decimal_comma, date_formats) for name, dtype in columns.items()}
-    df = _native(frame).withColumns({error_prefix + n: e for n, (_, e) in typed.items()})
+    df = frame.to_native().withColumns({error_prefix + n: e for n, (_, e) in typed.items()})
     return nw.from_native(df.withColumns({n: v for n, (v, _) in typed.items()}))
 
 
 def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str) -> nw.LazyFrame:
     """Spark's xxhash64 (seed 42) of the same UTF-8 text as the Polars side: bit for bit the same keys."""
     text = F.concat_ws("|", F.lit(str(retailer_id)), *[F.col(k) for k in natural_keys], F.date_format(F.col(date_col), "yyyy-MM-dd"))
-    return nw.from_native(_native(frame).withColumn(alias, F.xxhash64(text)))
+    return nw.from_native(frame.to_native().withColumn(alias, F.xxhash64(text)))
 
 
 def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.LazyFrame:
-    return nw.from_native(_native(frame).withColumn(alias, F.to_json(F.struct(*[col(c) for c in columns]), {"ignoreNullFields": "false"})))
+    return nw.from_native(
+        frame.to_native().withColumn(alias, F.to_json(F.struct(*[col(c) for c in columns]), {"ignoreNullFields": "false"}))
+    )
 
 
 def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) -> nw.LazyFrame:
@@ -101,20 +108,19 @@ def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) 
     233.81754999999998 is 2338175.5 once scaled (Polars: .8176) but rounds to .8175 as text.
     """
     scale = F.lit(float(10**decimals))
-    return nw.from_native(_native(frame).withColumns({c: F.round(F.col(c).cast("double") * scale, 0) / scale for c in columns}))
+    return nw.from_native(frame.to_native().withColumns({c: F.round(F.col(c).cast("double") * scale, 0) / scale for c in columns}))
 
 
 def persist(frame: nw.LazyFrame) -> nw.LazyFrame:
-    return nw.from_native(_native(frame).cache())
+    return nw.from_native(frame.to_native().cache())
 
 
 def release(frame: nw.LazyFrame) -> None:
-    _native(frame).unpersist()
+    frame.to_native().unpersist()
 
 
 def is_empty(frame: nw.LazyFrame) -> bool:
-    return _native(frame).isEmpty()
+    return frame.to_native().isEmpty()
 
 
-def reuse(frame: nw.LazyFrame) -> nw.LazyFrame:
-    return persist(frame)
+reuse = persist

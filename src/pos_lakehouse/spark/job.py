@@ -1,21 +1,17 @@
 """The Spark job for big retailers: one entry point, run through Dagster Pipes wherever Spark is.
 
-Locally `SparkJobs` starts it as `python -m pos_lakehouse.spark.job` (a subprocess with local
-Spark); on Databricks the same file is the `spark_python_task` of a submitted run. Dagster
-sends what to do as Pipes extras:
-
-    {"command": "silver" | "gold", "retailer": <RetailerSpec as dict>, "tables": [...],
-     "data_root": "<lake root>", "now": "<ISO timestamp of the run>"}
-
-It runs the same `layers/silver.py` / `layers/gold.py` code as the Dagster process, on a
-`SparkLake`, and reports materializations (the metadata both engines build alike) plus one custom
-message per table with the engine-neutral result, from which the asset evaluates its checks. It
-needs `dagster-pipes`, not `dagster` or `pandera`.
+Locally `SparkJobs` runs it as `python -m pos_lakehouse.spark.job`, a client of the step's local
+Spark Connect server (`POS_LAKEHOUSE_SPARK_REMOTE`) or with a Spark of its own; on Databricks the
+same file is the `spark_python_task` of a submitted run. The Pipes extras say what to do:
+`{"command": "silver" | "gold", "retailer": <RetailerSpec>, "tables": [...], "data_root": ..., "now": ...}`.
+It runs the `layers/` code on a `SparkLake` and reports per table a materialization and the engine-neutral
+result (from which the asset evaluates its checks). It needs `dagster-pipes`, not `dagster` or `pandera`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,6 +24,7 @@ if hasattr(time, "tzset"):
     time.tzset()
 
 TRANSPORTS = ("local", "dbfs", "volumes")
+REMOTE_ENV = "POS_LAKEHOUSE_SPARK_REMOTE"
 
 
 def _pipes(transport: str):
@@ -40,18 +37,18 @@ def _pipes(transport: str):
             context_loader=dp.PipesDbfsContextLoader(), message_writer=dp.PipesDbfsMessageWriter(), params_loader=params
         )
     if transport == "volumes":
-        return dp.open_dagster_pipes(
-            context_loader=dp.PipesUnityCatalogVolumesContextLoader(),
-            message_writer=dp.PipesUnityCatalogVolumesMessageWriter(),
-            params_loader=params,
-        )
+        loader, writer = dp.PipesUnityCatalogVolumesContextLoader(), dp.PipesUnityCatalogVolumesMessageWriter()
+        return dp.open_dagster_pipes(context_loader=loader, message_writer=writer, params_loader=params)
     return dp.open_dagster_pipes(params_loader=params)
 
 
-def _session(on_databricks: bool):
-    if on_databricks:  # the cluster's session, with Delta already configured
-        from pyspark.sql import SparkSession
+def _session():
+    """The step's Spark Connect server, the Databricks cluster's session, or a local Spark of its own."""
+    from pyspark.sql import SparkSession
 
+    if os.environ.get(REMOTE_ENV):  # its token comes from SPARK_CONNECT_AUTHENTICATE_TOKEN
+        spark = SparkSession.builder.remote(os.environ[REMOTE_ENV]).getOrCreate()
+    elif "DATABRICKS_RUNTIME_VERSION" in os.environ:
         spark = SparkSession.builder.getOrCreate()
     else:
         from pos_lakehouse.spark.session import local_spark
@@ -62,34 +59,29 @@ def _session(on_databricks: bool):
     return spark
 
 
-def _pipes_metadata(metadata: dict) -> dict:
-    """Plain metadata (see `layers.silver.silver_metadata`) as Pipes carries it: dicts as JSON."""
-    return {k: {"raw_value": v, "type": "json"} if isinstance(v, dict) else v for k, v in metadata.items()}
+def _report(pipes, asset_key: str | None, metadata: dict, message: dict) -> None:
+    """Metadata and message as Pipes carries them: JSON-safe (dates as ISO text), dicts as JSON values.
 
-
-def _plain(value):
-    """JSON-safe (dates as ISO text) for Pipes messages."""
-    import json
-
-    return json.loads(json.dumps(value, default=str))
+    Without an asset key only the message goes: gold is published from a retailer's silver step,
+    whose Pipes context knows only the silver keys; the step records the gold materializations.
+    """
+    metadata, message = json.loads(json.dumps([metadata, message], default=str))
+    if asset_key is not None:
+        metadata = {k: {"raw_value": v, "type": "json"} if isinstance(v, dict) else v for k, v in metadata.items()}
+        pipes.report_asset_materialization(asset_key=asset_key, metadata=metadata)
+    pipes.report_custom_message({**message, "metadata": metadata})
 
 
 def run_silver(pipes, lake, spec, tables: list[str], now: datetime) -> None:
-    """Silver on Spark: the same `refresh_silver` as in the Dagster process, on a `SparkLake`.
-
-    Checks are not run here: the asset evaluates them on the written tables from the report
-    (so the cluster needs no Dagster and no pandera).
-    """
+    """`refresh_silver` on a `SparkLake`; the asset evaluates the checks on the written tables."""
     from pos_lakehouse.layers.silver import refresh_silver, silver_metadata
 
-    results = refresh_silver(lake, spec, tables, now)
-    for name, r in results.items():
+    for name, r in refresh_silver(lake, spec, tables, now).items():
         uri = lake.silver(spec.name, name)
         if r.quarantined:
             pipes.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
-        metadata = _plain(silver_metadata(r, lake.row_count(uri), uri, "spark"))
-        pipes.report_asset_materialization(asset_key=f"silver/{spec.name}/{name}", metadata=_pipes_metadata(metadata))
-        pipes.report_custom_message({"table": name, "silver": _plain(asdict(r))})
+        metadata = silver_metadata(r, lake.row_count(uri), uri, "spark")
+        _report(pipes, f"silver/{spec.name}/{name}", metadata, {"table": name, "silver": asdict(r)})
 
 
 def run_gold(pipes, lake, spec, tables: list[str]) -> None:
@@ -98,16 +90,13 @@ def run_gold(pipes, lake, spec, tables: list[str]) -> None:
     for name in tables:
         r = refresh_gold(lake, spec, name)
         pipes.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows (spark)")
-        metadata = _plain(gold_metadata(r, lake.gold(name), "spark"))
-        pipes.report_asset_materialization(asset_key=f"gold/{name}", metadata=_pipes_metadata(metadata))
-        pipes.report_custom_message({"table": name, "gold": _plain(asdict(r))})
+        _report(pipes, None, gold_metadata(r, lake.gold(name), "spark"), {"table": name, "gold": asdict(r)})
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transport", choices=TRANSPORTS, default=os.environ.get("POS_LAKEHOUSE_PIPES_TRANSPORT", "local"))
     args, _ = parser.parse_known_args(argv)  # Pipes' own bootstrap arguments pass through
-    on_databricks = "DATABRICKS_RUNTIME_VERSION" in os.environ
     with _pipes(args.transport) as pipes:
         from pos_lakehouse.retailer import RetailerSpec
         from pos_lakehouse.spark.lake import SparkLake
@@ -115,18 +104,18 @@ def main(argv: list[str] | None = None) -> None:
         extras = pipes.extras
         spec = RetailerSpec.model_validate(extras["retailer"])
         started = time.monotonic()
-        spark = _session(on_databricks)
-        pipes.log.info(f"{spec.name}: Spark {spark.version} ready in {time.monotonic() - started:.1f}s ({spark.sparkContext.master})")
-        lake = SparkLake(spark, extras["data_root"])
-        tables = list(extras["tables"])
+        spark = _session()
+        via = "Spark Connect" if os.environ.get(REMOTE_ENV) else spark.conf.get("spark.master", "?")
+        pipes.log.info(f"{spec.name}: Spark {spark.version} ready in {time.monotonic() - started:.1f}s ({via})")
+        lake, tables = SparkLake(spark, extras["data_root"]), list(extras["tables"])
         if extras["command"] == "silver":
             run_silver(pipes, lake, spec, tables, datetime.fromisoformat(extras["now"]))
         elif extras["command"] == "gold":
             run_gold(pipes, lake, spec, tables)
         else:
             raise ValueError(f"unknown command {extras['command']!r}")
-        if not on_databricks:
-            spark.stop()
+        if "DATABRICKS_RUNTIME_VERSION" not in os.environ:
+            spark.stop()  # a Connect client releases its server-side session; the server stays
 
 
 if __name__ == "__main__":

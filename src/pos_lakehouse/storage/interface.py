@@ -1,13 +1,19 @@
 """The one storage interface the layers use; `storage.lake.Lake` (delta-rs, Polars) and
-`spark.lake.SparkLake` (delta-spark) implement it. Frames cross it as narwhals LazyFrames."""
+`spark.lake.SparkLake` (delta-spark) implement it. Frames cross it as narwhals LazyFrames.
+
+What does not depend on the Delta library (layout, incremental reads, bookmarks, MERGE planning)
+is written here once; each Lake supplies only its library's calls."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import narwhals as nw
+
+from pos_lakehouse.storage.layout import MedallionLayout
 
 BOOKMARK_PREFIX = "pos_lakehouse.bookmark."
 
@@ -89,3 +95,72 @@ class MergeSpec:
         if self.delete_unmatched:
             out.append(("delete_unmatched", self.delete_unmatched, None))
         return out
+
+    def sql(self, target: str, source: str, source_columns: Sequence[str]) -> str:
+        """The same MERGE as SQL text, for a Lake whose Delta library merges through SQL."""
+        text = f"MERGE INTO {target} t USING {source} s ON {self.predicate}"
+        for kind, condition, values in self.clauses(source_columns):
+            values = values or {}
+            when = {"delete_unmatched": "NOT MATCHED BY SOURCE", "insert": "NOT MATCHED", "insert_all": "NOT MATCHED"}.get(kind, "MATCHED")
+            then = {
+                "update_all": "UPDATE SET *",
+                "insert_all": "INSERT *",
+                "update": "UPDATE SET " + ", ".join(f"t.{sql_name(c)} = {v}" for c, v in values.items()),
+                "insert": f"INSERT ({', '.join(map(sql_name, values))}) VALUES ({', '.join(values.values())})",
+            }.get(kind, "DELETE")
+            text += f" WHEN {when}{f' AND {condition}' if condition else ''} THEN {then}"
+        return text
+
+
+def sql_name(name: str) -> str:
+    """A name quoted for SQL (column names may hold spaces, dots or back-ticks)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def commit_metadata(bookmarks: Mapping[str, str] | None, operation: str) -> dict[str, str]:
+    """What a commit records: the operation and the bookmarks it advances (`pos_lakehouse.bookmark.*`)."""
+    return {"pos_lakehouse.operation": operation, **{BOOKMARK_PREFIX + k: str(v) for k, v in (bookmarks or {}).items()}}
+
+
+def bookmarks_of_commit(commit: Mapping) -> dict[str, str]:
+    """Bookmarks of one commitInfo. delta-rs writes them as top-level fields; Spark can only write
+    `userMetadata`, so it writes a JSON object of the same keys there: either form is read."""
+    fields = dict(commit)
+    user = commit.get("userMetadata")
+    if isinstance(user, str) and user.startswith("{"):
+        try:
+            fields.update(json.loads(user))
+        except ValueError:
+            pass
+    return {k[len(BOOKMARK_PREFIX) :]: str(v) for k, v in fields.items() if k.startswith(BOOKMARK_PREFIX)}
+
+
+class DeltaLakeBase(MedallionLayout):
+    """Both Lakes' engine-neutral half; a Lake provides `scan`, `version(uri)` (None if absent),
+    `files_at(uri, version)` (data file URIs) and `commits(uri, limit)` (commitInfo dicts, newest first)."""
+
+    def read(self, uri: str, schema: Any = None) -> nw.LazyFrame:
+        """A table's rows (conformed to `schema` when given); an absent table reads as empty."""
+        return nw.from_native(self.scan(uri, schema))  # type: ignore[attr-defined]
+
+    def files_added_since(self, uri: str, version: int | None) -> tuple[list[str], int | None]:
+        """Data files of an append-only table added after `version`, and the table's current version."""
+        current = self.version(uri)  # type: ignore[attr-defined]
+        if current is None or version == current:
+            return [], current
+        files = set(self.files_at(uri, current))  # type: ignore[attr-defined]
+        if version is not None and version >= 0:
+            files -= set(self.files_at(uri, version))  # type: ignore[attr-defined]
+        return sorted(files), current
+
+    def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:
+        """Bookmarks (consumed upstream versions, watermarks) stored in the table's commits.
+
+        The newest commit that mentions a key wins. Writers record only the keys they advanced,
+        so two retailers committing to one gold table never overwrite each other's watermark.
+        """
+        marks: dict[str, str] = {}
+        for commit in self.commits(uri, max_commits):  # type: ignore[attr-defined]
+            for k, v in bookmarks_of_commit(commit).items():
+                marks.setdefault(k, v)
+        return marks

@@ -6,7 +6,6 @@ concurrent commits and commit metadata are handled in one place.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,8 +19,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, WriterPropertie
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
-from pos_lakehouse.storage.interface import BOOKMARK_PREFIX, MergeSpec  # noqa: E402
-from pos_lakehouse.storage.layout import MedallionLayout
+from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec, commit_metadata
 
 # Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
 ONCE_PREFIX = "pos_lakehouse.once."
@@ -36,7 +34,7 @@ def _writer() -> WriterProperties:
     return WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
 
 
-class Lake(dg.ConfigurableResource, MedallionLayout):
+class Lake(dg.ConfigurableResource, DeltaLakeBase):
     """The medallion's storage root: `<root>/{bronze,silver,gold,quarantine}/...` as Delta tables."""
 
     root: str = Field(description="Data root: a local path or an object-store URI.")
@@ -44,10 +42,6 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
     engine: ClassVar[str] = "polars"
 
     # ---- the engine-neutral interface the layers use (narwhals frames in and out) ---------------
-    def read(self, uri: str, schema: pl.Schema | None = None) -> nw.LazyFrame:
-        """A table's rows (conformed to `schema` when given); an absent table reads as empty."""
-        return nw.from_native(self.scan(uri, schema))
-
     def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
         """`read`, plus each row's data file and position in it (`_file_path`, `_file_row`)."""
         dt = self.table(uri)
@@ -103,48 +97,17 @@ class Lake(dg.ConfigurableResource, MedallionLayout):
         dt = self.table(uri)
         return None if dt is None else dt.version()
 
-    def files_added_since(self, uri: str, version: int | None) -> tuple[list[str], int | None]:
-        """Data files of an append-only table added after `version`, and the table's current version."""
-        dt = self.table(uri)
-        if dt is None:
-            return [], None
-        current = set(dt.file_uris())
-        if version is not None and version >= 0:
-            if version == dt.version():
-                return [], version
-            previous = set(DeltaTable(uri, version=version).file_uris())
-            current -= previous
-        return sorted(current), dt.version()
+    def files_at(self, uri: str, version: int) -> list[str]:
+        return DeltaTable(uri, version=version).file_uris()
 
-    def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:
-        """Bookmarks (consumed upstream versions, watermarks) stored in the table's commits.
-
-        The newest commit that mentions a key wins. Writers record only the keys they advanced,
-        so two retailers committing to one gold table never overwrite each other's watermark.
-        """
+    def commits(self, uri: str, limit: int) -> list[dict]:
         dt = self.table(uri)
-        if dt is None:
-            return {}
-        marks: dict[str, str] = {}
-        for commit in dt.history(limit=max_commits):  # newest first
-            for k, v in commit.items():
-                if k.startswith(BOOKMARK_PREFIX):
-                    marks.setdefault(k[len(BOOKMARK_PREFIX) :], str(v))
-            # Spark writers (spark/lake.py) can only set `userMetadata`: the same keys as a JSON object.
-            user = commit.get("userMetadata")
-            if isinstance(user, str) and user.startswith("{"):
-                for k, v in json.loads(user).items():
-                    if k.startswith(BOOKMARK_PREFIX):
-                        marks.setdefault(k[len(BOOKMARK_PREFIX) :], str(v))
-        return marks
+        return [] if dt is None else dt.history(limit=limit)
 
     # ---- writing ------------------------------------------------------------------------
     @staticmethod
     def _commit(bookmarks: Mapping[str, str] | None, operation: str) -> CommitProperties:
-        meta = {"pos_lakehouse.operation": operation}
-        for k, v in (bookmarks or {}).items():
-            meta[BOOKMARK_PREFIX + k] = str(v)
-        return CommitProperties(custom_metadata=meta)
+        return CommitProperties(custom_metadata=commit_metadata(bookmarks, operation))
 
     def append(
         self,
