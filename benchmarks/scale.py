@@ -117,7 +117,8 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
         # The sensor that replaced per-silver automation for reference data: one event-log query a tick.
         reference_sensor = defs.resolve_sensor_def("reference_refresh_sensor")
         t = time.perf_counter()
-        reference_sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            reference_sensor(context)
         out["reference_sensor_s"] = time.perf_counter() - t
         # What the daemon stores between ticks (the same serialization the automation sensor uses).
         out["cursor_bytes"] = len(asset_daemon_cursor_to_instigator_serialized_cursor(cursor).encode()) if cursor else 0
@@ -132,9 +133,11 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
     with dg.DagsterInstance.ephemeral() as instance:
         sensor_cursor = None
         for label in ("sensor_first", "sensor_idle"):
-            context = dg.build_sensor_context(instance=instance, cursor=sensor_cursor, resources=defs.resources, sensor_name=sensor.name)
-            t0 = time.perf_counter()
-            result = sensor(context)
+            with dg.build_sensor_context(
+                instance=instance, cursor=sensor_cursor, resources=defs.resources, sensor_name=sensor.name
+            ) as context:
+                t0 = time.perf_counter()
+                result = sensor(context)
             out[f"{label}_s"] = time.perf_counter() - t0
             out[f"{label}_requests"] = len(result.run_requests or [])
             sensor_cursor = result.cursor
@@ -142,8 +145,8 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
         # Half the files are taken away (archived by the retailer's tooling): the cursor shrinks with them.
         for i in range(0, LANDING_FILES, 2):
             (landing / f"{TEMPLATE}_pos_{i:05d}.parquet").unlink()
-        context = dg.build_sensor_context(instance=instance, cursor=sensor_cursor, resources=defs.resources, sensor_name=sensor.name)
-        out["sensor_cursor_after_delete_bytes"] = len((sensor(context).cursor or "").encode())
+        with dg.build_sensor_context(instance=instance, cursor=sensor_cursor, resources=defs.resources, sensor_name=sensor.name) as context:
+            out["sensor_cursor_after_delete_bytes"] = len((sensor(context).cursor or "").encode())
     return out
 
 

@@ -119,7 +119,8 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
 
         defs = build_definitions()
         sensor = defs.resolve_sensor_def("catch_up_sensor")
-        busy = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            busy = sensor(context)
         # Whatever the run that looks in progress may still write (marche_fr's silver and gold
         # partitions) is left to it until run monitoring fails it.
         assert not [r for r in busy.run_requests if r.partition_key == "cds_1001"]
@@ -145,7 +146,8 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
         assert requests == []
         # The daemon's counterpart (catch_up_sensor) agrees.
         sensor = defs.resolve_sensor_def("catch_up_sensor")
-        result = sensor(dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources))
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+            result = sensor(context)
         assert isinstance(result, dg.SensorResult) and not result.run_requests
     silver = (
         lake.scan(lake.silver("marche_fr", "store_day_fact")).group_by("date").agg(pl.col("pos_sales_units").sum()).sort("date").collect()

@@ -12,8 +12,8 @@ from pos_lakehouse.demo.generator import write_marche_fr
 
 def _tick(defs, instance, cursor):
     sensor = defs.resolve_sensor_def("marche_fr_landing_sensor")
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, sensor_name=sensor.name)
-    result = sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, sensor_name=sensor.name) as context:
+        result = sensor(context)
     return result.run_requests or [], result.cursor
 
 

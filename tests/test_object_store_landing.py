@@ -141,8 +141,8 @@ def test_sensor_on_the_store_takes_each_object_version_once(s3_env, bucket, monk
 
     def tick(cursor):
         with dg.DagsterInstance.ephemeral() as instance:
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
-            result = sensor(context)
+            with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources) as context:
+                result = sensor(context)
         return result, result.cursor
 
     result, cursor = tick(None)

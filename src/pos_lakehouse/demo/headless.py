@@ -66,14 +66,15 @@ class Headless:
         return [s for s in (self.defs.sensors or []) if s.name.endswith(("_landing_sensor", "_poll_sensor"))]
 
     def tick_sensor(self, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
-        context = dg.build_sensor_context(
+        # As a context manager: some resources (the Spark jobs' local server) open and close around use.
+        with dg.build_sensor_context(
             instance=self.instance,
             cursor=self.sensor_cursors.get(sensor.name),
             definitions=self.defs,
             sensor_name=sensor.name,
             resources=self.defs.resources,
-        )
-        result = sensor(context)
+        ) as context:
+            result = sensor(context)
         self.sensor_cursors[sensor.name] = context.cursor if not isinstance(result, dg.SensorResult) else (result.cursor or context.cursor)
         if isinstance(result, dg.SensorResult):
             return list(result.run_requests or [])
