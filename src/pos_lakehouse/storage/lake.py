@@ -34,6 +34,12 @@ def _writer() -> WriterProperties:
     return WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
 
 
+# Every table gets a checkpoint each 10 commits (delta-rs' default is 100, Spark's 10): opening a
+# table replays the log since its last checkpoint, so a table written once per delivery would
+# otherwise open slower with each day of history.
+TABLE_CONFIGURATION = {"delta.checkpointInterval": "10"}
+
+
 class Lake(dg.ConfigurableResource, DeltaLakeBase):
     """The medallion's storage root: `<root>/{bronze,silver,gold,quarantine}/...` as Delta tables."""
 
@@ -177,6 +183,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                         name=Path(uri).name,
                         description=description,
                         commit_properties=self._commit(None, "create"),
+                        configuration=TABLE_CONFIGURATION,
                     )
                 except Exception as exc:  # another writer created it first: use theirs
                     if self.table(uri) is None:
@@ -237,6 +244,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                         name=Path(uri).name,
                         description=spec.description,
                         commit_properties=self._commit(None, "create"),
+                        configuration=TABLE_CONFIGURATION,
                     ),
                     uri,
                 )
