@@ -1,4 +1,4 @@
-"""Asset keys and Dagster metadata shared by the retailer, gold and serving components."""
+"""Asset keys, Dagster metadata and failures shared by the components."""
 
 import dagster as dg
 
@@ -25,3 +25,15 @@ def dagster_metadata(metadata: dict) -> dict:
 
 def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns])
+
+
+def fail_on_rejected_files(who: str, outcomes) -> None:
+    """End a loading step as failed when files were rejected (the good ones are loaded; the reasons
+    name file, row and rule), so the run and the UI say what went wrong."""
+    rejected = [o for o in outcomes if o.status == "rejected"]
+    if rejected:
+        raise dg.Failure(
+            description=f"{who}: {len(rejected)} of {len(outcomes)} file(s) rejected and quarantined: "
+            + "; ".join(o.describe() for o in rejected),
+            metadata={"rejected": dg.MetadataValue.json([o.__dict__ for o in rejected])},
+        )

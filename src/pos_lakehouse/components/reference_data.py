@@ -7,14 +7,15 @@ mapping as a retailer's files. The component builds one asset per table
 retailer's silver lists as upstream), a refresh job and a landing sensor.
 """
 
-import hashlib
 import json
 
 import dagster as dg
 from pydantic import Field, model_validator
 
-from pos_lakehouse.components.retailer_pipeline import _strict_schema_model
+from pos_lakehouse.components.asset_keys import fail_on_rejected_files
+from pos_lakehouse.components.yaml_schema import yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
+from pos_lakehouse.ingest.sensors import batch_digest
 from pos_lakehouse.layers.reference import (
     REFERENCE_TABLES,
     ReferenceSource,
@@ -29,33 +30,6 @@ OP_NAME = "corporate_reference"
 JOB_NAME = "corporate_reference_refresh"
 SENSOR_NAME = "corporate_reference_landing_sensor"
 _JOINED_ON = {"product_master": "GTIN", "site_master": "GLN", "fx_rates": "date and currency"}
-
-
-def _described(model: type, component: type) -> type:
-    """`model` whose JSON schema keeps each attribute's description.
-
-    Dagster derives the YAML model from the component's fields and, for a field with a default,
-    replaces its `Field(description=...)` with one without; `dg` would then show no help for it.
-    """
-    if model in _DESCRIBED:
-        return _DESCRIBED[model]
-
-    class Described(model):  # type: ignore[misc, valid-type]
-        @classmethod
-        def model_json_schema(cls, *args, **kwargs):
-            schema = super().model_json_schema(*args, **kwargs)
-            for name, prop in schema.get("properties", {}).items():
-                field = component.model_fields.get(name)
-                if field is not None and field.description and "description" not in prop:
-                    prop["description"] = field.description
-            return schema
-
-    Described.__name__ = Described.__qualname__ = model.__name__
-    _DESCRIBED[model] = Described
-    return Described
-
-
-_DESCRIBED: dict[type, type] = {}
 
 
 class ReferenceRunConfig(dg.Config):
@@ -89,7 +63,7 @@ class ReferenceData(dg.Component, dg.Model, dg.Resolvable):
     @classmethod
     def get_model_cls(cls):
         # Nested blocks validated as models, so `dg check defs` names a wrong field and its allowed values.
-        return _described(_strict_schema_model(super().get_model_cls()), cls)
+        return yaml_schema_model(super().get_model_cls(), cls)
 
     @model_validator(mode="after")
     def _targets(self) -> "ReferenceData":
@@ -144,14 +118,8 @@ class ReferenceData(dg.Component, dg.Model, dg.Resolvable):
                         "files": dg.MetadataValue.md("\n".join(f"- {o.describe()}" for o in mine)),
                     },
                 )
-            rejected = [o for o in outcomes if o.status == "rejected"]
-            if rejected:
-                # Like a retailer's rejected delivery: the run fails and says why; the good files are loaded.
-                raise dg.Failure(
-                    description=f"corporate reference: {len(rejected)} file(s) rejected and quarantined: "
-                    + "; ".join(o.describe() for o in rejected),
-                    metadata={"rejected": dg.MetadataValue.json([o.__dict__ for o in rejected])},
-                )
+            # Like a retailer's rejected delivery: the run fails and says why; the good files are loaded.
+            fail_on_rejected_files("corporate reference", outcomes)
 
         refresh_job = dg.define_asset_job(
             JOB_NAME,
@@ -170,15 +138,16 @@ class ReferenceData(dg.Component, dg.Model, dg.Resolvable):
             cursor = json.loads(context.cursor) if context.cursor else {}
             files = [f for f in landing.list_files(folder) if source_for(sources, f.name)]
             new = [f for f in files if cursor.get(f.name) != f.identity]
+            # As the retailers' landing sensors: the cursor holds only what is listed now, so it
+            # does not grow with files taken away.
+            cursor = {f.name: f.identity for f in files}
             if not new:
                 return dg.SensorResult(skip_reason="no new reference files", cursor=json.dumps(cursor))
-            key = hashlib.sha256("\n".join(f"{f.name}|{f.identity}" for f in new).encode()).hexdigest()[:24]
-            cursor.update({f.name: f.identity for f in new})
             tables = sorted({source_for(sources, f.name) for f in new})
             return dg.SensorResult(
                 run_requests=[
                     dg.RunRequest(
-                        run_key=f"reference-{key}",
+                        run_key=f"reference-{batch_digest(new)}",
                         run_config={"ops": {OP_NAME: {"config": {"files": [f.name for f in new]}}}},
                         asset_selection=[dg.AssetKey(["reference", t]) for t in tables],
                     )

@@ -5,10 +5,11 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
-from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagster_metadata, silver_key
+from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagster_metadata, fail_on_rejected_files, silver_key
 from pos_lakehouse.components.gold_publication import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
+from pos_lakehouse.components.yaml_schema import yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sensors import build_landing_sensor
@@ -26,45 +27,6 @@ FRESHNESS = {
 }
 # The same windows as a tag, so `dg list defs` and asset search show them.
 FRESHNESS_TAG = {"daily": "warn-30h_fail-48h", "weekly": "warn-8d_fail-9d"}
-
-
-def _without_template_strings(node):
-    """Drop the template-string alternative Dagster offers next to each nested model.
-
-    With `anyOf: [model, string]` a typo deep inside (`channel: landng`) is reported only as
-    "is not valid under any of the given schemas"; against the model alone, `dg check defs`
-    names the field and lists the allowed values. The YAML never uses templates for these blocks.
-    """
-    if isinstance(node, dict):
-        alternatives = node.get("anyOf")
-        if isinstance(alternatives, list) and any("$ref" in a for a in alternatives if isinstance(a, dict)):
-            kept = [a for a in alternatives if a != {"type": "string"}]
-            node = {k: v for k, v in node.items() if k != "anyOf"}
-            if len(kept) == 1:
-                node.update(kept[0])
-            else:
-                node["anyOf"] = kept
-        return {k: _without_template_strings(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_without_template_strings(v) for v in node]
-    return node
-
-
-_STRICT_MODELS: dict[type, type] = {}
-
-
-def _strict_schema_model(model: type) -> type:
-    """`model` with a JSON schema that validates nested blocks directly (parsing is unchanged)."""
-    if model not in _STRICT_MODELS:
-
-        class Strict(model):  # type: ignore[misc, valid-type]
-            @classmethod
-            def model_json_schema(cls, *args, **kwargs):
-                return _without_template_strings(super().model_json_schema(*args, **kwargs))
-
-        Strict.__name__ = Strict.__qualname__ = model.__name__
-        _STRICT_MODELS[model] = Strict
-    return _STRICT_MODELS[model]
 
 
 class BronzeRunConfig(dg.Config):
@@ -91,7 +53,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
 
     @classmethod
     def get_model_cls(cls):
-        return _strict_schema_model(super().get_model_cls())
+        return yaml_schema_model(super().get_model_cls(), cls)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         spec = RetailerSpec.model_validate(self.model_dump())
@@ -153,13 +115,7 @@ class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
                         "dagster/uri": lake.bronze(spec.name, fs.name),
                     },
                 )
-            rejected = [o for o in outcomes if o.status == "rejected"]
-            if rejected:
-                raise dg.Failure(
-                    description=f"{spec.name}: {len(rejected)} of {len(outcomes)} file(s) rejected and quarantined: "
-                    + "; ".join(o.describe() for o in rejected),
-                    metadata={"rejected": dg.MetadataValue.json([o.__dict__ for o in rejected])},
-                )
+            fail_on_rejected_files(spec.name, outcomes)
 
         silver_specs = []
         for table_name in spec.silver_tables:

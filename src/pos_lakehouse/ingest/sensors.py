@@ -30,10 +30,14 @@ def plan_runs(
     return [new[i : i + size] for i in range(0, len(new), size)], next_cursor, unmatched
 
 
+def batch_digest(batch: list[LandedFile]) -> str:
+    """Same files in the same state -> same digest (the run key's part that says which files)."""
+    return hashlib.sha256("\n".join(f"{f.name}|{f.identity}" for f in batch).encode()).hexdigest()[:24]
+
+
 def run_key(spec: RetailerSpec, batch: list[LandedFile]) -> str:
     """Same files in the same state -> same key, so Dagster never launches the run twice."""
-    digest = hashlib.sha256("\n".join(f"{f.name}|{f.identity}" for f in batch).encode()).hexdigest()[:24]
-    return f"{spec.name}-{digest}"
+    return f"{spec.name}-{batch_digest(batch)}"
 
 
 def build_landing_sensor(spec: RetailerSpec, job_name: str, bronze_op_name: str) -> dg.SensorDefinition:

@@ -1,0 +1,50 @@
+"""The JSON schema `dg` validates a component's YAML against, made to name the field that is wrong."""
+
+
+def _without_template_strings(node):
+    """Drop the template-string alternative Dagster offers next to each nested model.
+
+    With `anyOf: [model, string]` a typo deep inside (`channel: landng`) is reported only as
+    "is not valid under any of the given schemas"; against the model alone, `dg check defs`
+    names the field and lists the allowed values. The YAML never uses templates for these blocks.
+    """
+    if isinstance(node, dict):
+        alternatives = node.get("anyOf")
+        if isinstance(alternatives, list) and any("$ref" in a for a in alternatives if isinstance(a, dict)):
+            kept = [a for a in alternatives if a != {"type": "string"}]
+            node = {k: v for k, v in node.items() if k != "anyOf"}
+            if len(kept) == 1:
+                node.update(kept[0])
+            else:
+                node["anyOf"] = kept
+        return {k: _without_template_strings(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_without_template_strings(v) for v in node]
+    return node
+
+
+_MODELS: dict[tuple[type, type], type] = {}
+
+
+def yaml_schema_model(model: type, component: type) -> type:
+    """`model` (a component's YAML model) with a JSON schema that validates nested blocks directly
+    and keeps each attribute's description (parsing is unchanged).
+
+    Dagster derives the YAML model from the component's fields and, for a field with a default,
+    replaces its `Field(description=...)` with one without; `dg` would then show no help for it.
+    """
+    if (model, component) not in _MODELS:
+
+        class Strict(model):  # type: ignore[misc, valid-type]
+            @classmethod
+            def model_json_schema(cls, *args, **kwargs):
+                schema = _without_template_strings(super().model_json_schema(*args, **kwargs))
+                for name, prop in schema.get("properties", {}).items():
+                    field = component.model_fields.get(name)
+                    if field is not None and field.description and "description" not in prop:
+                        prop["description"] = field.description
+                return schema
+
+        Strict.__name__ = Strict.__qualname__ = model.__name__
+        _MODELS[(model, component)] = Strict
+    return _MODELS[(model, component)]
