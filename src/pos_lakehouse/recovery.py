@@ -25,6 +25,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
 from pos_lakehouse.settings import RETAILERS_DIR
@@ -340,7 +341,6 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
     A sensor over the event log, not an automation condition on every silver asset: its cost is one
     query per tick whatever the number of retailers.
     """
-    from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
 
     @dg.sensor(
         name="reference_refresh_sensor",
