@@ -23,8 +23,17 @@ def dagster_metadata(metadata: dict) -> dict:
     return {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in metadata.items()}
 
 
+_column_schemas: dict[str, dg.TableSchema] = {}
+
+
 def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
-    return dg.TableSchema(columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns])
+    """A canonical table's columns as asset metadata; built once per table and shared by every
+    retailer's asset of it (the schema is immutable)."""
+    if table.name not in _column_schemas:
+        _column_schemas[table.name] = dg.TableSchema(
+            columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns]
+        )
+    return _column_schemas[table.name]
 
 
 def fail_on_rejected_files(who: str, outcomes) -> None:

@@ -9,6 +9,7 @@ from pos_lakehouse.components.asset_keys import column_schema, gold_key, silver_
 from pos_lakehouse.components.gold_publication import GoldLayer
 from pos_lakehouse.components.loaded_retailers import retailers_in_folder
 from pos_lakehouse.components.spark_jobs import SparkJobs
+from pos_lakehouse.components.yaml_schema import TakenAsWritten
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
 from pos_lakehouse.quality.gold_checks import gold_check_specs
 from pos_lakehouse.retailer import RetailerSpec
@@ -21,7 +22,7 @@ def retailer_partitions(specs: list[RetailerSpec]) -> dg.StaticPartitionsDefinit
     return dg.StaticPartitionsDefinition([s.data_provider_code for s in specs])
 
 
-class GoldTables(dg.Component, dg.Model, dg.Resolvable):
+class GoldTables(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
     """Gold tables unioning every retailer's silver, partitioned (Delta and Dagster) by data provider code."""
 
     retailers_path: str = Field(

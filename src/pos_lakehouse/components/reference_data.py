@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from pos_lakehouse.components.asset_keys import fail_on_rejected_files
-from pos_lakehouse.components.yaml_schema import yaml_schema_model
+from pos_lakehouse.components.yaml_schema import TakenAsWritten, yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.sensors import batch_digest
 from pos_lakehouse.layers.reference import (
@@ -38,7 +38,7 @@ class ReferenceRunConfig(dg.Config):
     )
 
 
-class ReferenceData(dg.Component, dg.Model, dg.Resolvable):
+class ReferenceData(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
     """Corporate reference data silver enriches with: product master (by GTIN), site master (by GLN), FX rates (USD per unit)."""
 
     landing_folder: str = Field(

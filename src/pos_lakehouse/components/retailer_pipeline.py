@@ -9,7 +9,7 @@ from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagst
 from pos_lakehouse.components.gold_publication import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
-from pos_lakehouse.components.yaml_schema import yaml_schema_model
+from pos_lakehouse.components.yaml_schema import TakenAsWritten, yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sensors import build_landing_sensor
@@ -48,7 +48,7 @@ REFERENCE_KEYS = {
 
 
 @dg.scaffold_with(RetailerScaffolder)
-class RetailerPipeline(RetailerSpec, dg.Component, dg.Resolvable):
+class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable):
     """A retailer's POS pipeline: landing-zone sensor, bronze and silver Delta assets, and their checks."""
 
     @classmethod

@@ -6,9 +6,9 @@ import dagster as dg
 from pydantic import Field
 
 from pos_lakehouse.components.loaded_retailers import retailers_in_folder
+from pos_lakehouse.components.yaml_schema import TakenAsWritten
 from pos_lakehouse.layers.gold import GOLD_TABLES
-from pos_lakehouse.serving.duckdb_views import build_views, policy_hash
-from pos_lakehouse.serving.policy import load_policy
+from pos_lakehouse.serving.policy import load_policy, policy_hash
 from pos_lakehouse.storage.lake import Lake
 
 # Rebuild whenever any retailer's partition of any gold table lands, or the access policy changed
@@ -21,7 +21,7 @@ REFRESH_ON_GOLD_CHANGE = (
 ).with_label("refresh on any gold update")
 
 
-class ServingViews(dg.Component, dg.Model, dg.Resolvable):
+class ServingViews(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
     """Secure gold views for analysts: one DuckDB view per gold table, filtered and masked by the access policy."""
 
     retailers_path: str = Field(
@@ -59,6 +59,9 @@ class ServingViews(dg.Component, dg.Model, dg.Resolvable):
             metadata={"access_policy": str(policy_path)},
         )
         def gold_views(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+            # DuckDB and sqlglot are imported when the views are built, not when the definitions load.
+            from pos_lakehouse.serving.duckdb_views import build_views
+
             # The policy file as it is now (groups and users may change between loads); the retailers as loaded.
             current = load_policy(policy_path, specs)
             build = build_views(lake, current, tables)

@@ -48,3 +48,40 @@ def yaml_schema_model(model: type, component: type) -> type:
         Strict.__name__ = Strict.__qualname__ = model.__name__
         _MODELS[(model, component)] = Strict
     return _MODELS[(model, component)]
+
+
+# Jinja's default delimiters: a string without them renders to itself.
+_TEMPLATE_MARKERS = ("{{", "{%", "{#")
+
+
+def uses_templates(value) -> bool:
+    """Whether a YAML value holds a Jinja template string (nested dicts and lists searched)."""
+    if isinstance(value, str):
+        return any(m in value for m in _TEMPLATE_MARKERS)
+    if isinstance(value, dict):
+        return any(uses_templates(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(uses_templates(v) for v in value)
+    return False
+
+
+class TakenAsWritten:
+    """Mixin for a resolvable component (listed before `dg.Component`): YAML attributes without
+    templates are taken as written.
+
+    Dagster renders every string of a resolvable component's attributes as a Jinja template
+    (`ResolutionContext.resolve_value`), compiling each one: some thirty per retailer file, most of
+    a component's load time at 200 retailers. A string without template delimiters renders to
+    itself, so when no string uses them the component is built from the validated attributes
+    directly -- the fields the file sets, as Dagster passes them, so defaults apply as they would
+    (nested models Dagster does not render either). A file that uses a template is resolved by
+    Dagster as before.
+    """
+
+    @classmethod
+    def load(cls, attributes, context):
+        if attributes is not None:
+            fields = {name: getattr(attributes, name) for name in attributes.model_fields_set}
+            if not uses_templates(fields):
+                return cls(**fields)
+        return super().load(attributes, context)

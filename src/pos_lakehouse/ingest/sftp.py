@@ -27,7 +27,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import asyncssh
 from pydantic import Field
 
 from pos_lakehouse.ingest.landing import LandedFile, LandingZone, safe_relative
@@ -106,6 +105,8 @@ class SftpLandingZone(LandingZone):
         return f"sftp://{user}@{self.host}:{self.port}/{self.path.lstrip('/')}"
 
     async def _connect(self):
+        import asyncssh  # imported when a connection is made: loading the definitions does not need it
+
         username = self._username()
         password = _env(self.password_env, "password", self.retailer)
         where = f"{self.retailer}: SFTP {username}@{self.host}:{self.port}"
@@ -142,6 +143,8 @@ class SftpLandingZone(LandingZone):
         return _run(self._list())
 
     async def _list(self) -> list[LandedFile]:
+        import asyncssh
+
         conn = await self._connect()
         try:
             async with conn.start_sftp_client() as sftp:
@@ -191,6 +194,8 @@ class SftpLandingZone(LandingZone):
             shutil.rmtree(tmp, ignore_errors=True)
 
     async def _download(self, rel: str, target: Path) -> None:
+        import asyncssh
+
         remote = self._remote(rel)
         conn = await self._connect()
         try:

@@ -3,6 +3,10 @@
 Each rule has a name the UI shows, and a severity: `ERROR` rules are blocking (bad data must not
 flow on to gold), `WARN` rules are reported but let data through (a product with a bad GTIN still
 sold what it sold).
+
+The rules' names, severities and descriptions (`rule_names`: what the asset check specs need) are
+plain data; pandera (which imports pandas) is imported only when a check runs and builds the
+schemas, so loading the definitions does not pay for it.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
-import pandera.polars as pa
 import polars as pl
 
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.row_rules import MAX_ABS_MEASURE  # one bound for silver's quarantine and this check
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
 
 
 def gs1_check_digit_valid(code: pl.Expr) -> pl.Expr:
@@ -28,6 +35,8 @@ def gs1_check_digit_valid(code: pl.Expr) -> pl.Expr:
 
 
 def _gs1_check(column: str) -> pa.Check:
+    import pandera.polars as pa
+
     return pa.Check(
         lambda data: data.lazyframe.select(gs1_check_digit_valid(pl.col(data.key)).fill_null(False)),
         name="valid_gs1_check_digit",
@@ -46,6 +55,8 @@ def _not_in_future(date_col: str, today: date) -> pa.Check:
     else:
         covered = pl.col(date_col).dt.month_start() + pl.duration(days=pl.col("days_covered").fill_null(31) - 1)
         covered = pl.min_horizontal(covered, pl.col(date_col))
+    import pandera.polars as pa
+
     return pa.Check(
         lambda data: data.lazyframe.select(covered <= today),
         name="not_in_future",
@@ -64,6 +75,8 @@ class Rule:
 
 
 def _measures_in_range(days: int) -> dict[str, pa.Column]:
+    import pandera.polars as pa
+
     bound = MAX_ABS_MEASURE * days
     return {
         m: pa.Column(
@@ -76,21 +89,57 @@ def _measures_in_range(days: int) -> dict[str, pa.Column]:
     }
 
 
+def _dimension_codes(table_name: str) -> tuple[str, str, str]:
+    """(natural key, surrogate key, GS1 code column) of a dimension."""
+    natural = canonical.TABLES[table_name].natural_keys[0]
+    if table_name == "prod_dim":
+        return natural, "prod_key", "gtin"
+    return natural, "site_key", "global_location_number"
+
+
 @functools.cache
 def rule_names(table_name: str) -> tuple[tuple[str, bool, str], ...]:
-    """(name, blocking, description) of each rule of a table: what check specs need, built once per
-    table rather than once per retailer (a pandera schema is not cheap to build)."""
-    return tuple((r.name, r.blocking, r.description) for r in rules_for(table_name))
+    """(name, blocking, description) of each rule of a table, in `rules_for`'s order: what check
+    specs need, without building a pandera schema (nor importing pandera)."""
+    table = canonical.TABLES[table_name]
+    if table_name in canonical.DIMENSIONS:
+        _, key, code = _dimension_codes(table_name)
+        return (
+            ("structure_and_keys", True, f"Types, non-null ids and unique `{key}`; versions well ordered."),
+            (f"valid_{code}", False, f"`{code}` has a valid GS1 check digit (warning: the row still flows)."),
+        )
+    return (
+        (
+            "structure_and_keys",
+            True,
+            f"Types, non-null keys and product/store versions, unique ({', '.join(table.natural_keys)}).",
+        ),
+        (
+            "row_rules",
+            False,
+            "Dates not after today (a period row: its last covered day), ISO currencies, measures in range; "
+            "silver quarantines rows that break them (warning: a row never blocks the retailer).",
+        ),
+        ("plausible_quantities", False, "Sales and stock quantities are not negative (warning)."),
+    )
 
 
 def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
     """The rules of a canonical table: structure and keys (blocking) and plausibility (warnings)."""
-    today = today or datetime.now(UTC).date()
+    schemas = _schemas(table_name, today or datetime.now(UTC).date())
+    return [
+        Rule(name, schema, blocking, description)
+        for (name, blocking, description), schema in zip(rule_names(table_name), schemas, strict=True)
+    ]
+
+
+def _schemas(table_name: str, today: date) -> list[pa.DataFrameSchema]:
+    """The pandera schema of each rule of `rule_names(table_name)`, in the same order."""
+    import pandera.polars as pa
+
     table = canonical.TABLES[table_name]
     if table_name in canonical.DIMENSIONS:
-        natural = table.natural_keys[0]
-        key = "prod_key" if table_name == "prod_dim" else "site_key"
-        code = "gtin" if table_name == "prod_dim" else "global_location_number"
+        natural, key, code = _dimension_codes(table_name)
         structure = pa.DataFrameSchema(
             {
                 natural: pa.Column(pl.String, nullable=False),
@@ -111,10 +160,7 @@ def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
             name=f"{table_name}_structure",
         )
         codes = pa.DataFrameSchema({code: pa.Column(pl.String, _gs1_check(code), nullable=True)}, name=f"{table_name}_codes")
-        return [
-            Rule("structure_and_keys", structure, True, f"Types, non-null ids and unique `{key}`; versions well ordered."),
-            Rule(f"valid_{code}", codes, False, f"`{code}` has a valid GS1 check digit (warning: the row still flows)."),
-        ]
+        return [structure, codes]
     date_col = table.natural_keys[0]
     # Blocking: what makes the whole table wrong (types, keys, product/store versions, uniqueness).
     structure = pa.DataFrameSchema(
@@ -149,22 +195,7 @@ def rules_for(table_name: str, today: date | None = None) -> list[Rule]:
         },
         name=f"{table_name}_plausibility",
     )
-    return [
-        Rule(
-            "structure_and_keys",
-            structure,
-            True,
-            f"Types, non-null keys and product/store versions, unique ({', '.join(table.natural_keys)}).",
-        ),
-        Rule(
-            "row_rules",
-            row_rules,
-            False,
-            "Dates not after today (a period row: its last covered day), ISO currencies, measures in range; "
-            "silver quarantines rows that break them (warning: a row never blocks the retailer).",
-        ),
-        Rule("plausible_quantities", plausible, False, "Sales and stock quantities are not negative (warning)."),
-    ]
+    return [structure, row_rules, plausible]
 
 
 @dataclass
@@ -182,6 +213,8 @@ class RuleOutcome:
 
 def evaluate(rule: Rule, frame: pl.DataFrame, sample_size: int = 5) -> RuleOutcome:
     """Validate lazily (all failures at once) and return counts plus a sample of failing rows."""
+    import pandera.polars as pa
+
     try:
         rule.schema.validate(frame, lazy=True)
     except (pa.errors.SchemaErrors, pa.errors.SchemaError) as exc:

@@ -30,7 +30,6 @@ is Unity Catalog (see `unity_catalog.py`).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,7 +42,7 @@ import sqlglot
 from sqlglot import exp
 
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
-from pos_lakehouse.serving.policy import AccessPolicy
+from pos_lakehouse.serving.policy import AccessPolicy, policy_hash
 from pos_lakehouse.serving.render import literal, quote, select_list
 from pos_lakehouse.settings import local_serving_dir
 from pos_lakehouse.storage.lake import Lake
@@ -79,10 +78,6 @@ class ViewsBuild:
     @property
     def files(self) -> list[str]:
         return [f for t in self.tables.values() for f in t.files]
-
-
-def policy_hash(policy: AccessPolicy) -> str:
-    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
 
 
 # ---- DuckDB types for Delta / canonical columns ------------------------------------------------

@@ -24,6 +24,7 @@ by one YAML never leaves a retailer silently invisible.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Iterable
 from functools import cached_property
@@ -166,6 +167,11 @@ class AccessPolicy(BaseModel):
         """Retailers no group names by key: only `all_retailers` groups see them."""
         named = {k for g in self.groups.values() for k in g.secure_group_keys}
         return {code: r for code, r in sorted(self.retailers.items()) if r.secure_group_key not in named}
+
+
+def policy_hash(policy: AccessPolicy) -> str:
+    """A short digest of the whole policy: the serving views' code version, and what a built views file records."""
+    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
 
 
 def load_policy(path: str | Path | None = None, retailers: Iterable[RetailerSpec] | str | Path | None = None) -> AccessPolicy:

@@ -9,17 +9,19 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import dagster as dg
 import narwhals as nw
 import polars as pl
-import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from pydantic import Field
 
 from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec, commit_metadata
+
+if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
+    import pyarrow as pa
 
 # Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
 ONCE_PREFIX = "pos_lakehouse.once."
@@ -329,5 +331,7 @@ def _retry(fn, uri: str):
 
 def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:
     """Column descriptions travel as Delta column metadata (`comment`), as Spark and Unity Catalog read them."""
+    import pyarrow as pa
+
     fields = [f.with_metadata({"comment": comments[f.name]}) if f.name in comments else f for f in table.schema]
     return table.cast(pa.schema(fields, metadata=table.schema.metadata))
