@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -57,3 +59,46 @@ def test_retailer_component_through_component_tree(data_root):
     assert {j.name for j in defs.jobs} == {"marche_fr_ingest"}
     assert {s.name for s in defs.sensors} == {"marche_fr_landing_sensor"}
     assert (RETAILERS_DIR / "marche_fr" / "defs.yaml").exists()
+
+
+def test_definitions_load_without_the_libraries_only_steps_use(tmp_path: Path):
+    """Loading the code location (every code-server start, `dg check defs`) does not import what only a
+    running step needs -- pandera and pandas, DuckDB and sqlglot, asyncssh, pyarrow and numpy, PySpark --
+    nor Jinja: no retailer file uses a template, so none is compiled."""
+    code = (
+        "import sys, dagster\n"
+        "from pos_lakehouse.definitions import build_definitions\n"
+        "build_definitions().resolve_asset_graph()\n"
+        "heavy = ('pandera', 'pandas', 'duckdb', 'sqlglot', 'asyncssh', 'pyarrow', 'numpy', 'pyspark', 'jinja2')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "POS_LAKEHOUSE_DATA": str(tmp_path / "data")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_defs_built_once_per_load_and_again_after_an_edit(tmp_path: Path, data_root, monkeypatch):
+    """Dagster calls `defs()` twice when it loads the code location; the second call reuses the first
+    build unless a defs file or the environment changed in between."""
+    from pos_lakehouse.definitions import defs
+
+    defs_dir = tmp_path / "defs"
+    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("POS_LAKEHOUSE_DEFS_DIR", str(defs_dir))
+    first = defs()
+    assert defs() is first
+
+    path = defs_dir / "retailers" / "marche_fr" / "defs.yaml"
+    path.write_text(path.read_text().replace("cadence: daily", "cadence: weekly"))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    edited = defs()
+    assert edited is not first
+    key = dg.AssetKey(["silver", "marche_fr", "store_day_fact"])
+    assert first.resolve_assets_def(key).tags_by_key[key]["freshness"] == "warn-30h_fail-48h"
+    assert edited.resolve_assets_def(key).tags_by_key[key]["freshness"] == "warn-8d_fail-9d"
+    assert defs() is edited
+
+    monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "other_data"))
+    assert defs() is not edited

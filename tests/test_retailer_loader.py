@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 from conftest import PROJECT_ROOT, RETAILERS_DIR
+from pydantic import BaseModel
 
 from pos_lakehouse.retailer import load_retailer_specs
 
@@ -68,3 +69,32 @@ def test_definitions_from_another_defs_folder_see_an_added_retailer(tmp_path: Pa
     assert "loader_copy_landing_sensor" in {s.name for s in defs.sensors}
     after = defs.resolve_assets_def(gold_key).partitions_def.get_partition_keys()
     assert set(after) == {*before, "cds_880001"}
+
+
+def test_retailer_files_taken_as_written_match_dagsters_resolution_and_templates_still_render(tmp_path: Path, monkeypatch):
+    """Components whose YAML uses no template are built from the validated attributes directly (no Jinja
+    compile per string): they equal what Dagster's own template resolution builds, and a file that does
+    use a template is still rendered."""
+    from pos_lakehouse.components.yaml_schema import TakenAsWritten
+    from pos_lakehouse.definitions import component_tree
+
+    defs_dir = tmp_path / "defs"
+    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    path = _copy_retailer(defs_dir / "retailers", "marche_fr", "templated_copy", 880001)
+    doc = yaml.safe_load(path.read_text())
+    doc["attributes"]["description"] = "{{ 'Copy of ' ~ 'marche_fr' }}"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    def components() -> dict[str, dict]:
+        tree = component_tree(defs_dir)
+        built = tree.get_all_components(of_type=dg.Component)
+        return {getattr(c, "name", type(c).__name__): c.model_dump() for c in built if isinstance(c, BaseModel)}
+
+    as_written = components()
+    assert as_written["templated_copy"]["description"] == "Copy of marche_fr"
+    assert len(as_written) == 12 and sum(1 for c in as_written.values() if "retailer_id" in c) == 9
+
+    monkeypatch.setattr(
+        TakenAsWritten, "load", classmethod(lambda cls, attributes, context: super(TakenAsWritten, cls).load(attributes, context))
+    )
+    assert components() == as_written
