@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
+from collections import deque
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +17,7 @@ import polars as pl
 
 from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, safe_relative
 from pos_lakehouse.ingest.lineage import BronzeDeliveries, lineage_bounds, with_lineage
-from pos_lakehouse.ingest.readers import DeliveryError, hash_and_check, read_raw
+from pos_lakehouse.ingest.readers import DeliveryError, TextScan, hash_and_check, read_raw
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.delta_files import StagedFile, commit_once, discard, write_data_file
 from pos_lakehouse.storage.lake import Lake
@@ -146,18 +151,44 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
     """
     now = now or datetime.now(UTC)
     batch = _Batch(lake, spec)
-    outcomes = []
-    for name in names:
-        outcomes.append(_ingest_one(batch, landing, name, now))
-        table = next((t for t in batch.tables.values() if len(t.staged) >= COMMIT_EVERY_FILES), None)
-        if table is not None:
-            batch.commit(table)
+    outcomes: list[FileOutcome] = []
+    ahead: deque[_Opened | FileOutcome] = deque()
+    pending = iter(names)
+    # The next file is hashed and checked on a worker thread while this one is written.
+    with ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_bronze") as pool:
+        try:
+            for name in itertools.islice(pending, 1):
+                ahead.append(_open(batch, landing, name, now, pool))
+            while ahead:
+                current = ahead.popleft()
+                for name in itertools.islice(pending, 1):
+                    ahead.append(_open(batch, landing, name, now, pool))
+                outcomes.append(current if isinstance(current, FileOutcome) else _ingest_opened(batch, current, now))
+                table = next((t for t in batch.tables.values() if len(t.staged) >= COMMIT_EVERY_FILES), None)
+                if table is not None:
+                    batch.commit(table)
+        finally:
+            for opened in ahead:
+                if isinstance(opened, _Opened):
+                    futures.wait([opened.checked])
+                    opened.stack.close()
     for table in batch.tables.values():
         batch.commit(table)
     return outcomes
 
 
-def _ingest_one(batch: _Batch, landing: LandingZone, name: str, now: datetime) -> FileOutcome:
+@dataclass
+class _Opened:
+    """A landing file held locally (`stack` lets it go) whose hash and checks run on `checked`."""
+
+    rel: str
+    file_spec: FileSpec
+    path: Path
+    stack: ExitStack
+    checked: futures.Future
+
+
+def _open(batch: _Batch, landing: LandingZone, name: str, now: datetime, pool: ThreadPoolExecutor) -> _Opened | FileOutcome:
     spec = batch.spec
     try:
         rel = safe_relative(name)
@@ -167,21 +198,37 @@ def _ingest_one(batch: _Batch, landing: LandingZone, name: str, now: datetime) -
     if file_spec is None:
         outcome = FileOutcome(rel, "rejected", reason="unmatched_file", detail=f"no delivery.files pattern of {spec.name} matches it")
         return batch.reject(outcome, None, now)
+    stack = ExitStack()
     try:
-        with landing.local_copy(spec.name, rel) as path:
-            return _ingest_local(batch, file_spec, rel, path, now)
+        path = stack.enter_context(landing.local_copy(spec.name, rel))
     except UnsafePathError as exc:  # e.g. a symlink pointing out of the retailer's folder
+        stack.close()
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="unsafe_path", detail=str(exc))
+        return batch.reject(outcome, None, now)
     except FileNotFoundError as exc:  # moved or deleted between the sensor's listing and this run
+        stack.close()
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="not_found", detail=str(exc))
-    return batch.reject(outcome, None, now)
+        return batch.reject(outcome, None, now)
+    # One pass over the bytes: the hash, and the line and encoding checks of a plain text file.
+    checked = pool.submit(hash_and_check, path, file_spec.format, display_name=rel, limits=spec.delivery.limits)
+    return _Opened(rel, file_spec, path, stack, checked)
 
 
-def _ingest_local(batch: _Batch, file_spec: FileSpec, rel: str, path: Path, now: datetime) -> FileOutcome:
+def _ingest_opened(batch: _Batch, opened: _Opened, now: datetime) -> FileOutcome:
+    with opened.stack:
+        try:
+            delivery_id, scanned = opened.checked.result()
+        except FileNotFoundError as exc:  # deleted while we held it (a remote copy is ours: a local file)
+            outcome = FileOutcome(opened.rel, "rejected", table=opened.file_spec.name, reason="not_found", detail=str(exc))
+            return batch.reject(outcome, None, now)
+        return _ingest_local(batch, opened.file_spec, opened.rel, opened.path, delivery_id, scanned, now)
+
+
+def _ingest_local(
+    batch: _Batch, file_spec: FileSpec, rel: str, path: Path, delivery_id: str, scanned: TextScan | None, now: datetime
+) -> FileOutcome:
     spec = batch.spec
     table = batch.table(file_spec)
-    # One pass over the bytes: the hash, and the line and encoding checks of a plain text file.
-    delivery_id, scanned = hash_and_check(path, file_spec.format, display_name=rel, limits=spec.delivery.limits)
     if delivery_id in table.staged or table.known.holds(delivery_id):
         return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
     before = batch.rejected_before(delivery_id)
@@ -211,7 +258,7 @@ def _ingest_local(batch: _Batch, file_spec: FileSpec, rel: str, path: Path, now:
                     f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
                 )
             frame = with_lineage(raw, spec, rel, delivery_id, now)
-            staged = write_data_file(table.uri, frame, lineage_bounds(spec, rel, delivery_id, now))
+            staged = write_data_file(table.uri, frame, lineage_bounds(spec, rel, delivery_id, now), row_number="_row_number")
             if staged.rows == 0:  # counted by the writer: the footer of the file just written
                 discard(staged)
                 raise DeliveryError(rel, "header_only", "the file has a header but no data rows")

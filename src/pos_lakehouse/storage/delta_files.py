@@ -15,7 +15,6 @@ retry drops the files whose ids are now in the table and commits the rest.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 import time
@@ -35,12 +34,6 @@ from pos_lakehouse.storage.interface import commit_metadata
 from pos_lakehouse.storage.lake import _MAX_COMMIT_ATTEMPTS, ONCE_PREFIX, ROW_GROUP_ROWS, TABLE_CONFIGURATION, Lake
 from pos_lakehouse.storage.object_store import delete_uri, is_remote, local_path, put_file
 
-# Columns with min/max statistics in the log, as delta-rs' default (`dataSkippingNumIndexedCols`).
-_STATS_COLUMNS = 32
-# Polars cuts string statistics longer than this (min to a prefix, max to a prefix rounded up):
-# such bounds are left out of the log rather than written as if exact.
-_EXACT_STRING_BYTES = 64
-
 
 @dataclass
 class StagedFile:
@@ -55,20 +48,6 @@ class StagedFile:
     modified_ms: int
 
 
-def _stat_value(value):
-    if isinstance(value, bytes):
-        return None
-    if isinstance(value, str):
-        return value if len(value.encode()) < _EXACT_STRING_BYTES else None
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return None
-
-
 def _timestamp(value: datetime, up: bool) -> str:
     """Delta statistics hold timestamps to the millisecond: a lower bound rounds down, an upper one up."""
     value = value.astimezone(UTC)
@@ -78,56 +57,28 @@ def _timestamp(value: datetime, up: bool) -> str:
     return floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{floor.microsecond // 1000:03d}Z"
 
 
-def _footer_stats(path: Path, exact: Mapping[str, tuple[object, object]]) -> tuple[int, str]:
-    """Row count and Delta statistics from a Parquet footer; `exact` gives known (min, max) of columns."""
-    meta = pq.read_metadata(path)
-    rows = meta.num_rows
-    names = [meta.schema.column(i).name for i in range(meta.num_columns)]
-    mins: dict = {}
-    maxs: dict = {}
-    nulls: dict = {}
-    indexed = set(names[:_STATS_COLUMNS]) | set(exact)
-    for i, name in enumerate(names):
-        if name not in indexed:
-            continue
-        lo = hi = None
-        count = 0
-        known = True
-        for g in range(meta.num_row_groups):
-            st = meta.row_group(g).column(i).statistics
-            if st is None:
-                known = False
-                break
-            count += st.null_count if st.has_null_count else 0
-            if not st.has_null_count:
-                known = False
-            if st.has_min_max:
-                a, b = _stat_value(st.min), _stat_value(st.max)
-                if a is None or b is None:
-                    lo = hi = None
-                    known = False
-                    break
-                lo = a if lo is None else min(lo, a)
-                hi = b if hi is None else max(hi, b)
-        if known:
-            nulls[name] = count
-            if lo is not None and name not in exact:
-                mins[name], maxs[name] = lo, hi
-    for name, (lo, hi) in exact.items():
+def _stats(rows: int, bounds: Mapping[str, tuple[object, object]]) -> str:
+    """The add action's statistics: the row count, and the (min, max) the writer knows exactly."""
+    mins, maxs = {}, {}
+    for name, (lo, hi) in bounds.items():
         if lo is None or hi is None:
             continue
         if isinstance(lo, datetime):
             mins[name], maxs[name] = _timestamp(lo, up=False), _timestamp(hi, up=True)
         else:
             mins[name], maxs[name] = lo, hi
-    return rows, json.dumps({"numRecords": rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+    nulls = dict.fromkeys(mins, 0)
+    return json.dumps({"numRecords": rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
 
 
-def write_data_file(table_uri: str, frame: pl.LazyFrame, exact_stats: Mapping[str, tuple[object, object]] | None = None) -> StagedFile:
+def write_data_file(
+    table_uri: str, frame: pl.LazyFrame, exact_stats: Mapping[str, tuple[object, object]] | None = None, row_number: str | None = None
+) -> StagedFile:
     """Stream `frame` into one new Parquet file in the table's folder (not yet committed).
 
-    `exact_stats` are (min, max) of columns the caller knows (lineage stamped as literals); the
-    rest come from the footer. Polars' reader errors propagate: nothing is left behind then.
+    `exact_stats` are (min, max) of non-null columns the caller knows (lineage stamped as one
+    value per file); `row_number` names a column numbering the rows from 1. The row count is
+    read from the written file's footer. Polars' reader errors propagate, leaving nothing behind.
     """
     name = f"part-00000-{uuid.uuid4()}-c000.parquet"
     target = f"{table_uri.rstrip('/')}/{name}"
@@ -141,8 +92,14 @@ def write_data_file(table_uri: str, frame: pl.LazyFrame, exact_stats: Mapping[st
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         schema = frame.collect_schema()
-        frame.sink_parquet(path, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS, statistics=True)
-        rows, stats = _footer_stats(path, exact_stats or {})
+        # No column statistics: min/max over every raw string costs a tenth of the write, and the
+        # log gets the bounds that matter (the lineage the caller stamped) as `exact_stats`.
+        frame.sink_parquet(path, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS, statistics=False)
+        rows = pq.read_metadata(path).num_rows
+        bounds = dict(exact_stats or {})
+        if row_number and rows:
+            bounds[row_number] = (1, rows)
+        stats = _stats(rows, bounds)
         size = path.stat().st_size
         if remote:
             put_file(path, target)
