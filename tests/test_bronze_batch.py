@@ -31,7 +31,9 @@ def _spec() -> RetailerSpec:
             "currency": "EUR",
             "secure_group_key": 119998,
             "delivery": {
-                "files": [{"name": "sales", "match": "sales_*.csv", "holds": ["store_day_fact"], "format": {"type": "csv", "separator": ";"}}]
+                "files": [
+                    {"name": "sales", "match": "sales_*.csv", "holds": ["store_day_fact"], "format": {"type": "csv", "separator": ";"}}
+                ]
             },
             "columns": {"sales": {"Datum": "date", "Filiale": "site_id", "Artikel": "prod_id", "Menge": "pos_sales_units"}},
         }
@@ -55,7 +57,12 @@ def _landing(tmp_path: Path, files: dict[str, bytes]) -> LocalLandingZone:
 
 def test_a_call_commits_once_and_each_delivery_keeps_its_own_file_rows_and_id(tmp_path):
     lake = Lake(root=str(tmp_path))
-    files = {"sales_1.csv": _csv(5), "sales_2.csv": _csv(7, first=100), "sales_2_again.csv": _csv(7, first=100), "sales_3.csv": _csv(3, first=200)}
+    files = {
+        "sales_1.csv": _csv(5),
+        "sales_2.csv": _csv(7, first=100),
+        "sales_2_again.csv": _csv(7, first=100),
+        "sales_3.csv": _csv(3, first=200),
+    }
     landing = _landing(tmp_path, files)
     out = ingest_files(lake, landing, _spec(), list(files))
     assert [(o.status, o.rows) for o in out] == [("ingested", 5), ("ingested", 7), ("duplicate", 0), ("ingested", 3)]

@@ -167,13 +167,19 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
                 table = next((t for t in batch.tables.values() if len(t.staged) >= COMMIT_EVERY_FILES), None)
                 if table is not None:
                     batch.commit(table)
+            for table in batch.tables.values():
+                batch.commit(table)
+        except BaseException:
+            # The run fails: files written but not committed are removed (a retry writes them again).
+            for table in batch.tables.values():
+                for staged, _ in table.staged.values():
+                    discard(staged)
+            raise
         finally:
             for opened in ahead:
                 if isinstance(opened, _Opened):
                     futures.wait([opened.checked])
                     opened.stack.close()
-    for table in batch.tables.values():
-        batch.commit(table)
     return outcomes
 
 

@@ -135,6 +135,15 @@ def commit_once(table_uri: str, staged: Mapping[str, StagedFile], *, description
     are removed and left out; the table is created, and new columns added, as needed.
     """
     pending = dict(staged)
+    try:
+        return _commit(table_uri, pending, description)
+    except BaseException:
+        for f in pending.values():  # not committed: nothing may stay behind in the table's folder
+            discard(f)
+        raise
+
+
+def _commit(table_uri: str, pending: dict[str, StagedFile], description: str | None) -> set[str]:
     last: BaseException | None = None
     for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
         dt = Lake.table(table_uri)
@@ -184,6 +193,4 @@ def commit_once(table_uri: str, staged: Mapping[str, StagedFile], *, description
         except (CommitFailedError, DeltaError) as exc:
             last = exc
         time.sleep(min(0.05 * 2**attempt, 2.0))
-    for f in pending.values():
-        discard(f)
     raise RuntimeError(f"Delta commit to {table_uri} failed after {_MAX_COMMIT_ATTEMPTS} attempts: {last}") from last
