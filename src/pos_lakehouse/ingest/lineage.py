@@ -39,3 +39,54 @@ def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
         return True
     hits = pl.scan_delta(dt).filter(pl.col("_delivery_id") == delivery_id).select(pl.len()).collect()
     return hits.item() > 0
+
+
+class BronzeDeliveries:
+    """`delivery_in_bronze` for many deliveries into one table: the table is opened once.
+
+    A delivery id not among the table's application transactions is looked up in the log's
+    file statistics (a file's `_delivery_id` min and max are its one delivery); rows are read
+    only when some file's statistics cannot tell (older files, pulled pages mixing deliveries).
+    """
+
+    def __init__(self, lake: Lake, uri: str):
+        self.lake, self.uri = lake, uri
+        self.table = lake.table(uri)
+        self._by_stats: tuple[set[str], bool] | None = None
+
+    def _stats(self) -> tuple[set[str], bool]:
+        if self._by_stats is None:
+            actions = pl.DataFrame(self.table.get_add_actions(flatten=True))
+            lo, hi = "min._delivery_id", "max._delivery_id"
+            if actions.height == 0:
+                self._by_stats = (set(), False)
+            elif lo not in actions.columns or hi not in actions.columns:
+                self._by_stats = (set(), True)
+            else:
+                single = actions.filter(pl.col(lo).is_not_null() & (pl.col(lo) == pl.col(hi)))
+                self._by_stats = (set(single[lo].to_list()), single.height < actions.height)
+        return self._by_stats
+
+    def holds(self, delivery_id: str) -> bool:
+        if self.table is None:
+            return False
+        if self.lake.applied(self.uri, delivery_id, self.table):
+            return True
+        ids, uncertain = self._stats()
+        if delivery_id in ids:
+            return True
+        if not uncertain:
+            return False
+        hits = pl.scan_delta(self.table).filter(pl.col("_delivery_id") == delivery_id).select(pl.len()).collect()
+        return hits.item() > 0
+
+
+def lineage_bounds(spec: RetailerSpec, source: str, delivery_id: str, now: datetime) -> dict[str, tuple[object, object]]:
+    """(min, max) of the columns `with_lineage` stamps as one value per delivery."""
+    return {
+        "_ingested_at": (now, now),
+        "_source_file": (source, source),
+        "_delivery_id": (delivery_id, delivery_id),
+        "data_provider_code": (spec.data_provider_code, spec.data_provider_code),
+        "secure_group_key": (spec.secure_group_key, spec.secure_group_key),
+    }

@@ -11,11 +11,14 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import json
 import tempfile
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -128,16 +131,18 @@ def read_raw(
     display_name: str | None = None,
     limits: ReadLimits | None = None,
     workdir: Path | None = None,
+    scanned: TextScan | None = None,
 ) -> pl.LazyFrame:
     """All columns as strings, header names trimmed; raises `DeliveryError` for unreadable files.
 
     `limits` (default `ReadLimits()`) are enforced while streaming. Compressed and non-UTF-8
     files are expanded/transcoded into `workdir` and scanned lazily from there, so the caller
     keeps `workdir` until it has consumed the frame; without one the frame is read eagerly.
+    `scanned` is `hash_and_check`'s pass over the same file: its checks are not made again.
     """
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
-            return read_raw(path, fmt, display_name=display_name, limits=limits, workdir=Path(work)).collect().lazy()
+            return read_raw(path, fmt, display_name=display_name, limits=limits, workdir=Path(work), scanned=scanned).collect().lazy()
     name = display_name or path.name
     limits = limits or ReadLimits()
     size = path.stat().st_size
@@ -158,9 +163,9 @@ def read_raw(
             _check_columns(len(schema), limits, name)
             frame = _as_strings(pl.scan_parquet(plain))
         elif fmt.type == "csv":
-            frame = _as_strings(_read_csv(plain, fmt, name, limits, workdir))
+            frame = _as_strings(_read_csv(plain, fmt, name, limits, workdir, scanned))
         elif fmt.type == "jsonl":
-            text_path, _, _, _ = _scan_text(plain, fmt.encoding, name, limits, workdir)
+            text_path, _, _, _ = scanned.result() if scanned is not None else _scan_text(plain, fmt.encoding, name, limits, workdir)
             lf = pl.scan_ndjson(text_path, infer_schema_length=None)
             _check_columns(len(lf.collect_schema()), limits, name)
             frame = _as_strings(lf)
@@ -256,58 +261,139 @@ def _line_over(chunk: bytes, run: int, longest: int) -> tuple[bool, int]:
     return False, size - chunk.rfind(b"\n") - 1
 
 
+class _TextCheck:
+    """Strict decoding (naming the first bad byte's offset and line) and the line-length limit,
+    fed a chunk at a time; for non-UTF-8 files it writes a UTF-8 copy to `out`."""
+
+    def __init__(self, encoding: str, name: str, limits: ReadLimits, out: Path | None = None):
+        self.encoding, self.name, self.longest = encoding, name, limits.max_line_bytes
+        self.utf8 = encoding.lower() in _UTF8
+        self.decoder = codecs.getincrementaldecoder("utf-8" if self.utf8 else encoding)(errors="strict")
+        self.out = None if self.utf8 or out is None else open(out, "w", encoding="utf-8", newline="")
+        self.offset = self.lines = 0
+        self.run = 0  # bytes of the line in progress at the end of the previous chunk
+
+    def feed(self, chunk: bytes) -> None:
+        widest_over, self.run = _line_over(chunk, self.run, self.longest)
+        if widest_over:
+            raise DeliveryError(
+                self.name,
+                "line_too_long",
+                f"a line at or after line {self.lines + 1} is longer than max_line_bytes={self.longest}; stopped reading",
+            )
+        try:
+            # UTF-8 deliveries: an ASCII chunk is valid as it is (checked in C, no text built).
+            text = None if self.utf8 and chunk.isascii() and not self.decoder.getstate()[0] else self.decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            at = self.offset + exc.start
+            line = self.lines + chunk[: exc.start].count(b"\n") + 1
+            raise DeliveryError(
+                self.name, "bad_encoding", f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line}) is not valid {self.encoding}"
+            ) from exc
+        if self.out is not None:
+            self.out.write(text)
+        self.offset += len(chunk)
+        self.lines += chunk.count(b"\n")
+
+    def finish(self) -> None:
+        try:
+            rest = self.decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise DeliveryError(
+                self.name, "bad_encoding", f"the file ends inside a {self.encoding} character (line {self.lines + 1})"
+            ) from exc
+        if self.out is not None:
+            self.out.write(rest)
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+
+
+@dataclass
+class TextScan:
+    """What one pass over a delivered text file found: the UTF-8 path to parse, its first and last
+    64 KiB as text and whether it ends with a line end -- or the error that rejects it."""
+
+    text_path: Path
+    head: str = ""
+    tail: str = ""
+    ends_with_newline: bool = True
+    error: DeliveryError | None = None
+
+    def result(self) -> tuple[Path, str, str, bool]:
+        if self.error is not None:
+            raise self.error
+        return self.text_path, self.head, self.tail, self.ends_with_newline
+
+
+def _ends(text_path: Path) -> tuple[str, str, bool]:
+    with open(text_path, "rb") as fh:
+        head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
+        size = text_path.stat().st_size
+        fh.seek(max(0, size - (1 << 16)))
+        tail_bytes = fh.read()
+    return head, tail_bytes.decode("utf-8", errors="replace"), tail_bytes.endswith((b"\n", b"\r"))
+
+
 def _scan_text(path: Path, encoding: str, name: str, limits: ReadLimits, workdir: Path) -> tuple[Path, str, str, bool]:
     """One streaming pass over a text file: strict decoding (naming the first bad byte's offset and
     line), the line-length limit, and for non-UTF-8 files a UTF-8 copy in `workdir` to scan.
 
     Returns the UTF-8 path, its first and last 64 KiB as text, and whether it ends with a line end.
     """
-    utf8 = encoding.lower() in _UTF8
-    decoder = codecs.getincrementaldecoder("utf-8" if utf8 else encoding)(errors="strict")
     target = workdir / "utf8.txt"
-    out = None if utf8 else open(target, "w", encoding="utf-8", newline="")
-    offset = lines = 0
-    run = 0  # bytes of the line in progress at the end of the previous chunk
-    longest = limits.max_line_bytes
+    check = _TextCheck(encoding, name, limits, target)
     try:
         with open(path, "rb") as fh:
             while chunk := fh.read(_CHUNK):
-                widest_over, run = _line_over(chunk, run, longest)
-                if widest_over:
-                    raise DeliveryError(
-                        name,
-                        "line_too_long",
-                        f"a line at or after line {lines + 1} is longer than max_line_bytes={longest}; stopped reading",
-                    )
-                try:
-                    # UTF-8 deliveries: an ASCII chunk is valid as it is (checked in C, no text built).
-                    text = None if utf8 and chunk.isascii() and not decoder.getstate()[0] else decoder.decode(chunk)
-                except UnicodeDecodeError as exc:
-                    at = offset + exc.start
-                    line = lines + chunk[: exc.start].count(b"\n") + 1
-                    raise DeliveryError(
-                        name, "bad_encoding", f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line}) is not valid {encoding}"
-                    ) from exc
-                if out is not None:
-                    out.write(text)
-                offset += len(chunk)
-                lines += chunk.count(b"\n")
-            try:
-                rest = decoder.decode(b"", final=True)
-            except UnicodeDecodeError as exc:
-                raise DeliveryError(name, "bad_encoding", f"the file ends inside a {encoding} character (line {lines + 1})") from exc
-            if out is not None:
-                out.write(rest)
+                check.feed(chunk)
+        check.finish()
     finally:
-        if out is not None:
-            out.close()
-    text_path = path if out is None else target
-    with open(text_path, "rb") as fh:
-        head = fh.read(1 << 16).decode("utf-8", errors="replace").lstrip("\ufeff")
-        size = text_path.stat().st_size
-        fh.seek(max(0, size - (1 << 16)))
-        tail_bytes = fh.read()
-    return text_path, head, tail_bytes.decode("utf-8", errors="replace"), tail_bytes.endswith((b"\n", b"\r"))
+        check.close()
+    text_path = path if check.utf8 else target
+    return (text_path, *_ends(text_path))
+
+
+def hash_and_check(
+    path: Path, fmt: FileFormat, *, display_name: str | None = None, limits: ReadLimits | None = None
+) -> tuple[str, TextScan | None]:
+    """The file's SHA-256 (its delivery id) and, in the same pass over its bytes, the text checks
+    `read_raw` would make (a plain UTF-8 CSV or JSON-lines file; None for other files).
+
+    A failed check does not stop the hash: the caller first learns whether these bytes are known
+    (in bronze, rejected before), and `read_raw(..., scanned=...)` raises the check's error. The
+    hash runs on a second thread (hashlib releases the GIL) while the checks run on this one.
+    """
+    name = display_name or path.name
+    limits = limits or ReadLimits()
+    digest = hashlib.sha256()
+    text = fmt.type in ("csv", "jsonl") and _compression(path, fmt) == "none" and fmt.encoding.lower() in _UTF8
+    check = _TextCheck(fmt.encoding, name, limits) if text else None
+    error: DeliveryError | None = None
+    with open(path, "rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_hash") as pool:
+        hashing = None
+        while chunk := fh.read(_CHUNK):
+            if hashing is not None:
+                hashing.result()
+            hashing = pool.submit(digest.update, chunk)
+            if check is not None and error is None:
+                try:
+                    check.feed(chunk)
+                except DeliveryError as exc:
+                    error = exc
+        if hashing is not None:
+            hashing.result()
+    if check is None:
+        return digest.hexdigest(), None
+    if error is None:
+        try:
+            check.finish()
+        except DeliveryError as exc:
+            error = exc
+    if error is not None:
+        return digest.hexdigest(), TextScan(path, error=error)
+    return digest.hexdigest(), TextScan(path, *_ends(path))
 
 
 def _fields(line: str, fmt: FileFormat) -> int:
@@ -346,9 +432,12 @@ def _csv_options(fmt: FileFormat) -> dict:
     }
 
 
-def _read_csv(path: Path, fmt: FileFormat, name: str, limits: ReadLimits, workdir: Path) -> pl.LazyFrame:
+def _read_csv(path: Path, fmt: FileFormat, name: str, limits: ReadLimits, workdir: Path, scanned: TextScan | None = None) -> pl.LazyFrame:
     """Scanned lazily (large deliveries stream); non-UTF-8 files through a transcoded copy in `workdir`."""
-    text_path, head, tail, ends_with_newline = _scan_text(path, fmt.encoding, name, limits, workdir)
+    if scanned is not None:
+        text_path, head, tail, ends_with_newline = scanned.result()
+    else:
+        text_path, head, tail, ends_with_newline = _scan_text(path, fmt.encoding, name, limits, workdir)
     if not head.strip():
         raise DeliveryError(name, "empty_file", "the file holds no text")
     header = head.splitlines()[fmt.skip_rows :]

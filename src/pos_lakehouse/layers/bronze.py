@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
+from collections import deque
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
-from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, content_hash, safe_relative
-from pos_lakehouse.ingest.lineage import delivery_in_bronze, with_lineage
-from pos_lakehouse.ingest.readers import DeliveryError, read_raw
+from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, safe_relative
+from pos_lakehouse.ingest.lineage import BronzeDeliveries, lineage_bounds, with_lineage
+from pos_lakehouse.ingest.readers import DeliveryError, TextScan, hash_and_check, read_raw
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
+from pos_lakehouse.storage.delta_files import StagedFile, commit_once, discard, write_data_file
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.storage.object_store import put_bytes, put_file
 from pos_lakehouse.transform.mapping import missing_required, resolve_columns
@@ -75,49 +81,163 @@ def _clip(text: str | None, limit: int = MAX_DETAIL_CHARS) -> str | None:
     return text[:limit] + f"... ({len(text) - limit} more characters cut)"
 
 
+# Staged files are committed at the latest after this many (and at the end of the call): a batch
+# of deliveries costs one Delta commit, while a failure mid-way loses at most this much work.
+COMMIT_EVERY_FILES = 100
+
+
+@dataclass
+class _Table:
+    """One bronze table's share of a call: what it holds already, and the files staged for it."""
+
+    uri: str
+    description: str
+    known: BronzeDeliveries
+    staged: dict[str, tuple[StagedFile, FileOutcome]] = field(default_factory=dict)
+
+
+class _Batch:
+    """The bronze tables and quarantine of one `ingest_files` call, each looked up once."""
+
+    def __init__(self, lake: Lake, spec: RetailerSpec):
+        self.lake, self.spec = lake, spec
+        self.tables: dict[str, _Table] = {}
+        self._rejected: dict[str, dict] | None = None
+
+    def table(self, file_spec: FileSpec) -> _Table:
+        uri = self.lake.bronze(self.spec.name, file_spec.name)
+        if uri not in self.tables:
+            description = f"Raw `{file_spec.name}` deliveries of {self.spec.name}, as delivered (strings)."
+            self.tables[uri] = _Table(uri, description, BronzeDeliveries(self.lake, uri))
+        return self.tables[uri]
+
+    def rejected_before(self, delivery_id: str) -> dict | None:
+        if self._rejected is None:
+            dt = self.lake.table(self.lake.quarantine(_owner(self.spec), REJECTED_FILES_TABLE))
+            rows = [] if dt is None else pl.scan_delta(dt).select("delivery_id", "file", "reason", "rejected_at").collect().rows(named=True)
+            self._rejected = {}
+            for row in rows:
+                self._rejected.setdefault(row["delivery_id"], row)
+        return self._rejected.get(delivery_id)
+
+    def reject(self, outcome: FileOutcome, path: Path | None, now: datetime) -> FileOutcome:
+        record_rejection(self.lake, self.spec, outcome, path, now)
+        if self._rejected is not None and outcome.delivery_id:
+            self._rejected.setdefault(outcome.delivery_id, {"file": outcome.file, "reason": outcome.reason, "rejected_at": now})
+        return outcome
+
+    def commit(self, table: _Table) -> None:
+        """Commit the table's staged files; those another run committed first become duplicates."""
+        if not table.staged:
+            return
+        staged, table.staged = table.staged, {}
+        committed = commit_once(table.uri, {i: f for i, (f, _) in staged.items()}, description=table.description)
+        for once_id, (_, outcome) in staged.items():
+            if once_id not in committed:
+                outcome.status, outcome.rows, outcome.extra_columns = "duplicate", 0, []
+        table.known = BronzeDeliveries(self.lake, table.uri)
+
+
 def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: list[str], now: datetime | None = None) -> list[FileOutcome]:
     """Append each named landing file to its bronze table exactly once; reject unreadable ones to quarantine.
 
     A file's content hash is its delivery id: a file already in bronze is skipped, so a
     retry or a manual re-run never appends twice. A rejected file is copied to the
     quarantine area with a machine-readable reason; nothing else is affected.
+
+    Each file is read once to hash and check it and once to write it (Polars streams it into a
+    Parquet file in the table's folder); the files of a call are committed together, one Delta
+    commit per bronze table carrying each file's delivery id (`storage.delta_files`).
     """
     now = now or datetime.now(UTC)
-    outcomes = []
-    for name in names:
-        outcomes.append(_ingest_one(lake, landing, spec, name, now))
+    batch = _Batch(lake, spec)
+    outcomes: list[FileOutcome] = []
+    ahead: deque[_Opened | FileOutcome] = deque()
+    pending = iter(names)
+    # The next file is hashed and checked on a worker thread while this one is written.
+    with ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_bronze") as pool:
+        try:
+            for name in itertools.islice(pending, 1):
+                ahead.append(_open(batch, landing, name, now, pool))
+            while ahead:
+                current = ahead.popleft()
+                for name in itertools.islice(pending, 1):
+                    ahead.append(_open(batch, landing, name, now, pool))
+                outcomes.append(current if isinstance(current, FileOutcome) else _ingest_opened(batch, current, now))
+                table = next((t for t in batch.tables.values() if len(t.staged) >= COMMIT_EVERY_FILES), None)
+                if table is not None:
+                    batch.commit(table)
+            for table in batch.tables.values():
+                batch.commit(table)
+        except BaseException:
+            # The run fails: files written but not committed are removed (a retry writes them again).
+            for table in batch.tables.values():
+                for staged, _ in table.staged.values():
+                    discard(staged)
+            raise
+        finally:
+            for opened in ahead:
+                if isinstance(opened, _Opened):
+                    futures.wait([opened.checked])
+                    opened.stack.close()
     return outcomes
 
 
-def _ingest_one(lake: Lake, landing: LandingZone, spec: RetailerSpec, name: str, now: datetime) -> FileOutcome:
+@dataclass
+class _Opened:
+    """A landing file held locally (`stack` lets it go) whose hash and checks run on `checked`."""
+
+    rel: str
+    file_spec: FileSpec
+    path: Path
+    stack: ExitStack
+    checked: futures.Future
+
+
+def _open(batch: _Batch, landing: LandingZone, name: str, now: datetime, pool: ThreadPoolExecutor) -> _Opened | FileOutcome:
+    spec = batch.spec
     try:
         rel = safe_relative(name)
     except UnsafePathError as exc:
-        outcome = FileOutcome(name, "rejected", reason="unsafe_path", detail=str(exc))
-        record_rejection(lake, spec, outcome, None, now)
-        return outcome
+        return batch.reject(FileOutcome(name, "rejected", reason="unsafe_path", detail=str(exc)), None, now)
     file_spec = spec.file_spec_for(rel)
     if file_spec is None:
         outcome = FileOutcome(rel, "rejected", reason="unmatched_file", detail=f"no delivery.files pattern of {spec.name} matches it")
-        record_rejection(lake, spec, outcome, None, now)
-        return outcome
-    uri = lake.bronze(spec.name, file_spec.name)
+        return batch.reject(outcome, None, now)
+    stack = ExitStack()
     try:
-        with landing.local_copy(spec.name, rel) as path:
-            return _ingest_local(lake, spec, file_spec, uri, rel, path, now)
+        path = stack.enter_context(landing.local_copy(spec.name, rel))
     except UnsafePathError as exc:  # e.g. a symlink pointing out of the retailer's folder
+        stack.close()
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="unsafe_path", detail=str(exc))
+        return batch.reject(outcome, None, now)
     except FileNotFoundError as exc:  # moved or deleted between the sensor's listing and this run
+        stack.close()
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="not_found", detail=str(exc))
-    record_rejection(lake, spec, outcome, None, now)
-    return outcome
+        return batch.reject(outcome, None, now)
+    # One pass over the bytes: the hash, and the line and encoding checks of a plain text file.
+    checked = pool.submit(hash_and_check, path, file_spec.format, display_name=rel, limits=spec.delivery.limits)
+    return _Opened(rel, file_spec, path, stack, checked)
 
 
-def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str, rel: str, path: Path, now: datetime) -> FileOutcome:
-    delivery_id = content_hash(path)
-    if delivery_in_bronze(lake, uri, delivery_id):
+def _ingest_opened(batch: _Batch, opened: _Opened, now: datetime) -> FileOutcome:
+    with opened.stack:
+        try:
+            delivery_id, scanned = opened.checked.result()
+        except FileNotFoundError as exc:  # deleted while we held it (a remote copy is ours: a local file)
+            outcome = FileOutcome(opened.rel, "rejected", table=opened.file_spec.name, reason="not_found", detail=str(exc))
+            return batch.reject(outcome, None, now)
+        return _ingest_local(batch, opened.file_spec, opened.rel, opened.path, delivery_id, scanned, now)
+
+
+def _ingest_local(
+    batch: _Batch, file_spec: FileSpec, rel: str, path: Path, delivery_id: str, scanned: TextScan | None, now: datetime
+) -> FileOutcome:
+    spec = batch.spec
+    table = batch.table(file_spec)
+    if delivery_id in table.staged or table.known.holds(delivery_id):
         return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
-    before = previous_rejection(lake, spec, delivery_id)
+    before = batch.rejected_before(delivery_id)
     if before is not None:
         # Rejected once is enough: the bytes are in quarantine with their reason; reading them
         # again (a bomb, a huge corrupt file) on every run would only repeat the same verdict.
@@ -132,7 +252,7 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
     try:
         # Compressed deliveries are expanded (within the limits) into this folder and streamed from there.
         with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
-            raw = read_raw(path, file_spec.format, display_name=rel, limits=spec.delivery.limits, workdir=Path(work))
+            raw = read_raw(path, file_spec.format, display_name=rel, limits=spec.delivery.limits, workdir=Path(work), scanned=scanned)
             columns = raw.collect_schema().names()
             renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
             missing = missing_required(renames, file_spec.holds)
@@ -143,37 +263,24 @@ def _ingest_local(lake: Lake, spec: RetailerSpec, file_spec: FileSpec, uri: str,
                     f"required column(s) {missing} not found; the file has {columns} "
                     f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
                 )
-            rows = raw.select(pl.len()).collect().item()
-            if rows == 0:
-                raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
             frame = with_lineage(raw, spec, rel, delivery_id, now)
-            try:
-                appended = lake.append_once(
-                    uri,
-                    frame,
-                    once_id=delivery_id,
-                    description=f"Raw `{file_spec.name}` deliveries of {spec.name}, as delivered (strings).",
-                )
-            except RuntimeError as exc:
-                # The lake wraps errors met while streaming the file; only reader errors are the delivery's fault.
-                if isinstance(exc.__cause__, pl.exceptions.PolarsError):
-                    raise _read_failure(rel, file_spec.format.type, exc.__cause__) from exc
-                raise
-            if not appended:  # another run committed the same bytes between our look-up and our commit
-                return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
+            staged = write_data_file(table.uri, frame, lineage_bounds(spec, rel, delivery_id, now), row_number="_row_number")
+            if staged.rows == 0:  # counted by the writer: the footer of the file just written
+                discard(staged)
+                raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
     except pl.exceptions.PolarsError as exc:
         failure = _read_failure(rel, file_spec.format.type, exc)
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=failure.reason, detail=failure.detail)
-        record_rejection(lake, spec, outcome, path, now)
-        return outcome
+        return batch.reject(outcome, path, now)
     except DeliveryError as exc:
         if file_spec.incremental and exc.reason in NOTHING_NEW:
             # An incremental file kind says "no changes" with an empty file: accepted, nothing appended.
             return FileOutcome(rel, "empty", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
-        record_rejection(lake, spec, outcome, path, now)
-        return outcome
-    return FileOutcome(rel, "ingested", table=file_spec.name, delivery_id=delivery_id, rows=rows, extra_columns=extras)
+        return batch.reject(outcome, path, now)
+    outcome = FileOutcome(rel, "ingested", table=file_spec.name, delivery_id=delivery_id, rows=staged.rows, extra_columns=extras)
+    table.staged[delivery_id] = (staged, outcome)
+    return outcome
 
 
 def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:

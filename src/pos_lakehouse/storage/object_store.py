@@ -93,6 +93,17 @@ def put_bytes(uri: str, data: bytes) -> None:
     obstore.put(store_for(uri), key, data)
 
 
+def delete_uri(uri: str) -> None:
+    """Remove one file or object; nothing happens when it is already gone."""
+    if not is_remote(uri):
+        local_path(uri).unlink(missing_ok=True)
+        return
+    import obstore
+
+    _, key = split(uri)
+    obstore.delete(store_for(uri), key)
+
+
 def download(uri: str, target: Path) -> int:
     """Stream one object into a local file; returns its size. `FileNotFoundError` when absent."""
     import obstore
