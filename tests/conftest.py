@@ -69,3 +69,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "headless" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+        # The suite runs in parallel workers (pytest-xdist, `--dist loadgroup`). Spark tests each start a
+        # JVM that wants both cores: kept on one worker, one after the other, while the other worker
+        # runs everything else.
+        if item.get_closest_marker("spark"):
+            item.add_marker(pytest.mark.xdist_group("spark"))

@@ -187,26 +187,39 @@ def test_readme_onboarding_example_loads():
 
 @pytest.mark.slow
 def test_scaffolded_yaml_passes_dg_check_defs(tmp_path):
+    # Scaffolded into a copy of the project, so that tests loading the shipped retailers at the same
+    # moment (the suite runs in parallel workers) never see a half-written newcomer.
+    project = tmp_path / "project"
+    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse", project / "src" / "pos_lakehouse", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
     name = f"tryout_{uuid.uuid4().hex[:6]}"
-    folder = RETAILERS_DIR / name
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DAGSTER_DISABLE_TELEMETRY": "1"}
+    folder = project / "src" / "pos_lakehouse" / "defs" / "retailers" / name
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "PYTHONPATH": str(project / "src"),  # the copy shadows the checkout's editable install
+    }
     dg_exe = str(Path(sys.executable).parent / "dg")
-    try:
-        done = subprocess.run(
-            [dg_exe, "scaffold", "defs", "pos_lakehouse.components.RetailerPipeline", f"retailers/{name}"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert done.returncode == 0, done.stderr
-        assert f"name: {name}" in (folder / "defs.yaml").read_text()
-        check = subprocess.run([dg_exe, "check", "defs"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
-        assert check.returncode == 0, check.stdout + check.stderr
-        assert "All definitions loaded successfully" in check.stdout + check.stderr
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    done = subprocess.run(
+        [dg_exe, "scaffold", "defs", "pos_lakehouse.components.RetailerPipeline", f"retailers/{name}"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"name: {name}" in (folder / "defs.yaml").read_text()
+    assert not (RETAILERS_DIR / name).exists()
+    check = subprocess.run([dg_exe, "check", "defs"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "All definitions loaded successfully" in check.stdout + check.stderr
+    # The check loaded the copy (with the newcomer), not the checkout.
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import pos_lakehouse; print(pos_lakehouse.__file__)"], cwd=project, env=env, capture_output=True, text=True
+    )
+    assert loaded.stdout.strip() == str(project / "src" / "pos_lakehouse" / "__init__.py")
 
 
 # ---- what the UI shows ---------------------------------------------------------------------------------
