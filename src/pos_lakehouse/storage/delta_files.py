@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 from deltalake import CommitProperties, Field, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction
@@ -95,6 +94,8 @@ def write_data_file(
         # No column statistics: min/max over every raw string costs a tenth of the write, and the
         # log gets the bounds that matter (the lineage the caller stamped) as `exact_stats`.
         frame.sink_parquet(path, compression="zstd", compression_level=1, row_group_size=ROW_GROUP_ROWS, statistics=False)
+        import pyarrow.parquet as pq  # imported by the step that writes, not when the code location loads
+
         rows = pq.read_metadata(path).num_rows
         bounds = dict(exact_stats or {})
         if row_number and rows:
