@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 import narwhals as nw
 
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
 
@@ -76,22 +77,68 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         if changed_rows < rows_on_dates:
             changed, changed_rows = canonical_order(on_dates, table), rows_on_dates
         delete_unmatched = f"t.{PARTITION_COLUMN} = '{code}' AND t.{date_col} IN ({date_list})"
-    stats = lake.merge(
-        gold_uri,
-        changed,
-        keys=gold_keys(table_name),
-        restrict=restrict,
-        partition_by=[PARTITION_COLUMN],
-        bookmarks={mark_key: new_mark},
-        description=table.description,
-        column_descriptions={c.name: c.description for c in table.columns},
-        delete_unmatched=delete_unmatched,
-    )
+    options = {
+        "bookmarks": {mark_key: new_mark},
+        "description": table.description,
+        "column_descriptions": {c.name: c.description for c in table.columns},
+    }
+    if partition_row_count(lake, table_name, code) == 0:
+        # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
+        # date range at a time (bounded memory whatever the history's size).
+        _append_new_partition(lake, gold_uri, changed, table_name, date_col, options)
+        stats = {"num_target_rows_inserted": changed_rows}
+    else:
+        stats = lake.merge(
+            gold_uri,
+            changed,
+            keys=gold_keys(table_name),
+            restrict=restrict,
+            partition_by=[PARTITION_COLUMN],
+            delete_unmatched=delete_unmatched,
+            **options,
+        )
     result.merged_rows = changed_rows
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     result.partition_rows = partition_row_count(lake, table_name, code)
     return result
+
+
+def _append_new_partition(lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, options: dict) -> None:
+    """Write a retailer's first rows into its gold partition by appends of at most a batch of rows each.
+
+    A partitioned Delta write holds what it writes in memory, so the chunks bound the peak. Only
+    the last chunk carries the watermark: an interrupted load leaves rows without it, and the next
+    refresh MERGEs them again (the partition then exists). A new table is created by the first
+    chunk, with its column descriptions.
+    """
+    chunks: list[nw.LazyFrame] = [rows]
+    if date_col is not None:
+        per_day = rows.group_by(date_col).agg(nw.len().alias("_n")).sort(date_col).collect(backend="polars")
+        budget, bounds, first, last, size = silver_batch_rows(), [], None, None, 0
+        for day, n in per_day.iter_rows():
+            if first is not None and size + n > budget:
+                bounds.append((first, last))
+                first, size = None, 0
+            first = day if first is None else first
+            last, size = day, size + n
+        if first is not None:
+            bounds.append((first, last))
+        chunks = [rows.filter(nw.col(date_col).is_between(lo, hi)) for lo, hi in bounds]
+    for i, chunk in enumerate(chunks):
+        marks = options["bookmarks"] if i == len(chunks) - 1 else None
+        if not lake.exists(uri):
+            lake.merge(
+                uri,
+                chunk,
+                keys=gold_keys(table_name),
+                partition_by=[PARTITION_COLUMN],
+                bookmarks=marks,
+                description=options["description"],
+                column_descriptions=options["column_descriptions"],
+            )
+        else:
+            lake.append(uri, chunk, partition_by=[PARTITION_COLUMN], bookmarks=marks, description=options["description"])
 
 
 def canonical_order(lf: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:

@@ -36,6 +36,7 @@ from pos_lakehouse.transform.row_rules import align_week_dates, fact_row_rules
 from pos_lakehouse.transform.scd2 import (
     START_OF_HISTORY,
     dim_observations,
+    keep_last,
     observed_from_file_names,
     point_in_time_keys,
     scd2_versions,
@@ -45,6 +46,16 @@ REJECTED_ROWS_TABLE = "rejected_rows"
 KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
 DIM_FOR_ID = {"prod_id": "prod_dim", "site_id": "site_dim"}
 _REASON = re.compile(r"^([^:]+: [a-z ]+?)(?: \S+ as .*)?$")
+
+
+def fact_partitions(table_name: str) -> list[str]:
+    """Silver fact tables are partitioned by their date (day, week end or month end).
+
+    A delivery restates a few dates; its MERGE (restricted to those dates) then reads and rewrites
+    only those dates' files, whatever history the table holds. Applies to tables created from
+    now on; a table created unpartitioned stays so (its MERGEs still prune files by date stats).
+    """
+    return [canonical.TABLES[table_name].natural_keys[0]]
 
 
 @dataclass
@@ -196,7 +207,7 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
                 continue
             seen = engine.persist(seen.with_columns(nw.lit(batch).alias("_batch")))
             if latest is not None:
-                merged = nw.concat([latest, seen], how="diagonal").unique([natural, "_observed_on"], keep="last", order_by=["_batch"])
+                merged = keep_last(nw.concat([latest, seen], how="diagonal"), [natural, "_observed_on"], ["_batch"])
                 seen = engine.persist(merged)
                 engine.release(latest)
             latest = seen
@@ -530,7 +541,11 @@ def _load_fact_batch(
         source = mask_measures(convert_to_usd(source, fx, date_col), date_col, grain, masked)
         source = engine.persist(conform(source, table))
         result.fx_missing += _count(source.filter(nw.col("fx_rate_to_usd").is_null()))
-        write_options = {"description": f"{spec.name}: {table.description}", "bookmarks": marks}
+        write_options = {
+            "description": f"{spec.name}: {table.description}",
+            "bookmarks": marks,
+            "partition_by": fact_partitions(table_name),
+        }
         if stored is None:
             lake.merge(
                 uri,
@@ -630,6 +645,7 @@ def _merge_fact_batch(
         keys=keys,
         restrict=f"t.{date_col} >= '{lo}' AND t.{date_col} <= '{hi}'",
         bookmarks=marks,
+        partition_by=fact_partitions(table_name),
         description=f"{spec.name}: {table.description}",
         column_descriptions={c.name: c.description for c in table.columns},
         update_columns=[c.name for c in table.columns if c.name not in not_carried],
@@ -839,6 +855,7 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         # A product/store that no longer has days in a recomputed period loses its period row.
         delete_unmatched=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end}'",
         bookmarks={**marks, "day_updated_at": mark.isoformat()},
+        partition_by=fact_partitions(table_name),
         description=f"{spec.name}: {table.description} Derived from store_day_fact.",
         column_descriptions={c.name: c.description for c in table.columns},
     )
