@@ -29,7 +29,9 @@ from pos_lakehouse.transform.measures import (
     convert_to_usd,
     history_window,
     masked_measures,
+    period_end,
     period_end_of,
+    period_start_of,
     with_period_coverage,
 )
 from pos_lakehouse.transform.row_rules import align_week_dates, fact_row_rules
@@ -826,9 +828,14 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     first_day = first_end - timedelta(days=6) if grain == "week" else first_end.replace(day=1)
     days = daily.filter(nw.col("date").is_between(first_day, last_end))
     engine = edges(days)
-    aggregated = engine.persist(
-        conform(with_period_coverage(aggregate_period(days, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on), table)
-    )
+    # Aggregated a run of whole periods at a time (at most a batch of daily rows each), so the
+    # peak follows the batch size, not the history's; the period rows are a fraction of the days.
+    parts = []
+    for lo_end, hi_end in _period_chunks(days, grain, spec.week_ends_on, silver_batch_rows()):
+        chunk = daily.filter(nw.col("date").is_between(period_start_of(lo_end, grain, spec.week_ends_on), hi_end))
+        periods = with_period_coverage(aggregate_period(chunk, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on)
+        parts.append(engine.persist(conform(periods, table)))
+    aggregated = nw.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
     reach = history_window(grain)
     history = conform(
         lake.read(uri, table.schema).filter(
@@ -859,10 +866,34 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         description=f"{spec.name}: {table.description} Derived from store_day_fact.",
         column_descriptions={c.name: c.description for c in table.columns},
     )
-    engine.release(aggregated)
+    for part in parts:
+        engine.release(part)
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     return result
+
+
+def _period_chunks(days: nw.LazyFrame, grain, week_ends_on: str, budget: int) -> list[tuple[date, date]]:
+    """(first, last) period ends of consecutive runs of whole periods holding at most `budget`
+    daily rows each (a bigger period alone), oldest first."""
+    sizes = (
+        days.group_by(period_end(nw.col("date"), grain, week_ends_on).alias("_end"))
+        .agg(nw.len().alias("_n"))
+        .sort("_end")
+        .collect(backend="polars")
+    )
+    chunks: list[tuple[date, date]] = []
+    first = last = None
+    size = 0
+    for end, n in sizes.iter_rows():
+        if first is not None and size + n > budget:
+            chunks.append((first, last))
+            first, size = None, 0
+        first = end if first is None else first
+        last, size = end, size + n
+    if first is not None:
+        chunks.append((first, last))
+    return chunks
 
 
 def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:
