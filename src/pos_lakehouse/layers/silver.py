@@ -505,7 +505,7 @@ def _load_fact_batch(
     result.bronze_rows += _count(raw) if dates is None else before_dedup
     deduplicated = engine.persist(deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces))
     engine.release(frame)
-    frame = deduplicated
+    frame, deduplicated = deduplicated, None
     result.superseded += before_dedup - _count(frame)
     _quarantine_failed(lake, spec, table_name, frame, raw, now, result)
     facts = (
@@ -543,6 +543,9 @@ def _load_fact_batch(
         source = mask_measures(convert_to_usd(source, fx, date_col), date_col, grain, masked)
         source = engine.persist(conform(source, table))
         result.fx_missing += _count(source.filter(nw.col("fx_rate_to_usd").is_null()))
+        # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
+        engine.release(frame)
+        del frame, facts, sites
         write_options = {
             "description": f"{spec.name}: {table.description}",
             "bookmarks": marks,
@@ -561,7 +564,6 @@ def _load_fact_batch(
             lake.append(uri, source, **write_options)
         result.inserted += n
         engine.release(source)
-        engine.release(frame)
         return
     _merge_fact_batch(lake, spec, file_spec, table, uri, facts, carried, lo, hi, history_from, now, result, marks)
     engine.release(frame)
