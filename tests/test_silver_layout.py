@@ -115,3 +115,19 @@ def test_first_gold_rows_are_appended_in_date_chunks_and_equal_silver(loaded, mo
     # Nothing changed since: the watermark (on the last chunk) makes the next refresh a no-op.
     again = refresh_gold(lake, spec, "store_day_fact")
     assert again.merged_rows == 0 and again.partition_rows == silver.height
+
+
+def test_a_table_created_before_the_layout_keeps_its_own(tmp_path):
+    """Appends name the layout a new table gets; an existing table (say, unpartitioned silver
+    facts written before partitioning by date) keeps its layout and takes the rows."""
+    lake = Lake(root=str(tmp_path))
+    uri = lake.silver("old_retailer", "store_day_fact")
+    day = datetime.now(UTC).date()
+    rows = pl.DataFrame({"date": [day, day - timedelta(days=1)], "site_id": ["s1", "s2"], "units": [1.0, 2.0]})
+    lake.append(uri, rows)  # the old layout: no partitions
+    lake.append(uri, rows.with_columns(pl.col("units") * 10), partition_by=["date"])
+    assert DeltaTable(uri).metadata().partition_columns == []
+    assert pl.read_delta(uri)["units"].sort().to_list() == [1.0, 2.0, 10.0, 20.0]
+    fresh = lake.silver("new_retailer", "store_day_fact")
+    lake.append(fresh, rows, partition_by=["date"])
+    assert DeltaTable(fresh).metadata().partition_columns == ["date"]
