@@ -97,7 +97,8 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     }
     if partition_row_count(lake, table_name, code) == 0:
         # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
-        # date range at a time (bounded memory whatever the history's size).
+        # date range at a time (bounded memory whatever the history's size). Appends do not
+        # conflict as MERGEs do: this relies on one writer per gold table at a time (its pool).
         _append_new_partition(lake, gold_uri, changed, table_name, date_col, per_day, options)
         stats = {"num_target_rows_inserted": changed_rows}
     else:
