@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import narwhals as nw
+import polars as pl
 
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
 
@@ -53,7 +55,19 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         silver = silver.filter(nw.col("_updated_at") > datetime.strptime(watermark, _TS_FORMAT))
     # Lazy all the way into the MERGE: a first load of millions of rows streams.
     changed = canonical_order(silver, table)
-    changed_rows, latest = changed.select(nw.len(), nw.col("_updated_at").max()).collect(backend="polars").row(0)
+    date_col = table.natural_keys[0] if table_name not in ("prod_dim", "site_dim") else None
+    # One scan answers how many rows changed, up to when, on which dates and how many per date.
+    per_day = None
+    if date_col:
+        per_day = (
+            changed.group_by(date_col)
+            .agg(nw.len().alias("_n"), nw.col("_updated_at").max().alias("_latest"))
+            .sort(date_col)
+            .collect(backend="polars")
+        )
+        changed_rows, latest = int(per_day["_n"].sum()), per_day["_latest"].max()
+    else:
+        changed_rows, latest = changed.select(nw.len(), nw.col("_updated_at").max()).collect(backend="polars").row(0)
     if changed_rows == 0:
         result.partition_rows = partition_row_count(lake, table_name, code)
         return result
@@ -61,37 +75,87 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         latest = latest.replace(tzinfo=UTC)
     new_mark = latest.strftime(_TS_FORMAT)
     restrict = f"t.{PARTITION_COLUMN} = '{code}'"
-    date_col = table.natural_keys[0] if table_name not in ("prod_dim", "site_dim") else None
     delete_unmatched = None
-    if date_col:
-        dates = sorted(changed.select(date_col).unique().collect(backend="polars")[date_col].to_list())
+    if per_day is not None:
+        dates = per_day[date_col].to_list()
         result.min_date, result.max_date = dates[0], dates[-1]
         restrict += f" AND t.{date_col} >= '{result.min_date}' AND t.{date_col} <= '{result.max_date}'"
         # A restatement may have removed silver rows, which leave no changed row behind: the
         # dates that changed are republished whole, and gold rows of those dates that silver
         # no longer has are deleted.
         date_list = ", ".join(f"'{d}'" for d in dates)
-        on_dates = lake.read(silver_uri, table.schema).filter(nw.col(date_col).is_in(dates))
-        rows_on_dates = on_dates.select(nw.len()).collect(backend="polars").item()
-        if changed_rows < rows_on_dates:
-            changed, changed_rows = canonical_order(on_dates, table), rows_on_dates
+        if watermark:  # without one, every silver row is a changed row already
+            on_dates = lake.read(silver_uri, table.schema).filter(nw.col(date_col).is_in(dates))
+            rows_on_dates = on_dates.select(nw.len()).collect(backend="polars").item()
+            if changed_rows < rows_on_dates:
+                changed, changed_rows, per_day = canonical_order(on_dates, table), rows_on_dates, None
         delete_unmatched = f"t.{PARTITION_COLUMN} = '{code}' AND t.{date_col} IN ({date_list})"
-    stats = lake.merge(
-        gold_uri,
-        changed,
-        keys=gold_keys(table_name),
-        restrict=restrict,
-        partition_by=[PARTITION_COLUMN],
-        bookmarks={mark_key: new_mark},
-        description=table.description,
-        column_descriptions={c.name: c.description for c in table.columns},
-        delete_unmatched=delete_unmatched,
-    )
+    options = {
+        "bookmarks": {mark_key: new_mark},
+        "description": table.description,
+        "column_descriptions": {c.name: c.description for c in table.columns},
+    }
+    if partition_row_count(lake, table_name, code) == 0:
+        # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
+        # date range at a time (bounded memory whatever the history's size). Appends do not
+        # conflict as MERGEs do: this relies on one writer per gold table at a time (its pool).
+        _append_new_partition(lake, gold_uri, changed, table_name, date_col, per_day, options)
+        stats = {"num_target_rows_inserted": changed_rows}
+    else:
+        stats = lake.merge(
+            gold_uri,
+            changed,
+            keys=gold_keys(table_name),
+            restrict=restrict,
+            partition_by=[PARTITION_COLUMN],
+            delete_unmatched=delete_unmatched,
+            **options,
+        )
     result.merged_rows = changed_rows
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     result.partition_rows = partition_row_count(lake, table_name, code)
     return result
+
+
+def _append_new_partition(
+    lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, per_day: pl.DataFrame | None, options: dict
+) -> None:
+    """Write a retailer's first rows into its gold partition by appends of at most a batch of rows each.
+
+    A partitioned Delta write holds what it writes in memory, so the chunks bound the peak. Only
+    the last chunk carries the watermark: an interrupted load leaves rows without it, and the next
+    refresh MERGEs them again (the partition then exists). A new table is created by the first
+    chunk, with its column descriptions.
+    """
+    chunks: list[nw.LazyFrame] = [rows]
+    if date_col is not None:
+        if per_day is None:
+            per_day = rows.group_by(date_col).agg(nw.len().alias("_n")).sort(date_col).collect(backend="polars")
+        budget, bounds, first, last, size = silver_batch_rows(), [], None, None, 0
+        for day, n in per_day.select(date_col, "_n").iter_rows():
+            if first is not None and size + n > budget:
+                bounds.append((first, last))
+                first, size = None, 0
+            first = day if first is None else first
+            last, size = day, size + n
+        if first is not None:
+            bounds.append((first, last))
+        chunks = [rows.filter(nw.col(date_col).is_between(lo, hi)) for lo, hi in bounds]
+    for i, chunk in enumerate(chunks):
+        marks = options["bookmarks"] if i == len(chunks) - 1 else None
+        if not lake.exists(uri):
+            lake.merge(
+                uri,
+                chunk,
+                keys=gold_keys(table_name),
+                partition_by=[PARTITION_COLUMN],
+                bookmarks=marks,
+                description=options["description"],
+                column_descriptions=options["column_descriptions"],
+            )
+        else:
+            lake.append(uri, chunk, partition_by=[PARTITION_COLUMN], bookmarks=marks, description=options["description"])
 
 
 def canonical_order(lf: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:

@@ -29,13 +29,16 @@ from pos_lakehouse.transform.measures import (
     convert_to_usd,
     history_window,
     masked_measures,
+    period_end,
     period_end_of,
+    period_start_of,
     with_period_coverage,
 )
 from pos_lakehouse.transform.row_rules import align_week_dates, fact_row_rules
 from pos_lakehouse.transform.scd2 import (
     START_OF_HISTORY,
     dim_observations,
+    keep_last,
     observed_from_file_names,
     point_in_time_keys,
     scd2_versions,
@@ -45,6 +48,16 @@ REJECTED_ROWS_TABLE = "rejected_rows"
 KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
 DIM_FOR_ID = {"prod_id": "prod_dim", "site_id": "site_dim"}
 _REASON = re.compile(r"^([^:]+: [a-z ]+?)(?: \S+ as .*)?$")
+
+
+def fact_partitions(table_name: str) -> list[str]:
+    """Silver fact tables are partitioned by their date (day, week end or month end).
+
+    A delivery restates a few dates; its MERGE (restricted to those dates) then reads and rewrites
+    only those dates' files, whatever history the table holds. Applies to tables created from
+    now on; a table created unpartitioned stays so (its MERGEs still prune files by date stats).
+    """
+    return [canonical.TABLES[table_name].natural_keys[0]]
 
 
 @dataclass
@@ -196,7 +209,7 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
                 continue
             seen = engine.persist(seen.with_columns(nw.lit(batch).alias("_batch")))
             if latest is not None:
-                merged = nw.concat([latest, seen], how="diagonal").unique([natural, "_observed_on"], keep="last", order_by=["_batch"])
+                merged = keep_last(nw.concat([latest, seen], how="diagonal"), [natural, "_observed_on"], ["_batch"])
                 seen = engine.persist(merged)
                 engine.release(latest)
             latest = seen
@@ -492,7 +505,7 @@ def _load_fact_batch(
     result.bronze_rows += _count(raw) if dates is None else before_dedup
     deduplicated = engine.persist(deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces))
     engine.release(frame)
-    frame = deduplicated
+    frame, deduplicated = deduplicated, None
     result.superseded += before_dedup - _count(frame)
     _quarantine_failed(lake, spec, table_name, frame, raw, now, result)
     facts = (
@@ -530,7 +543,14 @@ def _load_fact_batch(
         source = mask_measures(convert_to_usd(source, fx, date_col), date_col, grain, masked)
         source = engine.persist(conform(source, table))
         result.fx_missing += _count(source.filter(nw.col("fx_rate_to_usd").is_null()))
-        write_options = {"description": f"{spec.name}: {table.description}", "bookmarks": marks}
+        # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
+        engine.release(frame)
+        del frame, facts, sites
+        write_options = {
+            "description": f"{spec.name}: {table.description}",
+            "bookmarks": marks,
+            "partition_by": fact_partitions(table_name),
+        }
         if stored is None:
             lake.merge(
                 uri,
@@ -544,7 +564,6 @@ def _load_fact_batch(
             lake.append(uri, source, **write_options)
         result.inserted += n
         engine.release(source)
-        engine.release(frame)
         return
     _merge_fact_batch(lake, spec, file_spec, table, uri, facts, carried, lo, hi, history_from, now, result, marks)
     engine.release(frame)
@@ -630,6 +649,7 @@ def _merge_fact_batch(
         keys=keys,
         restrict=f"t.{date_col} >= '{lo}' AND t.{date_col} <= '{hi}'",
         bookmarks=marks,
+        partition_by=fact_partitions(table_name),
         description=f"{spec.name}: {table.description}",
         column_descriptions={c.name: c.description for c in table.columns},
         update_columns=[c.name for c in table.columns if c.name not in not_carried],
@@ -810,9 +830,14 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     first_day = first_end - timedelta(days=6) if grain == "week" else first_end.replace(day=1)
     days = daily.filter(nw.col("date").is_between(first_day, last_end))
     engine = edges(days)
-    aggregated = engine.persist(
-        conform(with_period_coverage(aggregate_period(days, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on), table)
-    )
+    # Aggregated a run of whole periods at a time (at most a batch of daily rows each), so the
+    # peak follows the batch size, not the history's; the period rows are a fraction of the days.
+    parts = []
+    for lo_end, hi_end in _period_chunks(days, grain, spec.week_ends_on, silver_batch_rows()):
+        chunk = daily.filter(nw.col("date").is_between(period_start_of(lo_end, grain, spec.week_ends_on), hi_end))
+        periods = with_period_coverage(aggregate_period(chunk, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on)
+        parts.append(engine.persist(conform(periods, table)))
+    aggregated = nw.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
     reach = history_window(grain)
     history = conform(
         lake.read(uri, table.schema).filter(
@@ -839,13 +864,38 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         # A product/store that no longer has days in a recomputed period loses its period row.
         delete_unmatched=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end}'",
         bookmarks={**marks, "day_updated_at": mark.isoformat()},
+        partition_by=fact_partitions(table_name),
         description=f"{spec.name}: {table.description} Derived from store_day_fact.",
         column_descriptions={c.name: c.description for c in table.columns},
     )
-    engine.release(aggregated)
+    for part in parts:
+        engine.release(part)
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     return result
+
+
+def _period_chunks(days: nw.LazyFrame, grain, week_ends_on: str, budget: int) -> list[tuple[date, date]]:
+    """(first, last) period ends of consecutive runs of whole periods holding at most `budget`
+    daily rows each (a bigger period alone), oldest first."""
+    sizes = (
+        days.group_by(period_end(nw.col("date"), grain, week_ends_on).alias("_end"))
+        .agg(nw.len().alias("_n"))
+        .sort("_end")
+        .collect(backend="polars")
+    )
+    chunks: list[tuple[date, date]] = []
+    first = last = None
+    size = 0
+    for end, n in sizes.iter_rows():
+        if first is not None and size + n > budget:
+            chunks.append((first, last))
+            first, size = None, 0
+        first = end if first is None else first
+        last, size = end, size + n
+    if first is not None:
+        chunks.append((first, last))
+    return chunks
 
 
 def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:

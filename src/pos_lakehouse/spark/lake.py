@@ -126,11 +126,13 @@ class SparkLake(DeltaLakeBase):
 
     def append(self, uri: str, data, *, partition_by: Sequence[str] | None = None, bookmarks=None, description=None) -> None:
         data = nw.to_native(data, pass_through=True)
-        if description and not self.exists(uri):
+        # `partition_by` lays out a table this append creates; an existing table keeps its own.
+        fresh = not self.exists(uri)
+        if description and fresh:
             self.create(uri, data.schema, partition_by=partition_by, description=description)
         writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
         with self._commit(bookmarks, "append"):
-            (writer.partitionBy(*partition_by) if partition_by else writer).save(uri)
+            (writer.partitionBy(*partition_by) if partition_by and fresh else writer).save(uri)
 
     def merge(self, uri: str, data: DataFrame | nw.LazyFrame, **options) -> dict:
         """Upsert rows as `MergeSpec(**options)` says (the same MERGE as `Lake.merge`), as one SQL MERGE."""

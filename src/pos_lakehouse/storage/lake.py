@@ -126,17 +126,22 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
     ) -> None:
-        """Append rows; streams a LazyFrame without collecting it."""
+        """Append rows; streams a LazyFrame without collecting it.
+
+        `partition_by` lays out a table this append creates; an existing table keeps its own
+        partitioning (a table created before a layout change goes on as it was).
+        """
         data = nw.to_native(data, pass_through=True)
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
+        exists = self.exists(uri)
         options = {
-            "partition_by": list(partition_by) if partition_by else None,
+            "partition_by": list(partition_by) if partition_by and not exists else None,
             "commit_properties": self._commit(bookmarks, "append"),
             "schema_mode": "merge",
             "writer_properties": _writer(),
         }
-        if description and not self.exists(uri):
+        if description and not exists:
             options["description"] = description
             options["name"] = Path(uri).name
         _retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)

@@ -118,18 +118,15 @@ def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_
         "fx_rate_to_usd",
     ]
     day_fact = TABLES["store_day_fact"]
-    # The period's last day holds one row per product and store: its values are the only ones
-    # left when the others are nulled, so `max` reads them (null stays null).
-    on_last_day = nw.col("date") == nw.col("date").max().over(*group)
+    days = daily.with_columns(period_end(nw.col("date"), grain, week_ends_on).alias(end_col))
+    # Flows and the period's last reported day in one grouped pass; the stocks and keys are then
+    # read from that day's row (one per product and store), found by a join rather than a window
+    # over every daily row.
+    sums = days.group_by(group).agg(*[nw.col(m).sum().alias(m) for m in flows], nw.col("date").max().alias("date"))
+    last = days.select(*group, "date", *last_cols).join(sums.select(*group, "date"), on=[*group, "date"], how="semi")
     return (
-        daily.with_columns(period_end(nw.col("date"), grain, week_ends_on).alias(end_col))
-        .with_columns(on_last_day.alias("_last_day"))
-        .with_columns(nw.when(nw.col("_last_day")).then(nw.col(c)).alias(f"_last_{c}") for c in last_cols)
-        .group_by(group)
-        .agg(
-            *[nw.col(m).sum().alias(m) for m in flows],
-            *[nw.col(f"_last_{c}").max().alias(c) for c in last_cols],
-        )
+        sums.join(last, on=[*group, "date"], how="left")
+        .drop("date")
         .with_columns(nw.col(m).cast(day_fact.column(m).nw_dtype) for m in flows)
     )
 

@@ -47,6 +47,23 @@ def observed_from_file_names(lf: nw.LazyFrame, dates: Mapping[str, date | None],
     )
 
 
+def keep_last(lf: nw.LazyFrame, keys: Sequence[str], order: Sequence[str]) -> nw.LazyFrame:
+    """One row per `keys`: the one with the greatest `order` (compared column by column).
+
+    The same rows as `unique(keys, keep="last", order_by=order)` when `order` is unique within
+    `keys`, without sorting the frame: each order column is narrowed by a grouped maximum (hash
+    aggregations), which on millions of bronze rows is several times cheaper than a sort.
+    """
+    for col in order:
+        # A window in a column first, then the filter: not every engine filters on a window.
+        lf = (
+            lf.with_columns(nw.col(col).max().over(*keys).alias("_keep_last"))
+            .filter(nw.col(col) == nw.col("_keep_last"))
+            .drop("_keep_last")
+        )
+    return lf
+
+
 def dim_observations(lf: nw.LazyFrame, table: CanonicalTable, observed_on: str) -> nw.LazyFrame:
     """One row per entity and observation date (the last one read wins) with the table's attributes."""
     key = table.natural_keys[0]
@@ -54,12 +71,8 @@ def dim_observations(lf: nw.LazyFrame, table: CanonicalTable, observed_on: str) 
     attrs = [c.name for c in table.source_columns if c.name in have and c.name != key]
     extra = ["extra_attributes"] if "extra_attributes" in have else []
     meta = [c for c in _META if c in have]
-    return (
-        lf.filter(~nw.col(key).is_null())
-        .select(key, nw.col(observed_on).alias("_observed_on"), *attrs, *extra, *meta, *ORDER_COLUMNS)
-        .unique([key, "_observed_on"], keep="last", order_by=list(ORDER_COLUMNS))
-        .drop(*ORDER_COLUMNS)
-    )
+    rows = lf.filter(~nw.col(key).is_null()).select(key, nw.col(observed_on).alias("_observed_on"), *attrs, *extra, *meta, *ORDER_COLUMNS)
+    return keep_last(rows, [key, "_observed_on"], ORDER_COLUMNS).drop(*ORDER_COLUMNS)
 
 
 def scd2_versions(
