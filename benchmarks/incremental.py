@@ -2,7 +2,12 @@
 
 Cost should follow the new data, not the history: prints each delivery's time and the ratio of
 the last delivery's time to the first's (target <= 1.5 at 60 days). Uses the same headless driver
-as `pos-lakehouse demo`: the landing sensor, the ingest job and declarative automation.
+as `pos-lakehouse demo`. Two figures per delivery:
+
+- landing -> gold: the landing sensor's tick and the delivery's own run, which carries the file
+  through bronze and silver to the retailer's gold partitions (what an analyst waits for);
+- settled: that plus what follows it until nothing more is requested -- the serving views'
+  automation tick and run, the reference-refresh and catch-up sensors.
 """
 
 from __future__ import annotations
@@ -39,24 +44,28 @@ def main() -> int:
     landing = root / "landing" / "marche_fr"
     landing.mkdir(parents=True)
     defs = build_definitions()
-    times = []
+    to_gold, settled = [], []
     with dg.instance_for_test() as instance:
         headless = Headless(defs, instance, quiet=True)
         headless.tick_automation()  # the automation sensor's first tick, as in the daemon
+        headless.recover()
         for i, f in enumerate(files, 1):
             (landing / f.name).write_bytes(f.read_bytes())
             t0 = time.perf_counter()
-            runs = headless.settle()
+            runs = headless.tick_landing()
+            gold_at = time.perf_counter() - t0
+            runs += headless.settle()
             elapsed = time.perf_counter() - t0
             if not all(r.success for r in runs):
                 print(f"delivery {i} failed: {[r.error for r in runs if not r.success]}", file=sys.stderr)
                 return 1
-            times.append(elapsed)
-            print(f"delivery {i:3d} {f.name}: {elapsed:6.2f}s ({len(runs)} runs)", flush=True)
-    first = statistics.mean(times[:3])
-    last = statistics.mean(times[-3:])
-    print(f"\nfirst 3 deliveries: {first:.2f}s mean; last 3: {last:.2f}s mean")
-    print(f"ratio last/first: {last / first:.2f} (target <= 1.5 at 60 days)")
+            to_gold.append(gold_at)
+            settled.append(elapsed)
+            print(f"delivery {i:3d} {f.name}: landing -> gold {gold_at:5.2f}s, settled {elapsed:5.2f}s ({len(runs)} runs)", flush=True)
+    for label, times in (("landing -> gold", to_gold), ("settled", settled)):
+        first, last = statistics.mean(times[:3]), statistics.mean(times[-3:])
+        print(f"\n{label}: first 3 deliveries {first:.2f}s mean; last 3 {last:.2f}s mean; all {statistics.mean(times):.2f}s mean")
+        print(f"{label}: ratio last/first {last / first:.2f} (target <= 1.5 at 60 days)")
     return 0
 
 
