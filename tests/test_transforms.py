@@ -208,3 +208,18 @@ def test_masking_on_a_hand_computed_example():
     assert weekly["at_masked_pos_sales_value_lc"].null_count() == weekly.height  # coarser grains are withheld
     assert masked_measures("none") == ()
     assert "pos_sales_units" in masked_measures("volume") and "pos_sales_units" not in masked_measures("value")
+
+
+def test_ranges_within_a_budget_never_split_a_key():
+    from pos_lakehouse.transform.chunks import ranges_within
+
+    sizes = [(1, 4), (2, 4), (3, 9), (4, 1), (5, 1), (6, 3)]
+    ranges = ranges_within(sizes, 6)
+    assert ranges == [(1, 1), (2, 2), (3, 3), (4, 6)]
+    # Every key in exactly one range, and only a lone key may exceed the budget.
+    covered = [k for lo, hi in ranges for k, _ in sizes if lo <= k <= hi]
+    assert covered == [k for k, _ in sizes]
+    for lo, hi in ranges:
+        rows = sum(n for k, n in sizes if lo <= k <= hi)
+        assert rows <= 6 or lo == hi
+    assert ranges_within([], 6) == []

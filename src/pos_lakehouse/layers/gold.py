@@ -16,6 +16,7 @@ from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
+from pos_lakehouse.transform.chunks import ranges_within
 
 GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact")
 PARTITION_COLUMN = "data_provider_code"
@@ -132,15 +133,7 @@ def _append_new_partition(
     if date_col is not None:
         if per_day is None:
             per_day = rows.group_by(date_col).agg(nw.len().alias("_n")).sort(date_col).collect(backend="polars")
-        budget, bounds, first, last, size = silver_batch_rows(), [], None, None, 0
-        for day, n in per_day.select(date_col, "_n").iter_rows():
-            if first is not None and size + n > budget:
-                bounds.append((first, last))
-                first, size = None, 0
-            first = day if first is None else first
-            last, size = day, size + n
-        if first is not None:
-            bounds.append((first, last))
+        bounds = ranges_within(per_day.select(date_col, "_n").iter_rows(), silver_batch_rows())
         chunks = [rows.filter(nw.col(date_col).is_between(lo, hi)) for lo, hi in bounds]
     for i, chunk in enumerate(chunks):
         marks = options["bookmarks"] if i == len(chunks) - 1 else None

@@ -22,6 +22,7 @@ from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical, masking
+from pos_lakehouse.transform.chunks import ranges_within
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
 from pos_lakehouse.transform.masking import mask_measures
 from pos_lakehouse.transform.measures import (
@@ -884,18 +885,7 @@ def _period_chunks(days: nw.LazyFrame, grain, week_ends_on: str, budget: int) ->
         .sort("_end")
         .collect(backend="polars")
     )
-    chunks: list[tuple[date, date]] = []
-    first = last = None
-    size = 0
-    for end, n in sizes.iter_rows():
-        if first is not None and size + n > budget:
-            chunks.append((first, last))
-            first, size = None, 0
-        first = end if first is None else first
-        last, size = end, size + n
-    if first is not None:
-        chunks.append((first, last))
-    return chunks
+    return ranges_within(sizes.iter_rows(), budget)
 
 
 def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:
