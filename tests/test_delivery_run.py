@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 
 import dagster as dg
@@ -116,7 +117,16 @@ def test_two_delivery_runs_of_one_retailer_at_once_count_every_row_once(data_roo
         )
         for half in (names[:3], names[3:])
     ]
-    outputs = [p.communicate(timeout=600) for p in procs]
+    # The parent plays the daemon's pool_claims_sensor: a step that asked for the pool just as the
+    # other run freed it is handed the slot instead of waiting forever.
+    from pos_lakehouse.recovery import assign_stranded_pool_claims
+
+    deadline = time.monotonic() + 600
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            assign_stranded_pool_claims(instance)
+            time.sleep(1)
+    outputs = [p.communicate(timeout=60) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0 and " True" in out, err[-2000:]
 
@@ -150,3 +160,30 @@ def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(
     # Once per reference event: a second settle launches nothing more for it.
     assert not [r for r in headless.settle() if r.name == "marche_fr_catch_up"]
     assert pl.Series(_gold(lake, "store_day_fact", "cds_1001")["date"]).n_unique() == 1
+
+
+def test_a_step_queued_just_after_the_slot_was_freed_is_handed_it():
+    """The interleaving that stranded a run for good: B finds the pool full, A frees its slot (and
+    finds nobody queued to hand it to), then B queues. B would wait forever; the pool-claims sensor
+    hands it the slot -- and never hands out more slots than the pool has."""
+    from pos_lakehouse.recovery import assign_stranded_pool_claims
+
+    with dg.instance_for_test() as instance:
+        storage = instance.event_log_storage
+        storage.set_concurrency_slots("silver_tryout", 1)
+        assert storage.claim_concurrency_slot("silver_tryout", "run_a", "silver").is_claimed
+        assert not storage.has_unassigned_slots("silver_tryout")  # B looks: the pool is full
+        storage.free_concurrency_slot_for_step("run_a", "silver")  # A ends: nobody queued yet
+        storage.add_pending_step("silver_tryout", "run_b", "silver", should_assign=False)  # B queues
+        assert not storage.claim_concurrency_slot("silver_tryout", "run_b", "silver").is_claimed  # stranded
+
+        # A third run queues behind B: one slot, so only one of them may be handed it.
+        storage.add_pending_step("silver_tryout", "run_c", "silver", should_assign=False)
+        assert assign_stranded_pool_claims(instance) == ["silver_tryout"]
+        assert storage.claim_concurrency_slot("silver_tryout", "run_b", "silver").is_claimed
+        assert not storage.claim_concurrency_slot("silver_tryout", "run_c", "silver").is_claimed
+        assert assign_stranded_pool_claims(instance) == []  # B holds the only slot: C keeps waiting
+        assert not storage.claim_concurrency_slot("silver_tryout", "run_c", "silver").is_claimed
+
+        storage.free_concurrency_slot_for_step("run_b", "silver")  # the normal hand-over still works
+        assert storage.claim_concurrency_slot("silver_tryout", "run_c", "silver").is_claimed

@@ -113,6 +113,44 @@ def fail_dead_runs(instance: dg.DagsterInstance) -> Recovered:
     return Recovered(failed, freed)
 
 
+def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
+    """Hand free pool slots to steps left waiting for them; returns the pools it unblocked.
+
+    A step that asks for a pool's slot just as the holder frees it can be queued after the holder
+    has already looked for someone to hand the slot to: it then waits for a hand-over that never
+    comes (Dagster's SQL storage checks for a free slot and queues the step in two statements).
+    Such a run would wait forever; handing free slots to queued steps, as the storage does when a
+    slot is freed, lets it go on. It never assigns more steps than a pool has slots.
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    unblocked = []
+    for key in storage.get_concurrency_keys():
+        info = storage.get_concurrency_info(key)
+        free = info.slot_count - info.assigned_step_count
+        if info.pending_step_count and free > 0:
+            for _ in range(min(free, info.pending_step_count)):
+                storage.assign_pending_steps([key])
+            unblocked.append(key)
+    return unblocked
+
+
+def build_pool_claims_sensor() -> dg.SensorDefinition:
+    @dg.sensor(
+        name="pool_claims_sensor",
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Hands free pool slots (silver, gold, ingest) to steps left waiting for them; "
+        "without it, a step that asked just as the slot was freed would wait forever.",
+    )
+    def pool_claims_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        unblocked = assign_stranded_pool_claims(context.instance)
+        return dg.SkipReason(f"unblocked waiting steps of {', '.join(unblocked)}" if unblocked else "no step waits for a free slot")
+
+    return pool_claims_sensor
+
+
 # ---- stale data -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stale:
@@ -296,7 +334,9 @@ def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definit
         )
 
     reference_sensor = build_reference_refresh_sensor(specs, jobs)
-    return dg.Definitions(sensors=[catch_up_sensor, reference_sensor], jobs=[*jobs.values(), *gold_jobs.values()])
+    return dg.Definitions(
+        sensors=[catch_up_sensor, reference_sensor, build_pool_claims_sensor()], jobs=[*jobs.values(), *gold_jobs.values()]
+    )
 
 
 # ---- reference data landed after silver ------------------------------------------------------
