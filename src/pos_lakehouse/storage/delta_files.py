@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
-from deltalake import CommitProperties, Field, Transaction, write_deltalake
+from deltalake import CommitProperties, Field, Transaction
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction
 
 from pos_lakehouse.storage.interface import commit_metadata
-from pos_lakehouse.storage.lake import _MAX_COMMIT_ATTEMPTS, ONCE_PREFIX, ROW_GROUP_ROWS, TABLE_CONFIGURATION, Lake
+from pos_lakehouse.storage.lake import _MAX_COMMIT_ATTEMPTS, ONCE_PREFIX, ROW_GROUP_ROWS, Lake
 from pos_lakehouse.storage.object_store import delete_uri, is_remote, local_path, put_file
 
 
@@ -149,18 +149,8 @@ def _commit(table_uri: str, pending: dict[str, StagedFile], description: str | N
     for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
         dt = Lake.table(table_uri)
         if dt is None:
-            # Created empty first, as `Lake.append_once` does: a creating commit has no snapshot to
-            # be checked against, so two racing creators could both land their rows.
             try:
-                write_deltalake(
-                    table_uri,
-                    pl.DataFrame(schema=_schema_of(list(pending.values()))).to_arrow(),
-                    mode="error",
-                    name=Path(table_uri).name,
-                    description=description,
-                    commit_properties=Lake._commit(None, "create"),
-                    configuration=TABLE_CONFIGURATION,
-                )
+                Lake.create_empty(table_uri, pl.DataFrame(schema=_schema_of(list(pending.values()))).to_arrow(), description=description)
             except Exception as exc:  # another writer created it first: use theirs
                 last = exc
                 if Lake.table(table_uri) is None:

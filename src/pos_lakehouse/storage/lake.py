@@ -114,6 +114,25 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
     # ---- writing ------------------------------------------------------------------------
     @staticmethod
+    def create_empty(uri: str, empty, *, partition_by: Sequence[str] | None = None, description: str | None = None) -> None:
+        """Create the table with no rows (`empty`: an Arrow table carrying the schema); raises if it exists.
+
+        Writers create a table empty before adding rows: a commit that creates a table has no
+        snapshot to be checked against, and delta-rs lets two racing creators both land their rows
+        (seen in the fault benchmark). Appends to an existing snapshot are checked.
+        """
+        write_deltalake(
+            uri,
+            empty,
+            mode="error",
+            partition_by=list(partition_by) if partition_by else None,
+            name=Path(uri).name,
+            description=description,
+            commit_properties=Lake._commit(None, "create"),
+            configuration=TABLE_CONFIGURATION,
+        )
+
+    @staticmethod
     def _commit(bookmarks: Mapping[str, str] | None, operation: str) -> CommitProperties:
         return CommitProperties(custom_metadata=commit_metadata(bookmarks, operation))
 
@@ -178,19 +197,9 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
             dt = self.table(uri)
             if dt is None:
-                # Create the table empty first: a commit that creates a table has no snapshot to be
-                # checked against, and delta-rs lets two racing creators both land their rows
-                # (seen in the fault benchmark). Appends to an existing snapshot are checked.
                 try:
-                    write_deltalake(
-                        uri,
-                        pl.DataFrame(schema=data.collect_schema()).to_arrow(),
-                        mode="error",
-                        partition_by=list(partition_by) if partition_by else None,
-                        name=Path(uri).name,
-                        description=description,
-                        commit_properties=self._commit(None, "create"),
-                        configuration=TABLE_CONFIGURATION,
+                    self.create_empty(
+                        uri, pl.DataFrame(schema=data.collect_schema()).to_arrow(), partition_by=partition_by, description=description
                     )
                 except Exception as exc:  # another writer created it first: use theirs
                     if self.table(uri) is None:
@@ -242,19 +251,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
             # append, so a first load of millions of rows is never held in memory at once.
             table = _with_column_comments(pl.DataFrame(schema=first.collect_schema()).to_arrow(), spec.column_descriptions or {})
             try:
-                _retry(
-                    lambda: write_deltalake(
-                        uri,
-                        table,
-                        mode="error",
-                        partition_by=list(partition_by) if partition_by else None,
-                        name=Path(uri).name,
-                        description=spec.description,
-                        commit_properties=self._commit(None, "create"),
-                        configuration=TABLE_CONFIGURATION,
-                    ),
-                    uri,
-                )
+                _retry(lambda: self.create_empty(uri, table, partition_by=partition_by, description=spec.description), uri)
                 _retry(
                     lambda: first.sink_delta(
                         uri,
