@@ -30,19 +30,13 @@ def delivery_in_bronze(lake: Lake, uri: str, delivery_id: str) -> bool:
     """Whether rows of this exact file content are already in the bronze table.
 
     Appends since exactly-once is table-enforced carry the delivery id as a Delta application
-    transaction (a log look-up); older tables and pulled pages are found by their rows.
+    transaction (a log look-up); older tables and pulled pages are found by file statistics, then rows.
     """
-    dt = lake.table(uri)
-    if dt is None:
-        return False
-    if lake.applied(uri, delivery_id, dt):
-        return True
-    hits = pl.scan_delta(dt).filter(pl.col("_delivery_id") == delivery_id).select(pl.len()).collect()
-    return hits.item() > 0
+    return BronzeDeliveries(lake, uri).holds(delivery_id)
 
 
 class BronzeDeliveries:
-    """`delivery_in_bronze` for many deliveries into one table: the table is opened once.
+    """Which deliveries a bronze table holds, for many look-ups: the table is opened once.
 
     A delivery id not among the table's application transactions is looked up in the log's
     file statistics (a file's `_delivery_id` min and max are its one delivery); rows are read
