@@ -3,19 +3,15 @@ FX and antitrust twins written in the same pass equal a full recomputation over 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
+from bigbox_data import bigbox_stores, write_store
 from conftest import spec_named
 
-from pos_lakehouse.demo.file_retailers import _US_BRANDS, _US_DEPTS, _US_STATES, bigbox_store_frame
-from pos_lakehouse.demo.reference import write_corporate_reference
-from pos_lakehouse.ingest.landing import LocalLandingZone
 from pos_lakehouse.layers.bronze import ingest_files
-from pos_lakehouse.layers.reference import load_reference_file
 from pos_lakehouse.layers.silver import DERIVED_MEASURE_COLUMNS, refresh_derived_measures, refresh_silver
 from pos_lakehouse.storage.lake import Lake
 
@@ -23,35 +19,24 @@ PRODUCTS, DAYS, STORES = 40, 130, 3
 KEYS = ["date", "site_id", "prod_id"]
 
 
-def _write_store(landing: Path, rng, store: int, dates, price, drop_every: int = 0) -> int:
-    frame, _ = bigbox_store_frame(rng, store, dates, price, _US_BRANDS, _US_DEPTS, _US_STATES[store % len(_US_STATES)], 0.6)
-    if drop_every:
-        frame = frame.filter(pl.int_range(pl.len()) % drop_every != 0)
-    frame.write_csv(landing / f"bigbox_us_store_{store:04d}_{dates[0]:%Y%m%d}_{dates[-1]:%Y%m%d}.txt", separator="|")
-    return frame.height
-
-
 def _run(root: Path, batch_rows: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Lake, pl.DataFrame, dict]:
     """Two deliveries (every store over 130 days; then store 1's days 30-70 restated (later blocks re-masked) with rows
     left out and other values) through bronze and silver with the given batch size."""
     monkeypatch.setenv("POS_LAKEHOUSE_SILVER_BATCH_ROWS", str(batch_rows))
-    spec = spec_named("bigbox_us")
-    lake = Lake(root=str(root))
-    for path in write_corporate_reference(root / "corporate", products=200, sites=20):
-        load_reference_file(lake, path.stem, path)
-    landing_dir = root / "landing" / spec.name
-    landing_dir.mkdir(parents=True)
-    landing = LocalLandingZone(root=str(root / "landing"))
-    rng = np.random.default_rng(3)
-    price = rng.integers(97, 4999, PRODUCTS)
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    dates = [yesterday - timedelta(days=DAYS - 1 - d) for d in range(DAYS)]
-    for store in range(1, STORES + 1):
-        _write_store(landing_dir, rng, store, dates, price)
+    stores = bigbox_stores(root, products=PRODUCTS, days=DAYS, stores=STORES, seed=3, reference=(200, 20))
+    spec, lake, landing, landing_dir, rng, price, dates = (
+        stores.spec,
+        stores.lake,
+        stores.landing,
+        stores.landing_dir,
+        stores.rng,
+        stores.price,
+        stores.dates,
+    )
     first = [f.name for f in landing.list_files(spec.name)]
     assert all(o.status == "ingested" for o in ingest_files(lake, landing, spec, first))
     refresh_silver(lake, spec, spec.silver_tables)
-    _write_store(landing_dir, rng, 1, dates[30:70], price, drop_every=5)
+    write_store(landing_dir, rng, 1, dates[30:70], price, drop_every=5)
     second = [f.name for f in landing.list_files(spec.name) if f.name not in first]
     assert all(o.status == "ingested" for o in ingest_files(lake, landing, spec, second))
     results = refresh_silver(lake, spec, spec.silver_tables)

@@ -8,14 +8,11 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
-from conftest import spec_named
+from bigbox_data import bigbox_stores, write_store
 from deltalake import DeltaTable
 
-from pos_lakehouse.demo.file_retailers import _US_BRANDS, _US_DEPTS, _US_STATES, bigbox_store_frame
-from pos_lakehouse.demo.reference import write_corporate_reference
 from pos_lakehouse.ingest.landing import LocalLandingZone
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.gold import refresh_gold
@@ -24,11 +21,6 @@ from pos_lakehouse.storage.lake import Lake
 
 PRODUCTS, DAYS, STORES = 30, 24, 3
 KEYS = ["date", "site_id", "prod_id"]
-
-
-def _write_store(landing: Path, rng, store: int, dates, price) -> None:
-    frame, _ = bigbox_store_frame(rng, store, dates, price, _US_BRANDS, _US_DEPTS, _US_STATES[store % len(_US_STATES)], 0.6)
-    frame.write_csv(landing / f"bigbox_us_store_{store:04d}_{dates[0]:%Y%m%d}_{dates[-1]:%Y%m%d}.txt", separator="|")
 
 
 def _deliver(lake: Lake, landing: LocalLandingZone, spec, seen: set[str]) -> None:
@@ -47,21 +39,16 @@ def _files_by_date(uri: str) -> dict[str, set[str]]:
 
 @pytest.fixture
 def loaded(tmp_path):
-    spec = spec_named("bigbox_us")
-    lake = Lake(root=str(tmp_path))
-    from pos_lakehouse.layers.reference import load_reference_file
-
-    for path in write_corporate_reference(tmp_path / "corporate", products=PRODUCTS, sites=STORES):
-        load_reference_file(lake, path.stem, path)
-    landing_dir = tmp_path / "landing" / spec.name
-    landing_dir.mkdir(parents=True)
-    landing = LocalLandingZone(root=str(tmp_path / "landing"))
-    rng = np.random.default_rng(7)
-    price = rng.integers(97, 4999, PRODUCTS)
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    dates = [yesterday - timedelta(days=DAYS - 1 - d) for d in range(DAYS)]
-    for store in range(1, STORES + 1):
-        _write_store(landing_dir, rng, store, dates, price)
+    stores = bigbox_stores(tmp_path, products=PRODUCTS, days=DAYS, stores=STORES, seed=7, reference=(PRODUCTS, STORES))
+    spec, lake, landing, landing_dir, rng, price, dates = (
+        stores.spec,
+        stores.lake,
+        stores.landing,
+        stores.landing_dir,
+        stores.rng,
+        stores.price,
+        stores.dates,
+    )
     seen: set[str] = set()
     _deliver(lake, landing, spec, seen)
     return spec, lake, landing, landing_dir, rng, price, dates, seen
@@ -81,7 +68,7 @@ def test_restating_one_day_rewrites_only_that_days_files(loaded):
     assert rows_before.height > 0
 
     restated = dates[DAYS // 2]
-    _write_store(landing_dir, rng, 1, [restated], price)
+    write_store(landing_dir, rng, 1, [restated], price)
     _deliver(lake, landing, spec, seen)
 
     after = _files_by_date(uri)
