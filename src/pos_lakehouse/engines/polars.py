@@ -16,46 +16,53 @@ def _native(frame: nw.LazyFrame) -> pl.LazyFrame:
 
 
 def _number(expr: pl.Expr, decimal_comma: bool) -> pl.Expr:
-    cleaned = expr.str.strip_chars().str.replace_all(r"[\s\u00a0']", "")
+    # `\s` is Unicode whitespace, so this also strips what `strip_chars` would.
+    cleaned = expr.str.replace_all(r"[\s\u00a0']", "")
     if decimal_comma:
         cleaned = cleaned.str.replace_all(".", "", literal=True).str.replace(",", ".", literal=True)
     return cleaned
 
 
-def _typed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Sequence[str]) -> tuple[pl.Expr, pl.Expr]:
+def _parsed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Sequence[str]) -> pl.Expr:
+    """The typed value of a stripped, non-empty text `pl.col(name)`; null when it cannot be parsed."""
     raw = pl.col(name).str.strip_chars()
-    present = raw.is_not_null() & (raw != "")
     if dtype == pl.Date:
         candidates = [raw.str.to_date(fmt, strict=False) for fmt in date_formats]
         # Timestamps such as `2026-01-05 00:00:00` (Parquet dates arrive as strings) parse to their date.
         candidates.append(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
-        value = pl.coalesce(candidates)
-    elif dtype == pl.String:
-        return pl.when(present).then(raw).otherwise(None), pl.lit(None, pl.String)
-    elif isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
+        return pl.coalesce(candidates)
+    if isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
         value = _number(pl.col(name), decimal_comma).cast(pl.Float64 if dtype == pl.Int64 else dtype, strict=False)
-        if dtype == pl.Int64:
-            value = value.cast(pl.Int64, strict=False)
-    elif dtype == pl.Boolean:
-        value = raw.str.to_lowercase().replace_strict(
+        return value.cast(pl.Int64, strict=False) if dtype == pl.Int64 else value
+    if dtype == pl.Boolean:
+        return raw.str.to_lowercase().replace_strict(
             {"true": True, "1": True, "y": True, "false": False, "0": False, "n": False}, default=None, return_dtype=pl.Boolean
         )
-    else:
-        value = raw.cast(dtype, strict=False)
-    error = pl.when(present & value.is_null()).then(pl.format(f"{name}: cannot parse {{}} as {dtype}", raw))
-    return pl.when(present).then(value).otherwise(None), error
+    return raw.cast(dtype, strict=False)
 
 
 def parse_columns(
     frame: nw.LazyFrame, columns: Mapping[str, pl.DataType], decimal_comma: bool, date_formats: Sequence[str], error_prefix: str
 ) -> nw.LazyFrame:
-    """String columns -> typed values (null when unparseable) and `<error_prefix><name>` messages."""
-    values, errors = [], []
+    """String columns -> typed values (null when unparseable) and `<error_prefix><name>` messages.
+
+    Each value is parsed once: the typed column and the raw text of the values that failed are
+    computed together, and messages are formatted afterwards from that mostly-null column (a
+    message per row would be built, then thrown away, for every good row otherwise).
+    """
+    values, failed, messages = [], [], []
     for name, dtype in columns.items():
-        value, error = _typed(name, dtype, decimal_comma, date_formats)
-        values.append(value.alias(name))
-        errors.append(error.cast(pl.String).alias(error_prefix + name))
-    return nw.from_native(_native(frame).with_columns(errors).with_columns(values))
+        raw = pl.col(name).str.strip_chars()
+        present = raw.is_not_null() & (raw != "")
+        if dtype == pl.String:
+            values.append(pl.when(present).then(raw).otherwise(None).alias(name))
+            messages.append(pl.lit(None, pl.String).alias(error_prefix + name))
+            continue
+        value = _parsed(name, dtype, decimal_comma, date_formats)
+        values.append(pl.when(present).then(value).otherwise(None).alias(name))
+        failed.append(pl.when(present & value.is_null()).then(raw).otherwise(None).alias(error_prefix + name))
+        messages.append(pl.format(f"{name}: cannot parse {{}} as {dtype}", pl.col(error_prefix + name)).alias(error_prefix + name))
+    return nw.from_native(_native(frame).with_columns(*failed, *values).with_columns(messages))
 
 
 def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str) -> nw.LazyFrame:

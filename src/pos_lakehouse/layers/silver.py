@@ -304,7 +304,13 @@ def deduplicate_fact_batch(frame: nw.LazyFrame, keys: list[str], date_col: str, 
     contradicts itself; its last word counts, the others stay visible with a reason). Across
     deliveries in one batch the newest one wins per store-day (or per row with `replaces: rows`),
     exactly as if they had been processed one after another.
+    `frame` is read several times: pass a persisted one.
     """
+    # Most batches repeat no key and no store-day across deliveries: two grouped counts show it
+    # and spare the windows over every row below.
+    repeated = frame.group_by(*keys).agg(nw.len().alias("_n")).filter(nw.col("_n") > 1)
+    if _count(repeated) == 0 and (replaces != "site_days" or not _site_days_overlap(frame, date_col)):
+        return frame
     frame = frame.with_columns(nw.when(_ok()).then(nw.col("_row_number")).alias("_ok_row"))
     frame = frame.with_columns(nw.col("_ok_row").max().over("_delivery_id", *keys).alias("_last_row"))
     frame = frame.with_columns(
@@ -327,6 +333,12 @@ def deduplicate_fact_batch(frame: nw.LazyFrame, keys: list[str], date_col: str, 
             .drop("_delivery_rank", "_ok_rank", "_newest")
         )
     return frame
+
+
+def _site_days_overlap(frame: nw.LazyFrame, date_col: str) -> bool:
+    """Whether two deliveries of the batch hold the same store-day."""
+    per_site_day = frame.group_by(date_col, "site_id").agg(nw.col("_delivery_id").n_unique().alias("_deliveries"))
+    return _count(per_site_day.filter(nw.col("_deliveries") > 1)) > 0
 
 
 def restated_away(
@@ -504,8 +516,10 @@ def _load_fact_batch(
     result.input_rows += before_dedup
     # A delivery split by date: its bronze rows are this part's rows (one per canonical row).
     result.bronze_rows += _count(raw) if dates is None else before_dedup
-    deduplicated = engine.persist(deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces))
-    engine.release(frame)
+    deduplicated = deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces)
+    if deduplicated is not frame:
+        deduplicated = engine.persist(deduplicated)
+        engine.release(frame)
     frame, deduplicated = deduplicated, None
     result.superseded += before_dedup - _count(frame)
     _quarantine_failed(lake, spec, table_name, frame, raw, now, result)
