@@ -544,23 +544,26 @@ def _load_fact_batch(
     # Masks read the previous block's records, and a change reaches the next block's.
     history_from = _block_start(lo, 1) if grain == "day" else lo
     reach_to = _block_start(hi, -2) - timedelta(days=1) if grain == "day" else hi
-    sites = facts.select("site_id").unique()
     stored = lake.read(uri, table.schema) if lake.exists(uri) else None
-    nearby = (
-        _count(stored.filter(nw.col(date_col).is_between(history_from, reach_to)).join(sites, on="site_id", how="semi"))
-        if stored is not None
-        else 0
-    )
+    nearby = 0
+    if stored is not None:
+        # A list (not a join) so the reader can skip data files by their site_id bounds; one row is enough.
+        sites = facts.select("site_id").unique().collect(backend="polars")["site_id"].to_list()
+        near = stored.filter(nw.col(date_col).is_between(history_from, reach_to) & nw.col("site_id").is_in(sites))
+        nearby = _count(near.head(1))
     if nearby == 0:
         # Nothing stored for these stores near these dates: no row to update, restate or re-mask.
         # The rows in hand are all the masks read; they are written with their twins by an append.
         source = conform(facts, table)
-        source = mask_measures(convert_to_usd(source, fx, date_col), date_col, grain, masked)
+        # Measures this kind of file does not carry are null in every row here, and so are their
+        # twins (conform adds them): masks are computed for the carried ones only.
+        in_hand = [m for m in masked if m.replace("_usd", "_lc") in carried]
+        source = mask_measures(convert_to_usd(source, fx, date_col), date_col, grain, in_hand)
         source = engine.persist(conform(source, table))
         result.fx_missing += _count(source.filter(nw.col("fx_rate_to_usd").is_null()))
         # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
         engine.release(frame)
-        del frame, facts, sites
+        del frame, facts
         write_options = {
             "description": f"{spec.name}: {table.description}",
             "bookmarks": marks,
