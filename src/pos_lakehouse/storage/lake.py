@@ -33,7 +33,9 @@ ROW_GROUP_ROWS = 128 * 1024
 
 
 def _writer() -> WriterProperties:
-    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS)
+    # delta-rs writes uncompressed unless told; Snappy (Spark's default) costs no measurable time
+    # here and makes silver's files a fifth smaller, so every later read moves less.
+    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
 
 
 # Every table gets a checkpoint each 10 commits (delta-rs' default is 100, Spark's 10): opening a
