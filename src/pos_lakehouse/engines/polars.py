@@ -24,7 +24,7 @@ def _number(expr: pl.Expr, decimal_comma: bool) -> pl.Expr:
 
 
 def _parsed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Sequence[str]) -> pl.Expr:
-    """The typed value of a stripped, non-empty text `pl.col(name)`; null when it cannot be parsed."""
+    """The typed value of `pl.col(name)`; null when it is missing, blank or cannot be parsed."""
     raw = pl.col(name).str.strip_chars()
     if dtype == pl.Date:
         candidates = [raw.str.to_date(fmt, strict=False) for fmt in date_formats]
@@ -38,7 +38,7 @@ def _parsed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Se
         return raw.str.to_lowercase().replace_strict(
             {"true": True, "1": True, "y": True, "false": False, "0": False, "n": False}, default=None, return_dtype=pl.Boolean
         )
-    return raw.cast(dtype, strict=False)
+    return pl.when(raw != "").then(raw.cast(dtype, strict=False))
 
 
 def parse_columns(
@@ -46,22 +46,23 @@ def parse_columns(
 ) -> nw.LazyFrame:
     """String columns -> typed values (null when unparseable) and `<error_prefix><name>` messages.
 
-    Each value is parsed once: the typed column and the raw text of the values that failed are
-    computed together, and messages are formatted afterwards from that mostly-null column (a
-    message per row would be built, then thrown away, for every good row otherwise).
+    Each value is parsed once, and only values that came out null are looked at again: their raw
+    text is kept beside the typed column, and the messages are formatted from that mostly-null
+    column (blank text is missing, not unparseable). Building a message for every row, to throw
+    it away for the good ones, cost as much as the parsing itself.
     """
     values, failed, messages = [], [], []
     for name, dtype in columns.items():
-        raw = pl.col(name).str.strip_chars()
-        present = raw.is_not_null() & (raw != "")
         if dtype == pl.String:
-            values.append(pl.when(present).then(raw).otherwise(None).alias(name))
+            raw = pl.col(name).str.strip_chars()
+            values.append(pl.when(raw != "").then(raw).alias(name))
             messages.append(pl.lit(None, pl.String).alias(error_prefix + name))
             continue
         value = _parsed(name, dtype, decimal_comma, date_formats)
-        values.append(pl.when(present).then(value).otherwise(None).alias(name))
-        failed.append(pl.when(present & value.is_null()).then(raw).otherwise(None).alias(error_prefix + name))
-        messages.append(pl.format(f"{name}: cannot parse {{}} as {dtype}", pl.col(error_prefix + name)).alias(error_prefix + name))
+        values.append(value.alias(name))
+        failed.append(pl.when(value.is_null()).then(pl.col(name)).alias(error_prefix + name))
+        text = pl.col(error_prefix + name).str.strip_chars()
+        messages.append(pl.when(text != "").then(pl.format(f"{name}: cannot parse {{}} as {dtype}", text)).alias(error_prefix + name))
     return nw.from_native(_native(frame).with_columns(*failed, *values).with_columns(messages))
 
 
