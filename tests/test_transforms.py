@@ -70,6 +70,27 @@ def test_mapping_types_prefixes_and_explains_bad_values():
     assert out["extra_attributes"][0] == '{"Farbe":"rot"}'
 
 
+def test_blank_values_are_missing_padded_ones_parse_and_messages_quote_the_text():
+    raw = pl.LazyFrame(
+        {
+            "date": [" 2026-09-01 ", "   ", "2026-09-03", "2026-09-04", None],
+            "site_id": ["S", "S", "  ", "S", "S"],
+            "prod_id": ["P", "P", "P", "P", "P"],
+            "pos_sales_units": [" 1 234 ", "2", "", " zwei ", "5"],
+        }
+    )
+    out = _pl(to_canonical(_nw(raw), {}, ["store_day_fact"], date_formats=["%Y-%m-%d"]))
+    assert out["date"].to_list() == [date(2026, 9, 1), None, date(2026, 9, 3), date(2026, 9, 4), None]
+    assert out["pos_sales_units"].to_list() == [Decimal("1234"), Decimal("2"), None, None, Decimal("5")]
+    assert out["site_id"].to_list() == ["S", "S", None, "S", "S"]
+    errors = out["_errors"].to_list()
+    assert errors[0] is None
+    assert errors[1] == "date: required value is missing"  # blank: missing, not unparseable
+    assert errors[2] == "site_id: required value is missing"  # a blank measure is no error
+    assert errors[3] == "pos_sales_units: cannot parse zwei as Decimal(precision=18, scale=4)"
+    assert errors[4] == "date: required value is missing"
+
+
 def _obs(rows):
     return pl.DataFrame(
         rows, schema={"prod_id": pl.String, "_observed_on": pl.Date, "prod_name": pl.String, "brand": pl.String}, orient="row"
