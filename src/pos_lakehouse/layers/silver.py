@@ -11,6 +11,7 @@ engine functions narwhals lacks come from `engines.edges`.
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -90,6 +91,41 @@ class SilverResult:
     @property
     def unaccounted(self) -> int:
         return self.bronze_rows - self.loaded - self.quarantined - self.superseded
+
+
+class _BatchWrites:
+    """Appends of finished fact batches, run behind the next batch's parsing (Polars only).
+
+    A batch's append (a partitioned Delta write: one core, mostly outside the GIL) overlaps the
+    next batch's parse, keys and duplicate checks. Anything that reads the stored table waits for
+    the pending append first (`wait`), so a batch always sees the ones before it, as if they had
+    run one after another. At most one append is pending, which bounds the extra memory to one
+    batch. The Spark engine parallelizes inside each job: it writes inline.
+    """
+
+    def __init__(self, background: bool):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_silver_write") if background else None
+        self._pending: Future | None = None
+
+    def submit(self, write) -> None:
+        self.wait()
+        if self._pool is None:
+            write()
+        else:
+            self._pending = self._pool.submit(write)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the pending append (its error, if any, is raised here) and stop the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def _bookmark(file_spec: FileSpec) -> str:
@@ -381,9 +417,13 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     result = SilverResult(table_name, bronze_versions=dict(marks))
     committed = dict(marks)
     budget = batch_rows or silver_batch_rows()
-    for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
-        for deliveries, dates, with_undated in _fact_batches(raw, spec, file_spec, table_name, budget):
-            _load_fact_batch(lake, spec, file_spec, table_name, raw, deliveries, dates, with_undated, now, result, marks)
+    writes = _BatchWrites(background=lake.engine == "polars")
+    try:
+        for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
+            for deliveries, dates, with_undated in _fact_batches(raw, spec, file_spec, table_name, budget):
+                _load_fact_batch(lake, spec, file_spec, table_name, raw, deliveries, dates, with_undated, now, result, marks, writes)
+    finally:
+        writes.close()
     # The consumed bronze versions advance once every batch (and its derived twins) is in.
     if result.bronze_versions != committed and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
@@ -474,6 +514,7 @@ def _load_fact_batch(
     now: datetime,
     result: SilverResult,
     marks: dict[str, str],
+    writes: _BatchWrites,
 ) -> None:
     table = canonical.TABLES[table_name]
     date_col = table.natural_keys[0]
@@ -544,6 +585,8 @@ def _load_fact_batch(
     # Masks read the previous block's records, and a change reaches the next block's.
     history_from = _block_start(lo, 1) if grain == "day" else lo
     reach_to = _block_start(hi, -2) - timedelta(days=1) if grain == "day" else hi
+    # From here on the stored table is read: the previous batch's append must be in it.
+    writes.wait()
     stored = lake.read(uri, table.schema) if lake.exists(uri) else None
     nearby = 0
     if stored is not None:
@@ -579,9 +622,13 @@ def _load_fact_batch(
                 **write_options,
             )
         else:
-            lake.append(uri, source, **write_options)
+
+            def append(source=source) -> None:
+                lake.append(uri, source, **write_options)
+                engine.release(source)
+
+            writes.submit(append)
         result.inserted += n
-        engine.release(source)
         return
     _merge_fact_batch(lake, spec, file_spec, table, uri, facts, carried, lo, hi, history_from, now, result, marks)
     engine.release(frame)
