@@ -220,7 +220,12 @@ def _raw_sources(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, col
     return [source[c] for c in columns] if all(c in source for c in columns) else None
 
 
-def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
+def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime, shared: dict | None = None) -> SilverResult:
+    """Observe the dimension's entities in the new bronze rows and upsert their versions.
+
+    `shared` (one dict for the dimensions of one refresh) keeps what several dimensions read from
+    the same new bronze rows (the rows per delivery and data file), so it is computed once.
+    """
     table = canonical.TABLES[table_name]
     uri = lake.silver(spec.name, table_name)
     key_column = KEY_COLUMN[table_name]
@@ -233,7 +238,13 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     for file_spec, all_raw in new_bronze_batches(lake, spec, table_name, marks, result):
         engine = edges(all_raw)
         _, observed, dates = _dimension_rows(all_raw, spec, file_spec, table_name)
-        files = _delivery_files(all_raw)
+        bookmark = _bookmark(file_spec)
+        reused = (bookmark, marks.get(bookmark), result.bronze_versions.get(bookmark))
+        files = shared.get(reused) if shared is not None else None
+        if files is None:
+            files = _delivery_files(all_raw)
+            if shared is not None:
+                shared[reused] = files
         batches = list(_delivery_batches(files, budget))
         # Bad rows are counted in one streaming pass, and (if any) quarantined in batches of whole
         # deliveries (oldest first), so a large delivery is never parsed whole.
@@ -741,11 +752,12 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
     """Bring the given silver tables up to date with bronze; dimensions before facts."""
     now = now or datetime.now(UTC)
     results = {}
+    shared: dict = {}
     for name in spec.canonical_tables:
         if name not in tables:
             continue
         if name in canonical.DIMENSIONS:
-            results[name] = refresh_dimension(lake, spec, name, now)
+            results[name] = refresh_dimension(lake, spec, name, now, shared)
             results[name].reenriched = reenrich_current_versions(lake, spec, name, now)
         else:
             results[name] = refresh_facts(lake, spec, name, now)
