@@ -120,3 +120,44 @@ def test_a_later_delivery_batch_wins_the_same_entity_day(tmp_path, monkeypatch, 
         # One batch: the last row read wins (between the two deliveries: their data files' order).
         assert versions["prod_dim"].filter(pl.col("prod_id") == "1003_10")["prod_name"].to_list()[-1] in ("Alpha", "Alpha 3")
         assert set(versions["site_dim"].filter(pl.col("site_id") == "1003_1")["site_name"]) <= {"Store One", "Store One C"}
+
+
+@pytest.mark.parametrize("with_batch", [False, True])
+@pytest.mark.parametrize("ranked", [False, True])
+def test_keep_last_equals_the_last_row_of_each_group_in_order(with_batch, ranked):
+    """The engine's grouped maximum (one integer of batch, file rank and row) keeps the same rows as
+    sorting by the order and taking each group's last row: files spanning batches, null keys,
+    files ranked by name or by a given read order."""
+    import narwhals as nw
+    import numpy as np
+
+    from pos_lakehouse.transform.scd2 import keep_last
+
+    rng = np.random.default_rng(7)
+    n = 5_000
+    paths = [f"s3://bronze/part-{i:02d}-{rng.integers(1 << 30):x}.parquet" for i in range(6)]
+    frame = pl.DataFrame(
+        {
+            "k": pl.Series([None if v == 0 else f"k{v}" for v in rng.integers(0, 40, n)], dtype=pl.String),
+            "d": rng.integers(0, 3, n),
+            "_batch": rng.integers(0, 3, n),
+            "_file_path": [paths[i] for i in rng.integers(0, len(paths), n)],
+            "_file_row": pl.Series(rng.permutation(n), dtype=pl.UInt32),
+            "v": np.arange(n),
+        }
+    )
+    order = ["_batch", "_file_path", "_file_row"] if with_batch else ["_file_path", "_file_row"]
+    file_order = list(rng.permutation(paths)) if ranked and not with_batch else None
+    rank = {p: i for i, p in enumerate(file_order or sorted(paths))}
+    expected = (
+        frame.with_columns(pl.col("_file_path").replace_strict(rank, return_dtype=pl.Int64).alias("_rank"))
+        .sort([*order[:-2], "_rank", "_file_row"])
+        .group_by("k", "d", maintain_order=True)
+        .last()
+        .sort("v")["v"]
+        .to_list()
+    )
+    kept = keep_last(nw.from_native(frame.lazy()), ["k", "d"], order, file_order).to_native().collect()
+    assert kept.columns == frame.columns
+    assert sorted(kept["v"].to_list()) == expected
+    assert len(expected) == frame.select("k", "d").unique().height

@@ -137,9 +137,8 @@ def last_of_groups(
         span = len(values) + 1
         return _last_by_rank(lf, keys, first, second, rank, values, span)
     pairs = lf.select(*lead, first).unique().drop_nulls().collect(engine="streaming")
-    if not lead or pairs[first].is_unique().all():
-        # Each file in one batch (the usual case): the files ranked by (batch, name) are the order.
-        values = pairs.sort([*lead, first])[first]
+    if not lead:
+        values = pairs[first].sort()
         rank = pl.col(first).cast(pl.Enum(values.to_list())).to_physical().cast(pl.Int64)
     else:
         # (batch, file rank) as one number: batch times the number of files, plus the rank.
