@@ -151,7 +151,9 @@ def last_of_groups(
     return _last_by_rank(lf, keys, first, second, rank, values, span)
 
 
-def _last_by_rank(lf: pl.LazyFrame, keys, first: str, second: str, rank: pl.Expr, values: pl.Series, span: int) -> nw.LazyFrame:
+def _last_by_rank(
+    lf: pl.LazyFrame, keys: Sequence[str], first: str, second: str, rank: pl.Expr, values: pl.Series, span: int
+) -> nw.LazyFrame:
     """Rows of `lf` with the greatest (`rank`, `second`) per `keys`; `rank` % `span` indexes `values` (of `first`)."""
     schema = lf.collect_schema()
     ranks = pl.DataFrame({first: values}).with_row_index("_rank").with_columns(pl.col("_rank").cast(pl.Int64))

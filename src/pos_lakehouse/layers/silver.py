@@ -193,11 +193,12 @@ def _dimension_rows(
 
 
 def _batch_order(files, batches: list[list[str] | None]):
-    """The order rows of `batches` (of `_delivery_batches`) are read in: batch, data file, row.
+    """The order rows of `batches` (of `_delivery_batches`; `files` as `_delivery_files`) are read
+    in: batch, data file, row.
 
-    `files` as `_delivery_files`. Returns the order's columns, the function adding the ones `raw` lacks, and the data files in
-    the order they are read (None when a file holds deliveries of several batches: the order then
-    has a `_batch` column, the batch of each row's delivery).
+    Returns the order's columns, the function adding those bronze rows lack, and the data files
+    in the order they are read. When a data file holds deliveries of several batches, there is no
+    such file order (None): the order starts with `_batch`, the batch of each row's delivery.
     """
     batch_of = {d: i for i, deliveries in enumerate(batches) for d in deliveries or []}
     spans: dict[str, set[int]] = {}
