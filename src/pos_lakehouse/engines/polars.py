@@ -110,3 +110,72 @@ def is_empty(frame: nw.LazyFrame) -> bool:
 def reuse(frame: nw.LazyFrame) -> nw.LazyFrame:
     """A wide frame read a few times: Polars re-runs the lazy query (cheaper than holding it)."""
     return frame
+
+
+# Rows are ordered by (data file, row in it); one integer key holds both: the file's rank times
+# this, plus the row (a Polars row index is a UInt32, always below it).
+_ROW_SPAN = 1 << 32
+_INTEGERS = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
+
+
+def last_of_groups(
+    frame: nw.LazyFrame, keys: Sequence[str], order: Sequence[str], file_order: Sequence[str] | None = None
+) -> nw.LazyFrame | None:
+    """The row of each `keys` group with the greatest `order`, or None when `order` is not of the
+    shape handled here: an optional small non-negative integer (a batch), a string (the data
+    file), an unsigned row number; unique per row. `file_order` (every data file, in the order
+    they were read) replaces the comparison of the file names.
+
+    A grouped maximum of one integer key ((batch, file rank) then row) finds the winners; the frame
+    is then filtered to them. Over millions of rows this costs a fraction of windows over the keys
+    (which join every row back to its group) or of a sort.
+    """
+    lf = _native(frame)
+    schema = lf.collect_schema()
+    *lead, first, second = order
+    if len(lead) > 1 or schema.get(first) != pl.String or schema.get(second) not in (pl.UInt32, pl.UInt16, pl.UInt8):
+        return None
+    if lead and schema.get(lead[0]) not in _INTEGERS:
+        return None
+    if file_order is not None:
+        if lead:
+            return None
+        values = pl.Series(first, list(file_order), dtype=pl.String)
+        rank = pl.col(first).cast(pl.Enum(values.to_list())).to_physical().cast(pl.Int64)
+        span = len(values) + 1
+        return _last_by_rank(lf, keys, first, second, rank, values, span)
+    pairs = lf.select(*lead, first).unique().drop_nulls().collect(engine="streaming")
+    if not lead:
+        values = pairs[first].sort()
+        rank = pl.col(first).cast(pl.Enum(values.to_list())).to_physical().cast(pl.Int64)
+    else:
+        # (batch, file rank) as one number: batch times the number of files, plus the rank.
+        values = pairs[first].unique().sort()
+        if pairs[lead[0]].min() < 0 or (pairs[lead[0]].max() + 1) * (len(values) + 1) >= 1 << 31:
+            return None
+        file_rank = pl.col(first).cast(pl.Enum(values.to_list())).to_physical().cast(pl.Int64)
+        rank = pl.col(lead[0]).cast(pl.Int64) * (len(values) + 1) + file_rank
+    span = len(values) + 1
+    return _last_by_rank(lf, keys, first, second, rank, values, span)
+
+
+def _last_by_rank(
+    lf: pl.LazyFrame, keys: Sequence[str], first: str, second: str, rank: pl.Expr, values: pl.Series, span: int
+) -> nw.LazyFrame:
+    """Rows of `lf` with the greatest (`rank`, `second`) per `keys`; `rank` % `span` indexes `values` (of `first`)."""
+    schema = lf.collect_schema()
+    ranks = pl.DataFrame({first: values}).with_row_index("_rank").with_columns(pl.col("_rank").cast(pl.Int64))
+    winners = (
+        lf.group_by(keys)
+        .agg((rank * _ROW_SPAN + pl.col(second).cast(pl.Int64)).max().alias("_ordinal"))
+        .select(
+            (pl.col("_ordinal") // _ROW_SPAN % span).alias("_rank"), (pl.col("_ordinal") % _ROW_SPAN).cast(schema[second]).alias(second)
+        )
+        .drop_nulls()
+        .join(ranks.lazy(), on="_rank")
+        .select(first, second)
+        .collect(engine="streaming")
+    )
+    # The row filter first (it reaches the scan), the exact (file, row) pairs after.
+    kept = lf.filter(pl.col(second).is_in(winners[second].unique().implode())).join(winners.lazy(), on=[first, second], how="semi")
+    return nw.from_native(kept)

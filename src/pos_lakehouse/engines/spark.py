@@ -124,3 +124,21 @@ def is_empty(frame: nw.LazyFrame) -> bool:
 
 
 reuse = persist
+
+
+def last_of_groups(
+    frame: nw.LazyFrame, keys: Sequence[str], order: Sequence[str], file_order: Sequence[str] | None = None
+) -> nw.LazyFrame | None:
+    """The row of each `keys` group with the greatest `order` (compared column by column; unique
+    per row): a grouped maximum of the order as a struct, then a semi-join to the winners.
+    `file_order` (every data file, in the order read) ranks the file column (`order[-2]`) instead
+    of its name."""
+    df = frame.to_native()
+    fields = [col(c).alias(c) for c in order]
+    if file_order is not None:
+        ranks = F.create_map(*[F.lit(v) for i, path in enumerate(file_order) for v in (path, i)])
+        fields[-2] = ranks[col(order[-2])].alias("_file_rank")
+        fields.append(col(order[-2]).alias(order[-2]))
+    last = df.groupBy(*[col(k) for k in keys]).agg(F.max(F.struct(*fields)).alias("_last"))
+    winners = last.select(*[F.col("_last").getField(c).alias(c) for c in order]).where(F.col("_last").isNotNull())
+    return nw.from_native(df.join(winners, on=list(order), how="left_semi"))

@@ -24,7 +24,7 @@ from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical, masking
 from pos_lakehouse.transform.chunks import ranges_within
-from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform, prefix_ids, to_canonical
+from pos_lakehouse.transform.mapping import ERROR_COLUMN, ORDER_COLUMNS, conform, prefix_ids, resolve_columns, to_canonical
 from pos_lakehouse.transform.masking import mask_measures
 from pos_lakehouse.transform.measures import (
     aggregate_period,
@@ -41,6 +41,7 @@ from pos_lakehouse.transform.scd2 import (
     START_OF_HISTORY,
     dim_observations,
     keep_last,
+    observation_columns,
     observed_from_file_names,
     point_in_time_keys,
     scd2_versions,
@@ -207,7 +208,61 @@ def _quarantine_failed(lake: LakeIO, spec: RetailerSpec, table_name: str, rows, 
             result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
 
 
-def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime) -> SilverResult:
+def _dimension_rows(
+    raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, table_name: str, dates: dict[str, date | None] | None = None
+) -> tuple[nw.LazyFrame, str, dict[str, date | None] | None]:
+    """A dimension's canonical rows, the column each row is observed on, and (snapshots named by
+    their day) the observation date of each file (`dates`, read from `raw` when not given)."""
+    lf = _canonical_rows(raw, spec, file_spec, table_name)
+    names = lf.collect_schema().names()
+    if "date" in names:
+        return lf, "date", dates
+    if "week_end_date" in names:
+        return lf, "week_end_date", dates
+    if file_spec.observed_on is not None:
+        # Undated snapshots named by their day: each file is observed on the date in its name.
+        if dates is None:
+            files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
+            dates = {f: file_spec.observed_on.date_of(f) for f in files}
+        return observed_from_file_names(lf, dates, "_observed_from_name"), "_observed_from_name", dates
+    return lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on")), "_delivered_on", dates
+
+
+def _batch_order(files, batches: list[list[str] | None]):
+    """The order rows of `batches` (of `_delivery_batches`; `files` as `_delivery_files`) are read
+    in: batch, data file, row.
+
+    Returns the order's columns, the function adding those bronze rows lack, and the data files
+    in the order they are read. When a data file holds deliveries of several batches, there is no
+    such file order (None): the order starts with `_batch`, the batch of each row's delivery.
+    """
+    batch_of = {d: i for i, deliveries in enumerate(batches) for d in deliveries or []}
+    spans: dict[str, set[int]] = {}
+    for delivery, path in files.select("_delivery_id", ORDER_COLUMNS[0]).iter_rows():
+        spans.setdefault(path, set()).add(batch_of.get(delivery, 0))
+    if all(len(b) == 1 for b in spans.values()) and None not in spans:
+        return ORDER_COLUMNS, lambda frame: frame, sorted(spans, key=lambda path: (min(spans[path]), path))
+    batch = nw.lit(len(batches) - 1, nw.Int64)
+    for i in reversed(range(len(batches) - 1)):
+        batch = nw.when(nw.col("_delivery_id").is_in(batches[i])).then(nw.lit(i, nw.Int64)).otherwise(batch)
+    return ("_batch", *ORDER_COLUMNS), lambda frame: frame.with_columns(batch.alias("_batch")), None
+
+
+def _raw_sources(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, columns: list[str]) -> list[str] | None:
+    """The bronze columns that `columns` of `_dimension_rows` are computed from, each from its own
+    source alone (None when one is not found)."""
+    names = [c for c in raw.collect_schema().names() if c not in ORDER_COLUMNS]
+    renames, _ = resolve_columns(names, spec.columns.get(file_spec.name, {}), file_spec.holds)
+    source = {target: name for name, target in renames.items()} | {"_observed_from_name": "_source_file", "_delivered_on": "_ingested_at"}
+    return [source[c] for c in columns] if all(c in source for c in columns) else None
+
+
+def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: datetime, shared: dict | None = None) -> SilverResult:
+    """Observe the dimension's entities in the new bronze rows and upsert their versions.
+
+    `shared` (one dict for the dimensions of one refresh) keeps what several dimensions read from
+    the same new bronze rows (the rows per delivery and data file), so it is computed once.
+    """
     table = canonical.TABLES[table_name]
     uri = lake.silver(spec.name, table_name)
     key_column = KEY_COLUMN[table_name]
@@ -216,43 +271,48 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     observations = []
     budget = silver_batch_rows()
     natural = table.natural_keys[0]
+    ids = ["_delivery_id", "_row_number"]
     for file_spec, all_raw in new_bronze_batches(lake, spec, table_name, marks, result):
-        # Observed in batches of whole deliveries (oldest first; a later delivery's observation of
-        # the same entity and day wins), so a large delivery is never held whole.
-        latest = None
-        for batch, deliveries in enumerate(_delivery_batches(all_raw, budget)):
+        engine = edges(all_raw)
+        _, observed, dates = _dimension_rows(all_raw, spec, file_spec, table_name)
+        bookmark = _bookmark(file_spec)
+        reused = (bookmark, marks.get(bookmark), result.bronze_versions.get(bookmark))
+        files = shared.get(reused) if shared is not None else None
+        if files is None:
+            files = _delivery_files(all_raw)
+            if shared is not None:
+                shared[reused] = files
+        batches = list(_delivery_batches(files, budget))
+        # Bad rows are counted in one streaming pass, and (if any) quarantined in batches of whole
+        # deliveries (oldest first), so a large delivery is never parsed whole.
+        checked = _dimension_rows(all_raw, spec, file_spec, table_name, dates)[0].filter(~_ok()).select(nw.len().alias("n"))
+        any_bad = bool(engine.persist(checked).collect(backend="polars").item())
+        bad = []
+        for deliveries in batches if any_bad else []:
             raw = all_raw if deliveries is None else all_raw.filter(nw.col("_delivery_id").is_in(deliveries))
-            lf = _canonical_rows(raw, spec, file_spec, table_name)
-            names = lf.collect_schema().names()
-            if "date" in names:
-                observed = "date"
-            elif "week_end_date" in names:
-                observed = "week_end_date"
-            elif file_spec.observed_on is not None:
-                # Undated snapshots named by their day: each file is observed on the date in its name.
-                files = raw.select("_source_file").unique().collect(backend="polars")["_source_file"].to_list()
-                observed = "_observed_from_name"
-                lf = observed_from_file_names(lf, {f: file_spec.observed_on.date_of(f) for f in files}, observed)
-            else:
-                lf = lf.with_columns(nw.col("_ingested_at").cast(nw.Date).alias("_delivered_on"))
-                observed = "_delivered_on"
-            engine = edges(lf)
-            lf = engine.reuse(lf)
+            lf = engine.reuse(_dimension_rows(raw, spec, file_spec, table_name, dates)[0])
+            quarantined = result.quarantined
             _quarantine_failed(lake, spec, table_name, lf, raw, now, result)
-            good = lf.filter(_ok() & ~nw.col(observed).is_null())
-            seen = dim_observations(good, table, observed)
-            if deliveries is None:
-                latest = seen
-                continue
-            seen = engine.persist(seen.with_columns(nw.lit(batch).alias("_batch")))
-            if latest is not None:
-                merged = keep_last(nw.concat([latest, seen], how="diagonal"), [natural, "_observed_on"], ["_batch"])
-                seen = engine.persist(merged)
-                engine.release(latest)
-            latest = seen
-        if latest is not None:
-            names = latest.collect_schema().names()
-            observations.append(latest.drop("_batch") if "_batch" in names else latest)
+            if result.quarantined > quarantined:
+                bad.append(engine.persist(lf.filter(~_ok()).select(*ids)))
+        # The observation of an entity and day is its last good row: of the latest batch (as if
+        # the batches had arrived one after another), then the last read.
+        order, batched, file_order = _batch_order(files, batches)
+        good_raw = all_raw.join(nw.concat(bad, how="vertical"), on=ids, how="anti") if bad else all_raw
+        texts = _raw_sources(all_raw, spec, file_spec, [natural, observed])
+        if texts is not None:
+            # All rows of one (key text, date text) pair parse to the same entity and day, so
+            # the last row of an entity-day is the last of its pairs' last rows: the pairs are
+            # narrowed on the raw text (a grouped maximum over a few columns), and only their
+            # last rows are parsed in full.
+            last = keep_last(batched(good_raw), texts, order, file_order)
+            good_raw = last.drop("_batch") if "_batch" in order else last
+        lf = _dimension_rows(good_raw, spec, file_spec, table_name, dates)[0]
+        lf = batched(lf.filter(_ok() & ~nw.col(observed).is_null()))
+        if texts is not None:  # a few rows, read three times
+            lf = engine.persist(lf.select(*observation_columns(lf.collect_schema().names(), table, observed, order)))
+        seen = dim_observations(lf, table, observed, order, file_order)
+        observations.append(engine.persist(seen))
     if not observations:
         if result.bronze_versions and lake.exists(uri):
             lake.commit_bookmarks(uri, result.bronze_versions)
@@ -476,11 +536,16 @@ def _fact_batches(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, ta
         yield batch, None, True
 
 
-def _delivery_batches(raw: nw.LazyFrame, budget: int):
+def _delivery_files(raw: nw.LazyFrame):
+    """Rows per delivery and bronze data file (a Polars frame)."""
+    unit = ["_delivery_id", "_ingested_at", "_source_file", ORDER_COLUMNS[0]]
+    return raw.group_by(*unit).agg(nw.len().alias("_n")).collect(backend="polars")
+
+
+def _delivery_batches(files, budget: int):
     """Lists of delivery ids of at most `budget` rows together, oldest first (a bigger delivery
-    alone); one `None` (all rows at once) when everything fits."""
-    sizes = raw.group_by("_delivery_id", "_ingested_at", "_source_file").agg(nw.len().alias("_n")).sort("_ingested_at", "_source_file")
-    sizes = sizes.collect(backend="polars")
+    alone); one `None` (all rows at once) when everything fits. `files` as `_delivery_files`."""
+    sizes = files.group_by("_delivery_id", "_ingested_at", "_source_file").agg(nw.col("_n").sum()).sort("_ingested_at", "_source_file")
     if int(sizes["_n"].sum()) <= budget:
         yield None
         return
@@ -752,11 +817,12 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
     """Bring the given silver tables up to date with bronze; dimensions before facts."""
     now = now or datetime.now(UTC)
     results = {}
+    shared: dict = {}
     for name in spec.canonical_tables:
         if name not in tables:
             continue
         if name in canonical.DIMENSIONS:
-            results[name] = refresh_dimension(lake, spec, name, now)
+            results[name] = refresh_dimension(lake, spec, name, now, shared)
             results[name].reenriched = reenrich_current_versions(lake, spec, name, now)
         else:
             results[name] = refresh_facts(lake, spec, name, now)
