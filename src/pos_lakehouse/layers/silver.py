@@ -238,10 +238,15 @@ def _batch_order(files, batches: list[list[str] | None]):
     """
     batch_of = {d: i for i, deliveries in enumerate(batches) for d in deliveries or []}
     spans: dict[str, set[int]] = {}
-    for delivery, path in files.select("_delivery_id", ORDER_COLUMNS[0]).iter_rows():
+    # Inside a batch, files are read in their deliveries' order (ingested, then file name), as
+    # facts rank deliveries: data file names are random, so ordering by name would let either of
+    # two deliveries observing the same entity on the same day win.
+    delivered: dict[str, tuple] = {}
+    for delivery, ingested, source, path in files.select("_delivery_id", "_ingested_at", "_source_file", ORDER_COLUMNS[0]).iter_rows():
         spans.setdefault(path, set()).add(batch_of.get(delivery, 0))
+        delivered[path] = max(delivered.get(path, (ingested, source)), (ingested, source))
     if all(len(b) == 1 for b in spans.values()) and None not in spans:
-        return ORDER_COLUMNS, lambda frame: frame, sorted(spans, key=lambda path: (min(spans[path]), path))
+        return ORDER_COLUMNS, lambda frame: frame, sorted(spans, key=lambda path: (min(spans[path]), *delivered[path], path))
     batch = nw.lit(len(batches) - 1, nw.Int64)
     for i in reversed(range(len(batches) - 1)):
         batch = nw.when(nw.col("_delivery_id").is_in(batches[i])).then(nw.lit(i, nw.Int64)).otherwise(batch)
