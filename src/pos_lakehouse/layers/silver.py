@@ -682,22 +682,23 @@ def _load_fact_batch(
             "bookmarks": marks,
             "partition_by": fact_partitions(table_name),
         }
-        if stored is None:
-            lake.merge(
-                uri,
-                source.with_columns(nw.lit("upsert").alias("_action")),
-                keys=keys,
-                column_descriptions={c.name: c.description for c in table.columns},
-                action_column="_action",
-                **write_options,
-            )
-        else:
+        creates = stored is None
 
-            def append(source=source) -> None:
+        def write(source=source) -> None:
+            if creates:  # the table's first rows: created with its column descriptions
+                lake.merge(
+                    uri,
+                    source.with_columns(nw.lit("upsert").alias("_action")),
+                    keys=keys,
+                    column_descriptions={c.name: c.description for c in table.columns},
+                    action_column="_action",
+                    **write_options,
+                )
+            else:
                 lake.append(uri, source, **write_options)
-                engine.release(source)
+            engine.release(source)
 
-            writes.submit(append)
+        writes.submit(write)
         result.inserted += n
         return
     _merge_fact_batch(lake, spec, file_spec, table, uri, facts, carried, lo, hi, history_from, now, result, marks)
