@@ -302,6 +302,49 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
         return _retry(_do, uri)
 
+    def append_partition(
+        self,
+        uri: str,
+        chunks: Sequence[pl.LazyFrame | nw.LazyFrame],
+        values: Mapping[str, str],
+        *,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+        column_descriptions: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Append rows that all hold the partition `values`, each chunk its own files, in one commit
+        (creating the table, partitioned by `values`' columns, if absent); streams like an
+        unpartitioned write (`storage.partition_append`). False when the table's layout or schema
+        does not allow it: the caller then appends the rows itself."""
+        from pos_lakehouse.storage import partition_append
+
+        frames = [nw.to_native(c, pass_through=True) for c in chunks]
+        frames = [f.lazy() if isinstance(f, pl.DataFrame) else f for f in frames]
+        if not frames:
+            return True
+        if not self.exists(uri):
+            empty = _with_column_comments(pl.DataFrame(schema=frames[0].collect_schema()).to_arrow(), column_descriptions or {})
+            try:
+                _retry(lambda: self.create_empty(uri, empty, partition_by=list(values), description=description), uri)
+            except RuntimeError as exc:  # another writer created it first: use theirs
+                if "already exists" not in str(exc).lower():
+                    raise
+        table = self.table(uri)
+        assert table is not None
+        if not partition_append.applicable(table, frames[0], values):
+            return False
+
+        def commit(actions) -> None:
+            _retry(
+                lambda: self.table(uri).create_write_transaction(  # type: ignore[union-attr]
+                    actions, "append", table.schema(), partition_by=list(values), commit_properties=self._commit(bookmarks, "append")
+                ),
+                uri,
+            )
+
+        partition_append.append_partition(table, uri, frames, values, {"writer_properties": _writer()}, commit)
+        return True
+
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks with an empty commit-less write when there was nothing to merge."""
         dt = self.table(uri)
