@@ -130,7 +130,7 @@ def _append_new_partition(
 ) -> None:
     """Write a retailer's first rows into its gold partition, a batch of rows (a date range) at a time.
 
-    A Lake that can (`Lake.append_partition`) streams the chunks into the partition and commits
+    A Lake that can (`Lake.append_partitions`) streams the chunks into the partition and commits
     them at once, with the watermark. Otherwise each chunk is an append (a partitioned Delta write
     holds what it writes in memory, so the chunks bound the peak) and only the last one carries
     the watermark: an interrupted load leaves rows without it, and the next refresh MERGEs them
@@ -143,10 +143,10 @@ def _append_new_partition(
             per_day = rows.group_by(date_col).agg(nw.len().alias("_n")).sort(date_col).collect(backend="polars")
         bounds = ranges_within(per_day.select(date_col, "_n").iter_rows(), silver_batch_rows())
         chunks = [rows.filter(nw.col(date_col).is_between(lo, hi)) for lo, hi in bounds]
-    if options["partition"] is not None and lake.append_partition(
+    if options["partition"] is not None and lake.append_partitions(
         uri,
-        chunks,
-        {PARTITION_COLUMN: options["partition"]},
+        PARTITION_COLUMN,
+        [(options["partition"], chunk) for chunk in chunks],
         bookmarks=options["bookmarks"],
         description=options["description"],
         column_descriptions=options["column_descriptions"],

@@ -43,11 +43,11 @@ class LakeIO(Protocol):
         description: str | None = None,
     ) -> None: ...
     def merge(self, uri: str, data: Any, *, keys: Sequence[str], **options: Any) -> dict: ...
-    def append_partition(
+    def append_partitions(
         self,
         uri: str,
-        chunks: Sequence[Any],
-        values: Mapping[str, str],
+        column: str,
+        parts: Sequence[tuple[Any, Any]],
         *,
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
@@ -163,9 +163,9 @@ class DeltaLakeBase(MedallionLayout):
             files -= set(self.files_at(uri, version))  # type: ignore[attr-defined]
         return sorted(files), current
 
-    def append_partition(self, uri: str, chunks: Sequence[Any], values: Mapping[str, str], **options: Any) -> bool:
-        """Append rows of one partition in one commit, where the Lake has a faster way than `append`
-        (`Lake`: see `storage.partition_append`); False: the caller appends them itself."""
+    def append_partitions(self, uri: str, column: str, parts: Sequence[tuple[Any, Any]], **options: Any) -> bool:
+        """Append (partition value, rows) parts in one commit, where the Lake has a faster way than
+        `append` (`Lake`: see `storage.partition_append`); False: the caller writes them itself."""
         return False
 
     def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:

@@ -302,47 +302,48 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
         return _retry(_do, uri)
 
-    def append_partition(
+    def append_partitions(
         self,
         uri: str,
-        chunks: Sequence[pl.LazyFrame | nw.LazyFrame],
-        values: Mapping[str, str],
+        column: str,
+        parts: Sequence[tuple[object, pl.LazyFrame | nw.LazyFrame]],
         *,
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
         column_descriptions: Mapping[str, str] | None = None,
     ) -> bool:
-        """Append rows that all hold the partition `values`, each chunk its own files, in one commit
-        (creating the table, partitioned by `values`' columns, if absent); streams like an
-        unpartitioned write (`storage.partition_append`). False when the table's layout or schema
-        does not allow it: the caller then appends the rows itself."""
+        """Append (value of `column`, rows holding it) parts, each its own files, in one commit
+        (creating the table, partitioned by `column`, if absent); streams like an unpartitioned
+        write (`storage.partition_append`). False when the table's layout or schema does not allow
+        it: the caller then writes the rows itself."""
         from pos_lakehouse.storage import partition_append
 
-        frames = [nw.to_native(c, pass_through=True) for c in chunks]
-        frames = [f.lazy() if isinstance(f, pl.DataFrame) else f for f in frames]
+        frames = [(value, nw.to_native(rows, pass_through=True)) for value, rows in parts]
+        frames = [(value, rows.lazy() if isinstance(rows, pl.DataFrame) else rows) for value, rows in frames]
         if not frames:
-            return True
+            return False
+        schema = frames[0][1].collect_schema()
         if not self.exists(uri):
-            empty = _with_column_comments(pl.DataFrame(schema=frames[0].collect_schema()).to_arrow(), column_descriptions or {})
+            empty = _with_column_comments(pl.DataFrame(schema=schema).to_arrow(), column_descriptions or {})
             try:
-                _retry(lambda: self.create_empty(uri, empty, partition_by=list(values), description=description), uri)
+                _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
             except RuntimeError as exc:  # another writer created it first: use theirs
                 if "already exists" not in str(exc).lower():
                     raise
         table = self.table(uri)
         assert table is not None
-        if not partition_append.applicable(table, frames[0], values):
+        if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
             return False
 
         def commit(actions) -> None:
             _retry(
                 lambda: self.table(uri).create_write_transaction(  # type: ignore[union-attr]
-                    actions, "append", table.schema(), partition_by=list(values), commit_properties=self._commit(bookmarks, "append")
+                    actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
                 ),
                 uri,
             )
 
-        partition_append.append_partition(table, uri, frames, values, {"writer_properties": _writer()}, commit)
+        partition_append.append_partitions(uri, column, frames, {"writer_properties": _writer()}, commit)
         return True
 
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:

@@ -1,14 +1,14 @@
-"""Appending rows that all belong to one partition of a partitioned Delta table, at the speed of an
+"""Appending rows of known partitions to a table partitioned by one column, at the speed of an
 unpartitioned write.
 
 delta-rs holds the whole input of a *partitioned* write in memory before writing it (measured: 2.4
 GB and twice the time of the same rows written unpartitioned, whatever `target_file_size`). A
-retailer's first load of a gold table is one partition (`data_provider_code`), so its rows are
-written as an unpartitioned Delta table rooted at the partition's own directory
-(`<table>/<column>=<value>/`: the data files land exactly where a partitioned write puts them),
-streaming and bounded in memory; that scratch table's add actions (paths, sizes, column
-statistics) are then committed to the real table in one transaction with the partition value,
-and the scratch log is deleted. Readers see the rows only once that commit lands; an interrupted
+retailer's first load of a gold table is one partition (`data_provider_code`), and a first load of
+period facts a few (one per period end), so each partition's rows are written as an unpartitioned
+Delta table rooted at the partition's own directory (`<table>/<column>=<value>/`: the data files
+land exactly where a partitioned write puts them), streaming and bounded in memory; those scratch
+tables' add actions (paths, sizes, column statistics) are then committed to the real table in one
+transaction with their partition values, and the scratch logs are deleted. Readers see the rows only once that commit lands; an interrupted
 load leaves data files no commit refers to (a later VACUUM removes them) and, at most, a scratch
 log that the next load deletes before it starts.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import polars as pl
 from deltalake import DeltaTable
@@ -29,34 +29,37 @@ from pos_lakehouse.storage.object_store import is_remote, local_path, split, sto
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # no escaping needed in a Hive-style path
 
 
-def applicable(table: DeltaTable, data: pl.LazyFrame, values: Mapping[str, str]) -> bool:
-    """Whether the table is partitioned by exactly `values`' one column and `data` has its schema
-    (anything else, e.g. a schema that evolves, goes through an ordinary append)."""
-    if len(values) != 1 or table.metadata().partition_columns != list(values):
+def applicable(table: DeltaTable, data: pl.LazyFrame, column: str, values: Sequence[object]) -> bool:
+    """Whether the table is partitioned by `column` alone, the values need no escaping in a path and
+    `data` has the table's schema (anything else, e.g. a schema that evolves, goes through an
+    ordinary write)."""
+    if table.metadata().partition_columns != [column]:
         return False
-    if not all(_SAFE_VALUE.match(str(v)) for v in values.values()):
+    if not all(_SAFE_VALUE.match(str(v)) for v in values):
         return False
     return dict(pl.Schema(table.schema().to_arrow())) == dict(data.collect_schema())
 
 
-def append_partition(
-    table: DeltaTable, uri: str, chunks: Sequence[pl.LazyFrame], values: Mapping[str, str], writer_options: dict, commit
-) -> int:
-    """Write `chunks` (each its own data files) into the partition `values` and commit them with
-    `commit(actions)`; returns the number of files added."""
-    ((column, value),) = values.items()
-    stage = f"{uri.rstrip('/')}/{column}={value}"
-    _drop_log(stage)
-    for chunk in chunks:
-        chunk.drop(column).sink_delta(stage, mode="append", delta_write_options=writer_options)
-    adds = _added_files(stage)
-    _drop_log(stage)
-    actions = [
-        AddAction(
-            f"{column}={value}/{a['path']}", int(a["size"]), {column: str(value)}, int(a["modificationTime"]), True, a.get("stats") or ""
-        )
-        for a in adds
-    ]
+def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.LazyFrame]], writer_options: dict, commit) -> int:
+    """Write each (partition value, rows) part as its own data files in that partition's directory
+    and commit them all with `commit(actions)`; returns the number of files added."""
+    by_value: dict[str, list[pl.LazyFrame]] = {}
+    for value, rows in parts:
+        by_value.setdefault(str(value), []).append(rows)
+    actions = []
+    for value, chunks in by_value.items():
+        stage = f"{uri.rstrip('/')}/{column}={value}"
+        _drop_log(stage)
+        for chunk in chunks:
+            chunk.drop(column).sink_delta(stage, mode="append", delta_write_options=writer_options)
+        adds = _added_files(stage)
+        _drop_log(stage)
+        actions += [
+            AddAction(
+                f"{column}={value}/{a['path']}", int(a["size"]), {column: value}, int(a["modificationTime"]), True, a.get("stats") or ""
+            )
+            for a in adds
+        ]
     commit(actions)  # even without files: the commit carries the caller's bookmarks
     return len(actions)
 
