@@ -58,17 +58,21 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     changed = canonical_order(silver, table)
     date_col = table.natural_keys[0] if table_name not in ("prod_dim", "site_dim") else None
     # One scan answers how many rows changed, up to when, on which dates and how many per date.
+    # (And whether every row is this retailer's: only then can a first load go into its partition whole.)
     per_day = None
+    stamped = changed.with_columns(nw.when(nw.col(PARTITION_COLUMN) == code).then(0).otherwise(1).alias("_other"))
     if date_col:
         per_day = (
-            changed.group_by(date_col)
-            .agg(nw.len().alias("_n"), nw.col("_updated_at").max().alias("_latest"))
+            stamped.group_by(date_col)
+            .agg(nw.len().alias("_n"), nw.col("_updated_at").max().alias("_latest"), nw.col("_other").sum().alias("_other"))
             .sort(date_col)
             .collect(backend="polars")
         )
-        changed_rows, latest = int(per_day["_n"].sum()), per_day["_latest"].max()
+        changed_rows, latest, others = int(per_day["_n"].sum()), per_day["_latest"].max(), int(per_day["_other"].sum())
     else:
-        changed_rows, latest = changed.select(nw.len(), nw.col("_updated_at").max()).collect(backend="polars").row(0)
+        changed_rows, latest, others = (
+            stamped.select(nw.len(), nw.col("_updated_at").max(), nw.col("_other").sum()).collect(backend="polars").row(0)
+        )
     if changed_rows == 0:
         result.partition_rows = partition_row_count(lake, table_name, code)
         return result
@@ -100,7 +104,9 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
         # date range at a time (bounded memory whatever the history's size). Appends do not
         # conflict as MERGEs do: this relies on one writer per gold table at a time (its pool).
-        _append_new_partition(lake, gold_uri, changed, table_name, date_col, per_day, options)
+        _append_new_partition(
+            lake, gold_uri, changed, table_name, date_col, per_day, {**options, "partition": code if not others else None}
+        )
         stats = {"num_target_rows_inserted": changed_rows}
     else:
         stats = lake.merge(
@@ -122,12 +128,14 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
 def _append_new_partition(
     lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, per_day: pl.DataFrame | None, options: dict
 ) -> None:
-    """Write a retailer's first rows into its gold partition by appends of at most a batch of rows each.
+    """Write a retailer's first rows into its gold partition, a batch of rows (a date range) at a time.
 
-    A partitioned Delta write holds what it writes in memory, so the chunks bound the peak. Only
-    the last chunk carries the watermark: an interrupted load leaves rows without it, and the next
-    refresh MERGEs them again (the partition then exists). A new table is created by the first
-    chunk, with its column descriptions.
+    A Lake that can (`Lake.append_partitions`) streams the chunks into the partition and commits
+    them at once, with the watermark. Otherwise each chunk is an append (a partitioned Delta write
+    holds what it writes in memory, so the chunks bound the peak) and only the last one carries
+    the watermark: an interrupted load leaves rows without it, and the next refresh MERGEs them
+    again (the partition then exists). A new table is created by the first chunk, with its column
+    descriptions.
     """
     chunks: list[nw.LazyFrame] = [rows]
     if date_col is not None:
@@ -135,6 +143,15 @@ def _append_new_partition(
             per_day = rows.group_by(date_col).agg(nw.len().alias("_n")).sort(date_col).collect(backend="polars")
         bounds = ranges_within(per_day.select(date_col, "_n").iter_rows(), silver_batch_rows())
         chunks = [rows.filter(nw.col(date_col).is_between(lo, hi)) for lo, hi in bounds]
+    if options["partition"] is not None and lake.append_partitions(
+        uri,
+        PARTITION_COLUMN,
+        [(options["partition"], chunk) for chunk in chunks],
+        bookmarks=options["bookmarks"],
+        description=options["description"],
+        column_descriptions=options["column_descriptions"],
+    ):
+        return
     for i, chunk in enumerate(chunks):
         marks = options["bookmarks"] if i == len(chunks) - 1 else None
         if not lake.exists(uri):

@@ -940,9 +940,20 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     result = SilverResult(table_name, bronze_versions=dict(marks))
     watermark = marks.get("day_updated_at")
     daily = lake.read(day_uri, canonical.STORE_DAY_FACT.schema)
-    changed = daily if watermark is None else daily.filter(nw.col("_updated_at") > datetime.fromisoformat(watermark))
-    lo, hi, mark = (
-        changed.select(nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark"))
+    # One scan of two columns: the changed days' range and newest update, and the latest day of all.
+    changed = nw.lit(True) if watermark is None else nw.col("_updated_at") > datetime.fromisoformat(watermark)
+    lo, hi, mark, as_of = (
+        daily.select(
+            nw.when(changed).then(nw.col("date")).alias("_changed_date"),
+            nw.when(changed).then(nw.col("_updated_at")).alias("_changed_at"),
+            "date",
+        )
+        .select(
+            nw.col("_changed_date").min().alias("lo"),
+            nw.col("_changed_date").max().alias("hi"),
+            nw.col("_changed_at").max().alias("mark"),
+            nw.col("date").max().alias("as_of"),
+        )
         .collect(backend="polars")
         .row(0)
     )
@@ -950,10 +961,10 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         return result
     first_end = period_end_of(lo, grain, spec.week_ends_on)
     last_end = period_end_of(hi, grain, spec.week_ends_on)
-    # The period in progress is published period-to-date; once the retailer's days reach its end
-    # (or pass it) it is recomputed as complete, even when no day of it changed.
-    as_of = daily.select(nw.col("date").max()).collect(backend="polars").item()
-    if lake.exists(uri):
+    # The period in progress is published period-to-date (`as_of`); once the retailer's days reach
+    # its end (or pass it) it is recomputed as complete, even when no day of it changed.
+    stored = lake.exists(uri)
+    if stored:
         closing = (
             lake.read(uri, table.schema)
             .filter(~nw.col("is_complete") & (nw.col(end_col) <= as_of))
@@ -969,42 +980,65 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     engine = edges(days)
     # Aggregated a run of whole periods at a time (at most a batch of daily rows each), so the
     # peak follows the batch size, not the history's; the period rows are a fraction of the days.
+    sizes = _period_sizes(days, grain, spec.week_ends_on)
     parts = []
-    for lo_end, hi_end in _period_chunks(days, grain, spec.week_ends_on, silver_batch_rows()):
+    for lo_end, hi_end in ranges_within(sizes.iter_rows(), silver_batch_rows()):
         chunk = daily.filter(nw.col("date").is_between(period_start_of(lo_end, grain, spec.week_ends_on), hi_end))
         periods = with_period_coverage(aggregate_period(chunk, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on)
         parts.append(engine.persist(conform(periods, table)))
     aggregated = nw.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
     reach = history_window(grain)
-    history = conform(
-        lake.read(uri, table.schema).filter(
-            nw.col(end_col).is_between(first_end - reach, last_end + reach) & ~nw.col(end_col).is_between(first_end, last_end)
-        ),
-        table,
+    # Masks read the stored periods around the recomputed ones (none on a first load).
+    history = (
+        conform(
+            lake.read(uri, table.schema).filter(
+                nw.col(end_col).is_between(first_end - reach, last_end + reach) & ~nw.col(end_col).is_between(first_end, last_end)
+            ),
+            table,
+        )
+        if stored
+        else None
     )
-    combined = mask_measures(nw.concat([aggregated, history], how="vertical"), end_col, grain, list(masked_measures(spec.antitrust)))
+    combined = nw.concat([aggregated, history], how="vertical") if history is not None else aggregated
+    combined = mask_measures(combined, end_col, grain, list(masked_measures(spec.antitrust)))
     out = conform(
         combined.filter(nw.col(end_col).is_between(first_end, last_end + reach)).with_columns(
             nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at")
         ),
         table,
     )
-    result.input_rows = _count(days)
+    result.input_rows = int(sizes["_n"].sum())
     result.min_date, result.max_date = first_end, last_end
     if mark.tzinfo is None:  # engines hand timestamps back in UTC
         mark = mark.replace(tzinfo=UTC)
-    stats = lake.merge(
+    bookmarks = {**marks, "day_updated_at": mark.isoformat()}
+    description = f"{spec.name}: {table.description} Derived from store_day_fact."
+    column_descriptions = {c.name: c.description for c in table.columns}
+    # A first load has nothing to match: each period end's rows go straight into its partition,
+    # in one commit, where the Lake can (a partitioned write holds its whole input otherwise).
+    ends = [end for end, _ in sizes.iter_rows()]
+    if not stored and lake.append_partitions(
         uri,
-        out,
-        keys=list(table.natural_keys),
-        restrict=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end + reach}'",
-        # A product/store that no longer has days in a recomputed period loses its period row.
-        delete_unmatched=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end}'",
-        bookmarks={**marks, "day_updated_at": mark.isoformat()},
-        partition_by=fact_partitions(table_name),
-        description=f"{spec.name}: {table.description} Derived from store_day_fact.",
-        column_descriptions={c.name: c.description for c in table.columns},
-    )
+        end_col,
+        [(end, out.filter(nw.col(end_col) == nw.lit(end, nw.Date))) for end in ends],
+        bookmarks=bookmarks,
+        description=description,
+        column_descriptions=column_descriptions,
+    ):
+        stats = {"num_target_rows_inserted": _count(aggregated)}
+    else:
+        stats = lake.merge(
+            uri,
+            out,
+            keys=list(table.natural_keys),
+            restrict=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end + reach}'",
+            # A product/store that no longer has days in a recomputed period loses its period row.
+            delete_unmatched=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end}'",
+            bookmarks=bookmarks,
+            partition_by=fact_partitions(table_name),
+            description=description,
+            column_descriptions=column_descriptions,
+        )
     for part in parts:
         engine.release(part)
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
@@ -1012,16 +1046,14 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     return result
 
 
-def _period_chunks(days: nw.LazyFrame, grain, week_ends_on: str, budget: int) -> list[tuple[date, date]]:
-    """(first, last) period ends of consecutive runs of whole periods holding at most `budget`
-    daily rows each (a bigger period alone), oldest first."""
-    sizes = (
+def _period_sizes(days: nw.LazyFrame, grain, week_ends_on: str):
+    """(period end, daily rows) of the periods holding `days`, oldest first (a Polars frame)."""
+    return (
         days.group_by(period_end(nw.col("date"), grain, week_ends_on).alias("_end"))
         .agg(nw.len().alias("_n"))
         .sort("_end")
         .collect(backend="polars")
     )
-    return ranges_within(sizes.iter_rows(), budget)
 
 
 def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:

@@ -43,6 +43,16 @@ class LakeIO(Protocol):
         description: str | None = None,
     ) -> None: ...
     def merge(self, uri: str, data: Any, *, keys: Sequence[str], **options: Any) -> dict: ...
+    def append_partitions(
+        self,
+        uri: str,
+        column: str,
+        parts: Sequence[tuple[Any, Any]],
+        *,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+        column_descriptions: Mapping[str, str] | None = None,
+    ) -> bool: ...
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None: ...
 
 
@@ -152,6 +162,11 @@ class DeltaLakeBase(MedallionLayout):
         if version is not None and version >= 0:
             files -= set(self.files_at(uri, version))  # type: ignore[attr-defined]
         return sorted(files), current
+
+    def append_partitions(self, uri: str, column: str, parts: Sequence[tuple[Any, Any]], **options: Any) -> bool:
+        """Append (partition value, rows) parts in one commit, where the Lake has a faster way than
+        `append` (`Lake`: see `storage.partition_append`); False: the caller writes them itself."""
+        return False
 
     def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:
         """Bookmarks (consumed upstream versions, watermarks) stored in the table's commits.

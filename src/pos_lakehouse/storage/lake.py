@@ -304,6 +304,50 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
         return _retry(_do, uri)
 
+    def append_partitions(
+        self,
+        uri: str,
+        column: str,
+        parts: Sequence[tuple[object, pl.LazyFrame | nw.LazyFrame]],
+        *,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+        column_descriptions: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Append (value of `column`, rows holding it) parts, each its own files, in one commit
+        (creating the table, partitioned by `column`, if absent); streams like an unpartitioned
+        write (`storage.partition_append`). False when the table's layout or schema does not allow
+        it: the caller then writes the rows itself."""
+        from pos_lakehouse.storage import partition_append
+
+        frames = [(value, nw.to_native(rows, pass_through=True)) for value, rows in parts]
+        frames = [(value, rows.lazy() if isinstance(rows, pl.DataFrame) else rows) for value, rows in frames]
+        if not frames:
+            return False
+        schema = frames[0][1].collect_schema()
+        if not self.exists(uri):
+            empty = _with_column_comments(pl.DataFrame(schema=schema).to_arrow(), column_descriptions or {})
+            try:
+                _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
+            except RuntimeError as exc:  # another writer created it first: use theirs
+                if "already exists" not in str(exc).lower():
+                    raise
+        table = self.table(uri)
+        assert table is not None
+        if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
+            return False
+
+        def commit(actions) -> None:
+            _retry(
+                lambda: self.table(uri).create_write_transaction(  # type: ignore[union-attr]
+                    actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
+                ),
+                uri,
+            )
+
+        partition_append.append_partitions(uri, column, frames, {"writer_properties": _writer()}, commit)
+        return True
+
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks with an empty commit-less write when there was nothing to merge."""
         dt = self.table(uri)

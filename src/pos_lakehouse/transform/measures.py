@@ -120,12 +120,13 @@ def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_
     day_fact = TABLES["store_day_fact"]
     days = daily.with_columns(period_end(nw.col("date"), grain, week_ends_on).alias(end_col))
     # Flows and the period's last reported day in one grouped pass; the stocks and keys are then
-    # read from that day's row (one per product and store), found by a join rather than a window
-    # over every daily row.
+    # read from that day's row, found by a join rather than a window over every daily row. A day's
+    # row is unique by its date, store and product (the period end follows from the date), so one
+    # inner join on that key matches each period row to exactly its last day.
     sums = days.group_by(group).agg(*[nw.col(m).sum().alias(m) for m in flows], nw.col("date").max().alias("date"))
-    last = days.select(*group, "date", *last_cols).join(sums.select(*group, "date"), on=[*group, "date"], how="semi")
+    day_key = ["date", "site_id", "prod_id"]
     return (
-        sums.join(last, on=[*group, "date"], how="left")
+        sums.join(daily.select(*day_key, *last_cols), on=day_key, how="inner")
         .drop("date")
         .with_columns(nw.col(m).cast(day_fact.column(m).nw_dtype) for m in flows)
     )

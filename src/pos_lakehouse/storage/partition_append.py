@@ -1,0 +1,113 @@
+"""Appending rows of known partitions to a table partitioned by one column, at the speed of an
+unpartitioned write.
+
+delta-rs holds the whole input of a *partitioned* write in memory before writing it (measured: 2.4
+GB and twice the time of the same rows written unpartitioned, whatever `target_file_size`). A
+retailer's first load of a gold table is one partition (`data_provider_code`), and a first load of
+period facts a few (one per period end), so each partition's rows are written as an unpartitioned
+Delta table rooted at the partition's own directory (`<table>/<column>=<value>/`: the data files
+land exactly where a partitioned write puts them), streaming and bounded in memory; those scratch
+tables' add actions (paths, sizes, column statistics) are then committed to the real table in one
+transaction with their partition values, and the scratch logs are deleted. Readers see the rows only once that commit lands; an interrupted
+load leaves data files no commit refers to (a later VACUUM removes them) and, at most, a scratch
+log that the next load deletes before it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Sequence
+
+import polars as pl
+from deltalake import DeltaTable
+from deltalake.transaction import AddAction
+
+from pos_lakehouse.storage.object_store import is_remote, local_path, split, store_for
+
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # no escaping needed in a Hive-style path
+
+
+def applicable(table: DeltaTable, data: pl.LazyFrame, column: str, values: Sequence[object]) -> bool:
+    """Whether the table is partitioned by `column` alone, the values need no escaping in a path and
+    `data` has the table's schema (anything else, e.g. a schema that evolves, goes through an
+    ordinary write)."""
+    if table.metadata().partition_columns != [column]:
+        return False
+    if not all(_SAFE_VALUE.match(str(v)) for v in values):
+        return False
+    return dict(pl.Schema(table.schema().to_arrow())) == dict(data.collect_schema())
+
+
+def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.LazyFrame]], writer_options: dict, commit) -> int:
+    """Write each (partition value, rows) part as its own data files in that partition's directory
+    and commit them all with `commit(actions)`; returns the number of files added."""
+    by_value: dict[str, list[pl.LazyFrame]] = {}
+    for value, rows in parts:
+        by_value.setdefault(str(value), []).append(rows)
+    actions = []
+    for value, chunks in by_value.items():
+        stage = f"{uri.rstrip('/')}/{column}={value}"
+        _drop_log(stage)
+        for chunk in chunks:
+            chunk.drop(column).sink_delta(stage, mode="append", delta_write_options=writer_options)
+        adds = _added_files(stage)
+        _drop_log(stage)
+        actions += [
+            AddAction(
+                f"{column}={value}/{a['path']}", int(a["size"]), {column: value}, int(a["modificationTime"]), True, a.get("stats") or ""
+            )
+            for a in adds
+        ]
+    commit(actions)  # even without files: the commit carries the caller's bookmarks
+    return len(actions)
+
+
+def _log_files(stage: str) -> list[str]:
+    if not is_remote(stage):
+        log = local_path(stage) / "_delta_log"
+        return sorted(str(p) for p in log.glob("*.json")) if log.exists() else []
+    import obstore
+
+    _, key = split(stage)
+    listed = [m["path"] for batch in obstore.list(store_for(stage), prefix=f"{key}/_delta_log/") for m in batch]
+    root, _ = split(stage)
+    return sorted(f"{root}/{p}" for p in listed if p.endswith(".json"))
+
+
+def _read_text(uri: str) -> str:
+    if not is_remote(uri):
+        return local_path(uri).read_text()
+    import obstore
+
+    _, key = split(uri)
+    return bytes(obstore.get(store_for(uri), key).bytes()).decode()
+
+
+def _added_files(stage: str) -> list[dict]:
+    """The scratch table's add actions, from its commits (JSON lines), oldest first."""
+    adds = []
+    for commit in _log_files(stage):
+        for line in _read_text(commit).splitlines():
+            if line.strip():
+                action = json.loads(line)
+                if "add" in action:
+                    adds.append(action["add"])
+                elif "remove" in action:
+                    raise RuntimeError(f"unexpected remove in the scratch log of {stage}")
+    return adds
+
+
+def _drop_log(stage: str) -> None:
+    """Delete a scratch table's log (its data files stay: they are, or become, the real table's)."""
+    if not is_remote(stage):
+        shutil.rmtree(local_path(stage) / "_delta_log", ignore_errors=True)
+        return
+    import obstore
+
+    _, key = split(stage)
+    store = store_for(stage)
+    paths = [m["path"] for batch in obstore.list(store, prefix=f"{key}/_delta_log/") for m in batch]
+    if paths:
+        obstore.delete(store, paths)

@@ -1,0 +1,142 @@
+"""`Lake.append_partitions`: rows of known partitions written as unpartitioned scratch tables in the
+partition directories and committed to the real table at once. What a reader sees must be what a
+partitioned write gives: the rows, their partition values, file statistics, one commit with its
+bookmarks; and the attacks: a scratch log left by a crash, a schema or a value it cannot take.
+Then the two layers that use it give the same rows as the ordinary write."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+from bigbox_data import bigbox_stores
+from deltalake import DeltaTable
+
+from pos_lakehouse.layers.gold import refresh_gold
+from pos_lakehouse.layers.silver import refresh_silver
+from pos_lakehouse.storage.lake import Lake
+
+DAY = date.today() - timedelta(days=3)
+
+
+def _rows(code: str, days: int, start: int = 0) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "day": [DAY - timedelta(days=d) for d in range(days)],
+            "units": pl.Series([float(start + d) for d in range(days)], dtype=pl.Decimal(18, 4)),
+            "code": [code] * days,
+            "note": [None if d % 2 else f"n{d}" for d in range(days)],
+        }
+    )
+
+
+def test_rows_land_in_their_partitions_in_one_commit_with_statistics(tmp_path):
+    lake = Lake(root=str(tmp_path))
+    uri = lake.gold("t")
+    a, b = _rows("ret_a", 5), _rows("ret_b", 3, start=100)
+    done = lake.append_partitions(
+        uri,
+        "code",
+        [("ret_a", a.head(2).lazy()), ("ret_a", a.tail(3).lazy()), ("ret_b", b.lazy())],
+        bookmarks={"mark": "1"},
+        description="a test table",
+        column_descriptions={"units": "how many"},
+    )
+    assert done
+    dt = DeltaTable(uri)
+    assert dt.metadata().partition_columns == ["code"]
+    assert dt.metadata().description == "a test table"
+    assert dt.schema().to_arrow().field("units").metadata == {b"comment": b"how many"}
+    got = pl.read_delta(uri)
+    assert got.select(a.columns).sort("code", "day").equals(pl.concat([a, b]).sort("code", "day"))
+    files = pl.DataFrame(dt.get_add_actions(flatten=True))
+    assert files.height == 3  # each part its own file
+    assert sorted(files["partition.code"]) == ["ret_a", "ret_a", "ret_b"]
+    assert all(p.startswith(f"code={c}/") for p, c in zip(files["path"], files["partition.code"], strict=True))
+    assert files["num_records"].sum() == 8 and files["min.day"].min() == DAY - timedelta(days=4)
+    # Readers prune on the statistics like on any partitioned write's files.
+    assert pl.scan_delta(uri).filter(pl.col("code") == "ret_b").select(pl.col("units").sum()).collect().item() == 303
+    commits = [c.get("pos_lakehouse.operation") for c in dt.history()]
+    assert commits == ["append", "create"]  # newest first: all the parts in one commit
+    assert lake.bookmarks(uri) == {"mark": "1"}
+    # No scratch log is left behind.
+    assert not list(tmp_path.rglob("code=*/_delta_log"))
+
+
+def test_a_scratch_log_left_by_a_crash_is_dropped_and_its_files_stay_out(tmp_path):
+    lake = Lake(root=str(tmp_path))
+    uri = lake.gold("t")
+    lake.append_partitions(uri, "code", [("ret_a", _rows("ret_a", 2).lazy())])
+    # A crash between the scratch write and the commit: scratch rows nobody committed.
+    stale = _rows("ret_b", 4, start=50).drop("code")
+    stale.write_delta(f"{uri}/code=ret_b")
+    assert lake.append_partitions(uri, "code", [("ret_b", _rows("ret_b", 1, start=7).lazy())])
+    got = pl.read_delta(uri).filter(pl.col("code") == "ret_b")
+    assert got["units"].cast(pl.Float64).to_list() == [7.0]  # only the committed rows
+    assert not list(tmp_path.rglob("code=*/_delta_log"))
+
+
+def test_what_it_cannot_take_is_left_to_the_caller(tmp_path):
+    lake = Lake(root=str(tmp_path))
+    uri = lake.gold("t")
+    lake.append_partitions(uri, "code", [("ret_a", _rows("ret_a", 2).lazy())])
+    before = DeltaTable(uri).version()
+    # A schema the table does not have (the caller's append merges schemas), a value that would need
+    # escaping in a path, a column the table is not partitioned by: nothing written, False.
+    wider = _rows("ret_a", 1).with_columns(pl.lit(1).alias("extra"))
+    assert not lake.append_partitions(uri, "code", [("ret_a", wider.lazy())])
+    assert not lake.append_partitions(uri, "code", [("ret a/b", _rows("ret a/b", 1).lazy())])
+    assert not lake.append_partitions(uri, "note", [("x", _rows("ret_a", 1).lazy())])
+    assert DeltaTable(uri).version() == before
+    assert pl.read_delta(uri).height == 2
+
+
+@pytest.fixture
+def silver_loaded(tmp_path):
+    stores = bigbox_stores(tmp_path, products=12, days=40, stores=2, seed=11, reference=(12, 2))
+    from pos_lakehouse.layers.bronze import ingest_files
+
+    names = [f.name for f in stores.landing.list_files(stores.spec.name)]
+    assert all(o.status == "ingested" for o in ingest_files(stores.lake, stores.landing, stores.spec, names))
+    return stores
+
+
+def test_first_period_and_gold_loads_equal_the_ordinary_writes(silver_loaded, monkeypatch):
+    """The same delivery through the fast first loads and through the ordinary MERGE/append paths
+    (the Lake refusing `append_partitions`) gives the same silver period facts and gold rows."""
+    spec, lake = silver_loaded.spec, silver_loaded.lake
+    now = datetime.now(UTC)
+    tables = ["store_day_fact", "store_week_fact", "store_month_fact"]
+    refresh_silver(lake, spec, ["prod_dim", "site_dim", "store_day_fact"], now)
+    slow = Lake(root=str(silver_loaded.lake.root) + "_slow")
+    import shutil
+
+    shutil.copytree(lake.root, slow.root)
+    monkeypatch.setattr(Lake, "append_partitions", lambda self, *a, **k: False, raising=True)
+    slow_periods = refresh_silver(slow, spec, tables[1:], now)
+    for table in tables:
+        refresh_gold(slow, spec, table)
+    monkeypatch.undo()
+    fast_periods = refresh_silver(lake, spec, tables[1:], now)
+    for table in tables:
+        refresh_gold(lake, spec, table)
+    for table in tables[1:]:
+        assert fast_periods[table].inserted == slow_periods[table].inserted > 0
+        assert fast_periods[table].input_rows == slow_periods[table].input_rows
+        fast, ref = pl.read_delta(lake.silver(spec.name, table)), pl.read_delta(slow.silver(spec.name, table))
+        keys = list(fast.columns[:3])
+        assert fast.sort(keys).equals(ref.select(fast.columns).sort(keys))
+        dt = DeltaTable(lake.silver(spec.name, table))
+        assert dt.metadata().partition_columns == [keys[0]]
+        assert [c.get("pos_lakehouse.operation") for c in dt.history()] == ["append", "create"]  # the fast path ran
+        assert set(fast.filter(~pl.col("is_complete"))[keys[0]]) <= {fast[keys[0]].max()}
+    for table in tables:
+        fast, ref = pl.read_delta(lake.gold(table)), pl.read_delta(slow.gold(table))
+        keys = ["data_provider_code", *fast.columns[:3]]
+        assert fast.height == ref.height > 0
+        assert fast.sort(keys).equals(ref.select(fast.columns).sort(keys))
+        assert lake.bookmarks(lake.gold(table)) == slow.bookmarks(slow.gold(table))
+        assert [c.get("pos_lakehouse.operation") for c in DeltaTable(lake.gold(table)).history()] == ["append", "create"]
+        # Nothing changed since: the watermark makes the next refresh a no-op.
+        assert refresh_gold(lake, spec, table).merged_rows == 0
