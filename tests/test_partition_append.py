@@ -140,3 +140,39 @@ def test_first_period_and_gold_loads_equal_the_ordinary_writes(silver_loaded, mo
         assert [c.get("pos_lakehouse.operation") for c in DeltaTable(lake.gold(table)).history()] == ["append", "create"]
         # Nothing changed since: the watermark makes the next refresh a no-op.
         assert refresh_gold(lake, spec, table).merged_rows == 0
+
+
+def test_many_partitions_of_a_frame_are_one_file_each_with_bounds_and_one_commit(tmp_path):
+    """`Lake.append_by_partition` (silver's daily facts): each day's rows in one file of its
+    partition directory, without the partition column; the log's bounds and null counts are the
+    rows'; a table laid out otherwise, or a row without a day, is refused (the caller appends)."""
+    lake = Lake(root=str(tmp_path))
+    uri = lake.silver("r", "facts")
+    rows = pl.concat([_rows("ret_a", 4), _rows("ret_b", 4, start=100)]).with_columns(
+        pl.lit(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)).alias("at")
+    )
+    assert lake.append_by_partition(uri, "day", rows, bookmarks={"bronze.x": "7"}, description="d", column_descriptions={"units": "u"})
+    assert lake.append_by_partition(uri, "day", rows.head(2))  # a second commit, same layout
+    table = DeltaTable(uri)
+    assert table.metadata().partition_columns == ["day"]
+    assert table.version() == 2 and lake.bookmarks(uri)["bronze.x"] == "7"
+    read = pl.read_delta(uri)
+    assert read.height == rows.height + 2
+    assert read.sort("code", "day").drop("at").equals(pl.concat([rows, rows.head(2)]).sort("code", "day").drop("at"))
+    actions = pl.DataFrame(table.get_add_actions(flatten=True))
+    assert actions.height == 4 + 2  # a file per day and commit
+    day = actions.filter(pl.col("path").str.starts_with(f"day={DAY}/"))
+    assert sorted(day["num_records"]) == [1, 2]  # both retailers' rows of that day, then one
+    stats = day.filter(pl.col("num_records") == 2).row(0, named=True)
+    assert stats["min.code"] == "ret_a" and stats["max.code"] == "ret_b"
+    assert stats["null_count.note"] == 0  # day 0 of both retailers has a note
+    assert stats["max.at"] >= datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC) >= stats["min.at"]
+    assert stats.get("min.units") is None  # decimals get no bounds (they would pass through floats)
+    for path in actions["path"]:
+        assert "day" not in pl.read_parquet(f"{uri}/{path}").columns
+
+    other = lake.silver("r", "unpartitioned")
+    lake.append(other, rows)
+    assert not lake.append_by_partition(other, "day", rows)
+    assert not lake.append_by_partition(uri, "day", rows.with_columns(pl.lit(None, pl.Date).alias("day")))
+    assert pl.read_delta(other).height == rows.height and pl.read_delta(uri).height == rows.height + 2

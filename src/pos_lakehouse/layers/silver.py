@@ -682,15 +682,23 @@ def _load_fact_batch(
             "bookmarks": marks,
             "partition_by": fact_partitions(table_name),
         }
+        descriptions = {c.name: c.description for c in table.columns}
         creates = stored is None
 
         def write(source=source) -> None:
-            if creates:  # the table's first rows: created with its column descriptions
+            # A file per day written by the engine itself where it can (Polars, a table laid out by
+            # date), else a Delta append (or the table's creation with its first rows).
+            day = write_options["partition_by"][0]
+            if lake.append_by_partition(
+                uri, day, source, bookmarks=marks, description=write_options["description"], column_descriptions=descriptions
+            ):
+                pass
+            elif creates:
                 lake.merge(
                     uri,
                     source.with_columns(nw.lit("upsert").alias("_action")),
                     keys=keys,
-                    column_descriptions={c.name: c.description for c in table.columns},
+                    column_descriptions=descriptions,
                     action_column="_action",
                     **write_options,
                 )

@@ -53,6 +53,16 @@ class LakeIO(Protocol):
         description: str | None = None,
         column_descriptions: Mapping[str, str] | None = None,
     ) -> bool: ...
+    def append_by_partition(
+        self,
+        uri: str,
+        column: str,
+        data: Any,
+        *,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+        column_descriptions: Mapping[str, str] | None = None,
+    ) -> bool: ...
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None: ...
 
 
@@ -166,6 +176,11 @@ class DeltaLakeBase(MedallionLayout):
     def append_partitions(self, uri: str, column: str, parts: Sequence[tuple[Any, Any]], **options: Any) -> bool:
         """Append (partition value, rows) parts in one commit, where the Lake has a faster way than
         `append` (`Lake`: see `storage.partition_append`); False: the caller writes them itself."""
+        return False
+
+    def append_by_partition(self, uri: str, column: str, data: Any, **options: Any) -> bool:
+        """Append rows to a table partitioned by `column`, one file per partition value in one commit,
+        where the Lake has a faster way than `append` (`Lake`); False: the caller writes them itself."""
         return False
 
     def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:

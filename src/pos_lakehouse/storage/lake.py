@@ -348,6 +348,56 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         partition_append.append_partitions(uri, column, frames, {"writer_properties": _writer()}, commit)
         return True
 
+    def append_by_partition(
+        self,
+        uri: str,
+        column: str,
+        data: pl.DataFrame | pl.LazyFrame | nw.LazyFrame,
+        *,
+        bookmarks: Mapping[str, str] | None = None,
+        description: str | None = None,
+        column_descriptions: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Append rows in memory to a table partitioned by `column` alone (creating it so if absent):
+        one Parquet file per partition value, written by Polars, added in one commit
+        (`partition_append.write_partition_files`). False when the table's layout or schema does not
+        allow it, or a row has no partition value: the caller then writes the rows itself."""
+        from pos_lakehouse.storage import partition_append
+
+        frame = nw.to_native(data, pass_through=True)
+        if isinstance(frame, pl.LazyFrame):
+            frame = frame.collect()
+        if frame.is_empty() or frame[column].null_count():
+            return False
+        if not self.exists(uri):
+            empty = _with_column_comments(pl.DataFrame(schema=frame.schema).to_arrow(), column_descriptions or {})
+            try:
+                _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
+            except RuntimeError as exc:  # another writer created it first: use theirs
+                if "already exists" not in str(exc).lower():
+                    raise
+        table = self.table(uri)
+        values = frame[column].unique().to_list()
+        if table is None or not partition_append.applicable(
+            table, frame.lazy(), column, [getattr(v, "isoformat", lambda v=v: v)() for v in values]
+        ):
+            return False
+        actions, written = partition_append.write_partition_files(uri, column, frame, ROW_GROUP_ROWS)
+        try:
+            _retry(
+                lambda: self.table(uri).create_write_transaction(  # type: ignore[union-attr]
+                    actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
+                ),
+                uri,
+            )
+        except BaseException:
+            from pos_lakehouse.storage.object_store import delete_uri
+
+            for target in written:  # not committed: nothing may stay behind in the table's folder
+                delete_uri(target)
+            raise
+        return True
+
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks with an empty commit-less write when there was nothing to merge."""
         dt = self.table(uri)

@@ -111,3 +111,91 @@ def _drop_log(stage: str) -> None:
     paths = [m["path"] for batch in obstore.list(store, prefix=f"{key}/_delta_log/") for m in batch]
     if paths:
         obstore.delete(store, paths)
+
+
+# ---- many partitions of an in-memory frame: one Parquet file each, written by Polars ----------
+# A silver fact batch spans every day it holds (a hundred partitions for a store file of a quarter),
+# too many for a scratch table per partition; delta-rs' partitioned writer would buffer the whole
+# batch again. Polars writes each day's rows as one file straight into its partition directory, the
+# add actions carry statistics computed from the frame in one grouped pass, and one commit adds them.
+def _has_stats(dtype: pl.DataType) -> bool:
+    """Columns whose bounds go into the log. Decimals are left out: their JSON numbers would pass
+    through floats, and a bound rounded inwards would make a reader skip a file holding the value."""
+    return dtype.is_integer() or dtype.is_float() or dtype in (pl.Date, pl.String) or isinstance(dtype, pl.Datetime)
+
+
+def _bound(value: object, up: bool) -> object:
+    from datetime import date, datetime
+
+    from pos_lakehouse.storage.delta_files import _timestamp
+
+    if isinstance(value, datetime):
+        return _timestamp(value, up=up)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def _partition_stats(frame: pl.DataFrame, column: str) -> dict[object, str]:
+    """Each partition value's add-action statistics (row count, bounds, null counts), in one pass."""
+    others = [c for c in frame.columns if c != column]
+    bounded = [c for c in others if _has_stats(frame.schema[c])]
+    aggs = [pl.len().alias("__rows")]
+    aggs += [pl.col(c).null_count().alias(f"__nulls_{c}") for c in others]
+    aggs += [e for c in bounded for e in (pl.col(c).min().alias(f"__min_{c}"), pl.col(c).max().alias(f"__max_{c}"))]
+    stats = {}
+    for row in frame.group_by(column).agg(aggs).iter_rows(named=True):
+        mins, maxs = {}, {}
+        for c in bounded:
+            lo, hi = row[f"__min_{c}"], row[f"__max_{c}"]
+            if lo is None or hi is None or (isinstance(lo, float) and not (abs(lo) < float("inf") and abs(hi) < float("inf"))):
+                continue
+            mins[c], maxs[c] = _bound(lo, up=False), _bound(hi, up=True)
+        nulls = {c: row[f"__nulls_{c}"] for c in others}
+        stats[row[column]] = json.dumps({"numRecords": row["__rows"], "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+    return stats
+
+
+def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_size: int) -> tuple[list[AddAction], list[str]]:
+    """One Snappy Parquet file per value of `column` in its partition directory (not yet
+    committed); their add actions and URIs. On failure the files written so far are removed."""
+    import os
+    import tempfile
+    import time
+    import uuid
+    from pathlib import Path
+
+    from pos_lakehouse.storage.object_store import delete_uri, put_file
+
+    stats = _partition_stats(frame, column)
+    remote = is_remote(uri)
+    actions: list[AddAction] = []
+    written: list[str] = []
+    try:
+        for (value,), part in frame.partition_by(column, as_dict=True, maintain_order=False).items():
+            text = str(value)  # a date as Delta writes it: 2026-08-19
+            name = f"{column}={text}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            target = f"{uri.rstrip('/')}/{name}"
+            if remote:
+                handle, tmp = tempfile.mkstemp(prefix="pos_lakehouse_part_", suffix=".parquet")
+                os.close(handle)
+                path = Path(tmp)
+            else:
+                path = local_path(target)
+                path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # Partition values live in the log, not in the data files (as Delta writers do).
+                part.drop(column).write_parquet(path, compression="snappy", row_group_size=row_group_size)
+                size = path.stat().st_size
+                if remote:
+                    put_file(path, target)
+            finally:
+                if remote:
+                    path.unlink(missing_ok=True)
+            written.append(target)
+            actions.append(AddAction(name, size, {column: text}, int(time.time() * 1000), True, stats[value]))
+    except BaseException:
+        for target in written:
+            delete_uri(target)
+        raise
+    return actions, written
