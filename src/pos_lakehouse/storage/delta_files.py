@@ -15,14 +15,11 @@ retry drops the files whose ids are now in the table and commits the rest.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import polars as pl
 from deltalake import CommitProperties, Field, Transaction
@@ -31,7 +28,7 @@ from deltalake.transaction import AddAction
 
 from pos_lakehouse.storage.interface import commit_metadata
 from pos_lakehouse.storage.lake import _MAX_COMMIT_ATTEMPTS, ONCE_PREFIX, ROW_GROUP_ROWS, Lake
-from pos_lakehouse.storage.object_store import delete_uri, is_remote, local_path, put_file
+from pos_lakehouse.storage.object_store import delete_uri, written_at
 
 
 @dataclass
@@ -81,15 +78,7 @@ def write_data_file(
     """
     name = f"part-00000-{uuid.uuid4()}-c000.parquet"
     target = f"{table_uri.rstrip('/')}/{name}"
-    remote = is_remote(table_uri)
-    if remote:
-        handle, tmp = tempfile.mkstemp(prefix="pos_lakehouse_part_", suffix=".parquet")
-        os.close(handle)
-        path = Path(tmp)
-    else:
-        path = local_path(target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with written_at(target) as path:
         schema = frame.collect_schema()
         # No column statistics: min/max over every raw string costs a tenth of the write, and the
         # log gets the bounds that matter (the lineage the caller stamped) as `exact_stats`.
@@ -102,14 +91,6 @@ def write_data_file(
             bounds[row_number] = (1, rows)
         stats = _stats(rows, bounds)
         size = path.stat().st_size
-        if remote:
-            put_file(path, target)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
-        if remote:
-            path.unlink(missing_ok=True)
     return StagedFile(target, name, size, rows, stats, schema, int(time.time() * 1000))
 
 

@@ -324,14 +324,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         frames = [(value, rows.lazy() if isinstance(rows, pl.DataFrame) else rows) for value, rows in frames]
         if not frames:
             return False
-        schema = frames[0][1].collect_schema()
-        if not self.exists(uri):
-            empty = _with_column_comments(pl.DataFrame(schema=schema).to_arrow(), column_descriptions or {})
-            try:
-                _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
-            except RuntimeError as exc:  # another writer created it first: use theirs
-                if "already exists" not in str(exc).lower():
-                    raise
+        self._create_partitioned(uri, frames[0][1].collect_schema(), column, description, column_descriptions)
         table = self.table(uri)
         assert table is not None
         if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
@@ -347,6 +340,19 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
         partition_append.append_partitions(uri, column, frames, {"writer_properties": _writer()}, commit)
         return True
+
+    def _create_partitioned(
+        self, uri: str, schema: pl.Schema, column: str, description: str | None, column_descriptions: Mapping[str, str] | None
+    ) -> None:
+        """Create the table empty, partitioned by `column`, unless it exists (or another writer creates it first)."""
+        if self.exists(uri):
+            return
+        empty = _with_column_comments(pl.DataFrame(schema=schema).to_arrow(), column_descriptions or {})
+        try:
+            _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
+        except RuntimeError as exc:  # another writer created it first: use theirs
+            if "already exists" not in str(exc).lower():
+                raise
 
     def append_by_partition(
         self,
@@ -369,13 +375,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
             frame = frame.collect()
         if frame.is_empty() or frame[column].null_count():
             return False
-        if not self.exists(uri):
-            empty = _with_column_comments(pl.DataFrame(schema=frame.schema).to_arrow(), column_descriptions or {})
-            try:
-                _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
-            except RuntimeError as exc:  # another writer created it first: use theirs
-                if "already exists" not in str(exc).lower():
-                    raise
+        self._create_partitioned(uri, frame.schema, column, description, column_descriptions)
         table = self.table(uri)
         values = frame[column].unique().to_list()
         if table is None or not partition_append.applicable(

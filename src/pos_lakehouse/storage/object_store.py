@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -91,6 +94,30 @@ def put_bytes(uri: str, data: bytes) -> None:
 
     _, key = split(uri)
     obstore.put(store_for(uri), key, data)
+
+
+@contextmanager
+def written_at(target: str) -> Iterator[Path]:
+    """A local path to write the file `target` at: `target` itself on a local file system; for an
+    object store, a temporary file uploaded to `target` when the block ends (and then removed).
+    A block that fails leaves nothing behind at either place."""
+    if not is_remote(target):
+        path = local_path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield path
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return
+    handle, tmp = tempfile.mkstemp(prefix="pos_lakehouse_part_", suffix=".parquet")
+    os.close(handle)
+    path = Path(tmp)
+    try:
+        yield path
+        put_file(path, target)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def delete_uri(uri: str) -> None:

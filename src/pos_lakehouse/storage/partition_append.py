@@ -159,16 +159,12 @@ def _partition_stats(frame: pl.DataFrame, column: str) -> dict[object, str]:
 def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_size: int) -> tuple[list[AddAction], list[str]]:
     """One Snappy Parquet file per value of `column` in its partition directory (not yet
     committed); their add actions and URIs. On failure the files written so far are removed."""
-    import os
-    import tempfile
     import time
     import uuid
-    from pathlib import Path
 
-    from pos_lakehouse.storage.object_store import delete_uri, put_file
+    from pos_lakehouse.storage.object_store import delete_uri, written_at
 
     stats = _partition_stats(frame, column)
-    remote = is_remote(uri)
     actions: list[AddAction] = []
     written: list[str] = []
     try:
@@ -176,22 +172,10 @@ def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_
             text = str(value)  # a date as Delta writes it: 2026-08-19
             name = f"{column}={text}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
             target = f"{uri.rstrip('/')}/{name}"
-            if remote:
-                handle, tmp = tempfile.mkstemp(prefix="pos_lakehouse_part_", suffix=".parquet")
-                os.close(handle)
-                path = Path(tmp)
-            else:
-                path = local_path(target)
-                path.parent.mkdir(parents=True, exist_ok=True)
-            try:
+            with written_at(target) as path:
                 # Partition values live in the log, not in the data files (as Delta writers do).
                 part.drop(column).write_parquet(path, compression="snappy", row_group_size=row_group_size)
                 size = path.stat().st_size
-                if remote:
-                    put_file(path, target)
-            finally:
-                if remote:
-                    path.unlink(missing_ok=True)
             written.append(target)
             actions.append(AddAction(name, size, {column: text}, int(time.time() * 1000), True, stats[value]))
     except BaseException:
