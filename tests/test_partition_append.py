@@ -104,7 +104,8 @@ def silver_loaded(tmp_path):
 
 def test_first_period_and_gold_loads_equal_the_ordinary_writes(silver_loaded, monkeypatch):
     """The same delivery through the fast first loads and through the ordinary MERGE/append paths
-    (the Lake refusing `append_partitions`) gives the same silver period facts and gold rows."""
+    (the Lake refusing `append_partitions` and `append_by_partition`) gives the same silver period
+    facts and gold rows."""
     spec, lake = silver_loaded.spec, silver_loaded.lake
     now = datetime.now(UTC)
     tables = ["store_day_fact", "store_week_fact", "store_month_fact"]
@@ -114,6 +115,7 @@ def test_first_period_and_gold_loads_equal_the_ordinary_writes(silver_loaded, mo
 
     shutil.copytree(lake.root, slow.root)
     monkeypatch.setattr(Lake, "append_partitions", lambda self, *a, **k: False, raising=True)
+    monkeypatch.setattr(Lake, "append_by_partition", lambda self, *a, **k: False, raising=True)
     slow_periods = refresh_silver(slow, spec, tables[1:], now)
     for table in tables:
         refresh_gold(slow, spec, table)

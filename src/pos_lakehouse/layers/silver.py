@@ -1024,14 +1024,8 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     column_descriptions = {c.name: c.description for c in table.columns}
     # A first load has nothing to match: each period end's rows go straight into its partition,
     # in one commit, where the Lake can (a partitioned write holds its whole input otherwise).
-    ends = [end for end, _ in sizes.iter_rows()]
-    if not stored and lake.append_partitions(
-        uri,
-        end_col,
-        [(end, out.filter(nw.col(end_col) == nw.lit(end, nw.Date))) for end in ends],
-        bookmarks=bookmarks,
-        description=description,
-        column_descriptions=column_descriptions,
+    if not stored and lake.append_by_partition(
+        uri, end_col, out, bookmarks=bookmarks, description=description, column_descriptions=column_descriptions
     ):
         stats = {"num_target_rows_inserted": _count(aggregated)}
     else:
