@@ -6,7 +6,7 @@
 The delivery is bigbox_us-shaped (one pipe-delimited file per store, every date, product and
 store columns inline: the demo's large-volume retailer) and goes through the same code as the
 Dagster assets: `layers.bronze.ingest_files`, `layers.silver.refresh_silver` (dims, facts,
-derived periods, FX and masking) and `layers.gold.refresh_gold` for every gold table.
+derived periods, FX and masking) and `layers.gold.refresh_gold_tables` for every gold table.
 
 Measured in the same run, each in its own child process:
 
@@ -145,7 +145,7 @@ def run_floor(landing: Path, root: Path) -> dict:
 def run_pipeline(root: Path) -> dict:
     from pos_lakehouse.ingest.landing import LocalLandingZone
     from pos_lakehouse.layers.bronze import ingest_files
-    from pos_lakehouse.layers.gold import GOLD_TABLES, refresh_gold
+    from pos_lakehouse.layers.gold import GOLD_TABLES, refresh_gold_tables
     from pos_lakehouse.layers.silver import refresh_silver
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.settings import RETAILERS_DIR
@@ -169,10 +169,9 @@ def run_pipeline(root: Path) -> dict:
     stages["silver"], peaks["silver"] = time.perf_counter() - t, _peak_gb()
     _reset_peak()
     t = time.perf_counter()
-    gold_rows = {}
-    for table in GOLD_TABLES:
-        if table in spec.silver_tables:
-            gold_rows[table] = refresh_gold(lake, spec, table).partition_rows
+    # As a delivery run publishes them (`components.gold_publication`).
+    refreshed = refresh_gold_tables(lake, spec, [t for t in GOLD_TABLES if t in spec.silver_tables])
+    gold_rows = {table: r.partition_rows for table, r in refreshed.items()}
     stages["gold"], peaks["gold"] = time.perf_counter() - t, _peak_gb()
     return {
         "seconds": time.perf_counter() - started,

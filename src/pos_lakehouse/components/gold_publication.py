@@ -6,7 +6,7 @@ import dagster as dg
 
 from pos_lakehouse.components.asset_keys import dagster_metadata, gold_key
 from pos_lakehouse.components.spark_jobs import SparkJobs
-from pos_lakehouse.layers.gold import gold_metadata, refresh_gold
+from pos_lakehouse.layers.gold import gold_metadata, refresh_gold_tables
 from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.serving.policy import AccessPolicy
@@ -47,6 +47,7 @@ def publish_gold(context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tabl
         for message in invocation.get_custom_messages():
             if isinstance(message, dict) and "gold" in message:
                 from_spark[message["table"]] = dagster_metadata(message["metadata"])
+    refreshed = refresh_gold_tables(lake, spec, delivered) if spec.engine != "spark" else {}
     published = []
     for name in tables:
         if name not in delivered:
@@ -55,7 +56,7 @@ def publish_gold(context, lake: Lake, spark: SparkJobs, spec: RetailerSpec, tabl
         elif spec.engine == "spark":
             metadata = from_spark[name]
         else:
-            r = refresh_gold(lake, spec, name)
+            r = refreshed[name]
             context.log.info(f"gold.{name}[{r.data_provider_code}]: merged {r.merged_rows} changed silver rows")
             metadata = dagster_metadata(gold_metadata(r, lake.gold(name), "polars"))
         # The asset's row count is the table's (all retailers); this retailer's share is `partition_rows`.
