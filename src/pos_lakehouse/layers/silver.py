@@ -95,13 +95,13 @@ class SilverResult:
 
 
 class _BatchWrites:
-    """Appends of finished fact batches, run behind the next batch's parsing (Polars only).
+    """Writes of finished fact batches, run behind the next batch's parsing (Polars only).
 
-    A batch's append (a partitioned Delta write: one core, mostly outside the GIL) overlaps the
-    next batch's parse, keys and duplicate checks. Anything that reads the stored table waits for
-    the pending append first (`wait`), so a batch always sees the ones before it, as if they had
-    run one after another. At most one append is pending, which bounds the extra memory to one
-    batch. The Spark engine parallelizes inside each job: it writes inline.
+    A batch's write (its days' Parquet files and one Delta commit; mostly outside the GIL)
+    overlaps the next batch's parse, keys and duplicate checks. Anything that reads the stored
+    table waits for the pending write first (`wait`), so a batch always sees the ones before it,
+    as if they had run one after another. At most one write is pending, which bounds the extra
+    memory to one batch. The Spark engine parallelizes inside each job: it writes inline.
     """
 
     def __init__(self, background: bool):
@@ -121,7 +121,7 @@ class _BatchWrites:
             pending.result()
 
     def close(self) -> None:
-        """Wait for the pending append (its error, if any, is raised here) and stop the thread."""
+        """Wait for the pending write (its error, if any, is raised here) and stop the thread."""
         try:
             self.wait()
         finally:
