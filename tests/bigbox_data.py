@@ -3,9 +3,9 @@ yesterday, on a lake with corporate reference data: the large-delivery tests' sh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -28,8 +28,9 @@ def write_store(landing_dir: Path, rng, store: int, dates: list[date], price, dr
     return frame.height
 
 
-@dataclass
-class BigboxStores:
+class BigboxStores(NamedTuple):
+    """What the set-up made; unpacks in this order."""
+
     spec: RetailerSpec
     lake: Lake
     landing: LocalLandingZone

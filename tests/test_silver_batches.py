@@ -24,15 +24,7 @@ def _run(root: Path, batch_rows: int, monkeypatch: pytest.MonkeyPatch) -> tuple[
     left out and other values) through bronze and silver with the given batch size."""
     monkeypatch.setenv("POS_LAKEHOUSE_SILVER_BATCH_ROWS", str(batch_rows))
     stores = bigbox_stores(root, products=PRODUCTS, days=DAYS, stores=STORES, seed=3, reference=(200, 20))
-    spec, lake, landing, landing_dir, rng, price, dates = (
-        stores.spec,
-        stores.lake,
-        stores.landing,
-        stores.landing_dir,
-        stores.rng,
-        stores.price,
-        stores.dates,
-    )
+    spec, lake, landing, landing_dir, rng, price, dates = stores
     first = [f.name for f in landing.list_files(spec.name)]
     assert all(o.status == "ingested" for o in ingest_files(lake, landing, spec, first))
     refresh_silver(lake, spec, spec.silver_tables)

@@ -31,6 +31,12 @@ def _row(store: str, store_name: str, lat: str, item: str, item_name: str, day) 
     return f"{store}|{store_name}|Austin|TX|{lat}|{item}|0001|{item_name}|Acme|Food|{day:%m/%d/%Y}|1|2.50"
 
 
+def _two_days():
+    """Two consecutive days ending the day before yesterday."""
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    return yesterday - timedelta(days=2), yesterday - timedelta(days=1)
+
+
 def _load(root: Path, files: dict[str, list[str]]):
     spec = _spec()
     lake = Lake(root=str(root))
@@ -51,8 +57,7 @@ def _load(root: Path, files: dict[str, list[str]]):
 
 def test_last_good_row_of_an_entity_day_wins_and_a_bad_last_row_is_quarantined(tmp_path, monkeypatch):
     monkeypatch.delenv("POS_LAKEHOUSE_SILVER_BATCH_ROWS", raising=False)
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    d, e = yesterday - timedelta(days=2), yesterday - timedelta(days=1)
+    d, e = _two_days()
     store_file = [
         _row("1", "Store One", "40.1", "10", "Alpha", d),
         # The same product spelled with spaces: the same entity, and the last row of its day.
@@ -88,8 +93,7 @@ def test_a_later_delivery_batch_wins_the_same_entity_day(tmp_path, monkeypatch, 
     delivery each (as if they had arrived one after another) and in one batch; on their own days
     each delivery's observation stands."""
     monkeypatch.setenv("POS_LAKEHOUSE_SILVER_BATCH_ROWS", str(batch_rows))
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    d, e = yesterday - timedelta(days=2), yesterday - timedelta(days=1)
+    d, e = _two_days()
     first = [
         _row("1", "Store One", "40.1", "10", "Alpha", d),
         _row("1", "Store One", "40.1", "20", "Gamma", d),

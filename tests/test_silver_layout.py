@@ -40,15 +40,7 @@ def _files_by_date(uri: str) -> dict[str, set[str]]:
 @pytest.fixture
 def loaded(tmp_path):
     stores = bigbox_stores(tmp_path, products=PRODUCTS, days=DAYS, stores=STORES, seed=7, reference=(PRODUCTS, STORES))
-    spec, lake, landing, landing_dir, rng, price, dates = (
-        stores.spec,
-        stores.lake,
-        stores.landing,
-        stores.landing_dir,
-        stores.rng,
-        stores.price,
-        stores.dates,
-    )
+    spec, lake, landing, landing_dir, rng, price, dates = stores
     seen: set[str] = set()
     _deliver(lake, landing, spec, seen)
     return spec, lake, landing, landing_dir, rng, price, dates, seen
