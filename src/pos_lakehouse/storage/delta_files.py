@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 from deltalake import CommitProperties, Field, Transaction
@@ -53,18 +53,22 @@ def _timestamp(value: datetime, up: bool) -> str:
     return floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{floor.microsecond // 1000:03d}Z"
 
 
-def _stats(rows: int, bounds: Mapping[str, tuple[object, object]]) -> str:
-    """The add action's statistics: the row count, and the (min, max) the writer knows exactly."""
+def add_stats(rows: int, bounds: Mapping[str, tuple[object, object]], nulls: Mapping[str, int] | None = None) -> str:
+    """An add action's statistics (JSON): the row count, the (min, max) the writer knows exactly
+    (a pair with a missing side is left out) and null counts (`nulls`; else none in the bounded
+    columns)."""
     mins, maxs = {}, {}
     for name, (lo, hi) in bounds.items():
         if lo is None or hi is None:
             continue
         if isinstance(lo, datetime):
             mins[name], maxs[name] = _timestamp(lo, up=False), _timestamp(hi, up=True)
+        elif isinstance(lo, date):
+            mins[name], maxs[name] = lo.isoformat(), hi.isoformat()
         else:
             mins[name], maxs[name] = lo, hi
-    nulls = dict.fromkeys(mins, 0)
-    return json.dumps({"numRecords": rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+    counts = dict(nulls) if nulls is not None else dict.fromkeys(mins, 0)
+    return json.dumps({"numRecords": rows, "minValues": mins, "maxValues": maxs, "nullCount": counts})
 
 
 def write_data_file(
@@ -89,7 +93,7 @@ def write_data_file(
         bounds = dict(exact_stats or {})
         if row_number and rows:
             bounds[row_number] = (1, rows)
-        stats = _stats(rows, bounds)
+        stats = add_stats(rows, bounds)
         size = path.stat().st_size
     return StagedFile(target, name, size, rows, stats, schema, int(time.time() * 1000))
 

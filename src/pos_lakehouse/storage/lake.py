@@ -330,16 +330,22 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
             return False
 
-        def commit(actions) -> None:
-            _retry(
-                lambda: self.table(uri).create_write_transaction(  # type: ignore[union-attr]
-                    actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
-                ),
-                uri,
+        partition_append.append_partitions(
+            uri, column, frames, {"writer_properties": _writer()}, lambda actions: self._add_files(uri, actions, column, bookmarks)
+        )
+        return True
+
+    def _add_files(self, uri: str, actions: list, column: str, bookmarks: Mapping[str, str] | None) -> None:
+        """Commit data files already written into the table's partition directories (add actions), in one append."""
+
+        def commit() -> None:
+            table = self.table(uri)
+            assert table is not None
+            table.create_write_transaction(
+                actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
             )
 
-        partition_append.append_partitions(uri, column, frames, {"writer_properties": _writer()}, commit)
-        return True
+        _retry(commit, uri)
 
     def _create_partitioned(
         self, uri: str, schema: pl.Schema, column: str, description: str | None, column_descriptions: Mapping[str, str] | None
@@ -378,18 +384,11 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         self._create_partitioned(uri, frame.schema, column, description, column_descriptions)
         table = self.table(uri)
         values = frame[column].unique().to_list()
-        if table is None or not partition_append.applicable(
-            table, frame.lazy(), column, [getattr(v, "isoformat", lambda v=v: v)() for v in values]
-        ):
+        if table is None or not partition_append.applicable(table, frame.lazy(), column, [str(v) for v in values]):
             return False
         actions, written = partition_append.write_partition_files(uri, column, frame, ROW_GROUP_ROWS)
         try:
-            _retry(
-                lambda: self.table(uri).create_write_transaction(  # type: ignore[union-attr]
-                    actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
-                ),
-                uri,
-            )
+            self._add_files(uri, actions, column, bookmarks)
         except BaseException:
             from pos_lakehouse.storage.object_store import delete_uri
 

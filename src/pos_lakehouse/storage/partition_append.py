@@ -16,15 +16,19 @@ log that the next load deletes before it starts.
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
+import time
+import uuid
 from collections.abc import Sequence
 
 import polars as pl
 from deltalake import DeltaTable
 from deltalake.transaction import AddAction
 
-from pos_lakehouse.storage.object_store import is_remote, local_path, split, store_for
+from pos_lakehouse.storage.delta_files import add_stats
+from pos_lakehouse.storage.object_store import delete_uri, is_remote, local_path, split, store_for, written_at
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # no escaping needed in a Hive-style path
 
@@ -124,18 +128,6 @@ def _has_stats(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or dtype.is_float() or dtype in (pl.Date, pl.String) or isinstance(dtype, pl.Datetime)
 
 
-def _bound(value: object, up: bool) -> object:
-    from datetime import date, datetime
-
-    from pos_lakehouse.storage.delta_files import _timestamp
-
-    if isinstance(value, datetime):
-        return _timestamp(value, up=up)
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
 def _partition_stats(frame: pl.DataFrame, column: str) -> dict[object, str]:
     """Each partition value's add-action statistics (row count, bounds, null counts), in one pass."""
     others = [c for c in frame.columns if c != column]
@@ -145,25 +137,16 @@ def _partition_stats(frame: pl.DataFrame, column: str) -> dict[object, str]:
     aggs += [e for c in bounded for e in (pl.col(c).min().alias(f"__min_{c}"), pl.col(c).max().alias(f"__max_{c}"))]
     stats = {}
     for row in frame.group_by(column).agg(aggs).iter_rows(named=True):
-        mins, maxs = {}, {}
-        for c in bounded:
-            lo, hi = row[f"__min_{c}"], row[f"__max_{c}"]
-            if lo is None or hi is None or (isinstance(lo, float) and not (abs(lo) < float("inf") and abs(hi) < float("inf"))):
-                continue
-            mins[c], maxs[c] = _bound(lo, up=False), _bound(hi, up=True)
-        nulls = {c: row[f"__nulls_{c}"] for c in others}
-        stats[row[column]] = json.dumps({"numRecords": row["__rows"], "minValues": mins, "maxValues": maxs, "nullCount": nulls})
+        bounds = {c: (row[f"__min_{c}"], row[f"__max_{c}"]) for c in bounded}
+        # A float column holding NaN or infinity gets no bounds (JSON has no such numbers).
+        finite = {c: b for c, b in bounds.items() if not any(isinstance(v, float) and not math.isfinite(v) for v in b)}
+        stats[row[column]] = add_stats(row["__rows"], finite, {c: row[f"__nulls_{c}"] for c in others})
     return stats
 
 
 def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_size: int) -> tuple[list[AddAction], list[str]]:
     """One Snappy Parquet file per value of `column` in its partition directory (not yet
     committed); their add actions and URIs. On failure the files written so far are removed."""
-    import time
-    import uuid
-
-    from pos_lakehouse.storage.object_store import delete_uri, written_at
-
     stats = _partition_stats(frame, column)
     actions: list[AddAction] = []
     written: list[str] = []
