@@ -677,33 +677,28 @@ def _load_fact_batch(
         # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
         engine.release(frame)
         del frame, facts
-        write_options = {
-            "description": f"{spec.name}: {table.description}",
-            "bookmarks": marks,
-            "partition_by": fact_partitions(table_name),
-        }
+        description = f"{spec.name}: {table.description}"
         descriptions = {c.name: c.description for c in table.columns}
-        creates = stored is None
+        day, creates = fact_partitions(table_name)[0], stored is None
 
         def write(source=source) -> None:
             # A file per day written by the engine itself where it can (Polars, a table laid out by
             # date), else a Delta append (or the table's creation with its first rows).
-            day = write_options["partition_by"][0]
-            if lake.append_by_partition(
-                uri, day, source, bookmarks=marks, description=write_options["description"], column_descriptions=descriptions
-            ):
-                pass
-            elif creates:
-                lake.merge(
-                    uri,
-                    source.with_columns(nw.lit("upsert").alias("_action")),
-                    keys=keys,
-                    column_descriptions=descriptions,
-                    action_column="_action",
-                    **write_options,
-                )
-            else:
-                lake.append(uri, source, **write_options)
+            if not lake.append_by_partition(uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions):
+                if creates:
+                    action = source.with_columns(nw.lit("upsert").alias("_action"))
+                    lake.merge(
+                        uri,
+                        action,
+                        keys=keys,
+                        action_column="_action",
+                        bookmarks=marks,
+                        partition_by=[day],
+                        description=description,
+                        column_descriptions=descriptions,
+                    )
+                else:
+                    lake.append(uri, source, bookmarks=marks, partition_by=[day], description=description)
             engine.release(source)
 
         writes.submit(write)
