@@ -178,3 +178,25 @@ def test_many_partitions_of_a_frame_are_one_file_each_with_bounds_and_one_commit
     assert not lake.append_by_partition(other, "day", rows)
     assert not lake.append_by_partition(uri, "day", rows.with_columns(pl.lit(None, pl.Date).alias("day")))
     assert pl.read_delta(other).height == rows.height and pl.read_delta(uri).height == rows.height + 2
+
+
+def test_a_failed_commit_of_partition_files_leaves_no_file_and_no_row(tmp_path, monkeypatch):
+    """Attack: the commit of the per-day files fails (another writer, a crash of the store): the
+    files written for it are removed, the table is as before, and a retry appends once."""
+    lake = Lake(root=str(tmp_path))
+    uri = lake.silver("r", "facts")
+    rows = _rows("ret_a", 5)
+    assert lake.append_by_partition(uri, "day", rows.head(1))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet"))
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("commit refused")
+
+    monkeypatch.setattr(Lake, "_add_files", refuse)
+    with pytest.raises(RuntimeError, match="commit refused"):
+        lake.append_by_partition(uri, "day", rows)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet")) == before
+    assert pl.read_delta(uri).height == 1
+    monkeypatch.undo()
+    assert lake.append_by_partition(uri, "day", rows)
+    assert pl.read_delta(uri).height == 1 + rows.height
