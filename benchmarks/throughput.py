@@ -39,6 +39,9 @@ import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
+# Every phase (baseline and floor too) runs with the allocator settings the pipeline runs with.
+import pos_lakehouse  # noqa: F401  (pos_lakehouse.runtime)
+
 TARGET_RATIO = 3.0  # pipeline / floor
 TARGET_PEAK_GB = 2.5
 TARGET_BRONZE = 1.5  # bronze stage / baseline
