@@ -128,26 +128,26 @@ def _has_stats(dtype: pl.DataType) -> bool:
     return dtype.is_integer() or dtype.is_float() or dtype in (pl.Date, pl.String) or isinstance(dtype, pl.Datetime)
 
 
-def _partition_stats(frame: pl.DataFrame, column: str) -> dict[object, str]:
-    """Each partition value's add-action statistics (row count, bounds, null counts), in one pass."""
-    others = [c for c in frame.columns if c != column]
-    bounded = [c for c in others if _has_stats(frame.schema[c])]
-    aggs = [pl.len().alias("__rows")]
-    aggs += [pl.col(c).null_count().alias(f"__nulls_{c}") for c in others]
-    aggs += [e for c in bounded for e in (pl.col(c).min().alias(f"__min_{c}"), pl.col(c).max().alias(f"__max_{c}"))]
-    stats = {}
-    for row in frame.group_by(column).agg(aggs).iter_rows(named=True):
-        bounds = {c: (row[f"__min_{c}"], row[f"__max_{c}"]) for c in bounded}
-        # A float column holding NaN or infinity gets no bounds (JSON has no such numbers).
-        finite = {c: b for c, b in bounds.items() if not any(isinstance(v, float) and not math.isfinite(v) for v in b)}
-        stats[row[column]] = add_stats(row["__rows"], finite, {c: row[f"__nulls_{c}"] for c in others})
-    return stats
+def _file_stats(part: pl.DataFrame) -> str:
+    """One partition's add-action statistics (row count, bounds, null counts), read off its columns.
+
+    Per column rather than one grouped aggregation over the whole batch: a column knows its null
+    count, and a min and max of one column of one day cost a scan each, where the grouped form
+    hashed every row of the batch again (a quarter of the write's CPU time)."""
+    bounds, nulls = {}, {}
+    for column in part.get_columns():
+        nulls[column.name] = column.null_count()
+        if _has_stats(column.dtype):
+            lo, hi = column.min(), column.max()
+            # A float column holding NaN or infinity gets no bounds (JSON has no such numbers).
+            if not any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
+                bounds[column.name] = (lo, hi)
+    return add_stats(part.height, bounds, nulls)
 
 
 def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_size: int) -> tuple[list[AddAction], list[str]]:
     """One Snappy Parquet file per value of `column` in its partition directory (not yet
     committed); their add actions and URIs. On failure the files written so far are removed."""
-    stats = _partition_stats(frame, column)
     actions: list[AddAction] = []
     written: list[str] = []
     try:
@@ -155,12 +155,13 @@ def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_
             text = str(value)  # a date as Delta writes it: 2026-08-19
             name = f"{column}={text}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
             target = f"{uri.rstrip('/')}/{name}"
+            # Partition values live in the log, not in the data files (as Delta writers do).
+            data = part.drop(column)
             with written_at(target) as path:
-                # Partition values live in the log, not in the data files (as Delta writers do).
-                part.drop(column).write_parquet(path, compression="snappy", row_group_size=row_group_size)
+                data.write_parquet(path, compression="snappy", row_group_size=row_group_size)
                 size = path.stat().st_size
             written.append(target)
-            actions.append(AddAction(name, size, {column: text}, int(time.time() * 1000), True, stats[value]))
+            actions.append(AddAction(name, size, {column: text}, int(time.time() * 1000), True, _file_stats(data)))
     except BaseException:
         for target in written:
             delete_uri(target)
