@@ -150,8 +150,12 @@ def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_
     committed); their add actions and URIs. On failure the files written so far are removed."""
     actions: list[AddAction] = []
     written: list[str] = []
+    # The rows of one partition at a time, gathered by their row numbers: splitting the whole frame
+    # first (`partition_by`) would hold a second copy of the batch while its files are written.
+    rows = frame.select(column).with_row_index("__row").group_by(column).agg("__row")
     try:
-        for (value,), part in frame.partition_by(column, as_dict=True, maintain_order=False).items():
+        for value, numbers in zip(rows.get_column(column).to_list(), rows.get_column("__row"), strict=True):
+            part = frame[numbers]
             text = str(value)  # a date as Delta writes it: 2026-08-19
             name = f"{column}={text}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
             target = f"{uri.rstrip('/')}/{name}"
