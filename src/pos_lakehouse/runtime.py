@@ -21,13 +21,15 @@ def allocator_settings() -> str:
     Silver and gold free and re-allocate buffers of a whole batch (hundreds of MB) every second
     or so. With Polars' defaults (freed pages back to the OS after half a second, four arenas per
     core) a third of a large load's CPU time went to the kernel: page faults on fresh pages,
-    zeroing them and purging them again. Keeping freed pages for five seconds lets the next batch
+    zeroing them and purging them again. Keeping freed pages for ten seconds lets the next batches
     reuse them, and one arena per core lets any thread reuse what another freed (which also keeps
-    the peak down). Measured on 5.1M rows on 2 cores (`benchmarks/throughput.py`, its pipeline
-    phase alone): landing to gold 20.7-20.8 s -> 18.0-18.4 s, silver's peak 2.0 GB -> 2.3-2.4 GB.
+    the peak down); an idle process still hands its memory back within those ten seconds.
+    Measured on 5.1M rows on 2 cores (`benchmarks/throughput.py`, its pipeline phase alone):
+    landing to gold 20.7-20.8 s -> 18.0-18.4 s with five seconds, and 19.0-19.7 s -> 18.4-18.7 s
+    from five to ten (run after run on a shared machine); the peak rose by 0.1-0.3 GB each time.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return f"narenas:{max(cores, 1)},dirty_decay_ms:5000"
+    return f"narenas:{max(cores, 1)},dirty_decay_ms:10000"
 
 
 def configure_allocator() -> bool:
