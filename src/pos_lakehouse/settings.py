@@ -99,7 +99,9 @@ def local_serving_dir(data_root: str) -> Path:
     return project_root() / ".serving" / hashlib.sha256(data_root.encode()).hexdigest()[:12]
 
 
-DEFAULT_SILVER_BATCH_ROWS = 1_000_000
+# At 5M rows on 2 cores: silver peaks at 1.7-1.9 GB with batches of 1M or of 1.25M rows, and the
+# larger batches (fewer per-batch passes and files) load 0.3-0.7 s faster.
+DEFAULT_SILVER_BATCH_ROWS = 1_250_000
 
 
 def silver_batch_rows() -> int:
