@@ -95,8 +95,12 @@ def round_half_away(frame: nw.LazyFrame, columns: Sequence[str], decimals: int) 
 
 
 def persist(frame: nw.LazyFrame) -> nw.LazyFrame:
-    """Compute once, reuse: the result is read several times (counts, quarantine, MERGE source)."""
-    return nw.from_native(_native(frame).collect(engine="streaming").lazy())
+    """Compute once, reuse: the result is read several times (counts, quarantine, MERGE source).
+
+    Made contiguous: the streaming engine hands back hundreds of chunks, and every later gather,
+    join or per-day file write over a chunked frame cost more than the one copy (a period table's
+    write at 1.5M rows: 1.1 -> 0.6 CPU-s, the copy 0.06)."""
+    return nw.from_native(_native(frame).collect(engine="streaming").rechunk().lazy())
 
 
 def release(frame: nw.LazyFrame) -> None:
