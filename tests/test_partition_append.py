@@ -200,3 +200,29 @@ def test_a_failed_commit_of_partition_files_leaves_no_file_and_no_row(tmp_path, 
     monkeypatch.undo()
     assert lake.append_by_partition(uri, "day", rows)
     assert pl.read_delta(uri).height == 1 + rows.height
+
+
+def test_a_day_whose_file_cannot_be_written_leaves_no_file_of_the_batch(tmp_path, monkeypatch):
+    """Attack: one day's file fails mid-batch while other days are being written beside it (the
+    files are written two at a time): every file of the batch is removed and nothing is committed."""
+    lake = Lake(root=str(tmp_path))
+    uri = lake.silver("r", "facts")
+    rows = _rows("ret_a", 6)
+    assert lake.append_by_partition(uri, "day", rows.head(1))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet"))
+    version = DeltaTable(uri).version()
+    write = pl.DataFrame.write_parquet
+    calls = []
+
+    def fail_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", fail_the_third)
+    with pytest.raises(OSError, match="disk full"):
+        lake.append_by_partition(uri, "day", rows)
+    assert len(calls) > 3  # the other days were written (and then removed)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet")) == before
+    assert pl.read_delta(uri).height == 1 and DeltaTable(uri).version() == version
