@@ -485,8 +485,8 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     writes = _BatchWrites(background=lake.engine == "polars")
     try:
         for file_spec, raw in new_bronze_batches(lake, spec, table_name, marks, result):
-            for deliveries, dates, with_undated in _fact_batches(raw, spec, file_spec, table_name, budget):
-                _load_fact_batch(lake, spec, file_spec, table_name, raw, deliveries, dates, with_undated, now, result, marks, writes)
+            for deliveries, dates, with_undated, rows in _fact_batches(raw, spec, file_spec, table_name, budget):
+                _load_fact_batch(lake, spec, file_spec, table_name, raw, deliveries, dates, with_undated, rows, now, result, marks, writes)
     finally:
         writes.close()
     # The consumed bronze versions advance once every batch (and its derived twins) is in.
@@ -496,7 +496,8 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
 
 
 def _fact_batches(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, table_name: str, budget: int):
-    """(delivery ids, dates or None, whether undated rows go with this batch) per batch of at most `budget` rows.
+    """(delivery ids, dates or None, whether undated rows go with this batch, its bronze rows or None)
+    per batch of at most `budget` rows (the bronze rows are known for batches of whole deliveries).
 
     Whole deliveries, oldest first (a later batch overrides an earlier one as a later run would);
     a delivery bigger than `budget` alone is split by its (parsed) dates, each date whole, so
@@ -505,14 +506,15 @@ def _fact_batches(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, ta
     date_col = canonical.TABLES[table_name].natural_keys[0]
     unit = ["_delivery_id", "_ingested_at", "_source_file"]
     sizes = raw.group_by(*unit).agg(nw.len().alias("_n")).sort("_ingested_at", "_source_file").collect(backend="polars")
-    if int(sizes["_n"].sum()) <= budget:
-        yield None, None, True
+    total = int(sizes["_n"].sum())
+    if total <= budget:
+        yield None, None, True, total
         return
     batch: list[str] = []
     size = 0
     for delivery, _, _, n in sizes.iter_rows():
         if batch and size + n > budget:
-            yield batch, None, True
+            yield batch, None, True, size
             batch, size = [], 0
         if n <= budget:
             batch.append(delivery)
@@ -532,13 +534,13 @@ def _fact_batches(raw: nw.LazyFrame, spec: RetailerSpec, file_spec: FileSpec, ta
             if day is None:  # unparseable dates (quarantined) ride with the delivery's first part
                 continue
             if part and part_size + m > budget:
-                yield [delivery], part, not undated_done
+                yield [delivery], part, not undated_done, None
                 undated_done, part, part_size = True, [], 0
             part.append(day)
             part_size += m
-        yield [delivery], part, not undated_done
+        yield [delivery], part, not undated_done, None
     if batch:
-        yield batch, None, True
+        yield batch, None, True, size
 
 
 def _delivery_files(raw: nw.LazyFrame):
@@ -581,6 +583,7 @@ def _load_fact_batch(
     deliveries: list[str] | None,
     dates: list | None,
     with_undated: bool,
+    bronze_rows: int | None,
     now: datetime,
     result: SilverResult,
     marks: dict[str, str],
@@ -626,7 +629,7 @@ def _load_fact_batch(
     before_dedup = _count(frame)
     result.input_rows += before_dedup
     # A delivery split by date: its bronze rows are this part's rows (one per canonical row).
-    result.bronze_rows += _count(raw) if dates is None else before_dedup
+    result.bronze_rows += before_dedup if bronze_rows is None else bronze_rows
     deduplicated = deduplicate_fact_batch(frame, keys, date_col, file_spec.replaces)
     if deduplicated is not frame:
         deduplicated = engine.persist(deduplicated)
