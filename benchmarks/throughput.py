@@ -44,8 +44,8 @@ import time
 from datetime import UTC, timedelta
 from pathlib import Path
 
-# Every phase (baseline and floor too) runs with the allocator settings the pipeline runs with.
-import pos_lakehouse  # noqa: F401  (pos_lakehouse.runtime)
+# Imported first, so every phase (baseline and floor too) runs with the allocator settings the
+# package applies on import, as the pipeline does.
 from pos_lakehouse.runtime import ALLOCATOR_ENV
 
 TARGET_RATIO = 3.0  # pipeline / floor

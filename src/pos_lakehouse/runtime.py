@@ -29,13 +29,10 @@ def allocator_settings() -> str:
     from five to ten (run after run on a shared machine); the peak rose by 0.1-0.3 GB each time.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return f"narenas:{max(cores, 1)},dirty_decay_ms:10000"
+    return f"narenas:{cores},dirty_decay_ms:10000"
 
 
-def configure_allocator() -> bool:
-    """Set the allocator's settings unless the user set their own or Polars is already loaded.
-    Whether they were set by this call."""
-    if ALLOCATOR_ENV in os.environ or "polars" in sys.modules:
-        return False
-    os.environ[ALLOCATOR_ENV] = allocator_settings()
-    return True
+def configure_allocator() -> None:
+    """Set the allocator's settings unless the user set their own or Polars is already loaded."""
+    if ALLOCATOR_ENV not in os.environ and "polars" not in sys.modules:
+        os.environ[ALLOCATOR_ENV] = allocator_settings()

@@ -122,7 +122,7 @@ def _drop_log(stage: str) -> None:
 # A silver fact batch spans every day it holds (a hundred partitions for a store file of a quarter),
 # too many for a scratch table per partition; delta-rs' partitioned writer would buffer the whole
 # batch again. Polars writes each day's rows as one file straight into its partition directory, the
-# add actions carry statistics computed from the frame in one grouped pass, and one commit adds them.
+# add actions carry statistics read off that day's columns, and one commit adds them.
 _WRITERS = 2  # partition files written at once
 
 
