@@ -160,7 +160,7 @@ class Stale:
 
 
 def _max_updated_at(lake: Lake, uri: str) -> datetime | None:
-    dt = lake.table(uri)
+    dt = lake.snapshot(uri)
     if dt is None or "_updated_at" not in pl.Schema(dt.schema().to_arrow()).names():
         return None
     return pl.scan_delta(dt).select(pl.col("_updated_at").max()).collect().item()

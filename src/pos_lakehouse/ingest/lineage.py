@@ -45,7 +45,7 @@ class BronzeDeliveries:
 
     def __init__(self, lake: Lake, uri: str):
         self.lake, self.uri = lake, uri
-        self.table = lake.table(uri)
+        self.table = lake.snapshot(uri)
         self._by_stats: tuple[set[str], bool] | None = None
 
     def _stats(self) -> tuple[set[str], bool]:

@@ -68,7 +68,7 @@ def _owner(spec: RetailerSpec | str) -> str:
 def previous_rejection(lake: Lake, spec: RetailerSpec | str, delivery_id: str) -> dict | None:
     """The recorded rejection of these exact bytes (under any name), if they were rejected before."""
     uri = lake.quarantine(_owner(spec), REJECTED_FILES_TABLE)
-    dt = lake.table(uri)
+    dt = lake.snapshot(uri)
     if dt is None:
         return None
     hit = pl.scan_delta(dt).filter(pl.col("delivery_id") == delivery_id).select("file", "reason", "rejected_at").head(1).collect()
@@ -113,7 +113,7 @@ class _Batch:
 
     def rejected_before(self, delivery_id: str) -> dict | None:
         if self._rejected is None:
-            dt = self.lake.table(self.lake.quarantine(_owner(self.spec), REJECTED_FILES_TABLE))
+            dt = self.lake.snapshot(self.lake.quarantine(_owner(self.spec), REJECTED_FILES_TABLE))
             rows = [] if dt is None else pl.scan_delta(dt).select("delivery_id", "file", "reason", "rejected_at").collect().rows(named=True)
             self._rejected = {}
             for row in rows:

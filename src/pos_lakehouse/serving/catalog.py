@@ -51,7 +51,7 @@ class TableInfo:
 def describe_table(lake: Lake, name: str) -> TableInfo:
     table = canonical.TABLES[name]
     uri = lake.gold(name)
-    dt = lake.table(uri)
+    dt = lake.snapshot(uri)
     if dt is None:
         return TableInfo(
             name=name,

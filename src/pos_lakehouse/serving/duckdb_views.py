@@ -106,7 +106,7 @@ def duckdb_type(dtype: pl.DataType) -> str:
 # ---- reading one gold table's current version --------------------------------------------------
 def _current_files(lake: Lake, table_name: str) -> tuple[pl.Schema, int | None, dict[str, list[str]], int]:
     """Schema, Delta version, data files per partition value, and row count of the table's latest version."""
-    dt = lake.table(lake.gold(table_name))
+    dt = lake.snapshot(lake.gold(table_name))
     if dt is None:
         return canonical.TABLES[table_name].schema, None, {}, 0
     schema = pl.scan_delta(dt).collect_schema()

@@ -15,9 +15,10 @@ import dagster as dg
 import narwhals as nw
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError
 from pydantic import Field
 
+from pos_lakehouse.storage import snapshots
 from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec, commit_metadata
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
@@ -54,7 +55,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
     # ---- the engine-neutral interface the layers use (narwhals frames in and out) ---------------
     def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
         """`read`, plus each row's data file and position in it (`_file_path`, `_file_row`)."""
-        dt = self.table(uri)
+        dt = self.snapshot(uri)
         files = sorted(dt.file_uris()) if dt is not None else []
         if not files:
             return nw.from_native(pl.LazyFrame(schema={**schema, "_file_path": pl.String, "_file_row": pl.UInt32}))
@@ -82,17 +83,21 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
     # ---- reading ------------------------------------------------------------------------
     @staticmethod
     def table(uri: str) -> DeltaTable | None:
-        try:
-            return DeltaTable(uri)
-        except TableNotFoundError:
-            return None
+        """A handle of the table's newest version to write through (None if there is no table)."""
+        return snapshots.open_table(uri)
+
+    @staticmethod
+    def snapshot(uri: str) -> DeltaTable | None:
+        """A shared, read-only handle of the table's newest version (None if there is no table):
+        reads, never writes (`storage.snapshots`)."""
+        return snapshots.latest(uri)
 
     def exists(self, uri: str) -> bool:
-        return self.table(uri) is not None
+        return self.snapshot(uri) is not None
 
     def scan(self, uri: str, schema: pl.Schema | None = None) -> pl.LazyFrame:
         """Lazy scan of a table; an absent table reads as empty with `schema`."""
-        dt = self.table(uri)
+        dt = self.snapshot(uri)
         if dt is None:
             if schema is None:
                 raise FileNotFoundError(f"no Delta table at {uri}")
@@ -100,18 +105,21 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         return pl.scan_delta(dt)
 
     def row_count(self, uri: str) -> int:
-        dt = self.table(uri)
+        dt = self.snapshot(uri)
         return 0 if dt is None else pl.scan_delta(dt).select(pl.len()).collect().item()
 
     def version(self, uri: str) -> int | None:
-        dt = self.table(uri)
+        dt = self.snapshot(uri)
         return None if dt is None else dt.version()
 
     def files_at(self, uri: str, version: int) -> list[str]:
+        dt = self.snapshot(uri)
+        if dt is not None and dt.version() == version:
+            return dt.file_uris()
         return DeltaTable(uri, version=version).file_uris()
 
     def commits(self, uri: str, limit: int) -> list[dict]:
-        dt = self.table(uri)
+        dt = self.snapshot(uri)
         return [] if dt is None else dt.history(limit=limit)
 
     # ---- writing ------------------------------------------------------------------------
@@ -170,7 +178,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
     @staticmethod
     def applied(uri: str, once_id: str, table: DeltaTable | None = None) -> bool:
         """Whether an `append_once` with this id has been committed to the table."""
-        dt = table if table is not None else Lake.table(uri)
+        dt = table if table is not None else Lake.snapshot(uri)
         return dt is not None and dt.transaction_version(ONCE_PREFIX + once_id) is not None
 
     def append_once(
@@ -325,7 +333,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if not frames:
             return False
         self._create_partitioned(uri, frames[0][1].collect_schema(), column, description, column_descriptions)
-        table = self.table(uri)
+        table = self.snapshot(uri)
         assert table is not None
         if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
             return False
@@ -382,7 +390,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if frame.is_empty() or frame[column].null_count():
             return False
         self._create_partitioned(uri, frame.schema, column, description, column_descriptions)
-        table = self.table(uri)
+        table = self.snapshot(uri)
         values = frame[column].unique().to_list()
         if table is None or not partition_append.applicable(table, frame.lazy(), column, [str(v) for v in values]):
             return False
@@ -399,7 +407,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks with an empty commit-less write when there was nothing to merge."""
-        dt = self.table(uri)
+        dt = self.snapshot(uri)
         if dt is None:
             return
         empty = pl.DataFrame(schema=pl.Schema(dt.schema().to_arrow()))
