@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 from deltalake import write_deltalake
 
+from pos_lakehouse.storage import snapshots
 from pos_lakehouse.storage.lake import Lake
 
 
@@ -120,3 +121,25 @@ def test_readers_racing_a_writer_see_whole_versions(tmp_path):
     for height, total in seen:
         assert total == height * (height - 1) // 2, (height, total)
     assert lake.row_count(uri) == commits + 1
+
+
+def test_the_cache_holds_a_bounded_number_of_files(tmp_path, monkeypatch):
+    """A long-lived process reading many tables keeps at most the budget's files in handles; a
+    table over the budget alone is opened afresh on every read (and still read right)."""
+    monkeypatch.setattr(snapshots, "MAX_CACHED_FILES", 5)
+    lake = Lake(root=str(tmp_path))
+    small, other, big = (str(tmp_path / name) for name in ("small", "other", "big"))
+    for n in range(3):
+        _append(small, [n])
+        _append(other, [n])
+    for n in range(6):
+        _append(big, [n])
+
+    first = lake.snapshot(small)
+    assert lake.snapshot(small) is first
+    assert lake.snapshot(big) is not lake.snapshot(big)
+    assert _values(lake, big) == list(range(6))
+    lake.snapshot(other)  # 3 + 3 files: over the budget, so the least recently read goes
+    assert lake.snapshot(small) is not first
+    held = sum(entry.files for entry in snapshots._cached.values())
+    assert held <= 5, held
