@@ -130,3 +130,42 @@ def test_a_staged_delivery_another_writer_committed_first_is_dropped(tmp_path):
     assert rows.height == 5 and rows["_delivery_id"].value_counts().sort("_delivery_id")["count"].to_list() == [2, 3]
     assert not Path(mine["d1"].uri).exists()  # the loser's file is removed, not left as an orphan
     assert len(list(Path(uri).glob("*.parquet"))) == 2
+
+
+def test_a_write_that_fails_beside_another_leaves_no_file_and_a_rerun_loads_all(tmp_path, monkeypatch):
+    """Files are written two at a time: when one write fails for a reason that is not the file's
+    (a disk error), the run fails, the files already written or being written beside it are
+    removed, nothing is committed, and the next run loads every delivery once."""
+    from pos_lakehouse.layers import bronze
+
+    lake = Lake(root=str(tmp_path))
+    files = {f"sales_{i}.csv": _csv(20 + i, first=100 * i) for i in range(6)}
+    landing = _landing(tmp_path, files)
+    real_write = bronze.write_data_file
+    calls = []
+
+    def failing_write(uri, frame, *args, **kwargs):
+        calls.append(uri)
+        if len(calls) == 4:
+            raise OSError("disk full (simulated)")
+        return real_write(uri, frame, *args, **kwargs)
+
+    monkeypatch.setattr(bronze, "write_data_file", failing_write)
+    try:
+        ingest_files(lake, landing, _spec(), list(files))
+    except OSError as exc:
+        assert "disk full" in str(exc)
+    else:
+        raise AssertionError("the failed write did not fail the run")
+    uri = lake.bronze("batch_test", "sales")
+    table = lake.table(uri)
+    assert table is None or table.file_uris() == []
+    assert list(Path(uri).glob("*.parquet")) == []
+
+    monkeypatch.setattr(bronze, "write_data_file", real_write)
+    out = ingest_files(lake, landing, _spec(), list(files))
+    assert [o.status for o in out] == ["ingested"] * 6
+    assert [o.file for o in out] == list(files)
+    bronze_rows = lake.scan(uri).collect()
+    assert bronze_rows.height == sum(20 + i for i in range(6)) and bronze_rows["_delivery_id"].n_unique() == 6
+    assert len(list(Path(uri).glob("*.parquet"))) == len(lake.table(uri).file_uris()) == 6

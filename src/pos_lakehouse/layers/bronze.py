@@ -94,6 +94,7 @@ class _Table:
     description: str
     known: BronzeDeliveries
     staged: dict[str, tuple[StagedFile, FileOutcome]] = field(default_factory=dict)
+    writing: set[str] = field(default_factory=set)
 
 
 class _Batch:
@@ -153,17 +154,26 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
     batch = _Batch(lake, spec)
     outcomes: list[FileOutcome] = []
     ahead: deque[_Opened | FileOutcome] = deque()
+    writing: deque[_Writing | FileOutcome] = deque()
     pending = iter(names)
-    # The next file is hashed and checked on a worker thread while this one is written.
-    with ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_bronze") as pool:
+    # Files are hashed and checked on one worker thread, ahead of the writes; two files are written
+    # at once (one file's write leaves a core idle between its parsing and its footer). Whether a
+    # file is new, and staging it, stay on this thread, in the order the files were named.
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_bronze_check") as checks,
+        ThreadPoolExecutor(_WRITERS, thread_name_prefix="pos_lakehouse_bronze_write") as writes,
+    ):
         try:
-            for name in itertools.islice(pending, 1):
-                ahead.append(_open(batch, landing, name, now, pool))
-            while ahead:
-                current = ahead.popleft()
-                for name in itertools.islice(pending, 1):
-                    ahead.append(_open(batch, landing, name, now, pool))
-                outcomes.append(current if isinstance(current, FileOutcome) else _ingest_opened(batch, current, now))
+            for name in itertools.islice(pending, _WRITERS + 1):
+                ahead.append(_open(batch, landing, name, now, checks))
+            while ahead or writing:
+                while ahead and len(writing) < _WRITERS:
+                    current = ahead.popleft()
+                    for name in itertools.islice(pending, 1):
+                        ahead.append(_open(batch, landing, name, now, checks))
+                    writing.append(current if isinstance(current, FileOutcome) else _start_write(batch, current, now, writes))
+                done = writing.popleft()
+                outcomes.append(done if isinstance(done, FileOutcome) else _finish_write(batch, done, now))
                 table = next((t for t in batch.tables.values() if len(t.staged) >= COMMIT_EVERY_FILES), None)
                 if table is not None:
                     batch.commit(table)
@@ -174,13 +184,25 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
             for table in batch.tables.values():
                 for staged, _ in table.staged.values():
                     discard(staged)
+            for started in writing:
+                if isinstance(started, _Writing):
+                    futures.wait([started.written])
+                    if not started.written.cancelled() and started.written.exception() is None:
+                        discard(started.written.result()[0])
             raise
         finally:
+            for started in writing:
+                if isinstance(started, _Writing):
+                    futures.wait([started.written])
+                    started.opened.stack.close()
             for opened in ahead:
                 if isinstance(opened, _Opened):
                     futures.wait([opened.checked])
                     opened.stack.close()
     return outcomes
+
+
+_WRITERS = 2  # files written at once
 
 
 @dataclass
@@ -192,6 +214,16 @@ class _Opened:
     path: Path
     stack: ExitStack
     checked: futures.Future
+
+
+@dataclass
+class _Writing:
+    """A new delivery being written to its bronze table's folder on `written` (staged file, extra columns)."""
+
+    opened: _Opened
+    delivery_id: str
+    table: _Table
+    written: futures.Future
 
 
 def _open(batch: _Batch, landing: LandingZone, name: str, now: datetime, pool: ThreadPoolExecutor) -> _Opened | FileOutcome:
@@ -220,25 +252,27 @@ def _open(batch: _Batch, landing: LandingZone, name: str, now: datetime, pool: T
     return _Opened(rel, file_spec, path, stack, checked)
 
 
-def _ingest_opened(batch: _Batch, opened: _Opened, now: datetime) -> FileOutcome:
-    with opened.stack:
-        try:
-            delivery_id, scanned = opened.checked.result()
-        except FileNotFoundError as exc:  # deleted while we held it (a remote copy is ours: a local file)
-            outcome = FileOutcome(opened.rel, "rejected", table=opened.file_spec.name, reason="not_found", detail=str(exc))
-            return batch.reject(outcome, None, now)
-        return _ingest_local(batch, opened.file_spec, opened.rel, opened.path, delivery_id, scanned, now)
-
-
-def _ingest_local(
-    batch: _Batch, file_spec: FileSpec, rel: str, path: Path, delivery_id: str, scanned: TextScan | None, now: datetime
-) -> FileOutcome:
-    spec = batch.spec
+def _start_write(batch: _Batch, opened: _Opened, now: datetime, pool: ThreadPoolExecutor) -> _Writing | FileOutcome:
+    """The file's outcome if it is known already (a duplicate, rejected before, gone); else its write, started."""
+    rel, file_spec = opened.rel, opened.file_spec
+    try:
+        delivery_id, scanned = opened.checked.result()
+    except FileNotFoundError as exc:  # deleted while we held it (a remote copy is ours: a local file)
+        opened.stack.close()
+        outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="not_found", detail=str(exc))
+        return batch.reject(outcome, None, now)
+    except BaseException:
+        opened.stack.close()
+        raise
     table = batch.table(file_spec)
-    if delivery_id in table.staged or table.known.holds(delivery_id):
+    # `writing` holds the ids of this call's files still being written: the same bytes twice in one
+    # call are written once.
+    if delivery_id in table.staged or delivery_id in table.writing or table.known.holds(delivery_id):
+        opened.stack.close()
         return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
     before = batch.rejected_before(delivery_id)
     if before is not None:
+        opened.stack.close()
         # Rejected once is enough: the bytes are in quarantine with their reason; reading them
         # again (a bomb, a huge corrupt file) on every run would only repeat the same verdict.
         return FileOutcome(
@@ -249,38 +283,62 @@ def _ingest_local(
             reason=before["reason"],
             detail=f"same bytes as {before['file']!r}, rejected at {before['rejected_at']}",
         )
-    try:
-        # Compressed deliveries are expanded (within the limits) into this folder and streamed from there.
-        with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
-            raw = read_raw(path, file_spec.format, display_name=rel, limits=spec.delivery.limits, workdir=Path(work), scanned=scanned)
-            columns = raw.collect_schema().names()
-            renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
-            missing = missing_required(renames, file_spec.holds)
-            if missing:
-                raise DeliveryError(
-                    rel,
-                    "missing_column",
-                    f"required column(s) {missing} not found; the file has {columns} "
-                    f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
-                )
-            frame = with_lineage(raw, spec, rel, delivery_id, now)
-            staged = write_data_file(table.uri, frame, lineage_bounds(spec, rel, delivery_id, now), row_number="_row_number")
-            if staged.rows == 0:  # counted by the writer: the footer of the file just written
-                discard(staged)
-                raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
-    except pl.exceptions.PolarsError as exc:
-        failure = _read_failure(rel, file_spec.format.type, exc)
-        outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=failure.reason, detail=failure.detail)
-        return batch.reject(outcome, path, now)
-    except DeliveryError as exc:
-        if file_spec.incremental and exc.reason in NOTHING_NEW:
-            # An incremental file kind says "no changes" with an empty file: accepted, nothing appended.
-            return FileOutcome(rel, "empty", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
-        outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
-        return batch.reject(outcome, path, now)
+    table.writing.add(delivery_id)
+    written = pool.submit(_write_delivery, batch.spec, file_spec, rel, opened.path, delivery_id, scanned, now, table.uri)
+    return _Writing(opened, delivery_id, table, written)
+
+
+def _finish_write(batch: _Batch, started: _Writing, now: datetime) -> FileOutcome:
+    """Stage the written file, or reject the delivery with what its write found."""
+    opened, delivery_id, table = started.opened, started.delivery_id, started.table
+    rel, file_spec = opened.rel, opened.file_spec
+    with opened.stack:
+        try:
+            staged, extras = started.written.result()
+        except pl.exceptions.PolarsError as exc:
+            failure = _read_failure(rel, file_spec.format.type, exc)
+            outcome = FileOutcome(
+                rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=failure.reason, detail=failure.detail
+            )
+            return batch.reject(outcome, opened.path, now)
+        except DeliveryError as exc:
+            if file_spec.incremental and exc.reason in NOTHING_NEW:
+                # An incremental file kind says "no changes" with an empty file: accepted, nothing appended.
+                return FileOutcome(rel, "empty", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
+            outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
+            return batch.reject(outcome, opened.path, now)
+        finally:
+            table.writing.discard(delivery_id)
     outcome = FileOutcome(rel, "ingested", table=file_spec.name, delivery_id=delivery_id, rows=staged.rows, extra_columns=extras)
     table.staged[delivery_id] = (staged, outcome)
     return outcome
+
+
+def _write_delivery(
+    spec: RetailerSpec, file_spec: FileSpec, rel: str, path: Path, delivery_id: str, scanned: TextScan | None, now: datetime, uri: str
+) -> tuple[StagedFile, list[str]]:
+    """Write one delivery into a new data file of its bronze table (staged, not committed), and
+    name its extra columns. Raises `DeliveryError` (or a Polars reader error) for a file that
+    cannot be loaded, leaving nothing behind. Runs on a writer thread: touches nothing shared."""
+    # Compressed deliveries are expanded (within the limits) into this folder and streamed from there.
+    with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
+        raw = read_raw(path, file_spec.format, display_name=rel, limits=spec.delivery.limits, workdir=Path(work), scanned=scanned)
+        columns = raw.collect_schema().names()
+        renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
+        missing = missing_required(renames, file_spec.holds)
+        if missing:
+            raise DeliveryError(
+                rel,
+                "missing_column",
+                f"required column(s) {missing} not found; the file has {columns} "
+                f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
+            )
+        frame = with_lineage(raw, spec, rel, delivery_id, now)
+        staged = write_data_file(uri, frame, lineage_bounds(spec, rel, delivery_id, now), row_number="_row_number")
+        if staged.rows == 0:  # counted by the writer: the footer of the file just written
+            discard(staged)
+            raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
+    return staged, extras
 
 
 def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:
