@@ -226,3 +226,43 @@ def test_a_day_whose_file_cannot_be_written_leaves_no_file_of_the_batch(tmp_path
     assert len(calls) > 3  # the other days were written (and then removed)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.parquet")) == before
     assert pl.read_delta(uri).height == 1 and DeltaTable(uri).version() == version
+
+
+def test_statistics_from_a_files_footer_are_those_of_its_rows(tmp_path):
+    """The add action of a part streamed to its file takes its statistics from the file's footer;
+    they must be the rows' own (as `_file_stats` reads them off the columns), over several row
+    groups, with nulls, a column of nulls, a NaN, a timestamp -- and no bound where the footer's
+    is cut (a string longer than the writer keeps): a bound inside the values would make readers
+    skip a file that holds what they look for."""
+    import json
+
+    from pos_lakehouse.storage.partition_append import _file_stats, _footer_stats
+
+    n = 2_500
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    frame = pl.DataFrame(
+        {
+            "day": [DAY - timedelta(days=i % 40) for i in range(n)],
+            "at": pl.Series([start + timedelta(seconds=i, microseconds=7) for i in range(n)]).dt.cast_time_unit("us"),
+            "n": [None if i % 7 == 0 else i - 1_000 for i in range(n)],
+            "x": [float("nan") if i == 1_700 else i / 3 for i in range(n)],
+            "id": [f"P{i:05d}" for i in range(n)],
+            "long": ["z" * 70 + str(i) if i == 2_000 else "a" * 10 + str(i) for i in range(n)],
+            "empty": pl.Series([None] * n, dtype=pl.String),
+            "units": pl.Series([float(i) for i in range(n)], dtype=pl.Decimal(18, 4)),
+        }
+    )
+    path = tmp_path / "part.parquet"
+    frame.lazy().sink_parquet(path, row_group_size=1_000)
+    footer, rows = _footer_stats(path, frame.schema)
+    exact = json.loads(_file_stats(frame))
+    got = json.loads(footer)
+    assert rows == n and got["numRecords"] == exact["numRecords"] == n
+    assert got["nullCount"] == exact["nullCount"]
+    # Same bounds where the footer has them. None for the long string (the footer's is cut); the
+    # float column with a NaN may go without (a writer may keep no bounds for its row group).
+    assert "long" in exact["minValues"] and "long" not in got["minValues"]
+    assert set(exact["minValues"]) - set(got["minValues"]) <= {"long", "x"}
+    for column, low in got["minValues"].items():
+        assert low == exact["minValues"][column] and got["maxValues"][column] == exact["maxValues"][column], column
+    assert {"day", "at", "n", "id"} <= set(got["minValues"])

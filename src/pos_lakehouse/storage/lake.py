@@ -339,7 +339,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
             return False
 
         partition_append.append_partitions(
-            uri, column, frames, {"writer_properties": _writer()}, lambda actions: self._add_files(uri, actions, column, bookmarks)
+            uri, column, frames, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks)
         )
         return True
 

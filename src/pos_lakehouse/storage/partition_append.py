@@ -3,19 +3,20 @@ unpartitioned write.
 
 delta-rs holds the whole input of a *partitioned* write in memory before writing it (measured: 2.4
 GB and twice the time of the same rows written unpartitioned, whatever `target_file_size`). A
-retailer's first load of a gold table is one partition (`data_provider_code`), and a first load of
-period facts a few (one per period end), so each partition's rows are written as an unpartitioned
-Delta table rooted at the partition's own directory (`<table>/<column>=<value>/`: the data files
-land exactly where a partitioned write puts them), streaming and bounded in memory; those scratch
-tables' add actions (paths, sizes, column statistics) are then committed to the real table in one
-transaction with their partition values, and the scratch logs are deleted. Readers see the rows only once that commit lands; an interrupted
-load leaves data files no commit refers to (a later VACUUM removes them) and, at most, a scratch
-log that the next load deletes before it starts.
+retailer's first load of a gold table is one partition (`data_provider_code`), so each part's rows
+are streamed by Polars into one Parquet file in the partition's own directory
+(`<table>/<column>=<value>/`, exactly where a partitioned write puts them), bounded in memory; the
+add actions (path, size, statistics read off the file's footer) are then committed to the real
+table in one transaction with their partition values. Readers see the rows only once that commit
+lands; a load that fails removes the files it wrote, and one killed mid-way leaves data files no
+commit refers to (a later VACUUM removes them).
+
+Earlier versions wrote each part as a scratch Delta table in the partition directory; a scratch log
+left by a crash of one of those is deleted before a partition is written.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import shutil
@@ -23,6 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import polars as pl
 from deltalake import DeltaTable
@@ -45,67 +47,87 @@ def applicable(table: DeltaTable, data: pl.LazyFrame, column: str, values: Seque
     return dict(pl.Schema(table.schema().to_arrow())) == dict(data.collect_schema())
 
 
-def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.LazyFrame]], writer_options: dict, commit) -> int:
-    """Write each (partition value, rows) part as its own data files in that partition's directory
+def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.LazyFrame]], row_group_size: int, commit) -> int:
+    """Write each (partition value, rows) part as its own data file in that partition's directory
     and commit them all with `commit(actions)`; returns the number of files added."""
     by_value: dict[str, list[pl.LazyFrame]] = {}
     for value, rows in parts:
         by_value.setdefault(str(value), []).append(rows)
-    actions = []
-    for value, chunks in by_value.items():
-        stage = f"{uri.rstrip('/')}/{column}={value}"
-        _drop_log(stage)
-        for chunk in chunks:
-            chunk.drop(column).sink_delta(stage, mode="append", delta_write_options=writer_options)
-        adds = _added_files(stage)
-        _drop_log(stage)
-        actions += [
-            AddAction(
-                f"{column}={value}/{a['path']}", int(a["size"]), {column: value}, int(a["modificationTime"]), True, a.get("stats") or ""
-            )
-            for a in adds
-        ]
-    commit(actions)  # even without files: the commit carries the caller's bookmarks
+    actions: list[AddAction] = []
+    written: list[str] = []
+    try:
+        for value, chunks in by_value.items():
+            _drop_log(f"{uri.rstrip('/')}/{column}={value}")
+            for chunk in chunks:
+                name = f"{column}={value}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+                target = f"{uri.rstrip('/')}/{name}"
+                data = chunk.drop(column)
+                with written_at(target) as path:
+                    data.sink_parquet(path, compression="snappy", row_group_size=row_group_size)
+                    stats, rows = _footer_stats(path, data.collect_schema())
+                    size = path.stat().st_size
+                if not rows:  # an empty part: no file to add
+                    delete_uri(target)
+                    continue
+                written.append(target)
+                actions.append(AddAction(name, size, {column: value}, int(time.time() * 1000), True, stats))
+        commit(actions)  # even without files: the commit carries the caller's bookmarks
+    except BaseException:
+        for target in written:
+            delete_uri(target)
+        raise
     return len(actions)
 
 
-def _log_files(stage: str) -> list[str]:
-    if not is_remote(stage):
-        log = local_path(stage) / "_delta_log"
-        return sorted(str(p) for p in log.glob("*.json")) if log.exists() else []
-    import obstore
-
-    _, key = split(stage)
-    listed = [m["path"] for batch in obstore.list(store_for(stage), prefix=f"{key}/_delta_log/") for m in batch]
-    root, _ = split(stage)
-    return sorted(f"{root}/{p}" for p in listed if p.endswith(".json"))
+# Polars' Parquet writer cuts string statistics to this many bytes (and a cut maximum is below the
+# true one), so only shorter string bounds go into the log.
+_STRING_STATS_BYTES = 64
 
 
-def _read_text(uri: str) -> str:
-    if not is_remote(uri):
-        return local_path(uri).read_text()
-    import obstore
+def _footer_stats(path, schema: pl.Schema) -> tuple[str, int]:
+    """A written file's add-action statistics (JSON) and row count, from its Parquet footer: the
+    same bounds and null counts as `_file_stats`, without a second pass over the rows. A column
+    gets bounds only when every row group that holds a value has exact ones."""
+    import pyarrow.parquet as pq  # imported by the step that writes, not when the code location loads
 
-    _, key = split(uri)
-    return bytes(obstore.get(store_for(uri), key).bytes()).decode()
+    meta = pq.read_metadata(path)
+    bounds, nulls = {}, {}
+    for i in range(meta.num_columns):
+        name = meta.schema.column(i).name
+        dtype = schema.get(name)
+        lo = hi = None
+        exact, counted, null_count = dtype is not None and _has_stats(dtype), True, 0
+        for g in range(meta.num_row_groups):
+            chunk = meta.row_group(g).column(i)
+            st = chunk.statistics
+            if st is None or not st.has_null_count:
+                counted = exact = False
+                break
+            null_count += st.null_count
+            if not st.has_min_max:
+                exact = exact and st.null_count == meta.row_group(g).num_rows
+                continue
+            if exact:
+                g_lo, g_hi = _utc(st.min), _utc(st.max)
+                if isinstance(g_lo, str) and max(len(g_lo.encode()), len(g_hi.encode())) >= _STRING_STATS_BYTES:
+                    exact = False
+                    continue
+                lo = g_lo if lo is None else min(lo, g_lo)
+                hi = g_hi if hi is None else max(hi, g_hi)
+        if counted:
+            nulls[name] = null_count
+        if exact and lo is not None and not any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
+            bounds[name] = (lo, hi)
+    return add_stats(meta.num_rows, bounds, nulls), meta.num_rows
 
 
-def _added_files(stage: str) -> list[dict]:
-    """The scratch table's add actions, from its commits (JSON lines), oldest first."""
-    adds = []
-    for commit in _log_files(stage):
-        for line in _read_text(commit).splitlines():
-            if line.strip():
-                action = json.loads(line)
-                if "add" in action:
-                    adds.append(action["add"])
-                elif "remove" in action:
-                    raise RuntimeError(f"unexpected remove in the scratch log of {stage}")
-    return adds
+def _utc(value):
+    """Naive timestamps in a footer are UTC (Delta statistics are written in UTC)."""
+    return value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
 
 
 def _drop_log(stage: str) -> None:
-    """Delete a scratch table's log (its data files stay: they are, or become, the real table's)."""
+    """Delete a scratch table's log an earlier version left in a partition directory (its data files stay)."""
     if not is_remote(stage):
         shutil.rmtree(local_path(stage) / "_delta_log", ignore_errors=True)
         return
