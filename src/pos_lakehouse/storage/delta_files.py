@@ -15,6 +15,7 @@ retry drops the files whose ids are now in the table and commits the rest.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Mapping
@@ -55,11 +56,11 @@ def _timestamp(value: datetime, up: bool) -> str:
 
 def add_stats(rows: int, bounds: Mapping[str, tuple[object, object]], nulls: Mapping[str, int] | None = None) -> str:
     """An add action's statistics (JSON): the row count, the (min, max) the writer knows exactly
-    (a pair with a missing side is left out) and null counts (`nulls`; else none in the bounded
-    columns)."""
+    (a pair with a missing side, or a NaN or infinite side that JSON cannot hold, is left out) and
+    null counts (`nulls`; else none in the bounded columns)."""
     mins, maxs = {}, {}
     for name, (lo, hi) in bounds.items():
-        if lo is None or hi is None:
+        if lo is None or hi is None or any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
             continue
         if isinstance(lo, datetime):
             mins[name], maxs[name] = _timestamp(lo, up=False), _timestamp(hi, up=True)

@@ -394,15 +394,9 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         values = frame[column].unique().to_list()
         if table is None or not partition_append.applicable(table, frame.lazy(), column, [str(v) for v in values]):
             return False
-        actions, written = partition_append.write_partition_files(uri, column, frame, ROW_GROUP_ROWS)
-        try:
-            self._add_files(uri, actions, column, bookmarks)
-        except BaseException:
-            from pos_lakehouse.storage.object_store import delete_uri
-
-            for target in written:  # not committed: nothing may stay behind in the table's folder
-                delete_uri(target)
-            raise
+        partition_append.write_partition_files(
+            uri, column, frame, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks)
+        )
         return True
 
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:

@@ -17,7 +17,6 @@ left by a crash of one of those is deleted before a partition is written.
 
 from __future__ import annotations
 
-import math
 import re
 import shutil
 import time
@@ -116,7 +115,7 @@ def _footer_stats(path, schema: pl.Schema) -> tuple[str, int]:
                 hi = g_hi if hi is None else max(hi, g_hi)
         if counted:
             nulls[name] = null_count
-        if exact and lo is not None and not any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
+        if exact:
             bounds[name] = (lo, hi)
     return add_stats(meta.num_rows, bounds, nulls), meta.num_rows
 
@@ -164,17 +163,14 @@ def _file_stats(part: pl.DataFrame) -> str:
     for column in part.get_columns():
         nulls[column.name] = column.null_count()
         if _has_stats(column.dtype):
-            lo, hi = column.min(), column.max()
-            # A float column holding NaN or infinity gets no bounds (JSON has no such numbers).
-            if not any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
-                bounds[column.name] = (lo, hi)
+            bounds[column.name] = (column.min(), column.max())
     return add_stats(part.height, bounds, nulls)
 
 
-def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_size: int) -> tuple[list[AddAction], list[str]]:
-    """One Snappy Parquet file per value of `column` in its partition directory (not yet
-    committed); their add actions and URIs, in partition order. On failure the files written so
-    far are removed."""
+def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_size: int, commit) -> int:
+    """One Snappy Parquet file per value of `column` in its partition directory, all committed with
+    `commit(actions)` (in partition order); returns the number of files added. When a write or the
+    commit fails, the files written are removed: nothing uncommitted stays in the table's folder."""
     # The rows of one partition at a time, gathered by their row numbers: splitting the whole frame
     # first (`partition_by`) would hold a second copy of the batch while its files are written.
     rows = frame.select(column).with_row_index("__row").group_by(column).agg("__row").sort(column)
@@ -197,8 +193,9 @@ def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_
     try:
         with ThreadPoolExecutor(_WRITERS, thread_name_prefix="pos_lakehouse_partition_write") as pool:
             actions = list(pool.map(write_one, rows.get_column(column).to_list(), rows.get_column("__row")))
+        commit(actions)
     except BaseException:
         for target in written:
             delete_uri(target)
         raise
-    return actions, written
+    return len(actions)
