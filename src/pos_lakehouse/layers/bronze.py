@@ -184,17 +184,15 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
             for table in batch.tables.values():
                 for staged, _ in table.staged.values():
                     discard(staged)
+            # So are files still being written, once their writes end.
             for started in writing:
                 if isinstance(started, _Writing):
                     futures.wait([started.written])
                     if not started.written.cancelled() and started.written.exception() is None:
                         discard(started.written.result()[0])
+                    started.opened.stack.close()
             raise
         finally:
-            for started in writing:
-                if isinstance(started, _Writing):
-                    futures.wait([started.written])
-                    started.opened.stack.close()
             for opened in ahead:
                 if isinstance(opened, _Opened):
                     futures.wait([opened.checked])
@@ -253,26 +251,31 @@ def _open(batch: _Batch, landing: LandingZone, name: str, now: datetime, pool: T
 
 
 def _start_write(batch: _Batch, opened: _Opened, now: datetime, pool: ThreadPoolExecutor) -> _Writing | FileOutcome:
-    """The file's outcome if it is known already (a duplicate, rejected before, gone); else its write, started."""
+    """The file's outcome if it is known already (a duplicate, rejected before, gone); else its write,
+    started (which then holds the local file until `_finish_write`)."""
+    started = None
+    try:
+        started = _known_or_start(batch, opened, now, pool)
+        return started
+    finally:
+        if not isinstance(started, _Writing):
+            opened.stack.close()
+
+
+def _known_or_start(batch: _Batch, opened: _Opened, now: datetime, pool: ThreadPoolExecutor) -> _Writing | FileOutcome:
     rel, file_spec = opened.rel, opened.file_spec
     try:
         delivery_id, scanned = opened.checked.result()
     except FileNotFoundError as exc:  # deleted while we held it (a remote copy is ours: a local file)
-        opened.stack.close()
         outcome = FileOutcome(rel, "rejected", table=file_spec.name, reason="not_found", detail=str(exc))
         return batch.reject(outcome, None, now)
-    except BaseException:
-        opened.stack.close()
-        raise
     table = batch.table(file_spec)
     # `writing` holds the ids of this call's files still being written: the same bytes twice in one
     # call are written once.
     if delivery_id in table.staged or delivery_id in table.writing or table.known.holds(delivery_id):
-        opened.stack.close()
         return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
     before = batch.rejected_before(delivery_id)
     if before is not None:
-        opened.stack.close()
         # Rejected once is enough: the bytes are in quarantine with their reason; reading them
         # again (a bomb, a huge corrupt file) on every run would only repeat the same verdict.
         return FileOutcome(
