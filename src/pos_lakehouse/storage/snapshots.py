@@ -41,7 +41,6 @@ MAX_CACHED_FILES = 20_000
 
 class _Cached(NamedTuple):
     table: DeltaTable
-    version: int
     commit_mtime_ns: int
     files: int
 
@@ -74,21 +73,18 @@ def latest(uri: str) -> DeltaTable | None:
     if hit is not None and _is_newest(log, hit):
         return hit.table
     table = open_table(uri)
-    if table is None:
-        with _lock:
-            _cached.pop(uri, None)
-        return None
-    version = table.version()
-    files = len(table.file_uris())
-    try:
-        mtime = os.stat(_commit_file(log, version)).st_mtime_ns
-    except OSError:  # the commit file is already gone (log clean-up): nothing to check against later
-        return table
+    mtime = files = None
+    if table is not None:
+        files = len(table.file_uris())
+        try:
+            mtime = os.stat(_commit_file(log, table.version())).st_mtime_ns
+        except OSError:  # the commit file is already gone (log clean-up): nothing to check against later
+            pass
     with _lock:
         _cached.pop(uri, None)
-        if files > MAX_CACHED_FILES:
+        if mtime is None or files > MAX_CACHED_FILES:
             return table
-        _cached[uri] = _Cached(table, version, mtime, files)
+        _cached[uri] = _Cached(table, mtime, files)
         held = sum(c.files for c in _cached.values())
         while len(_cached) > MAX_CACHED_TABLES or held > MAX_CACHED_FILES:
             _, evicted = _cached.popitem(last=False)
@@ -101,9 +97,10 @@ def _commit_file(log: str, version: int) -> str:
 
 
 def _is_newest(log: str, hit: _Cached) -> bool:
+    version = hit.table.version()
     try:
-        if os.stat(_commit_file(log, hit.version)).st_mtime_ns != hit.commit_mtime_ns:
+        if os.stat(_commit_file(log, version)).st_mtime_ns != hit.commit_mtime_ns:
             return False  # the table was deleted and created again
     except OSError:
         return False  # deleted, or its log cleaned up: open it again
-    return not os.path.exists(_commit_file(log, hit.version + 1))
+    return not os.path.exists(_commit_file(log, version + 1))
