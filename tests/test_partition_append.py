@@ -239,7 +239,7 @@ def test_statistics_from_a_files_footer_are_those_of_its_rows(tmp_path):
     from pos_lakehouse.storage.partition_append import _file_stats, _footer_stats
 
     n = 2_500
-    start = datetime(2026, 1, 1, tzinfo=UTC)
+    start = datetime.now(UTC) - timedelta(days=2)
     frame = pl.DataFrame(
         {
             "day": [DAY - timedelta(days=i % 40) for i in range(n)],
