@@ -198,13 +198,15 @@ def test_masking_switches_whole_blocks_at_the_threshold(lake):
         (Decimal("10"), Decimal("100"))
     }
 
-    # `value` sensitivity masks money only: units stay real on the same masked records.
+    # `value` sensitivity masks money and the units it is a price times (units x the last real price would
+    # give the value back); the view SQL of `value` and `all` differ in stock on order only.
     policy = _masking_policy("value", age + 1)
     build_views(lake, policy)
     young = query(
         lake, policy, "ada", "select distinct pos_sales_units, pos_sales_value_lc from store_day_fact where data_provider_code = 'cds_1001'"
     ).rows()
-    assert young == [(Decimal("10"), Decimal("70"))]
+    assert young == [(Decimal("7"), Decimal("70"))]
+    assert policy.retailers["cds_1001"].masked_columns() and "inventory_qty_on_order" not in policy.retailers["cds_1001"].masked_columns()
 
 
 def test_catalog_lists_every_gold_table(three_retailers, tmp_path, capsys):

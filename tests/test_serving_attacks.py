@@ -41,6 +41,12 @@ THRESHOLD = 28
 HISTORY_DAYS = 250
 MEASURES = list(masked_measures("volume"))  # every measure and its USD twin
 TOL = 0.005  # values carry 2 decimals, masked means 4: a recovered value lands within this
+# Money a reader can rebuild as a visible quantity times a price read off older records.
+PRICED = {
+    "pos_sales_value_lc": "pos_sales_units",
+    "pos_returns_value_lc": "pos_returns_units",
+    "inventory_value_lc": "inventory_qty_on_hand",
+}
 
 
 def rolling_mask(frame: pl.DataFrame, date_col: str, grain: str, measures) -> pl.DataFrame:
@@ -73,7 +79,7 @@ def _is_masked(d: date, today: date) -> bool:
     return (today - _block_end(d)).days < THRESHOLD
 
 
-def _policy() -> AccessPolicy:
+def _policy(masked_measures: str = "all") -> AccessPolicy:
     return AccessPolicy.model_validate(
         {
             "retailers": {
@@ -82,7 +88,7 @@ def _policy() -> AccessPolicy:
                     "secure_group_key": MASKED[1],
                     "competition_sensitive": True,
                     "mask_younger_than_days": THRESHOLD,
-                    "masked_measures": "all",
+                    "masked_measures": masked_measures,
                 },
                 PLAIN[0]: {"name": "plain_de", "secure_group_key": PLAIN[1]},
             },
@@ -93,8 +99,11 @@ def _policy() -> AccessPolicy:
 
 
 # ---- gold written from the real transforms ---------------------------------------------------------
-def _daily(today: date, days: list[date] | None = None, seed: int = 7) -> pl.DataFrame:
-    """Daily facts of the masked retailer: dense series, plus sparse series the mask must suppress."""
+def _daily(today: date, days: list[date] | None = None, seed: int = 7, priced: bool = False) -> pl.DataFrame:
+    """Daily facts of the masked retailer: dense series, plus sparse series the mask must suppress.
+
+    `priced`: each money measure is its quantity times a fixed price of the product and store (as
+    at a retailer without promotions), instead of an independent value."""
     ts = datetime.now(UTC)
     start = today - timedelta(days=HISTORY_DAYS)
     every_day = days or [start + timedelta(days=i) for i in range(HISTORY_DAYS)]
@@ -111,12 +120,16 @@ def _daily(today: date, days: list[date] | None = None, seed: int = 7) -> pl.Dat
             rng = random.Random(f"{seed}|{prod}|{site}|{d}")  # a record's values do not depend on what else is generated
             fx = 1.05 + 0.003 * (d.toordinal() % 23)  # a different visible rate almost every day
             lc = {m: round(rng.uniform(1, 1000), 2) for m in canonical.VALUE_MEASURES}
+            units = {m: round(rng.uniform(1, 500), 2) for m in canonical.VOLUME_MEASURES}
+            if priced:
+                price = random.Random(f"{prod}|{site}").uniform(0.5, 20)
+                lc = {m: round(units[q] * price, 2) for m, q in PRICED.items()}
             rows.append(
                 {
                     "date": d,
                     "site_id": site,
                     "prod_id": prod,
-                    **{m: Decimal(str(round(rng.uniform(1, 500), 2))) for m in canonical.VOLUME_MEASURES},
+                    **{m: Decimal(str(v)) for m, v in units.items()},
                     **{m: Decimal(str(v)) for m, v in lc.items()},
                     **{m.replace("_lc", "_usd"): Decimal(str(round(v * fx, 4))) for m, v in lc.items()},
                     "fx_rate_to_usd": fx,
@@ -134,13 +147,13 @@ def _daily(today: date, days: list[date] | None = None, seed: int = 7) -> pl.Dat
     return frame("store_day_fact", rows)
 
 
-def _publish(lake, daily: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def _publish(lake, daily: pl.DataFrame, measures: list[str] = MEASURES) -> dict[str, pl.DataFrame]:
     """Silver's twins (the real transforms), then gold for day, week and month."""
-    out = {"store_day_fact": mask_measures(daily, "date", "day", MEASURES)}
+    out = {"store_day_fact": mask_measures(daily, "date", "day", measures)}
     for table, grain in (("store_week_fact", "week"), ("store_month_fact", "month")):
         end_col = canonical.TABLES[table].natural_keys[0]
         period = aggregate_period(nw.from_native(daily.lazy()), grain, "sunday").collect().to_native()
-        out[table] = mask_measures(period, end_col, grain, MEASURES)
+        out[table] = mask_measures(period, end_col, grain, measures)
     for table, df in out.items():
         write_gold(lake, table, df.to_dicts())
     return out
@@ -501,3 +514,35 @@ def test_masked_values_do_not_move_as_new_days_arrive(lake):
     for m in MEASURES:
         moved = both.filter(~pl.col(m).eq_missing(pl.col(f"{m}_after")))
         assert moved.is_empty(), f"{m}: {moved.height} visible values changed when later days arrived"
+
+
+def test_units_times_the_last_real_price_does_not_recover_masked_values(lake):
+    """`antitrust: value` as silver and the views apply it, against a reader who multiplies: a masked
+    value is the record's units times the unit price of the newest real record of its product and store
+    (exact when prices are steady). Units on show gave back every masked value; masking value masks the
+    units (and stock on hand) it is a price times, so the product is a block mean, not the value."""
+    today = _today()
+    real = _publish(lake, _daily(today, priced=True), list(masked_measures("value")))["store_day_fact"]
+    policy = _policy("value")
+    build_views(lake, policy)
+    pairs = [*PRICED.items(), *((v.replace("_lc", "_usd"), q) for v, q in PRICED.items())]
+    cols = ", ".join(["date", "site_id", "prod_id", "fx_rate_to_usd", *sorted({c for p in pairs for c in p})])
+    seen = query(lake, policy, "claire", f"select {cols} from store_day_fact order by date")  # noqa: S608
+    truth = {(r["prod_id"], r["site_id"], r["date"]): r for r in real.to_dicts()}
+    masked = recovered = 0
+    for value, quantity in pairs:
+        last_price: dict[tuple[str, str], float] = {}
+        for r in seen.iter_rows(named=True):
+            series = (r["prod_id"], r["site_id"])
+            fx = float(r["fx_rate_to_usd"]) if value.endswith("_usd") else 1.0  # the day's rate is on show
+            if not _is_masked(r["date"], today):
+                if r[quantity]:
+                    last_price[series] = float(r[value]) / fx / float(r[quantity])
+                continue
+            x = float(truth[(*series, r["date"])][value])
+            masked += 1
+            if r[quantity] is not None and series in last_price:
+                recovered += abs(float(r[quantity]) * last_price[series] * fx - x) <= 0.01 * abs(x)
+    # The data really exercised the mask, and the multiplication recovers (almost) nothing.
+    assert masked >= 6 * 4 * 20
+    assert recovered <= 0.05 * masked, f"{recovered} of {masked} masked values recovered as units x last real price"

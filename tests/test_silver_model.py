@@ -94,25 +94,29 @@ def test_week_and_month_facts_equal_daily_sums_and_carry_masks(data_root, lake, 
         day_by_key = day.group_by("site_id", "prod_id").agg(pl.col("pos_sales_units").sum()).sort("site_id", "prod_id")
         assert by_key.equals(day_by_key)
         assert set(period[end_col]) == set(day["date"].map_elements(lambda d, t=table: _period_end(d, t), return_dtype=pl.Date))
-    # marche_fr is `antitrust: value`: value measures get masked twins, units do not. A day's twin is
-    # the mean of the same product and store over the previous two-month block, published only when
-    # that block's records lie in both its months and at least 7 days apart (transform/masking.py).
-    assert day["at_masked_pos_sales_units"].null_count() == day.height
+    # marche_fr is `antitrust: value`: value measures and the units they are a price times get masked
+    # twins, stock on order does not. A day's twin is the mean of the same product and store over the
+    # previous two-month block, published only when that block's records lie in both its months and at
+    # least 7 days apart (transform/masking.py).
+    assert day["at_masked_inventory_qty_on_order"].null_count() == day.height
     block = pl.col("date").dt.year() * 6 + (pl.col("date").dt.month() - 1) // 2
-    blocks = day.group_by("prod_id", "site_id", block.alias("b")).agg(
-        pl.col("pos_sales_value_lc").cast(pl.Float64).mean().alias("mean"),
-        ((pl.col("date").dt.month().n_unique() == 2) & ((pl.col("date").max() - pl.col("date").min()).dt.total_days() >= 7)).alias("ok"),
-    )
-    expected = (
-        day.with_columns((block - 1).alias("b"))
-        .join(blocks, on=["prod_id", "site_id", "b"], how="left")
-        .with_columns(
-            pl.when(pl.col("ok")).then(pl.col("mean")).alias("expected"),
-            pl.col("at_masked_pos_sales_value_lc").cast(pl.Float64).alias("got"),
+    for m in ("pos_sales_value_lc", "pos_sales_units"):
+        blocks = day.group_by("prod_id", "site_id", block.alias("b")).agg(
+            pl.col(m).cast(pl.Float64).mean().alias("mean"),
+            ((pl.col("date").dt.month().n_unique() == 2) & ((pl.col("date").max() - pl.col("date").min()).dt.total_days() >= 7)).alias(
+                "ok"
+            ),
         )
-    )
-    assert (expected["got"].is_null() == expected["expected"].is_null()).all()
-    assert ((expected["got"] - expected["expected"]).abs().fill_null(0) < 1e-4).all()
+        expected = (
+            day.with_columns((block - 1).alias("b"))
+            .join(blocks, on=["prod_id", "site_id", "b"], how="left")
+            .with_columns(
+                pl.when(pl.col("ok")).then(pl.col("mean")).alias("expected"),
+                pl.col(f"at_masked_{m}").cast(pl.Float64).alias("got"),
+            )
+        )
+        assert (expected["got"].is_null() == expected["expected"].is_null()).all(), m
+        assert ((expected["got"] - expected["expected"]).abs().fill_null(0) < 1e-4).all(), m
     for table in ("store_week_fact", "store_month_fact"):  # coarser grains are withheld while masked
         period = lake.scan(lake.gold(table)).collect()
         assert period["at_masked_pos_sales_value_lc"].null_count() == period.height

@@ -228,7 +228,9 @@ def test_masking_on_a_hand_computed_example():
     weekly = _pl(mask_measures(_nw(frame.rename({"date": "week_end_date"})), "week_end_date", "week", ["pos_sales_value_lc"]))
     assert weekly["at_masked_pos_sales_value_lc"].null_count() == weekly.height  # coarser grains are withheld
     assert masked_measures("none") == ()
-    assert "pos_sales_units" in masked_measures("volume") and "pos_sales_units" not in masked_measures("value")
+    assert "inventory_qty_on_order" in masked_measures("volume") and "inventory_qty_on_order" not in masked_measures("value")
+    # Value masking masks the quantities value is a price times: units x the last real price would give it back.
+    assert {"pos_sales_units", "pos_returns_units", "inventory_qty_on_hand"} <= set(masked_measures("value"))
 
 
 def test_ranges_within_a_budget_never_split_a_key():

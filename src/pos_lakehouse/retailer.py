@@ -276,8 +276,9 @@ class RetailerSpec(Model):
     antitrust: Literal["none", "value", "volume"] = Field(
         default="none",
         description="Competition sensitivity, i.e. what is antitrust-masked for analysts: `none`; `value` (money: "
-        "sales, returns and inventory values in local currency and USD); `volume` (units and stock too, since units "
-        "times a list price reveal value).",
+        "sales, returns and inventory values in local currency and USD, and the sales and returns units and stock on "
+        "hand they are a price times, since visible units times the last real price give the value back); `volume` "
+        "(every measure, stock on order too).",
     )
     mask_younger_than_days: int = Field(
         default=28,

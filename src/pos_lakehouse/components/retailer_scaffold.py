@@ -25,7 +25,7 @@ attributes:
   currency: EUR                      # ISO currency of the values when the files do not say
   secure_group_key: {secure_group_key}           # row-level security key; give a group of defs/serving/access_policy.yaml read access
   engine: polars                     # polars (in-process) | spark (big retailers, through Dagster Pipes)
-  antitrust: none                    # none | value | volume: which measures get masked twins
+  antitrust: none                    # none | value (money + units) | volume (all): which measures get masked twins
   cadence: daily                     # daily | weekly: sets the freshness policy
   week_ends_on: sunday               # last day of the retailer's business week (weekly aggregates)
   delivery:

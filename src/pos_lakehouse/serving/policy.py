@@ -25,6 +25,7 @@ by one YAML never leaves a retailer silently invisible.
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from collections.abc import Iterable
 from functools import cached_property
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pos_lakehouse.settings import PACKAGE_DIR
 from pos_lakehouse.transform import canonical
+from pos_lakehouse.transform.masking import PRICED_QUANTITIES
 
 if TYPE_CHECKING:
     from pos_lakehouse.retailer import RetailerSpec
@@ -49,6 +51,9 @@ VALUE_COLUMNS: tuple[str, ...] = (
     *(m.replace("_lc", "_usd") for m in canonical.VALUE_MEASURES),
 )
 VOLUME_COLUMNS: tuple[str, ...] = canonical.VOLUME_MEASURES
+# What `antitrust: value` masks: money, and the quantities money is a price times -- with units on
+# show, a masked value is units x the last real unit price (transform/masking.py).
+PRICED_COLUMNS: tuple[str, ...] = tuple(PRICED_QUANTITIES.values())
 
 
 class PolicyError(ValueError):
@@ -71,7 +76,9 @@ class RetailerAccess(BaseModel):
         default=0, ge=0, description="A record is masked while its two-month masking block holds a day younger than this."
     )
     masked_measures: Literal["value", "volume", "all"] = Field(
-        default="all", description="Which measures are masked: value (money), volume (units, stock) or all."
+        default="all",
+        description="Which measures are masked: value (money, and the units and stock on hand it is a price times), "
+        "volume (units, stock) or all.",
     )
 
     @model_validator(mode="after")
@@ -89,7 +96,8 @@ class RetailerAccess(BaseModel):
             secure_group_key=spec.secure_group_key,
             competition_sensitive=sensitive,
             mask_younger_than_days=spec.mask_younger_than_days if sensitive else 0,
-            # `volume` masks units and stock as well as money (see transform.measures.masked_measures).
+            # `value` masks money and the units and stock on hand that would give it back; `volume` masks
+            # every measure (see transform.measures.masked_measures).
             masked_measures="value" if spec.antitrust == "value" else "all",
         )
 
@@ -101,7 +109,7 @@ class RetailerAccess(BaseModel):
         if not self.masks:
             return ()
         return {
-            "value": VALUE_COLUMNS,
+            "value": (*PRICED_COLUMNS, *VALUE_COLUMNS),
             "volume": VOLUME_COLUMNS,
             "all": (*VOLUME_COLUMNS, *VALUE_COLUMNS),
         }[self.masked_measures]
@@ -170,8 +178,14 @@ class AccessPolicy(BaseModel):
 
 
 def policy_hash(policy: AccessPolicy) -> str:
-    """A short digest of the whole policy: the serving views' code version, and what a built views file records."""
-    return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()[:16]
+    """A short digest of the whole policy: the serving views' code version, and what a built views file records.
+
+    It covers the columns each retailer's setting masks, not only the setting: when what a setting
+    masks changes, views built under the old meaning are stale.
+    """
+    masked = {code: r.masked_columns() for code, r in sorted(policy.retailers.items())}
+    payload = policy.model_dump_json() + json.dumps(masked, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def load_policy(path: str | Path | None = None, retailers: Iterable[RetailerSpec] | str | Path | None = None) -> AccessPolicy:

@@ -16,6 +16,9 @@ The rule (reasoning in docs/serving.md, "The antitrust mask"):
 * Week and month records are withheld while masked: `at_masked_*` is NULL at those grains. Weeks
   do not tile months, so any per-grain block mean of weeks next to one of days or months leaves
   partial weeks recoverable by subtraction; coarser grains therefore publish nothing while masked.
+* Masking money masks the quantities money is a price times (`PRICED_QUANTITIES`): with units
+  visible, a masked value is units x the last real unit price, which a reader can read off the
+  first older record. So `antitrust: value` masks sales and returns units and stock on hand too.
 
 The twin does not depend on the record's age -- silver writes it once -- and the serving views
 choose real or masked by age: a record is shown masked while its block is not wholly older than
@@ -37,6 +40,14 @@ ROUND_DECIMALS = 4
 _SCALE = 10**ROUND_DECIMALS
 BLOCK_COLUMN = "_mask_block"
 KEYS = ("prod_id", "site_id")
+
+# Each money measure and the quantity it is a price times: masking the money alone would leave
+# `quantity x last real price` on show. Stock on order has no money measure of its own.
+PRICED_QUANTITIES: dict[str, str] = {
+    "pos_sales_value_lc": "pos_sales_units",
+    "pos_returns_value_lc": "pos_returns_units",
+    "inventory_value_lc": "inventory_qty_on_hand",
+}
 
 
 def block_index(date: nw.Expr) -> nw.Expr:

@@ -10,6 +10,7 @@ import narwhals as nw
 
 from pos_lakehouse.engines import edges
 from pos_lakehouse.transform.canonical import MEASURES, MONEY, TABLES, VALUE_MEASURES, nw_dtype
+from pos_lakehouse.transform.masking import PRICED_QUANTITIES
 
 USD_MEASURES = tuple(m.replace("_lc", "_usd") for m in VALUE_MEASURES)
 # Flows add up over a period; stocks are read at the period's end.
@@ -133,10 +134,10 @@ def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_
 
 
 def masked_measures(antitrust: str) -> tuple[str, ...]:
-    """Which measures get antitrust twins: `value` masks money; `volume` masks units too
-    (units times a list price reveal value)."""
+    """Which measures get antitrust twins: `value` masks money and the quantities it is a price times
+    (units times the last real unit price would give the value back); `volume` masks every measure."""
     if antitrust == "value":
-        return (*VALUE_MEASURES, *USD_MEASURES)
+        return (*VALUE_MEASURES, *PRICED_QUANTITIES.values(), *USD_MEASURES)
     if antitrust == "volume":
         return (*MEASURES, *USD_MEASURES)
     return ()
