@@ -387,6 +387,15 @@ def _view_columns() -> dict[str, list[str]]:
     return {t: [c.name for c in canonical.TABLES[t].columns] for t in GOLD_TABLES}
 
 
+def _query_limits():
+    """The bounds on one query, from the serving component's YAML (`query_limits`); defaults without one."""
+    from pos_lakehouse.components.serving_views import ServingViews
+    from pos_lakehouse.serving.limits import QueryLimits
+
+    found = _tree().get_all_components(of_type=ServingViews)
+    return found[0].query_limits if found else QueryLimits()
+
+
 def _query_error(exc: Exception, sql: str) -> str:
     """One line for a query DuckDB refused, naming what is known where a name was wrong."""
     import duckdb
@@ -408,6 +417,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     import sqlglot
 
     from pos_lakehouse.serving.duckdb_views import QueryFailed, QueryRejected, query
+    from pos_lakehouse.serving.limits import QueryLimitExceeded, check_text
     from pos_lakehouse.serving.policy import PolicyError, load_policy
     from pos_lakehouse.storage.lake import Lake
 
@@ -417,12 +427,19 @@ def cmd_query(args: argparse.Namespace) -> int:
     lake = Lake(root=str(root))
     if not any(lake.exists(lake.gold(t)) for t in _view_columns()):
         raise UsageError(f"no gold tables under {root / 'gold'} yet; run `pos-lakehouse demo` or `pos-lakehouse run` first")
+    limits = _query_limits()
+    try:
+        check_text(args.sql, limits)  # before any parser: they recurse per nesting level
+    except QueryLimitExceeded as exc:
+        raise UsageError(str(exc)) from exc
     syntax = _syntax_error(args.sql)
     if syntax:
         raise UsageError(syntax)
     try:
         policy = load_policy(args.policy, _specs())
-        result = query(lake, policy, args.as_user, args.sql)
+        result = query(lake, policy, args.as_user, args.sql, limits)
+    except QueryLimitExceeded as exc:
+        raise UsageError(str(exc)) from exc
     except QueryFailed as exc:
         engine_error = exc.__cause__ if isinstance(exc.__cause__, duckdb.Error) else exc
         raise UsageError(_query_error(engine_error, args.sql)) from exc

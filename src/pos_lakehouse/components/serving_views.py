@@ -8,6 +8,7 @@ from pydantic import Field
 from pos_lakehouse.components.loaded_retailers import retailers_in_folder
 from pos_lakehouse.components.yaml_schema import TakenAsWritten
 from pos_lakehouse.layers.gold import GOLD_TABLES
+from pos_lakehouse.serving.limits import QueryLimits
 from pos_lakehouse.serving.policy import load_policy, policy_hash
 from pos_lakehouse.storage.lake import Lake
 
@@ -35,6 +36,11 @@ class ServingViews(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
         "antitrust settings come from their own YAMLs.",
     )
     tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Gold tables to serve.")
+    query_limits: QueryLimits = Field(
+        default_factory=QueryLimits,
+        description="Bounds on one `pos-lakehouse query`: timeout, DuckDB memory and threads, query length and nesting, "
+        "result rows. Each answers with one line naming it.",
+    )
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         base = Path(context.path)

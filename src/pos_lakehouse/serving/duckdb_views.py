@@ -24,7 +24,8 @@ no table functions, file paths, other schemas or catalogs, settings or file-read
 Then it runs in an in-memory DuckDB that holds only the reader's rows of the views it names:
 they are copied out of the file as the reader, the file is detached, and external access is
 disabled and the configuration locked before the reader's SQL runs -- so a statement the parser
-misreads still finds no file it may open and no rows beyond the reader's. Production enforcement
+misreads still finds no file it may open and no rows beyond the reader's. The statement is bounded
+in length, nesting, time, memory, threads and result rows (`limits.py`). Production enforcement
 is Unity Catalog (see `unity_catalog.py`).
 """
 
@@ -42,6 +43,15 @@ import sqlglot
 from sqlglot import exp
 
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
+from pos_lakehouse.serving.limits import (
+    QueryLimits,
+    check_text,
+    fetch_bounded,
+    interrupt_after,
+    out_of_memory,
+    timed_out,
+    too_deep,
+)
 from pos_lakehouse.serving.policy import AccessPolicy, policy_hash
 from pos_lakehouse.serving.render import literal, quote, select_list
 from pos_lakehouse.settings import local_serving_dir
@@ -375,9 +385,11 @@ def check_query(sql: str, views: list[str] | tuple[str, ...] = GOLD_TABLES) -> l
     return sorted(named)
 
 
-def _reader_connection(path: Path, user: str, views: list[str]) -> duckdb.DuckDBPyConnection:
-    """An in-memory database holding only `user`'s rows of `views`, with file access disabled and locked."""
-    con = duckdb.connect(":memory:", config={"python_enable_replacements": False, "autoinstall_known_extensions": False})
+def _reader_connection(path: Path, user: str, views: list[str], limits: QueryLimits | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding only `user`'s rows of `views`, with file access disabled and the
+    configuration (memory limit and threads included) locked."""
+    config = {"python_enable_replacements": False, "autoinstall_known_extensions": False, **(limits or QueryLimits()).duckdb_config()}
+    con = duckdb.connect(":memory:", config=config)
     try:
         con.execute(f"ATTACH {literal(str(path))} AS gold_views (READ_ONLY)")
         con.execute(f"SET VARIABLE {READER_VARIABLE} = {literal(user)}")
@@ -398,18 +410,33 @@ def _reader_connection(path: Path, user: str, views: list[str]) -> duckdb.DuckDB
     return con
 
 
-def query(lake: Lake, policy: AccessPolicy, user: str, sql: str) -> pl.DataFrame:
+def query(lake: Lake, policy: AccessPolicy, user: str, sql: str, limits: QueryLimits | None = None) -> pl.DataFrame:
     """Run one read query against the secure views as `user` (refreshing stale views first).
 
     Raises `PolicyError` for an unknown user, `QueryRejected` for a statement that is not a read of
-    the views, `QueryFailed` when the engine refuses or cannot run it; each message is one line.
+    the views, `QueryLimitExceeded` for one past a bound of `limits` (text length or nesting, time,
+    memory, result rows; `serving/limits.py`), `QueryFailed` when the engine refuses or cannot run
+    it; each message is one line.
     """
+    limits = limits or QueryLimits()
     policy.user_keys(user)  # unknown user -> PolicyError, before touching any data
-    views = check_query(sql)
-    ensure_current(lake, policy)
-    con = _reader_connection(database_path(lake), user, views)
+    check_text(sql, limits)
     try:
-        return con.sql(sql).pl()
+        views = check_query(sql)
+    except RecursionError:  # a construct nesting without brackets, past what the parser's stack holds
+        raise too_deep(limits) from None
+    ensure_current(lake, policy)
+    con = _reader_connection(database_path(lake), user, views, limits)
+    try:
+        with interrupt_after(con, limits) as fired:
+            try:
+                return fetch_bounded(con, sql, limits, fired)
+            except duckdb.InterruptException:
+                if fired.is_set():
+                    raise timed_out(limits) from None
+                raise
+    except duckdb.OutOfMemoryException:
+        raise out_of_memory(limits) from None
     except duckdb.Error as exc:
         # The engine's own error stays attached: callers may name the views or columns it lacks.
         raise QueryFailed(f"the query failed: {_one_line(exc)}") from exc
