@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from pos_lakehouse.ingest.pulled import (
     read_state,
     records_frame,
 )
+from pos_lakehouse.redaction import redact, redacting
 from pos_lakehouse.retailer import ApiSpec, RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 
@@ -81,8 +82,8 @@ class ApiClient:
     """GETs with bearer auth, retrying 429/5xx/network errors with backoff; never logs the token."""
 
     retailer: str
-    base_url: str
-    token: str
+    base_url: str = field(repr=False)  # may carry user-info
+    token: str = field(repr=False)
     api: ApiSpec
     sleep: Callable[[float], None] = time.sleep
     requests: int = 0
@@ -104,7 +105,7 @@ class ApiClient:
         self.close()
 
     def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        where = f"GET {self.base_url}{path}"
+        where = redact(f"GET {self.base_url}{path}")  # names the source, never its credentials
         last = ""
         for attempt in range(self.api.max_retries + 1):
             delay = self.api.backoff_seconds * (2**attempt)
@@ -112,7 +113,7 @@ class ApiClient:
                 self.requests += 1
                 response = self._http.get(path, params=params)
             except httpx.TransportError as exc:
-                last = f"network error: {type(exc).__name__}: {exc}"
+                last = redact(f"network error: {type(exc).__name__}: {exc}")
             else:
                 status = response.status_code
                 if status in (401, 403):
@@ -124,13 +125,17 @@ class ApiClient:
                 if status < 300:
                     try:
                         body = response.json()
-                    except ValueError as exc:
-                        raise ApiError(f"{self.retailer}: {where} answered {status} but not JSON: {response.text[:200]!r}") from exc
+                    except ValueError:
+                        raise ApiError(
+                            f"{self.retailer}: {where} answered {status} but not JSON: {redact(response.text)[:200]!r}"
+                        ) from None
                     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
-                        raise ApiError(f"{self.retailer}: {where}: expected {{'data': [...], 'next_cursor': ...}}, got {str(body)[:200]}")
+                        raise ApiError(
+                            f"{self.retailer}: {where}: expected {{'data': [...], 'next_cursor': ...}}, got {redact(body)[:200]}"
+                        )
                     return body
                 if status not in RETRYABLE:
-                    raise ApiError(f"{self.retailer}: {where} answered {status} {response.reason_phrase}: {response.text[:300]}")
+                    raise ApiError(f"{self.retailer}: {where} answered {status} {response.reason_phrase}: {redact(response.text)[:300]}")
                 last = f"{status} {response.reason_phrase}"
                 retry_after = response.headers.get("Retry-After")
                 if retry_after:
@@ -144,6 +149,7 @@ class ApiClient:
         raise ApiError(f"{self.retailer}: {where} still failing after {self.api.max_retries} retries (last: {last})")
 
 
+@redacting
 def client_for(spec: RetailerSpec) -> ApiClient:
     return ApiClient(spec.name, resolve_base_url(spec), resolve_token(spec), _api(spec))
 
@@ -178,7 +184,7 @@ def pull_endpoint(
     path = api.endpoints[table]
     uri = lake.bronze(spec.name, table)
     state = dict(read_state(lake, uri) if state is None else state)
-    outcome = PullOutcome(table, f"GET {path}", state_before=dict(state))
+    outcome = PullOutcome(table, redact(f"GET {path}"), state_before=dict(state))
     requests_before = client.requests
     pages = 0
     while max_pages is None or pages < max_pages:
@@ -198,7 +204,7 @@ def pull_endpoint(
             new_state = {"updated_after": high or state.get("updated_after"), "cursor": None, "high": None}
         content = json.dumps(records, sort_keys=True, separators=(",", ":"))
         did = delivery_id(spec.name, path, json.dumps(params, sort_keys=True), content)
-        source = f"api:{path}?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+        source = redact(f"api:{path}?" + "&".join(f"{k}={v}" for k, v in sorted(params.items())))
         if records and not already_in_bronze(lake, spec, table, did):
             append_pulled(lake, spec, table, records_frame(records), source=source, delivery=did, state=new_state)
             outcome.deliveries += 1
@@ -226,6 +232,7 @@ def pull_order(spec: RetailerSpec, tables: list[str] | None = None) -> list[str]
     return [f.name for f in sorted(files, key=lambda f: 0 if all(h.endswith("_dim") for h in f.holds) else 1)]
 
 
+@redacting
 def pull_api(
     lake: Lake,
     spec: RetailerSpec,
@@ -245,6 +252,7 @@ def pull_api(
             client.close()
 
 
+@redacting
 def probe_api(lake: Lake, spec: RetailerSpec, client: ApiClient | None = None) -> dict[str, str | None]:
     """Per endpoint, the `updated_at` of the first record changed after the durable position (None: nothing new).
 

@@ -33,6 +33,7 @@ from pos_lakehouse.ingest.pulled import (
     read_state,
     records_frame,
 )
+from pos_lakehouse.redaction import redact, redacting
 from pos_lakehouse.retailer import DatabaseSpec, RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 
@@ -72,9 +73,11 @@ def resolve_url(spec: RetailerSpec, data_root: str) -> URL:
 
 
 def display_url(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
+    """The URL to show: password masked, and any `password=`/`token=` parameter too."""
+    return redact(url.render_as_string(hide_password=True))
 
 
+@redacting
 def engine_for(spec: RetailerSpec, data_root: str) -> Engine:
     url = resolve_url(spec, data_root)
     if url.get_backend_name() == "sqlite" and url.database and not os.path.exists(url.database):
@@ -83,9 +86,9 @@ def engine_for(spec: RetailerSpec, data_root: str) -> Engine:
 
 
 def _connect_error(spec: RetailerSpec, engine: Engine, exc: Exception) -> SourceDatabaseError:
-    # Driver messages name host/user, never the password; still, only the masked URL is shown.
+    # Driver messages may quote the connection string: only the masked URL and the redacted first line are shown.
     first = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return SourceDatabaseError(f"{spec.name}: cannot read database {display_url(engine.url)}: {first}")
+    return SourceDatabaseError(f"{spec.name}: cannot read database {display_url(engine.url)}: {redact(first)}")
 
 
 def _table(engine: Engine, name: str) -> sa.Table:
@@ -177,6 +180,7 @@ def _drop_already_in_bronze(lake: Lake, uri: str, frame: pl.DataFrame, updated_c
     return frame.join(have, on=on, how="anti", nulls_equal=True)
 
 
+@redacting
 def pull_database(
     lake: Lake,
     spec: RetailerSpec,
@@ -197,6 +201,7 @@ def pull_database(
             engine.dispose()
 
 
+@redacting
 def probe_database(lake: Lake, spec: RetailerSpec, engine: Engine | None = None) -> dict[str, Any]:
     """Per table, `count:max(updated_at)` of rows newer than the watermark (None: nothing new)."""
     db = _db(spec)

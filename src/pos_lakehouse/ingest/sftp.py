@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import Field
 
 from pos_lakehouse.ingest.landing import LandedFile, LandingZone, safe_relative
+from pos_lakehouse.redaction import redact
 from pos_lakehouse.retailer import RetailerSpec, SftpSpec
 
 IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
@@ -102,14 +103,14 @@ class SftpLandingZone(LandingZone):
             user = self._username()
         except SftpError:
             user = f"${self.username_env}"
-        return f"sftp://{user}@{self.host}:{self.port}/{self.path.lstrip('/')}"
+        return redact(f"sftp://{user}@{self.host}:{self.port}/{self.path.lstrip('/')}")
 
     async def _connect(self):
         import asyncssh  # imported when a connection is made: loading the definitions does not need it
 
         username = self._username()
         password = _env(self.password_env, "password", self.retailer)
-        where = f"{self.retailer}: SFTP {username}@{self.host}:{self.port}"
+        where = redact(f"{self.retailer}: SFTP {username}@{self.host}:{self.port}")
         try:
             conn = await asyncio.wait_for(
                 asyncssh.connect(
@@ -130,9 +131,9 @@ class SftpLandingZone(LandingZone):
                 f"{self.username_env!r} and {self.password_env!r}"
             ) from None
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise SftpError(f"{where}: host key not verifiable against {self.known_hosts}: {exc.reason}") from None
+            raise SftpError(f"{where}: host key not verifiable against {self.known_hosts}: {redact(exc.reason)}") from None
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise SftpError(f"{where}: cannot connect: {type(exc).__name__}: {exc}") from None
+            raise SftpError(f"{where}: cannot connect: {type(exc).__name__}: {redact(exc)}") from None
         return conn
 
     def _remote(self, rel: str) -> str:

@@ -18,6 +18,7 @@ import polars as pl
 from pos_lakehouse.ingest.landing import LandingZone, UnsafePathError, safe_relative
 from pos_lakehouse.ingest.lineage import BronzeDeliveries, lineage_bounds, with_lineage
 from pos_lakehouse.ingest.readers import DeliveryError, TextScan, hash_and_check, read_raw
+from pos_lakehouse.redaction import redact
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.delta_files import StagedFile, commit_once, discard, write_data_file
 from pos_lakehouse.storage.lake import Lake
@@ -354,7 +355,7 @@ def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:
 
 def record_rejection(lake: Lake, spec: RetailerSpec | str, outcome: FileOutcome, path: Path | None, now: datetime) -> None:
     """Keep the rejected bytes and a machine-readable reason under `<root>/quarantine/<retailer>/`."""
-    outcome.detail = _clip(outcome.detail)
+    outcome.detail = _clip(redact(outcome.detail))  # reader and driver messages may quote a source address
     copy_path = None
     if path is not None:
         # A local folder or an object store alike (the quarantine lives under the data root).
