@@ -187,3 +187,9 @@ def test_the_cli_still_answers_ordinary_queries(gold, short_limits_defs, capsys)
     assert main(["query", "--as", "ada", "--format", "csv", "select count(*) as n from store_day_fact"]) == 0
     out = capsys.readouterr().out
     assert out.split() == ["n", str(2 * DAYS * SITES * PRODUCTS)]
+
+
+def test_copying_the_readers_rows_is_under_the_memory_limit_too(gold):
+    """The views a query names are copied into the reader's database first: that copy is bounded as well."""
+    lake, policy = gold
+    _refused(lake, policy, "select count(*) as n from store_day_fact", QueryLimits(memory_limit="1MB"), "memory_limit")

@@ -426,7 +426,10 @@ def query(lake: Lake, policy: AccessPolicy, user: str, sql: str, limits: QueryLi
     except RecursionError:  # a construct nesting without brackets, past what the parser's stack holds
         raise too_deep(limits) from None
     ensure_current(lake, policy)
-    con = _reader_connection(database_path(lake), user, views, limits)
+    try:  # the reader's rows of the views are copied in under the memory limit too
+        con = _reader_connection(database_path(lake), user, views, limits)
+    except duckdb.OutOfMemoryException:
+        raise out_of_memory(limits) from None
     try:
         with interrupt_after(con, limits) as fired:
             try:
