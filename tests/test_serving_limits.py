@@ -193,3 +193,13 @@ def test_copying_the_readers_rows_is_under_the_memory_limit_too(gold):
     """The views a query names are copied into the reader's database first: that copy is bounded as well."""
     lake, policy = gold
     _refused(lake, policy, "select count(*) as n from store_day_fact", QueryLimits(memory_limit="1MB"), "memory_limit")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"timeout_seconds": 0}, {"memory_limit": "lots"}, {"threads": 0}, {"max_nesting_depth": 100}, {"max_result_rows": 0}, {"typo": 1}],
+    ids=lambda b: next(iter(b)),
+)
+def test_limits_out_of_range_are_refused_when_the_yaml_loads(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        QueryLimits.model_validate(bad)
