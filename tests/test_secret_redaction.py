@@ -139,6 +139,9 @@ def test_no_marker_reaches_a_file_or_the_screen(data_root, pulled_defs, marked_p
     assert {m: printed.count(m) for m in MARKERS if m in printed} == {}
     assert _hits(data_root) == {}
     assert _hits(pulled_defs.parent / "dagster_home") == {}
+    # The greps saw the failures: the instance's storage holds them, with the source's address masked.
+    stored = b"".join(p.read_bytes() for p in (pulled_defs.parent / "dagster_home").rglob("*") if p.is_file())
+    assert b"apiuser:***@127.0.0.1:9" in stored and b"highstreet:***@127.0.0.1:9" in stored
     # ... while the failures still name their source: host and port, with the credentials masked.
     assert len(unreachable_errors) == 2, unreachable_errors
     assert any("apiuser:***@127.0.0.1:9" in e for e in unreachable_errors), unreachable_errors
