@@ -128,9 +128,12 @@ def test_file_retailer_landing_to_gold_on_object_store_reconciles(lake_root, tmp
     assert {f: Path(f).stat().st_mtime_ns for f in again.files} == mirrored, "immutable data files are not downloaded twice"
     gold_rows = lake.row_count(lake.gold("store_day_fact"))
     assert build.tables["store_day_fact"].rows == gold_rows > 0
-    claire = query(lake, policy, "claire", "select count(*) as n, sum(pos_sales_units) as units from store_day_fact")
+    # Measures of these recent days are masked for claire (marche_fr is competition-sensitive, and
+    # `value` masking covers units too); keys are not, so the rows and products read back as written.
+    claire = query(lake, policy, "claire", "select count(*) as n, count(distinct prod_id) as products from store_day_fact")
     assert claire["n"].item() == gold_rows
-    assert claire["units"].item() == lake.scan(lake.gold("store_day_fact")).select(pl.col("pos_sales_units").sum()).collect().item()
+    gold_products = lake.scan(lake.gold("store_day_fact")).select(pl.col("prod_id").n_unique()).collect().item()
+    assert claire["products"].item() == gold_products > 0
     assert query(lake, policy, "noah", "select count(*) as n from store_day_fact")["n"].item() == 0
 
 
