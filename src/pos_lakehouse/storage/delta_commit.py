@@ -104,7 +104,7 @@ def create_table(uri: str, empty: pa.Table, *, partition_by: Sequence[str] | Non
 
     Writers create a table empty before adding rows: a commit that creates a table has no
     snapshot to be checked against, and delta-rs lets two racing creators both land their rows
-    (seen in the fault benchmark). Appends to an existing snapshot are checked.
+    (`benchmarks/faults.py` races them). Appends to an existing snapshot are checked.
     """
     write_deltalake(
         uri,

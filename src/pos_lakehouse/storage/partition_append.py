@@ -123,7 +123,7 @@ def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_
         return AddAction(name, size, {column: text}, int(time.time() * 1000), True, frame_stats(data))
 
     # Two files at a time: one small file's write leaves a core idle (its gather, encoding and
-    # statistics are mostly outside the GIL). 15-20% less wall time for a batch's days.
+    # statistics are mostly outside the GIL).
     try:
         with ThreadPoolExecutor(_WRITERS, thread_name_prefix="pos_lakehouse_partition_write") as pool:
             actions = list(pool.map(write_one, rows.get_column(column).to_list(), rows.get_column("__row")))
