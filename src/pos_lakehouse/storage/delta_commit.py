@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, TypeVar
 import polars as pl
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError
+from deltalake.transaction import AddAction
 
 from pos_lakehouse.storage import snapshots
 from pos_lakehouse.storage.interface import commit_metadata
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
     import pyarrow as pa
-    from deltalake.transaction import AddAction
 
 T = TypeVar("T")
 
@@ -172,6 +172,15 @@ def commit_files(
 # Delta protocol's rules. All of this can go when delta-rs can add existing Parquet files with the
 # statistics it computes itself, or when its partitioned writer streams (then Polars' `sink_delta`
 # would do these writes).
+
+
+def add_action(
+    path: str, size: int, stats: str, partition_values: Mapping[str, str] | None = None, modified_ms: int | None = None
+) -> AddAction:
+    """The add action of a data file written into the table's folder (`path` relative to the table
+    root; a partition value as Delta writes it, e.g. a date as 2026-08-19; `stats` of `add_stats`)."""
+    modified = modified_ms if modified_ms is not None else int(time.time() * 1000)
+    return AddAction(path, size, dict(partition_values or {}), modified, True, stats)
 
 
 def _timestamp(value: datetime, up: bool) -> str:

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 
 import polars as pl
 from deltalake import Field
-from deltalake.transaction import AddAction
 
 from pos_lakehouse.storage import snapshots
-from pos_lakehouse.storage.delta_commit import ROW_GROUP_ROWS, Conflict, add_stats, applied, commit_files, ensure_table, retry
+from pos_lakehouse.storage.delta_commit import ROW_GROUP_ROWS, Conflict, add_action, add_stats, applied, commit_files, ensure_table, retry
 from pos_lakehouse.storage.object_store import delete_uri, written_at
 
 
@@ -121,7 +120,7 @@ def commit_once(table_uri: str, staged: Mapping[str, StagedFile], *, description
             _drop_committed(dt)  # the ids are checked on the snapshot the commit is made on
             if not pending:
                 return set()
-        adds = [AddAction(f.name, f.size, {}, f.modified_ms, True, f.stats) for f in pending.values()]
+        adds = [add_action(f.name, f.size, f.stats, modified_ms=f.modified_ms) for f in pending.values()]
         commit_files(dt, adds, once_ids=list(pending))
         return set(pending)
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 from deltalake import DeltaTable
-from deltalake.transaction import AddAction
 
-from pos_lakehouse.storage.delta_commit import footer_stats, frame_stats
+from pos_lakehouse.storage.delta_commit import AddAction, add_action, footer_stats, frame_stats
 from pos_lakehouse.storage.object_store import delete_uri, is_remote, local_path, split, store_for, written_at
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # no escaping needed in a Hive-style path
@@ -66,7 +64,7 @@ def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.La
                     delete_uri(target)
                     continue
                 written.append(target)
-                actions.append(AddAction(name, size, {column: value}, int(time.time() * 1000), True, stats))
+                actions.append(add_action(name, size, stats, {column: value}))
         commit(actions)  # even without files: the commit carries the caller's bookmarks
     except BaseException:
         for target in written:
@@ -120,7 +118,7 @@ def write_partition_files(uri: str, column: str, frame: pl.DataFrame, row_group_
             data.write_parquet(path, compression="snappy", row_group_size=row_group_size)
             size = path.stat().st_size
         written.append(target)
-        return AddAction(name, size, {column: text}, int(time.time() * 1000), True, frame_stats(data))
+        return add_action(name, size, frame_stats(data), {column: text})
 
     # Two files at a time: one small file's write leaves a core idle (its gather, encoding and
     # statistics are mostly outside the GIL).
