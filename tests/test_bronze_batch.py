@@ -136,7 +136,7 @@ def test_a_write_that_fails_beside_another_leaves_no_file_and_a_rerun_loads_all(
     """Files are written two at a time: when one write fails for a reason that is not the file's
     (a disk error), the run fails, the files already written or being written beside it are
     removed, nothing is committed, and the next run loads every delivery once."""
-    from pos_lakehouse.layers import bronze
+    from pos_lakehouse.storage import delta_files as bronze  # bronze stages its files through the Lake, which writes them here
 
     lake = Lake(root=str(tmp_path))
     files = {f"sales_{i}.csv": _csv(20 + i, first=100 * i) for i in range(6)}

@@ -236,7 +236,8 @@ def test_statistics_from_a_files_footer_are_those_of_its_rows(tmp_path):
     skip a file that holds what they look for."""
     import json
 
-    from pos_lakehouse.storage.partition_append import _file_stats, _footer_stats
+    from pos_lakehouse.storage.delta_commit import footer_stats as _footer_stats
+    from pos_lakehouse.storage.delta_commit import frame_stats as _file_stats
 
     n = 2_500
     start = datetime.now(UTC) - timedelta(days=2)

@@ -37,7 +37,7 @@ def _run(root: Path, batch_rows: int, monkeypatch: pytest.MonkeyPatch) -> tuple[
 
 
 def test_batch_size_does_not_change_silver_and_twins_match_a_full_recomputation(tmp_path, monkeypatch):
-    from pos_lakehouse.layers import silver
+    from pos_lakehouse.layers.silver import facts as silver
 
     remasked = []
     original = silver.refresh_derived_measures

@@ -16,8 +16,9 @@ from deltalake import DeltaTable
 from pos_lakehouse.ingest.landing import LocalLandingZone
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.gold import refresh_gold
-from pos_lakehouse.layers.silver import _block_start, refresh_silver
+from pos_lakehouse.layers.silver import refresh_silver
 from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.transform.masking import block_start as _block_start
 
 PRODUCTS, DAYS, STORES = 30, 24, 3
 KEYS = ["date", "site_id", "prod_id"]

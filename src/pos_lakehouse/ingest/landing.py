@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TypeVar
 
 import dagster as dg
 from pydantic import Field
+
+T = TypeVar("T")
+
+# Temporary names upload tools write under and rename when done: WinSCP and FileZilla (`.filepart`,
+# `.part`), OpenSSH/lftp and scripts (`.partial`, `.tmp`), browsers saving a download (`.crdownload`).
+IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload")
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,35 @@ def safe_relative(name: str) -> str:
     return str(posix)
 
 
+def finished_uploads(
+    listed: Mapping[str, T], modified_ns: Callable[[str, T], int | None], settle_seconds: float = 0.0, done_suffix: str | None = None
+) -> list[tuple[str, T]]:
+    """The entries of `listed` (every file of a zone: relative name -> what the zone knows of it)
+    whose upload is finished; every landing zone takes a file by this one rule.
+
+    A file is not finished while it has an in-progress name (`IN_PROGRESS_SUFFIXES`), while its
+    done marker `<name><done_suffix>` is missing (when the zone has a `done_suffix`; the marker
+    itself is never a delivery), or while it was modified less than `settle_seconds` ago
+    (`modified_ns` reads the modification time, in ns, only of files that pass the other checks;
+    None: the file went away meanwhile and is skipped).
+    """
+    horizon = time.time_ns() - int(settle_seconds * 1e9)
+    finished = []
+    for name, entry in listed.items():
+        if name.endswith(IN_PROGRESS_SUFFIXES):
+            continue  # an upload in progress under a temporary name
+        if done_suffix and name.endswith(done_suffix):
+            continue  # a marker, not a delivery
+        if done_suffix and name + done_suffix not in listed:
+            continue  # upload not declared complete yet
+        if settle_seconds:
+            modified = modified_ns(name, entry)
+            if modified is None or modified > horizon:
+                continue  # gone, or modified too recently: maybe still being written
+        finished.append((name, entry))
+    return finished
+
+
 class LandingZone(dg.ConfigurableResource):
     """Abstract landing zone: list a retailer's files, open one, hash one."""
 
@@ -71,6 +108,10 @@ class LocalLandingZone(LandingZone):
         default=0.0,
         description="Ignore files modified more recently than this, so half-copied files are not picked up.",
     )
+    done_suffix: str | None = Field(
+        default=None,
+        description="If set (e.g. '.done'), take a file only once '<name><suffix>' exists beside it.",
+    )
 
     def folder(self, retailer: str) -> Path:
         return Path(self.root) / retailer
@@ -79,20 +120,18 @@ class LocalLandingZone(LandingZone):
         folder = self.folder(retailer)
         if not folder.is_dir():
             return []
-        import time
-
-        horizon = time.time_ns() - int(self.settle_seconds * 1e9)
-        found = []
+        paths: dict[str, Path] = {}
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if not d.startswith((".", "_"))]
             for fn in filenames:
-                if fn.startswith((".", "~$")) or fn.endswith((".part", ".tmp", ".filepart")):
-                    continue  # hidden files, office lock files and uploads in progress
+                if fn.startswith((".", "~$")):
+                    continue  # hidden files, office lock files
                 path = Path(dirpath) / fn
-                st = path.stat()
-                if self.settle_seconds and st.st_mtime_ns > horizon:
-                    continue
-                rel = path.relative_to(folder).as_posix()
+                paths[path.relative_to(folder).as_posix()] = path
+        found = []
+        for rel, path in finished_uploads(paths, _mtime_ns, self.settle_seconds, self.done_suffix):
+            st = _stat(path)
+            if st is not None:
                 found.append(LandedFile(retailer, rel, st.st_size, st.st_mtime_ns))
         return sorted(found, key=lambda f: f.name)
 
@@ -109,6 +148,18 @@ class LocalLandingZone(LandingZone):
 
     def describe(self, retailer: str) -> str:
         return str(self.folder(retailer))
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:  # renamed or removed since it was listed (an upload tool finishing)
+        return None
+
+
+def _mtime_ns(_: str, path: Path) -> int | None:
+    st = _stat(path)
+    return st.st_mtime_ns if st is not None else None
 
 
 def content_hash(path: Path) -> str:

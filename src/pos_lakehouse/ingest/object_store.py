@@ -7,8 +7,8 @@ changes whenever the object does, and stage one locally for reading. Differences
   name with new bytes is a new identity, touching nothing is not.
 - An object becomes visible only once its upload is complete (a single PUT or a completed
   multipart upload), so a half-uploaded object is never listed. Tools that upload under a
-  temporary name and rename afterwards (`.part`, `.tmp`, `.filepart`) are skipped like locally;
-  `done_suffix` waits for a marker object; `settle_seconds` ignores very recent objects.
+  temporary name and rename afterwards, done markers and the settle time follow the one rule
+  of every landing zone (`landing.finished_uploads`).
 - `local_copy` streams the object (one consistent version, even if it is overwritten meanwhile)
   into a temporary file that is removed after the block.
 """
@@ -20,15 +20,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import Field
 
-from pos_lakehouse.ingest.landing import LandedFile, LandingZone, LocalLandingZone, safe_relative
+from pos_lakehouse.ingest.landing import LandedFile, LandingZone, LocalLandingZone, finished_uploads, safe_relative
 from pos_lakehouse.storage import object_store
-
-IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".filepart", ".crdownload")
 
 
 class ObjectStoreLandingZone(LandingZone):
@@ -65,24 +63,14 @@ class ObjectStoreLandingZone(LandingZone):
                 if any(d.startswith((".", "_")) for d in dirs) or name.startswith((".", "~$")):
                     continue  # hidden and system folders, office lock files
                 objects[rel] = meta
-        horizon = datetime.now(UTC) - timedelta(seconds=self.settle_seconds)
         found = []
-        for rel, meta in objects.items():
-            if rel.endswith(IN_PROGRESS_SUFFIXES):
-                continue  # an upload in progress under a temporary name
-            if self.done_suffix and rel.endswith(self.done_suffix):
-                continue  # a marker, not a delivery
-            if self.done_suffix and rel + self.done_suffix not in objects:
-                continue  # upload not declared complete yet
-            modified: datetime = meta["last_modified"]
-            if self.settle_seconds and modified > horizon:
-                continue
+        for rel, meta in finished_uploads(objects, _modified_ns, self.settle_seconds, self.done_suffix):
             found.append(
                 LandedFile(
                     retailer,
                     rel,
                     int(meta["size"]),
-                    int(modified.timestamp() * 1_000_000_000),
+                    _modified_ns(rel, meta),
                     etag=(meta.get("e_tag") or "").strip('"') or None,
                 )
             )
@@ -110,10 +98,14 @@ class ObjectStoreLandingZone(LandingZone):
         return f"{self.root.rstrip('/')}/{retailer}"
 
 
+def _modified_ns(_: str, meta: dict) -> int:
+    modified: datetime = meta["last_modified"]
+    return int(modified.timestamp() * 1_000_000_000)
+
+
 def landing_zone_for(root: str, settle_seconds: float = 0.0, done_suffix: str | None = None) -> LandingZone:
     """The landing zone for a root: an object store for `s3://`/`abfss://`/`gs://`..., else a local folder
-    (including a Unity Catalog volume path, `/Volumes/<catalog>/<schema>/<volume>/...`, which is mounted;
-    the local folder has no done markers, only the settle time)."""
+    (including a Unity Catalog volume path, `/Volumes/<catalog>/<schema>/<volume>/...`, which is mounted)."""
     if object_store.is_remote(root):
         return ObjectStoreLandingZone(root=root.rstrip("/"), settle_seconds=settle_seconds, done_suffix=done_suffix)
-    return LocalLandingZone(root=str(object_store.local_path(root)), settle_seconds=settle_seconds)
+    return LocalLandingZone(root=str(object_store.local_path(root)), settle_seconds=settle_seconds, done_suffix=done_suffix)

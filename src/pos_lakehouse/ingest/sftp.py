@@ -4,9 +4,8 @@ The landing sensor lists it and the bronze run downloads exactly the files it wa
 everything downstream (content-hash delivery ids, exactly-once, quarantine) is the same as for
 a local folder. Half-uploaded files are never taken:
 
-* names of uploads in progress (`*.part`, `*.tmp`, `*.filepart`, hidden files) are skipped;
-* with `done_suffix` (e.g. `.done`) a file is listed only once its marker exists;
-* with `settle_seconds` a file is listed only when its modification time is that old;
+* hidden files are skipped, and uploads in progress, done markers (`done_suffix`) and the settle
+  time (`settle_seconds`) follow the one rule of every landing zone (`landing.finished_uploads`);
 * the download re-checks the file's size and mtime afterwards and refuses a file that changed.
 
 Credentials come only from the environment variables named in the retailer's `delivery.sftp`;
@@ -21,7 +20,6 @@ import posixpath
 import shutil
 import stat
 import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -29,11 +27,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from pos_lakehouse.ingest.landing import LandedFile, LandingZone, safe_relative
+from pos_lakehouse.ingest.landing import LandedFile, LandingZone, finished_uploads, safe_relative
 from pos_lakehouse.redaction import redact
 from pos_lakehouse.retailer import RetailerSpec, SftpSpec
-
-IN_PROGRESS_SUFFIXES = (".part", ".tmp", ".filepart", ".partial")
 
 
 class SftpError(RuntimeError):
@@ -168,19 +164,9 @@ class SftpLandingZone(LandingZone):
                             entries[rel] = entry.attrs
         finally:
             conn.close()
-        horizon = time.time() - self.settle_seconds
         found = []
-        for rel, attrs in entries.items():
-            if rel.endswith(IN_PROGRESS_SUFFIXES):
-                continue  # an upload in progress under a temporary name
-            if self.done_suffix and rel.endswith(self.done_suffix):
-                continue  # a marker, not a delivery
-            if self.done_suffix and rel + self.done_suffix not in entries:
-                continue  # upload not declared complete yet
-            mtime = attrs.mtime or 0
-            if self.settle_seconds and mtime > horizon:
-                continue  # modified too recently: maybe still being written
-            found.append(LandedFile(self.retailer, rel, int(attrs.size or 0), int(mtime * 1_000_000_000)))
+        for rel, attrs in finished_uploads(entries, _modified_ns, self.settle_seconds, self.done_suffix):
+            found.append(LandedFile(self.retailer, rel, int(attrs.size or 0), _modified_ns(rel, attrs)))
         return sorted(found, key=lambda f: f.name)
 
     @contextmanager
@@ -216,6 +202,10 @@ class SftpLandingZone(LandingZone):
                 f"{self.retailer}: {rel!r} changed while it was downloaded ({before.size} -> {after.size} bytes): "
                 "still being uploaded; it will be taken once it is complete"
             )
+
+
+def _modified_ns(_: str, attrs) -> int:
+    return int((attrs.mtime or 0) * 1_000_000_000)
 
 
 def landing_for(spec: RetailerSpec, landing: LandingZone) -> LandingZone:

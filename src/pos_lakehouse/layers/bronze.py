@@ -20,8 +20,7 @@ from pos_lakehouse.ingest.lineage import BronzeDeliveries, lineage_bounds, with_
 from pos_lakehouse.ingest.readers import DeliveryError, TextScan, hash_and_check, read_raw
 from pos_lakehouse.redaction import redact
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
-from pos_lakehouse.storage.delta_files import StagedFile, commit_once, discard, write_data_file
-from pos_lakehouse.storage.lake import Lake
+from pos_lakehouse.storage.lake import Lake, StagedFile
 from pos_lakehouse.storage.object_store import put_bytes, put_file
 from pos_lakehouse.transform.mapping import missing_required, resolve_columns
 
@@ -133,7 +132,7 @@ class _Batch:
         if not table.staged:
             return
         staged, table.staged = table.staged, {}
-        committed = commit_once(table.uri, {i: f for i, (f, _) in staged.items()}, description=table.description)
+        committed = self.lake.commit_staged(table.uri, {i: f for i, (f, _) in staged.items()}, description=table.description)
         for once_id, (_, outcome) in staged.items():
             if once_id not in committed:
                 outcome.status, outcome.rows, outcome.extra_columns = "duplicate", 0, []
@@ -149,7 +148,7 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
 
     Each file is read once to hash and check it and once to write it (Polars streams it into a
     Parquet file in the table's folder); the files of a call are committed together, one Delta
-    commit per bronze table carrying each file's delivery id (`storage.delta_files`).
+    commit per bronze table carrying each file's delivery id (`Lake.stage`, `Lake.commit_staged`).
     """
     now = now or datetime.now(UTC)
     batch = _Batch(lake, spec)
@@ -184,13 +183,13 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
             # The run fails: files written but not committed are removed (a retry writes them again).
             for table in batch.tables.values():
                 for staged, _ in table.staged.values():
-                    discard(staged)
+                    lake.discard(staged)
             # So are files still being written, once their writes end.
             for started in writing:
                 if isinstance(started, _Writing):
                     futures.wait([started.written])
                     if not started.written.cancelled() and started.written.exception() is None:
-                        discard(started.written.result()[0])
+                        lake.discard(started.written.result()[0])
                     started.opened.stack.close()
             raise
         finally:
@@ -288,7 +287,7 @@ def _known_or_start(batch: _Batch, opened: _Opened, now: datetime, pool: ThreadP
             detail=f"same bytes as {before['file']!r}, rejected at {before['rejected_at']}",
         )
     table.writing.add(delivery_id)
-    written = pool.submit(_write_delivery, batch.spec, file_spec, rel, opened.path, delivery_id, scanned, now, table.uri)
+    written = pool.submit(_write_delivery, batch.lake, batch.spec, file_spec, rel, opened.path, delivery_id, scanned, now, table.uri)
     return _Writing(opened, delivery_id, table, written)
 
 
@@ -319,7 +318,15 @@ def _finish_write(batch: _Batch, started: _Writing, now: datetime) -> FileOutcom
 
 
 def _write_delivery(
-    spec: RetailerSpec, file_spec: FileSpec, rel: str, path: Path, delivery_id: str, scanned: TextScan | None, now: datetime, uri: str
+    lake: Lake,
+    spec: RetailerSpec,
+    file_spec: FileSpec,
+    rel: str,
+    path: Path,
+    delivery_id: str,
+    scanned: TextScan | None,
+    now: datetime,
+    uri: str,
 ) -> tuple[StagedFile, list[str]]:
     """Write one delivery into a new data file of its bronze table (staged, not committed), and
     name its extra columns. Raises `DeliveryError` (or a Polars reader error) for a file that
@@ -338,9 +345,9 @@ def _write_delivery(
                 f"(check the separator and `columns.{file_spec.name}` in the retailer YAML)",
             )
         frame = with_lineage(raw, spec, rel, delivery_id, now)
-        staged = write_data_file(uri, frame, lineage_bounds(spec, rel, delivery_id, now), row_number="_row_number")
+        staged = lake.stage(uri, frame, lineage_bounds(spec, rel, delivery_id, now), row_number="_row_number")
         if staged.rows == 0:  # counted by the writer: the footer of the file just written
-            discard(staged)
+            lake.discard(staged)
             raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
     return staged, extras
 

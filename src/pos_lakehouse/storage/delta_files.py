@@ -1,34 +1,29 @@
-"""Append-only Delta writes whose data files Polars writes itself, committed together.
+"""Append-only Delta writes whose data files Polars writes itself, committed together (bronze).
 
-Bronze appends whole files as they are read. Streaming each one through Polars' own Parquet
-writer (parallel, in bounded memory) straight into the table's folder, then committing many such
-files at once with add actions built from each file's footer, costs about what a bare "read the
-files and write Delta" costs: one pass over each file, one commit per batch instead of one per
-file, and the row count read from the footer rather than counted by another read.
+Bronze appends whole files as they are read: each one is streamed through Polars' own Parquet
+writer (parallel, in bounded memory) straight into the table's folder, and many such files are
+committed at once with add actions built from each file's footer: one pass over each file, one
+commit per batch instead of one per file, and the row count read from the footer rather than
+counted by another read.
 
 Exactly once is kept per file: each staged file carries its once-id, and the commit carries one
-Delta application transaction (`txn`) per id, checked against the same snapshot it commits on.
-A concurrent writer that committed one of the ids first makes delta-rs refuse this commit; the
-retry drops the files whose ids are now in the table and commits the rest.
+Delta application transaction per id, checked against the same snapshot it commits on
+(`delta_commit`). A concurrent writer that committed one of the ids first makes delta-rs refuse
+this commit; the retry drops the files whose ids are now in the table and commits the rest.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
-from deltalake import CommitProperties, Field, Transaction
-from deltalake.exceptions import CommitFailedError, DeltaError
-from deltalake.transaction import AddAction
+from deltalake import Field
 
-from pos_lakehouse.storage.interface import commit_metadata
-from pos_lakehouse.storage.lake import _MAX_COMMIT_ATTEMPTS, ONCE_PREFIX, ROW_GROUP_ROWS, Lake
+from pos_lakehouse.storage import snapshots
+from pos_lakehouse.storage.delta_commit import ROW_GROUP_ROWS, Conflict, add_action, add_stats, applied, commit_files, ensure_table, retry
 from pos_lakehouse.storage.object_store import delete_uri, written_at
 
 
@@ -43,33 +38,6 @@ class StagedFile:
     stats: str  # the add action's statistics (JSON)
     schema: pl.Schema
     modified_ms: int
-
-
-def _timestamp(value: datetime, up: bool) -> str:
-    """Delta statistics hold timestamps to the millisecond: a lower bound rounds down, an upper one up."""
-    value = value.astimezone(UTC)
-    floor = value.replace(microsecond=value.microsecond // 1000 * 1000)
-    if up and floor != value:
-        floor += timedelta(milliseconds=1)
-    return floor.strftime("%Y-%m-%dT%H:%M:%S.") + f"{floor.microsecond // 1000:03d}Z"
-
-
-def add_stats(rows: int, bounds: Mapping[str, tuple[object, object]], nulls: Mapping[str, int] | None = None) -> str:
-    """An add action's statistics (JSON): the row count, the (min, max) the writer knows exactly
-    (a pair with a missing side, or a NaN or infinite side that JSON cannot hold, is left out) and
-    null counts (`nulls`; else none in the bounded columns)."""
-    mins, maxs = {}, {}
-    for name, (lo, hi) in bounds.items():
-        if lo is None or hi is None or any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
-            continue
-        if isinstance(lo, datetime):
-            mins[name], maxs[name] = _timestamp(lo, up=False), _timestamp(hi, up=True)
-        elif isinstance(lo, date):
-            mins[name], maxs[name] = lo.isoformat(), hi.isoformat()
-        else:
-            mins[name], maxs[name] = lo, hi
-    counts = dict(nulls) if nulls is not None else dict.fromkeys(mins, 0)
-    return json.dumps({"numRecords": rows, "minValues": mins, "maxValues": maxs, "nullCount": counts})
 
 
 def write_data_file(
@@ -122,52 +90,43 @@ def commit_once(table_uri: str, staged: Mapping[str, StagedFile], *, description
     are removed and left out; the table is created, and new columns added, as needed.
     """
     pending = dict(staged)
-    try:
-        return _commit(table_uri, pending, description)
-    except BaseException:
-        for f in pending.values():  # not committed: nothing may stay behind in the table's folder
-            discard(f)
-        raise
 
-
-def _commit(table_uri: str, pending: dict[str, StagedFile], description: str | None) -> set[str]:
-    last: BaseException | None = None
-    for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
-        dt = Lake.table(table_uri)
-        if dt is None:
-            try:
-                Lake.create_empty(table_uri, pl.DataFrame(schema=_schema_of(list(pending.values()))).to_arrow(), description=description)
-            except Exception as exc:  # another writer created it first: use theirs
-                last = exc
-                if Lake.table(table_uri) is None:
-                    time.sleep(min(0.05 * 2**attempt, 2.0))
-            continue
-        for once_id in [i for i in pending if dt.transaction_version(ONCE_PREFIX + i) is not None]:
+    def _drop_committed(dt) -> None:
+        for once_id in [i for i in pending if applied(dt, i)]:
             discard(pending.pop(once_id))
+
+    def attempt() -> set[str]:
+        dt = snapshots.open_table(table_uri)
+        if dt is None:
+            ensure_table(table_uri, lambda: pl.DataFrame(schema=_schema_of(list(pending.values()))).to_arrow(), description=description)
+            dt = snapshots.open_table(table_uri)
+            if dt is None:
+                raise Conflict(f"{table_uri} is not there after its creation")
+        _drop_committed(dt)
         if not pending:
             return set()
-        have = {f.name for f in dt.schema().fields}
         wanted = _schema_of(list(pending.values()))
-        new = [n for n in wanted if n not in have]
+        new = [n for n in wanted if n not in {f.name for f in dt.schema().fields}]
         if new:
             # A delivery with columns the table has not seen: the table's schema grows first
             # (a metadata-only commit), as `schema_mode="merge"` would do in a write.
             arrow = pl.DataFrame(schema={n: wanted[n] for n in new}).to_arrow().schema
             try:
                 dt.alter.add_columns([Field.from_arrow(arrow.field(n)) for n in new])
-            except Exception as exc:  # another writer added them first: look again
-                last = exc
-            continue
-        adds = [AddAction(f.name, f.size, {}, f.modified_ms, True, f.stats) for f in pending.values()]
-        now_ms = int(time.time() * 1000)
-        properties = CommitProperties(
-            custom_metadata=commit_metadata(None, "append"),
-            app_transactions=[Transaction(app_id=ONCE_PREFIX + i, version=1, last_updated=now_ms) for i in pending],
-        )
-        try:
-            dt.create_write_transaction(adds, "append", schema=dt.schema(), commit_properties=properties)
-            return set(pending)
-        except (CommitFailedError, DeltaError) as exc:
-            last = exc
-        time.sleep(min(0.05 * 2**attempt, 2.0))
-    raise RuntimeError(f"Delta commit to {table_uri} failed after {_MAX_COMMIT_ATTEMPTS} attempts: {last}") from last
+            except Exception as exc:  # another writer may have added them first: look again
+                raise Conflict(f"adding columns {new} to {table_uri}: {exc}") from exc
+            dt = snapshots.open_table(table_uri)
+            assert dt is not None
+            _drop_committed(dt)  # the ids are checked on the snapshot the commit is made on
+            if not pending:
+                return set()
+        adds = [add_action(f.name, f.size, f.stats, modified_ms=f.modified_ms) for f in pending.values()]
+        commit_files(dt, adds, once_ids=list(pending))
+        return set(pending)
+
+    try:
+        return retry(attempt, table_uri)
+    except BaseException:
+        for f in pending.values():  # not committed: nothing may stay behind in the table's folder
+            discard(f)
+        raise

@@ -1,12 +1,11 @@
 """Delta Lake storage: table locations, append, MERGE and the bookmarks that make work incremental.
 
-`Lake` is the `lake` resource. All writes go through it so that layout, retries on
-concurrent commits and commit metadata are handled in one place.
+`Lake` is the `lake` resource. All writes go through it, and every commit it makes goes through
+`storage.delta_commit` (retries, the created-first race, once-ids, add-action statistics).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -14,35 +13,26 @@ from typing import TYPE_CHECKING, ClassVar
 import dagster as dg
 import narwhals as nw
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake import DeltaTable, write_deltalake
 from pydantic import Field
 
-from pos_lakehouse.storage import snapshots
-from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec, commit_metadata
+from pos_lakehouse.storage import delta_files, partition_append, snapshots
+from pos_lakehouse.storage.delta_commit import (
+    ROW_GROUP_ROWS,
+    Conflict,
+    applied,
+    commit_files,
+    commit_properties,
+    create_table,
+    ensure_table,
+    retry,
+    writer_properties,
+)
+from pos_lakehouse.storage.delta_files import StagedFile
+from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
     import pyarrow as pa
-
-# Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
-ONCE_PREFIX = "pos_lakehouse.once."
-_MAX_COMMIT_ATTEMPTS = 8
-# Row groups of at most this many rows: a reader (the next layer, a MERGE) streams a data file a
-# row group at a time, so the writer's default (about a million rows) would set the memory floor
-# of every read of a large table. Small enough to bound it, large enough to compress well.
-ROW_GROUP_ROWS = 128 * 1024
-
-
-def _writer() -> WriterProperties:
-    # delta-rs writes uncompressed unless told; Snappy (Spark's default) costs no measurable time
-    # here and makes silver's files a fifth smaller, so every later read moves less.
-    return WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression="SNAPPY")
-
-
-# Every table gets a checkpoint each 10 commits (delta-rs' default is 100, Spark's 10): opening a
-# table replays the log since its last checkpoint, so a table written once per delivery would
-# otherwise open slower with each day of history.
-TABLE_CONFIGURATION = {"delta.checkpointInterval": "10"}
 
 
 class Lake(dg.ConfigurableResource, DeltaLakeBase):
@@ -125,26 +115,9 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
     # ---- writing ------------------------------------------------------------------------
     @staticmethod
     def create_empty(uri: str, empty, *, partition_by: Sequence[str] | None = None, description: str | None = None) -> None:
-        """Create the table with no rows (`empty`: an Arrow table carrying the schema); raises if it exists.
-
-        Writers create a table empty before adding rows: a commit that creates a table has no
-        snapshot to be checked against, and delta-rs lets two racing creators both land their rows
-        (seen in the fault benchmark). Appends to an existing snapshot are checked.
-        """
-        write_deltalake(
-            uri,
-            empty,
-            mode="error",
-            partition_by=list(partition_by) if partition_by else None,
-            name=Path(uri).name,
-            description=description,
-            commit_properties=Lake._commit(None, "create"),
-            configuration=TABLE_CONFIGURATION,
-        )
-
-    @staticmethod
-    def _commit(bookmarks: Mapping[str, str] | None, operation: str) -> CommitProperties:
-        return CommitProperties(custom_metadata=commit_metadata(bookmarks, operation))
+        """Create the table with no rows (`empty`: an Arrow table carrying the schema); raises if it exists
+        (`delta_commit.create_table`)."""
+        create_table(uri, empty, partition_by=partition_by, description=description)
 
     def append(
         self,
@@ -166,20 +139,20 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         exists = self.exists(uri)
         options = {
             "partition_by": list(partition_by) if partition_by and not exists else None,
-            "commit_properties": self._commit(bookmarks, "append"),
+            "commit_properties": commit_properties(bookmarks, "append"),
             "schema_mode": "merge",
-            "writer_properties": _writer(),
+            "writer_properties": writer_properties(),
         }
         if description and not exists:
             options["description"] = description
             options["name"] = Path(uri).name
-        _retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)
+        retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)
 
     @staticmethod
     def applied(uri: str, once_id: str, table: DeltaTable | None = None) -> bool:
         """Whether an `append_once` with this id has been committed to the table."""
         dt = table if table is not None else Lake.snapshot(uri)
-        return dt is not None and dt.transaction_version(ONCE_PREFIX + once_id) is not None
+        return dt is not None and applied(dt, once_id)
 
     def append_once(
         self,
@@ -202,48 +175,46 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         """
         if isinstance(data, pl.DataFrame):
             data = data.lazy()
-        app_id = ONCE_PREFIX + once_id
-        last: BaseException | None = None
-        for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
+        frame = data
+
+        def attempt() -> bool:
             dt = self.table(uri)
             if dt is None:
-                try:
-                    self.create_empty(
-                        uri, pl.DataFrame(schema=data.collect_schema()).to_arrow(), partition_by=partition_by, description=description
-                    )
-                except Exception as exc:  # another writer created it first: use theirs
-                    if self.table(uri) is None:
-                        last = exc
-                        time.sleep(min(0.05 * 2**attempt, 2.0))
-                        continue
-                continue
-            if dt.transaction_version(app_id) is not None:
+                schema = frame.collect_schema()
+                ensure_table(uri, lambda: pl.DataFrame(schema=schema).to_arrow(), partition_by=partition_by, description=description)
+                dt = self.table(uri)
+                if dt is None:
+                    raise Conflict(f"{uri} is not there after its creation")
+            if applied(dt, once_id):
                 return False
             options: dict = {
                 "partition_by": list(partition_by) if partition_by else None,
-                "commit_properties": CommitProperties(
-                    custom_metadata=self._commit(bookmarks, "append").custom_metadata,
-                    app_transactions=[Transaction(app_id=app_id, version=1, last_updated=int(time.time() * 1000))],
-                ),
+                "commit_properties": commit_properties(bookmarks, "append", [once_id]),
                 "schema_mode": "merge",
-                "writer_properties": _writer(),
+                "writer_properties": writer_properties(),
             }
-            try:
-                # The DeltaTable object (not the URI) pins the write to the snapshot just checked.
-                data.sink_delta(dt, mode="append", delta_write_options=options)
-                return True
-            except pl.exceptions.PolarsError as exc:  # the data, not the table: callers translate it
-                raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
-            except (CommitFailedError, DeltaError) as exc:
-                last = exc
-            except Exception as exc:
-                text = str(exc).lower()
-                # Two first writers racing to create the table: the loser finds version 0 taken.
-                if not any(w in text for w in ("conflict", "already exists", "concurrent", "version")):
-                    raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
-                last = exc
-            time.sleep(min(0.05 * 2**attempt, 2.0))
-        raise RuntimeError(f"Delta write to {uri} failed after {_MAX_COMMIT_ATTEMPTS} attempts: {last}") from last
+            # The DeltaTable object (not the URI) pins the write to the snapshot just checked.
+            frame.sink_delta(dt, mode="append", delta_write_options=options)
+            return True
+
+        return retry(attempt, uri)
+
+    def stage(
+        self, uri: str, frame: pl.LazyFrame, exact_stats: Mapping[str, tuple[object, object]] | None = None, row_number: str | None = None
+    ) -> StagedFile:
+        """Stream `frame` into one new data file in the table's folder, not yet part of the table
+        (`delta_files.write_data_file`); `commit_staged` adds it, `discard` removes it."""
+        return delta_files.write_data_file(uri, frame, exact_stats, row_number)
+
+    @staticmethod
+    def discard(staged: StagedFile) -> None:
+        """Remove a staged file that will not be committed."""
+        delta_files.discard(staged)
+
+    def commit_staged(self, uri: str, staged: Mapping[str, StagedFile], *, description: str | None = None) -> set[str]:
+        """Commit staged files (keyed by once-id) in one commit, those whose id is not in the table
+        yet; the ids this call committed (`delta_files.commit_once`)."""
+        return delta_files.commit_once(uri, staged, description=description)
 
     def merge(self, uri: str, data: pl.DataFrame | pl.LazyFrame | nw.LazyFrame, **options) -> dict:
         """Upsert rows as `MergeSpec(**options)` says; creates the table on first write.
@@ -258,28 +229,24 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if not self.exists(uri):
             first = data.filter(pl.col(action_column) == "upsert").drop(action_column) if action_column else data
             # The table is created empty (schema, column comments), then the rows stream in by
-            # append, so a first load of millions of rows is never held in memory at once.
+            # append, so a first load of millions of rows is never held in memory at once. When
+            # another writer (another retailer's first gold run) created it first, this is a
+            # MERGE into theirs like any later write.
             table = _with_column_comments(pl.DataFrame(schema=first.collect_schema()).to_arrow(), spec.column_descriptions or {})
-            try:
-                _retry(lambda: self.create_empty(uri, table, partition_by=partition_by, description=spec.description), uri)
-                _retry(
+            if retry(lambda: ensure_table(uri, lambda: table, partition_by=partition_by, description=spec.description), uri):
+                retry(
                     lambda: first.sink_delta(
                         uri,
                         mode="append",
                         delta_write_options={
                             "partition_by": list(partition_by) if partition_by else None,
-                            "commit_properties": self._commit(bookmarks, "create"),
-                            "writer_properties": _writer(),
+                            "commit_properties": commit_properties(bookmarks, "create"),
+                            "writer_properties": writer_properties(),
                         },
                     ),
                     uri,
                 )
                 return {"num_target_rows_inserted": self.row_count(uri), "num_target_rows_updated": 0}
-            except RuntimeError as exc:
-                # Two retailers' first gold runs raced and the other created the table
-                # first: MERGE into it like any later write instead of failing.
-                if "already exists" not in str(exc).lower():
-                    raise
 
         def _do() -> dict:
             merger = data.sink_delta(
@@ -290,8 +257,8 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                     "source_alias": "s",
                     "target_alias": "t",
                     "merge_schema": True,
-                    "commit_properties": self._commit(bookmarks, "merge"),
-                    "writer_properties": _writer(),
+                    "commit_properties": commit_properties(bookmarks, "merge"),
+                    "writer_properties": writer_properties(),
                 },
             )
             assert merger is not None
@@ -310,7 +277,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                     merger = merger.when_not_matched_by_source_delete(condition)
             return merger.execute()
 
-        return _retry(_do, uri)
+        return retry(_do, uri)
 
     def append_partitions(
         self,
@@ -326,8 +293,6 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         (creating the table, partitioned by `column`, if absent); streams like an unpartitioned
         write (`storage.partition_append`). False when the table's layout or schema does not allow
         it: the caller then writes the rows itself."""
-        from pos_lakehouse.storage import partition_append
-
         frames = [(value, nw.to_native(rows, pass_through=True)) for value, rows in parts]
         frames = [(value, rows.lazy() if isinstance(rows, pl.DataFrame) else rows) for value, rows in frames]
         if not frames:
@@ -349,11 +314,9 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         def commit() -> None:
             table = self.table(uri)
             assert table is not None
-            table.create_write_transaction(
-                actions, "append", table.schema(), partition_by=[column], commit_properties=self._commit(bookmarks, "append")
-            )
+            commit_files(table, actions, partition_by=[column], bookmarks=bookmarks)
 
-        _retry(commit, uri)
+        retry(commit, uri)
 
     def _create_partitioned(
         self, uri: str, schema: pl.Schema, column: str, description: str | None, column_descriptions: Mapping[str, str] | None
@@ -362,11 +325,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if self.exists(uri):
             return
         empty = _with_column_comments(pl.DataFrame(schema=schema).to_arrow(), column_descriptions or {})
-        try:
-            _retry(lambda: self.create_empty(uri, empty, partition_by=[column], description=description), uri)
-        except RuntimeError as exc:  # another writer created it first: use theirs
-            if "already exists" not in str(exc).lower():
-                raise
+        retry(lambda: ensure_table(uri, lambda: empty, partition_by=[column], description=description), uri)
 
     def append_by_partition(
         self,
@@ -382,8 +341,6 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         one Parquet file per partition value, written by Polars, added in one commit
         (`partition_append.write_partition_files`). False when the table's layout or schema does not
         allow it, or a row has no partition value: the caller then writes the rows itself."""
-        from pos_lakehouse.storage import partition_append
-
         frame = nw.to_native(data, pass_through=True)
         if isinstance(frame, pl.LazyFrame):
             frame = frame.collect()
@@ -405,27 +362,10 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if dt is None:
             return
         empty = pl.DataFrame(schema=pl.Schema(dt.schema().to_arrow()))
-        _retry(
-            lambda: write_deltalake(uri, empty.to_arrow(), mode="append", commit_properties=self._commit(bookmarks, "bookmark")),
+        retry(
+            lambda: write_deltalake(uri, empty.to_arrow(), mode="append", commit_properties=commit_properties(bookmarks, "bookmark")),
             uri,
         )
-
-
-def _retry(fn, uri: str):
-    """Optimistic concurrency: another writer may commit first; retry with backoff."""
-    for attempt in range(1, _MAX_COMMIT_ATTEMPTS + 1):
-        try:
-            return fn()
-        except CommitFailedError:
-            if attempt == _MAX_COMMIT_ATTEMPTS:
-                raise
-            time.sleep(min(0.05 * 2**attempt, 2.0))
-        except Exception as exc:  # delta-rs surfaces some conflicts as generic errors
-            if "conflict" in str(exc).lower() and attempt < _MAX_COMMIT_ATTEMPTS:
-                time.sleep(min(0.05 * 2**attempt, 2.0))
-                continue
-            raise RuntimeError(f"Delta write to {uri} failed: {exc}") from exc
-    return None
 
 
 def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:

@@ -6,6 +6,7 @@ that is written into Delta table metadata and shown as the Dagster column schema
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import narwhals as nw
@@ -211,3 +212,36 @@ FACTS = ("store_day_fact", "store_week_fact", "store_month_fact")
 
 def empty_frame(table: CanonicalTable) -> pl.DataFrame:
     return pl.DataFrame(schema=table.schema)
+
+
+# The surrogate key column of each dimension, and the dimension a fact's natural id looks up.
+KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
+DIM_FOR_ID = {"prod_id": "prod_dim", "site_id": "site_dim"}
+# The period each fact table's rows cover.
+GRAIN = {"store_day_fact": "day", "store_week_fact": "week", "store_month_fact": "month"}
+# The columns computed from a fact row's measures (FX rate, USD twins, antitrust-masked twins).
+DERIVED_MEASURE_COLUMNS = [
+    c.name
+    for c in STORE_DAY_FACT.derived_columns
+    if c.name.endswith("_usd") or c.name.startswith("at_masked_") or c.name == "fx_rate_to_usd"
+]
+
+
+def fact_partitions(table_name: str) -> list[str]:
+    """Silver fact tables are partitioned by their date (day, week end or month end).
+
+    A delivery restates a few dates; its MERGE (restricted to those dates) then reads and rewrites
+    only those dates' files, whatever history the table holds. Applies to tables created from
+    now on; a table created unpartitioned stays so (its MERGEs still prune files by date stats).
+    """
+    return [TABLES[table_name].natural_keys[0]]
+
+
+def measure_columns(measures: Sequence[str]) -> list[str]:
+    """Measures and the columns derived from them (USD twins, antitrust-masked twins)."""
+    cols = []
+    for m in measures:
+        cols.append(m)
+        twins = [m.replace("_lc", "_usd")] if m in VALUE_MEASURES else []
+        cols += twins + [f"at_masked_{c}" for c in (m, *twins)]
+    return cols

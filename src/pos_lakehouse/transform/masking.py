@@ -27,7 +27,7 @@ the retailer's threshold (`serving/render.py`), so a block switches from masked 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 import narwhals as nw
@@ -53,6 +53,16 @@ PRICED_QUANTITIES: dict[str, str] = {
 def block_index(date: nw.Expr) -> nw.Expr:
     """Block number of a date: consecutive integers, one per two calendar months (Jan-Feb of year 0 is 0)."""
     return date.dt.year() * (12 // BLOCK_MONTHS) + (date.dt.month() - 1) // BLOCK_MONTHS
+
+
+def block_start(day: date, blocks_back: int = 0) -> date:
+    """First day of the block holding `day`, `blocks_back` blocks earlier (negative: later).
+
+    The same blocks as `block_index`, on a Python date: the bounds of what a change must read
+    (the previous block) and what it reaches (the next block's records).
+    """
+    index = day.year * 12 + ((day.month - 1) // BLOCK_MONTHS) * BLOCK_MONTHS - blocks_back * BLOCK_MONTHS
+    return date(index // 12, index % 12 + 1, 1)
 
 
 def history_window(grain: str) -> timedelta:

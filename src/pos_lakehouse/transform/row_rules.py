@@ -69,3 +69,52 @@ def align_week_dates(
         # Flagged rows keep their date (quarantined as delivered); boundary dates move to the week end.
         return lf.with_columns(nw.when(on_boundary.fill_null(False)).then(week_end).otherwise(nw.col(date_col)).alias(date_col))
     return lf.with_columns(week_end.alias(date_col))
+
+
+def _count(frame: nw.LazyFrame) -> int:
+    return int(frame.select(nw.len()).collect(backend="polars").item())
+
+
+def deduplicate_fact_batch(frame: nw.LazyFrame, keys: list[str], date_col: str, replaces: str) -> nw.LazyFrame:
+    """Flag duplicate keys inside one file, and keep the newest delivery where deliveries overlap.
+
+    Inside a file the last row of a key is loaded and earlier copies are quarantined (the file
+    contradicts itself; its last word counts, the others stay visible with a reason). Across
+    deliveries in one batch the newest one wins per store-day (or per row with `replaces: rows`),
+    exactly as if they had been processed one after another.
+    `frame` is read several times: pass a persisted one.
+    """
+    ok = nw.col(ERROR_COLUMN).is_null()
+    # Most batches repeat no key and no store-day across deliveries: two grouped counts show it
+    # and spare the windows over every row below.
+    repeated = frame.group_by(*keys).agg(nw.len().alias("_n")).filter(nw.col("_n") > 1)
+    if _count(repeated) == 0 and (replaces != "site_days" or not _site_days_overlap(frame, date_col)):
+        return frame
+    frame = frame.with_columns(nw.when(ok).then(nw.col("_row_number")).alias("_ok_row"))
+    frame = frame.with_columns(nw.col("_ok_row").max().over("_delivery_id", *keys).alias("_last_row"))
+    frame = frame.with_columns(
+        nw.when(ok & (nw.col("_row_number") != nw.col("_last_row")))
+        .then(nw.lit("duplicate: superseded by a later row with the same key in this file"))
+        .otherwise(nw.col(ERROR_COLUMN))
+        .alias(ERROR_COLUMN)
+    ).drop("_ok_row", "_last_row")
+    deliveries = frame.select("_delivery_id", "_ingested_at", "_source_file").unique()
+    if _count(deliveries) > 1:
+        ranks = deliveries.with_row_index("_delivery_rank", order_by=["_ingested_at", "_source_file"]).select(
+            "_delivery_id", "_delivery_rank"
+        )
+        scope = [date_col, "site_id"] if replaces == "site_days" else keys
+        frame = (
+            frame.join(ranks, on="_delivery_id", how="left")
+            .with_columns(nw.when(ok).then(nw.col("_delivery_rank")).alias("_ok_rank"))
+            .with_columns(nw.col("_ok_rank").max().over(*scope).alias("_newest"))
+            .filter(~ok | (nw.col("_delivery_rank") == nw.col("_newest")))
+            .drop("_delivery_rank", "_ok_rank", "_newest")
+        )
+    return frame
+
+
+def _site_days_overlap(frame: nw.LazyFrame, date_col: str) -> bool:
+    """Whether two deliveries of the batch hold the same store-day."""
+    per_site_day = frame.group_by(date_col, "site_id").agg(nw.col("_delivery_id").n_unique().alias("_deliveries"))
+    return _count(per_site_day.filter(nw.col("_deliveries") > 1)) > 0

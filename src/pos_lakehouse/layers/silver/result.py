@@ -1,0 +1,77 @@
+"""What one silver refresh did to one table, and how it is reported (asset metadata, the Spark job's JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+
+@dataclass
+class SilverResult:
+    """What one silver refresh did to one table; becomes asset metadata."""
+
+    table: str
+    inserted: int = 0
+    updated: int = 0
+    quarantined: int = 0
+    removed: int = 0  # stored fact rows a restatement no longer holds (deleted or measures cleared)
+    new_versions: int = 0
+    closed_versions: int = 0
+    input_rows: int = 0
+    min_date: date | None = None
+    max_date: date | None = None
+    bronze_versions: dict[str, str] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    enrichment_matched: int = 0  # rows written with a corporate master match (dims)
+    enrichment_missing: int = 0  # rows written without one: counted, not fatal
+    fx_missing: int = 0  # fact rows without an FX rate for their currency and date
+    fx_filled: int = 0  # stored rows whose late FX rate arrived: USD values filled by this refresh
+    reenriched: int = 0  # current dimension versions whose corporate master attributes changed
+    # Row accounting of a fact refresh: every bronze row is loaded, quarantined or superseded.
+    bronze_rows: int = 0
+    loaded: int = 0
+    superseded: int = 0  # older deliveries of the same store-day (or row) in the same batch
+
+    @property
+    def unaccounted(self) -> int:
+        return self.bronze_rows - self.loaded - self.quarantined - self.superseded
+
+
+def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:
+    """The silver asset's materialization metadata, the same for both engines.
+
+    Plain values; dicts are JSON metadata (the Dagster side and the Pipes side each wrap them).
+    """
+    return {
+        "dagster/row_count": row_count,
+        "dagster/uri": uri,
+        "engine": engine,
+        "rows_read_from_bronze": result.input_rows,
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_quarantined": result.quarantined,
+        "bronze_rows_read": result.bronze_rows,
+        "rows_loaded": result.loaded,
+        "rows_superseded": result.superseded,
+        "rows_removed_by_restatement": result.removed,
+        "quarantine_reasons": dict(result.quarantine_reasons),
+        "new_versions": result.new_versions,
+        "closed_versions": result.closed_versions,
+        "corporate_master_matched": result.enrichment_matched,
+        "corporate_master_missing": result.enrichment_missing,
+        "rows_without_fx_rate": result.fx_missing,
+        "rows_filled_by_late_fx": result.fx_filled,
+        "versions_reenriched_from_master": result.reenriched,
+        "dates_from": str(result.min_date) if result.min_date else "-",
+        "dates_to": str(result.max_date) if result.max_date else "-",
+        "bronze_versions_consumed": dict(result.bronze_versions),
+    }
+
+
+def silver_result_from_dict(data: dict) -> SilverResult:
+    """A `SilverResult` sent as JSON (the Spark job's report) back as the dataclass."""
+    values = dict(data)
+    for key in ("min_date", "max_date"):
+        if values.get(key):
+            values[key] = date.fromisoformat(str(values[key]))
+    return SilverResult(**values)
