@@ -73,8 +73,23 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
     from pos_lakehouse.recovery import build_catch_up_sensor
 
     # The same retailer components that built the assets (also for another defs folder).
-    catch_up = build_catch_up_sensor(retailers_in_tree(tree))
-    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation]), catch_up)
+    specs = retailers_in_tree(tree)
+    catch_up = build_catch_up_sensor(specs)
+    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation, *delivery_sensors(specs, loaded)]), catch_up)
+
+
+def delivery_sensors(specs: list, loaded: dg.Definitions) -> list[dg.SensorDefinition]:
+    """One landing sensor over every file-delivering retailer and one poll sensor per polling interval
+    over the pulled ones, targeting the ingest jobs the retailers' components built: what a tick costs is one sensor
+    evaluation whatever the number of retailers, not one per retailer in the daemon's queue."""
+    from pos_lakehouse.ingest.polling import build_poll_sensors, is_pulled
+    from pos_lakehouse.ingest.sensors import build_landing_sensor
+
+    jobs = {j.name: j for j in loaded.jobs or []}
+    ingest = {s.name: jobs[f"{s.name}_ingest"] for s in specs if f"{s.name}_ingest" in jobs}
+    pulled = [s for s in specs if s.name in ingest and is_pulled(s)]
+    files = [s for s in specs if s.name in ingest and not is_pulled(s)]
+    return [*([build_landing_sensor(files, ingest)] if files else []), *build_poll_sensors(pulled, ingest)]
 
 
 def _inputs_stamp() -> tuple:
