@@ -35,10 +35,9 @@ def _dagster_home() -> Path:
 
 def _quiet_deliberate_warnings() -> None:
     """The project uses Dagster's preview/beta APIs on purpose (automation sensor, spec mapping, freshness)."""
-    import dagster as dg
+    from pos_lakehouse.quiet import quiet_deliberate_warnings
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    quiet_deliberate_warnings()
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 
 

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from pos_lakehouse.quiet import quiet_deliberate_warnings
 from pos_lakehouse.settings import project_root
+
+# The code server, `dagster dev` and `dg check defs` load the code location through this module.
+quiet_deliberate_warnings()
 
 
 def component_tree(defs_dir: Path | None = None) -> dg.ComponentTree:
@@ -75,7 +79,10 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
     # The same retailer components that built the assets (also for another defs folder).
     specs = retailers_in_tree(tree)
     catch_up = build_catch_up_sensor(specs)
-    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation, *delivery_sensors(specs, loaded)]), catch_up)
+    # Every run's steps in the run's own process (the multiprocess default starts a process per
+    # step, each loading the definitions again: more than most steps' work here).
+    root = dg.Definitions(sensors=[automation, *delivery_sensors(specs, loaded)], executor=dg.in_process_executor)
+    return dg.Definitions.merge(loaded, root, catch_up)
 
 
 def delivery_sensors(specs: list, loaded: dg.Definitions) -> list[dg.SensorDefinition]:
@@ -108,6 +115,39 @@ def _inputs_stamp() -> tuple:
     return (str(root), tuple(files), tuple(sorted(os.environ.items())))
 
 
+def job_definitions(job_name: str, tree: dg.ComponentTree | None = None) -> dg.Definitions | None:
+    """What a run worker of one retailer's `<name>_ingest` job needs: that retailer's component, the
+    resources and the gold layer its silver step publishes with -- not every retailer's components.
+
+    None when `job_name` is not a retailer's ingest job, or its retailer does not live in
+    `retailers/<name>/` of the defs folder: the worker then builds the whole code location.
+    """
+    from pos_lakehouse.components.gold_publication import GoldLayer
+    from pos_lakehouse.components.gold_tables import GoldTables
+    from pos_lakehouse.components.loaded_retailers import retailers_in_tree
+    from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
+    from pos_lakehouse.serving.policy import load_policy
+
+    name = job_name.removesuffix("_ingest")
+    tree = tree or component_tree()
+    root = Path(tree.defs_module_path)
+    folder, gold_folder = Path("retailers") / name, Path("gold")
+    if name == job_name or not (root / folder / "defs.yaml").is_file() or not (root / gold_folder / "defs.yaml").is_file():
+        return None
+    component = tree.load_component(folder)
+    gold = tree.load_component(gold_folder)
+    if not isinstance(component, RetailerPipeline) or component.name != name or not isinstance(gold, GoldTables):
+        return None
+    # The policy is validated against every retailer, as the full build does (reading the retailer
+    # components, not building their assets, is the small part of a load).
+    policy = load_policy((root / gold_folder / gold.access_policy_path).resolve(), retailers_in_tree(tree))
+    return dg.Definitions.merge(
+        tree.build_defs_at_path(folder),
+        tree.build_defs_at_path(Path("resources.py")),
+        dg.Definitions(resources={"gold": GoldLayer(tables=tuple(gold.tables), policy=policy)}),
+    )
+
+
 _last_built: tuple[tuple, dg.Definitions] | None = None
 
 
@@ -119,5 +159,7 @@ def defs() -> dg.Definitions:
     global _last_built
     stamp = _inputs_stamp()
     if _last_built is None or _last_built[0] != stamp:
-        _last_built = (stamp, build_definitions())
+        # A run worker started by `pos_lakehouse.launcher` is told its job: it builds only that.
+        job = os.environ.get("POS_LAKEHOUSE_RUN_JOB")
+        _last_built = (stamp, (job_definitions(job) if job else None) or build_definitions())
     return _last_built[1]

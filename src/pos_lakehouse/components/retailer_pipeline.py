@@ -196,5 +196,8 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs], *[s.key for s in silver_specs]),
             description=f"Carry a delivery of {who} from landing through bronze and silver to its gold partitions.",
             tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
+            # Bronze then silver, one after the other in the run's own process: a process per step
+            # would load the definitions again for each, which costs more than the steps' work.
+            executor_def=dg.in_process_executor,
         )
         return dg.Definitions(assets=[bronze, silver], jobs=[ingest_job])
