@@ -155,11 +155,11 @@ def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(
     due = reference_refresh_requests(instance, specs, REFERENCE_KEYS)
     assert [s.name for s, _ in due] == ["marche_fr"]
     runs = headless.settle()
-    refresh = [r for r in runs if r.name == "marche_fr_catch_up"]
+    refresh = [r for r in runs if r.name == "marche_fr_ingest"]  # its silver, as a subset of its ingest job
     assert len(refresh) == 1 and refresh[0].success
     assert reference_refresh_requests(instance, specs, REFERENCE_KEYS) == []
     # Once per reference event: a second settle launches nothing more for it.
-    assert not [r for r in headless.settle() if r.name == "marche_fr_catch_up"]
+    assert not [r for r in headless.settle() if r.name == "marche_fr_ingest"]
     assert pl.Series(_gold(lake, "store_day_fact", "cds_1001")["date"]).n_unique() == 1
 
 

@@ -78,11 +78,17 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
 
     # The same retailer components that built the assets (also for another defs folder).
     specs = retailers_in_tree(tree)
-    catch_up = build_catch_up_sensor(specs)
+    catch_up = build_catch_up_sensor(specs, ingest_jobs(specs, loaded))
     # Every run's steps in the run's own process (the multiprocess default starts a process per
     # step, each loading the definitions again: more than most steps' work here).
     root = dg.Definitions(sensors=[automation, *delivery_sensors(specs, loaded)], executor=dg.in_process_executor)
     return dg.Definitions.merge(loaded, root, catch_up)
+
+
+def ingest_jobs(specs: list, loaded: dg.Definitions) -> dict:
+    """Each retailer's `<name>_ingest` job, as its component built it, by retailer name."""
+    jobs = {j.name: j for j in loaded.jobs or []}
+    return {s.name: jobs[f"{s.name}_ingest"] for s in specs if f"{s.name}_ingest" in jobs}
 
 
 def delivery_sensors(specs: list, loaded: dg.Definitions) -> list[dg.SensorDefinition]:
@@ -92,8 +98,7 @@ def delivery_sensors(specs: list, loaded: dg.Definitions) -> list[dg.SensorDefin
     from pos_lakehouse.ingest.polling import build_poll_sensors, is_pulled
     from pos_lakehouse.ingest.sensors import build_landing_sensor
 
-    jobs = {j.name: j for j in loaded.jobs or []}
-    ingest = {s.name: jobs[f"{s.name}_ingest"] for s in specs if f"{s.name}_ingest" in jobs}
+    ingest = ingest_jobs(specs, loaded)
     pulled = [s for s in specs if s.name in ingest and is_pulled(s)]
     files = [s for s in specs if s.name in ingest and not is_pulled(s)]
     return [*([build_landing_sensor(files, ingest)] if files else []), *build_poll_sensors(pulled, ingest)]

@@ -146,13 +146,15 @@ def _poll_sensor(seconds: int, specs: list[RetailerSpec], jobs: dict[str, dg.Unr
             if isinstance(outcome, dg.RunRequest):
                 requests.append(outcome)
             elif isinstance(outcome, str):
-                context.log.warning(outcome)
                 notes.append(outcome)
             else:
                 quiet.append(spec.name)
         if not requests:
             summary = [f"{', '.join(quiet)}: nothing changed since the stored position"] if quiet else []
             return dg.SensorResult(skip_reason="; ".join(summary + notes))
+        # A tick that requests runs shows no skip reason: the sources it could not ask are logged.
+        for note in notes:
+            context.log.warning(note)
         return dg.SensorResult(run_requests=requests)
 
     return poll_sensor
