@@ -237,6 +237,9 @@ def run_size(n: int, args) -> None:
     (work / "workspace.yaml").write_text(
         f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {args.port}\n      location_name: pos_lakehouse\n"
     )
+    # The instance (and its SQLite schema) first: two processes creating it at once can collide.
+    os.environ.update(DAGSTER_HOME=str(home))
+    instance = dg.DagsterInstance.from_config(str(home))
     bin_dir = Path(sys.executable).parent
     log = open(work / "daemon.log", "w")
     started = time.time()
@@ -256,8 +259,6 @@ def run_size(n: int, args) -> None:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    os.environ.update(DAGSTER_HOME=str(home))
-    instance = dg.DagsterInstance.from_config(str(home))
     try:
         # Ready: the landing sensor has ticked twice (the code server answered and the loop runs).
         if not wait_for(lambda: len(tick_times(instance, LANDING_SENSOR, started)) >= 2, 600, 2):

@@ -184,6 +184,8 @@ def process_landing(console, root: Path, only: list[str] | None, *, max_rounds: 
                 self.runs.append(record)
                 on_run(record)
                 return []
+            if sensor not in self.landing_sensors:
+                return requests
             # One landing and one poll sensor cover every retailer: keep the chosen ones' runs
             # (corporate reference data, which names no retailer, always runs).
             return [
