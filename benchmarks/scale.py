@@ -1,7 +1,7 @@
 """What the Dagster side costs as retailers are added: definitions load, `dg check defs`, one
 automation tick (nothing to do, and one retailer's bronze changed -- which its own delivery run
 carries on, so automation requests nothing), the automation cursor, the reference refresh
-sensor's tick, peak RSS, and a landing sensor tick over 10,000 files.
+sensor's tick, peak RSS, and a tick of the landing sensor over every retailer's folder, one holding 10,000 files.
 
 Each size runs in its own process against a temporary copy of `defs/` holding the shipped
 retailers plus N copies of a daily file retailer (`marche_fr`) under new names, ids and keys;
@@ -127,12 +127,13 @@ def measure(defs_dir: Path, data_root: Path, skip_check: bool) -> dict:
         out["cursor_bytes"] = len(asset_daemon_cursor_to_instigator_serialized_cursor(cursor).encode()) if cursor else 0
         out["rss_after_tick_mib"] = peak_rss_mib()
 
-    # The landing sensor of the template retailer over 10,000 files (listing + cursor, no runs).
+    # The landing sensor (one for every file retailer) with 10,000 files in the template retailer's
+    # folder and every other folder listed too (listing + cursor, no runs).
     landing = data_root / "landing" / TEMPLATE
     landing.mkdir(parents=True, exist_ok=True)
     for i in range(LANDING_FILES):
         (landing / f"{TEMPLATE}_pos_{i:05d}.parquet").write_bytes(b"x")
-    sensor = defs.resolve_sensor_def(f"{TEMPLATE}_landing_sensor")
+    sensor = defs.resolve_sensor_def("retailer_landing_sensor")
     with dg.DagsterInstance.ephemeral() as instance:
         sensor_cursor = None
         for label in ("sensor_first", "sensor_idle"):

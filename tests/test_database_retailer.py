@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +9,7 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 from conftest import spec_named
+from postgres_server import postgres_server
 
 from pos_lakehouse.demo.generator import read_expected
 from pos_lakehouse.demo.retailer_db import RetailerDatabase, sqlite_url, write_highstreet_uk
@@ -29,73 +23,11 @@ SMALL = {"n_products": 20, "n_stores": 4, "density": 0.35}
 
 
 # ---- a real PostgreSQL server on loopback, started and stopped by the tests ----------------------------
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(
-        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0
-    )
-    return candidates[-1] if candidates else None
-
-
 @pytest.fixture(scope="module")
 def postgres_url():
     """Superuser-free URL of a fresh database `warehouse` owned by role `highstreet`, password-authenticated."""
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found; .ci/install-services installs Debian's postgresql")
-    as_user: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="pos_lakehouse_pg_"))
-    if os.geteuid() == 0:  # postgres refuses to run as root: run it as the `postgres` OS user
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no `postgres` OS user to run the server as")
-        os.chown(folder, pw.pw_uid, pw.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, log = folder / "data", folder / "server.log"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    admin_password = "admin-" + os.urandom(6).hex()
-    pwfile = folder / "pw"
-    pwfile.write_text(admin_password + "\n")
-    if as_user:
-        os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, -1)
-    subprocess.run(
-        [
-            *as_user,
-            initdb,
-            "-D",
-            str(data),
-            "-U",
-            "postgres",
-            "--pwfile",
-            str(pwfile),
-            "--auth-host=scram-sha-256",
-            "--auth-local=scram-sha-256",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off -c full_page_writes=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"], check=True, capture_output=True
-    )
-    try:
-        admin = sa.create_engine(f"postgresql+psycopg://postgres:{admin_password}@127.0.0.1:{port}/postgres", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text("CREATE ROLE highstreet LOGIN PASSWORD 'hs-Secret-42'"))
-            conn.execute(sa.text("CREATE DATABASE warehouse OWNER highstreet"))
-        admin.dispose()
-        yield f"postgresql+psycopg://highstreet:hs-Secret-42@127.0.0.1:{port}/warehouse"
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_server() as server:
+        yield server.create_database("highstreet", "hs-Secret-42", "warehouse")
 
 
 @pytest.fixture

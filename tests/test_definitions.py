@@ -18,7 +18,10 @@ def test_definitions_load(defs: dg.Definitions):
     assert {"silver/marche_fr/prod_dim", "silver/marche_fr/site_dim", "silver/marche_fr/store_day_fact"} <= keys
     assert {"gold/prod_dim", "gold/site_dim", "gold/store_day_fact"} <= keys
     sensor_names = {s.name for s in defs.sensors}
-    assert "marche_fr_landing_sensor" in sensor_names
+    assert {"retailer_landing_sensor", "every_300s_poll_sensor"} <= sensor_names
+    # One landing sensor for every file-delivering retailer, not one per retailer.
+    landing = defs.resolve_sensor_def("retailer_landing_sensor")
+    assert "marche_fr_ingest" in {t.job_name for t in landing.targets}
     assert {"serving_automation", "catch_up_sensor", "reference_refresh_sensor"} <= set(sensor_names)
     gold = defs.resolve_assets_def(dg.AssetKey(["gold", "store_day_fact"]))
     assert "cds_1001" in gold.partitions_def.get_partition_keys()
@@ -57,7 +60,7 @@ def test_retailer_component_through_component_tree(data_root):
     checks = {c.name for a in defs.assets for c in a.check_specs}
     assert {"structure_and_keys", "one_current_version", "facts_reference_dimension_versions", "valid_gtin"} <= checks
     assert {j.name for j in defs.jobs} == {"marche_fr_ingest"}
-    assert {s.name for s in defs.sensors} == {"marche_fr_landing_sensor"}
+    assert not defs.sensors  # its landing sensor is the one over every retailer, built at the root
     assert (RETAILERS_DIR / "marche_fr" / "defs.yaml").exists()
 
 

@@ -22,7 +22,8 @@ DAYS = [TODAY - timedelta(days=d) for d in range(6, 0, -1)]  # the last six days
 
 
 def _sensor_requests(headless, name: str) -> list[dg.RunRequest]:
-    return headless.tick_sensor(headless.defs.resolve_sensor_def(f"{name}_landing_sensor"))
+    requests = headless.tick_sensor(headless.defs.resolve_sensor_def("retailer_landing_sensor"))
+    return [r for r in requests if r.tags["retailer"] == name]
 
 
 def test_one_run_carries_a_delivery_from_landing_to_gold(data_root, lake, headless, instance):
@@ -31,7 +32,7 @@ def test_one_run_carries_a_delivery_from_landing_to_gold(data_root, lake, headle
     headless.tick_automation()  # the automation sensor's first tick only records the state, as in the daemon
 
     [request] = _sensor_requests(headless, "marche_fr")
-    record = headless.run_request(headless.defs.resolve_sensor_def("marche_fr_landing_sensor"), request)
+    record = headless.run_request(headless.defs.resolve_sensor_def("retailer_landing_sensor"), request)
     assert record.success, record.error
     assert [r.name for r in headless.runs] == ["marche_fr_ingest"]  # no other run: no automation yet
 
@@ -154,11 +155,11 @@ def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(
     due = reference_refresh_requests(instance, specs, REFERENCE_KEYS)
     assert [s.name for s, _ in due] == ["marche_fr"]
     runs = headless.settle()
-    refresh = [r for r in runs if r.name == "marche_fr_catch_up"]
+    refresh = [r for r in runs if r.name == "marche_fr_ingest"]  # its silver, as a subset of its ingest job
     assert len(refresh) == 1 and refresh[0].success
     assert reference_refresh_requests(instance, specs, REFERENCE_KEYS) == []
     # Once per reference event: a second settle launches nothing more for it.
-    assert not [r for r in headless.settle() if r.name == "marche_fr_catch_up"]
+    assert not [r for r in headless.settle() if r.name == "marche_fr_ingest"]
     assert pl.Series(_gold(lake, "store_day_fact", "cds_1001")["date"]).n_unique() == 1
 
 

@@ -11,10 +11,11 @@ from pos_lakehouse.demo.generator import write_marche_fr
 
 
 def _tick(defs, instance, cursor):
-    sensor = defs.resolve_sensor_def("marche_fr_landing_sensor")
+    sensor = defs.resolve_sensor_def("retailer_landing_sensor")
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources, sensor_name=sensor.name) as context:
         result = sensor(context)
-    return result.run_requests or [], result.cursor
+    # One sensor covers every retailer: keep marche_fr's requests (the other shipped folders are empty).
+    return [r for r in result.run_requests or [] if r.tags["retailer"] == "marche_fr"], result.cursor
 
 
 def test_new_same_and_changed_file(data_root, defs, instance):
@@ -24,9 +25,9 @@ def test_new_same_and_changed_file(data_root, defs, instance):
     requests, cursor = _tick(defs, instance, None)
     assert len(requests) == 1
     [request] = requests
-    assert request.partition_key == "cds_1001"
+    assert request.partition_key == "cds_1001" and request.job_name == "marche_fr_ingest"
     assert request.run_config["ops"]["marche_fr_bronze"]["config"]["files"] == [first.name]
-    assert json.loads(cursor)[first.name]
+    assert json.loads(cursor)["marche_fr"][first.name]
 
     # Same file, unchanged: nothing to do, and the run key would be the same anyway.
     again, cursor2 = _tick(defs, instance, cursor)
@@ -60,13 +61,13 @@ def test_deleted_file_leaves_the_cursor_and_a_redelivery_is_new(data_root, defs,
     first, second = write_marche_fr(landing, expected, days=2, start=start, n_products=10, n_stores=2)
     requests, cursor = _tick(defs, instance, None)
     [request] = requests
-    assert set(json.loads(cursor)) == {first.name, second.name}
+    assert set(json.loads(cursor)["marche_fr"]) == {first.name, second.name}
 
     # Deleted: nothing to run, and the file's entry is gone (the cursor does not grow with history).
     first.unlink()
     after_delete, cursor = _tick(defs, instance, cursor)
     assert after_delete == []
-    assert set(json.loads(cursor)) == {second.name}
+    assert set(json.loads(cursor)["marche_fr"]) == {second.name}
 
     # Delivered again under the same name with other content: one request for that file alone.
     write_marche_fr(landing, expected, days=1, start=start, n_products=12, n_stores=3, seed=7)
@@ -75,6 +76,6 @@ def test_deleted_file_leaves_the_cursor_and_a_redelivery_is_new(data_root, defs,
     assert len(redelivered) == 1
     assert redelivered[0].run_config["ops"]["marche_fr_bronze"]["config"]["files"] == [first.name]
     assert redelivered[0].run_key != request.run_key
-    assert set(json.loads(cursor)) == {first.name, second.name}
+    assert set(json.loads(cursor)["marche_fr"]) == {first.name, second.name}
     again, _ = _tick(defs, instance, cursor)
     assert again == []

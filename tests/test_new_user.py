@@ -345,7 +345,7 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
 
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        by_sensor = [r for r in runs if r.tags.get("dagster/sensor_name") == "marche_fr_landing_sensor"]
+        by_sensor = [r for r in runs if r.tags.get("dagster/sensor_name") == "retailer_landing_sensor"]
         automated = [r for r in runs if r.tags.get("dagster/auto_materialize") == "true"]
         assert len(by_sensor) == 1 and by_sensor[0].tags.get("dagster/run_key")
         assert automated and all(r.tags.get("dagster/sensor_name") == "serving_automation" for r in automated)

@@ -136,7 +136,7 @@ def test_sensor_on_the_store_takes_each_object_version_once(s3_env, bucket, monk
     from pos_lakehouse.definitions import build_definitions
 
     defs = build_definitions()
-    sensor = defs.resolve_sensor_def(f"{MARCHE}_landing_sensor")
+    sensor = defs.resolve_sensor_def("retailer_landing_sensor")
     s3 = s3_env.client()
 
     def tick(cursor):
@@ -152,7 +152,7 @@ def test_sensor_on_the_store_takes_each_object_version_once(s3_env, bucket, monk
     result, cursor = tick(cursor)
     files = [r.run_config["ops"][f"{MARCHE}_bronze"]["config"]["files"] for r in result.run_requests]
     assert files == [["marche_fr_pos_2026-01-01.parquet"]]
-    assert json.loads(cursor) == {"marche_fr_pos_2026-01-01.parquet": f"3:{hashlib.md5(b'one').hexdigest()}"}
+    assert json.loads(cursor)[MARCHE] == {"marche_fr_pos_2026-01-01.parquet": f"3:{hashlib.md5(b'one').hexdigest()}"}
     result, cursor = tick(cursor)
     assert not result.run_requests, "nothing changed: no run"
     put(s3, bucket, f"data/landing/{MARCHE}/marche_fr_pos_2026-01-01.parquet", b"ONE")  # a corrected re-delivery

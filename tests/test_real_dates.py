@@ -335,7 +335,7 @@ def test_late_fx_rates_and_a_corrected_master_re_enrich_silver_and_gold(data_roo
         pl.when(pl.col("gtin") == gtin13(4)).then(pl.lit("Corrected Brand")).otherwise(pl.col("corp_brand")).alias("corp_brand")
     ).write_csv(corporate / "product_master.csv")
     runs = _settle_ok(headless)  # no new delivery: silver re-enriches because its reference upstream changed
-    assert any(r.name == "marche_fr_catch_up" for r in runs)  # the reference refresh sensor re-ran its silver
+    assert any(r.name == "marche_fr_ingest" for r in runs)  # the reference refresh sensor re-ran its silver
     day = _gold(lake, "store_day_fact", "cds_1001")
     assert day["pos_sales_value_usd"].null_count() == 0
     assert (day["pos_sales_value_usd"].cast(pl.Float64) - day["pos_sales_value_lc"].cast(pl.Float64) * 1.25).abs().max() < 1e-6

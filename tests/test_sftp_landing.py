@@ -128,7 +128,7 @@ def test_wrong_password_shows_on_the_sensor_tick(data_root, defs, instance, monk
     import dagster as dg
 
     monkeypatch.setenv("KAUFHALLE_SFTP_PASSWORD", "not-the-password")
-    sensor = defs.resolve_sensor_def(f"{RETAILER}_landing_sensor")
+    sensor = defs.resolve_sensor_def("retailer_landing_sensor")
     with dg.build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=defs.resources) as context:
         result = sensor(context)
     assert not result.run_requests and "login refused" in (result.skip_reason.skip_message or "")

@@ -35,10 +35,9 @@ def _dagster_home() -> Path:
 
 def _quiet_deliberate_warnings() -> None:
     """The project uses Dagster's preview/beta APIs on purpose (automation sensor, spec mapping, freshness)."""
-    import dagster as dg
+    from pos_lakehouse.quiet import quiet_deliberate_warnings
 
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    quiet_deliberate_warnings()
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="dagster")
 
 
@@ -171,30 +170,30 @@ def process_landing(console, root: Path, only: list[str] | None, *, max_rounds: 
     specs = {s.name: s for s in _specs()}
     width = max(40, console.width - 2)
 
-    class Driver(Headless):
-        @property
-        def landing_sensors(self):
-            chosen = []
-            for sensor in super().landing_sensors:
-                retailer = sensor.name.rsplit("_", 2)[0]
-                spec = specs.get(retailer)
-                if only and retailer in specs and retailer not in only:  # corporate reference data always runs
-                    continue
-                why = _pulled_source_missing(spec) if spec else None
-                if why:
-                    skipped[retailer] = why
-                    continue
-                chosen.append(sensor)
-            return chosen
+    for name, spec in specs.items():
+        why = _pulled_source_missing(spec) if not only or name in only else None
+        if why:
+            skipped[name] = why
 
+    class Driver(Headless):
         def tick_sensor(self, sensor):
             try:
-                return super().tick_sensor(sensor)
+                requests = super().tick_sensor(sensor)
             except Exception as exc:  # one retailer's source failing does not stop the others
                 record = RunRecord(sensor.name, "", False, " ".join(str(exc).split())[:300])
                 self.runs.append(record)
                 on_run(record)
                 return []
+            if sensor not in self.landing_sensors:
+                return requests
+            # One landing and one poll sensor cover every retailer: keep the chosen ones' runs
+            # (corporate reference data, which names no retailer, always runs).
+            return [
+                r
+                for r in requests
+                if (r.tags or {}).get("retailer") not in specs
+                or ((not only or r.tags["retailer"] in only) and r.tags["retailer"] not in skipped)
+            ]
 
     home = _dagster_home()
     defs = build_definitions(tree=_tree())

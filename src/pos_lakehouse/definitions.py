@@ -9,7 +9,11 @@ from pathlib import Path
 
 import dagster as dg
 
+from pos_lakehouse.quiet import quiet_deliberate_warnings
 from pos_lakehouse.settings import project_root
+
+# The code server, `dagster dev` and `dg check defs` load the code location through this module.
+quiet_deliberate_warnings()
 
 
 def component_tree(defs_dir: Path | None = None) -> dg.ComponentTree:
@@ -73,8 +77,31 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
     from pos_lakehouse.recovery import build_catch_up_sensor
 
     # The same retailer components that built the assets (also for another defs folder).
-    catch_up = build_catch_up_sensor(retailers_in_tree(tree))
-    return dg.Definitions.merge(loaded, dg.Definitions(sensors=[automation]), catch_up)
+    specs = retailers_in_tree(tree)
+    catch_up = build_catch_up_sensor(specs, ingest_jobs(specs, loaded))
+    # Every run's steps in the run's own process (the multiprocess default starts a process per
+    # step, each loading the definitions again: more than most steps' work here).
+    root = dg.Definitions(sensors=[automation, *delivery_sensors(specs, loaded)], executor=dg.in_process_executor)
+    return dg.Definitions.merge(loaded, root, catch_up)
+
+
+def ingest_jobs(specs: list, loaded: dg.Definitions) -> dict:
+    """Each retailer's `<name>_ingest` job, as its component built it, by retailer name."""
+    jobs = {j.name: j for j in loaded.jobs or []}
+    return {s.name: jobs[f"{s.name}_ingest"] for s in specs if f"{s.name}_ingest" in jobs}
+
+
+def delivery_sensors(specs: list, loaded: dg.Definitions) -> list[dg.SensorDefinition]:
+    """One landing sensor over every file-delivering retailer and one poll sensor per polling interval
+    over the pulled ones, targeting the ingest jobs the retailers' components built: what a tick costs is one sensor
+    evaluation whatever the number of retailers, not one per retailer in the daemon's queue."""
+    from pos_lakehouse.ingest.polling import build_poll_sensors, is_pulled
+    from pos_lakehouse.ingest.sensors import build_landing_sensor
+
+    ingest = ingest_jobs(specs, loaded)
+    pulled = [s for s in specs if s.name in ingest and is_pulled(s)]
+    files = [s for s in specs if s.name in ingest and not is_pulled(s)]
+    return [*([build_landing_sensor(files, ingest)] if files else []), *build_poll_sensors(pulled, ingest)]
 
 
 def _inputs_stamp() -> tuple:
@@ -93,6 +120,39 @@ def _inputs_stamp() -> tuple:
     return (str(root), tuple(files), tuple(sorted(os.environ.items())))
 
 
+def job_definitions(job_name: str, tree: dg.ComponentTree | None = None) -> dg.Definitions | None:
+    """What a run worker of one retailer's `<name>_ingest` job needs: that retailer's component, the
+    resources and the gold layer its silver step publishes with -- not every retailer's components.
+
+    None when `job_name` is not a retailer's ingest job, or its retailer does not live in
+    `retailers/<name>/` of the defs folder: the worker then builds the whole code location.
+    """
+    from pos_lakehouse.components.gold_publication import GoldLayer
+    from pos_lakehouse.components.gold_tables import GoldTables
+    from pos_lakehouse.components.loaded_retailers import retailers_in_tree
+    from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
+    from pos_lakehouse.serving.policy import load_policy
+
+    name = job_name.removesuffix("_ingest")
+    tree = tree or component_tree()
+    root = Path(tree.defs_module_path)
+    folder, gold_folder = Path("retailers") / name, Path("gold")
+    if name == job_name or not (root / folder / "defs.yaml").is_file() or not (root / gold_folder / "defs.yaml").is_file():
+        return None
+    component = tree.load_component(folder)
+    gold = tree.load_component(gold_folder)
+    if not isinstance(component, RetailerPipeline) or component.name != name or not isinstance(gold, GoldTables):
+        return None
+    # The policy is validated against every retailer, as the full build does (reading the retailer
+    # components, not building their assets, is the small part of a load).
+    policy = load_policy((root / gold_folder / gold.access_policy_path).resolve(), retailers_in_tree(tree))
+    return dg.Definitions.merge(
+        tree.build_defs_at_path(folder),
+        tree.build_defs_at_path(Path("resources.py")),
+        dg.Definitions(resources={"gold": GoldLayer(tables=tuple(gold.tables), policy=policy)}),
+    )
+
+
 _last_built: tuple[tuple, dg.Definitions] | None = None
 
 
@@ -104,5 +164,7 @@ def defs() -> dg.Definitions:
     global _last_built
     stamp = _inputs_stamp()
     if _last_built is None or _last_built[0] != stamp:
-        _last_built = (stamp, build_definitions())
+        # A run worker started by `pos_lakehouse.launcher` is told its job: it builds only that.
+        job = os.environ.get("POS_LAKEHOUSE_RUN_JOB")
+        _last_built = (stamp, (job_definitions(job) if job else None) or build_definitions())
     return _last_built[1]

@@ -282,19 +282,33 @@ def catch_up_requests(
     return requests, stale
 
 
-def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definitions:
-    """The catch-up sensor and the jobs it targets (one per retailer's silver, one per gold table:
-    a run's assets must share a partitions definition). `specs`: the code location's retailers
-    (default: the shipped retailer YAMLs)."""
+def build_catch_up_sensor(
+    specs: list[RetailerSpec] | None = None, ingest_jobs: dict[str, dg.UnresolvedAssetJobDefinition] | None = None
+) -> dg.Definitions:
+    """The catch-up and reference refresh sensors and the jobs they target. `specs`: the code
+    location's retailers (default: the shipped retailer YAMLs).
+
+    A retailer's silver is re-run as a subset (its silver tables) of its own ingest job
+    (`ingest_jobs`, by retailer name, as the retailers' components built them): every job costs the
+    daemon a snapshot fetched from the code server at each workspace refresh, so no second job per
+    retailer. Without `ingest_jobs`, a `<name>_catch_up` job per retailer is defined here. Gold has
+    one job per table (a run's assets must share a partitions definition).
+    """
     if specs is None:
         specs = load_retailer_specs(RETAILERS_DIR)
+    own_jobs = ingest_jobs is None
     jobs = {
-        spec.data_provider_code: dg.define_asset_job(
-            f"{spec.name}_catch_up",
-            selection=dg.AssetSelection.assets(*[dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables]),
-            description=f"Silver tables of {spec.name} behind their bronze data (requested by catch_up_sensor).",
+        spec.data_provider_code: (
+            dg.define_asset_job(
+                f"{spec.name}_catch_up",
+                selection=dg.AssetSelection.assets(*_silver_keys(spec)),
+                description=f"Silver tables of {spec.name} behind their bronze data (requested by catch_up_sensor).",
+            )
+            if ingest_jobs is None
+            else ingest_jobs[spec.name]
         )
         for spec in specs
+        if ingest_jobs is None or spec.name in ingest_jobs
     }
     gold_jobs = {
         table: dg.define_asset_job(
@@ -335,8 +349,13 @@ def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definit
 
     reference_sensor = build_reference_refresh_sensor(specs, jobs)
     return dg.Definitions(
-        sensors=[catch_up_sensor, reference_sensor, build_pool_claims_sensor()], jobs=[*jobs.values(), *gold_jobs.values()]
+        sensors=[catch_up_sensor, reference_sensor, build_pool_claims_sensor()],
+        jobs=[*(jobs.values() if own_jobs else []), *gold_jobs.values()],
     )
+
+
+def _silver_keys(spec: RetailerSpec) -> list[dg.AssetKey]:
+    return [dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables]
 
 
 # ---- reference data landed after silver ------------------------------------------------------
@@ -395,6 +414,7 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
         requests = [
             dg.RunRequest(
                 job_name=jobs[spec.data_provider_code].name,
+                asset_selection=_silver_keys(spec),
                 partition_key=spec.data_provider_code,
                 # One run per retailer and reference event: a later tick does not launch it again.
                 run_key=f"{spec.name}-reference-{storage_id}",

@@ -1,4 +1,4 @@
-"""RetailerPipeline: one YAML file becomes a retailer's sensor, bronze and silver assets, and checks."""
+"""RetailerPipeline: one YAML file becomes a retailer's ingest job, bronze and silver assets, and checks."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -11,8 +11,7 @@ from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.components.yaml_schema import TakenAsWritten, yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
-from pos_lakehouse.ingest.polling import build_poll_sensor, is_pulled, pulled_bronze_results
-from pos_lakehouse.ingest.sensors import build_landing_sensor
+from pos_lakehouse.ingest.polling import is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
@@ -49,7 +48,7 @@ REFERENCE_KEYS = {
 
 @dg.scaffold_with(RetailerScaffolder)
 class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable):
-    """A retailer's POS pipeline: landing-zone sensor, bronze and silver Delta assets, and their checks."""
+    """A retailer's POS pipeline: ingest job, bronze and silver Delta assets, and their checks."""
 
     @classmethod
     def get_model_cls(cls):
@@ -190,14 +189,15 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             if bad:
                 raise dg.Failure(description=f"{spec.name}: gold partition published but failed blocking checks: {', '.join(bad)}")
 
-        sensor = build_landing_sensor(spec, job_name=f"{spec.name}_ingest", bronze_op_name=f"{spec.name}_bronze")
-        if is_pulled(spec):  # poll the API/database instead of watching a folder
-            sensor = build_poll_sensor(spec, job_name=f"{spec.name}_ingest")
+        # Its landing or poll sensor is one for all retailers, built at the root (`definitions.py`).
         ingest_job = dg.define_asset_job(
             name=f"{spec.name}_ingest",
             # Bronze, silver and (from the silver step) this retailer's gold partitions in one run.
             selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs], *[s.key for s in silver_specs]),
             description=f"Carry a delivery of {who} from landing through bronze and silver to its gold partitions.",
             tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
+            # Bronze then silver, one after the other in the run's own process: a process per step
+            # would load the definitions again for each, which costs more than the steps' work.
+            executor_def=dg.in_process_executor,
         )
-        return dg.Definitions(assets=[bronze, silver], sensors=[sensor], jobs=[ingest_job])
+        return dg.Definitions(assets=[bronze, silver], jobs=[ingest_job])

@@ -104,6 +104,8 @@ class Headless:
             partition_key=request.partition_key,
             tags=tags,
             raise_on_error=False,
+            # A retailer's silver re-run (reference refresh) is a subset of its ingest job.
+            asset_selection=request.asset_selection,
         )
         return self._record(job.name, result, request.partition_key)
 
