@@ -76,7 +76,7 @@ def test_dev_without_a_checkout_or_the_demo_extra_opens_the_ui_alone(tmp_path, m
     calls = []
     monkeypatch.setattr(cli, "checkout_root", lambda: None)
     monkeypatch.setattr(cli, "DEMO_PACKAGES", ("fastapi", "no_such_demo_package_here"))
-    monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd=None: calls.append((command, cwd)) or 0)
+    monkeypatch.setattr(cli, "_foreground", lambda command, cwd=None: calls.append((command, cwd)) or 0)
     monkeypatch.setattr(simulators, "start_demo_services", lambda *a, **k: (_ for _ in ()).throw(AssertionError("demo started")))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "data"))

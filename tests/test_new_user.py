@@ -135,7 +135,7 @@ def test_dev_passes_every_option_to_dg_dev(monkeypatch, data_root):
     import pos_lakehouse.demo.simulators as simulators
 
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd=None: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli, "_foreground", lambda cmd, cwd=None: calls.append(cmd) or 0)
     monkeypatch.setattr(simulators, "start_demo_services", lambda root: contextlib.nullcontext())
     assert main(["dev", "--port", "3111", "--host", "0.0.0.0", "--verbose"]) == 0
     assert calls[0][1:] == ["dev", "--port", "3111", "--host", "0.0.0.0", "--verbose"]

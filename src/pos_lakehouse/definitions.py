@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pos_lakehouse.settings import project_root
+from pos_lakehouse.settings import project_root, sensor_interval
 
 
 def component_tree(defs_dir: Path | None = None) -> dg.ComponentTree:
@@ -66,7 +66,7 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
         "serving_automation",
         target=dg.AssetSelection.tag("layer", "serving"),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=sensor_interval(15),
         description="Rebuilds the secure serving views when any gold table or the access policy changed.",
     )
     from pos_lakehouse.components.loaded_retailers import retailers_in_tree

@@ -1,4 +1,4 @@
-"""Recovery without a person: runs whose worker died, and tables left behind their upstream.
+"""Recovery without a person: tables left behind their upstream, and pool claims left waiting.
 
 Two things go wrong when a run is killed (kill -9, OOM, a reboot):
 
@@ -8,19 +8,16 @@ Two things go wrong when a run is killed (kill -9, OOM, a reboot):
   gold has not merged. "Eager" automation only reacts to *new* upstream materializations, and
   the killed run's upstream was already handled.
 
-`fail_dead_runs` settles the first (the daemon's run monitoring does the same for runs it
-launched, see `.dagster_home/dagster.yaml`). `stale_assets` finds the second at the data
-level -- from the bookmarks each table keeps in its Delta commits, not from run history --
-and the `catch_up_sensor` (and the headless driver on start) requests exactly those assets.
+The daemon's run monitoring settles the first (every run, `pos-lakehouse run`'s included, is
+launched by the daemon through the instance's run launcher; see `.dagster_home/dagster.yaml`).
+`stale_assets` finds the second at the data level -- from the bookmarks each table keeps in its
+Delta commits, not from run history -- and the `catch_up_sensor` requests exactly those assets.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -28,7 +25,7 @@ import polars as pl
 from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.settings import RETAILERS_DIR
+from pos_lakehouse.settings import RETAILERS_DIR, only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 # Run states from the public enum (the same sets Dagster keeps internally).
@@ -40,79 +37,11 @@ IN_PROGRESS_RUN_STATUSES = [
     dg.DagsterRunStatus.SUSPENDED,
 ]
 
-# Runs executed in a driver process (headless `run`/`demo`) carry its identity, so the next
-# driver can tell a run whose process is gone from one another live driver is executing.
-DRIVER_TAG = "pos_lakehouse/driver"
 _GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 _LAYER = {"bronze": 0, "silver": 1, "gold": 2}
 
 
-# ---- dead runs ------------------------------------------------------------------------------
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (guards against a reused pid), or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return "?"
-        return "?"
-
-
-def driver_identity() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
-
-
-def _driver_alive(identity: str) -> bool:
-    try:
-        host, pid, started = identity.rsplit(":", 2)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return True  # another machine's driver: not ours to judge
-    now = _process_start(int(pid))
-    return now is not None and (started == "?" or now == "?" or now == started)
-
-
-@dataclass
-class Recovered:
-    failed_runs: list[str]
-    freed_slot_runs: list[str]
-
-
-def fail_dead_runs(instance: dg.DagsterInstance) -> Recovered:
-    """Mark runs whose driver process is gone as failed, and free concurrency slots of ended runs.
-
-    Only runs tagged by a driver are judged here; runs the daemon launched are watched by its
-    run monitoring (enabled in the shipped dagster.yaml).
-    """
-    failed = []
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
-        run = record.dagster_run
-        identity = run.tags.get(DRIVER_TAG)
-        if identity is None or _driver_alive(identity):
-            continue
-        instance.report_run_failed(
-            run, message=f"The driver process that executed this run ({identity}) is gone (killed or crashed); marked failed."
-        )
-        failed.append(run.run_id)
-    freed = []
-    storage = instance.event_log_storage
-    if storage.supports_global_concurrency_limits:
-        holders = storage.get_concurrency_run_ids()
-        if holders:
-            ended = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(holders), statuses=FINISHED_STATUSES))
-            for record in ended:
-                storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
-                freed.append(record.dagster_run.run_id)
-    return Recovered(failed, freed)
-
-
+# ---- pool claims ----------------------------------------------------------------------------
 def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
     """Hand free pool slots to steps left waiting for them; returns the pools it unblocked.
 
@@ -139,7 +68,7 @@ def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
 def build_pool_claims_sensor() -> dg.SensorDefinition:
     @dg.sensor(
         name="pool_claims_sensor",
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=sensor_interval(30),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Hands free pool slots (silver, gold, ingest) to steps left waiting for them; "
         "without it, a step that asked just as the slot was freed would wait forever.",
@@ -282,6 +211,12 @@ def catch_up_requests(
     return requests, stale
 
 
+def _chosen(specs: list[RetailerSpec]) -> list[RetailerSpec]:
+    """The retailers this process tree's sensors act for (all, unless `pos-lakehouse run --retailer` chose some)."""
+    chosen = only_retailers()
+    return specs if chosen is None else [s for s in specs if s.name in chosen]
+
+
 def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definitions:
     """The catch-up sensor and the jobs it targets (one per retailer's silver, one per gold table:
     a run's assets must share a partitions definition). `specs`: the code location's retailers
@@ -309,14 +244,14 @@ def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definit
     @dg.sensor(
         name="catch_up_sensor",
         jobs=[*jobs.values(), *gold_jobs.values()],
-        minimum_interval_seconds=300,
+        minimum_interval_seconds=sensor_interval(300),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
     )
     def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
         graph = context.repository_def.asset_graph
-        requests, stale = catch_up_requests(lake, context.instance, graph, specs)
+        requests, stale = catch_up_requests(lake, context.instance, graph, _chosen(specs))
         if not requests:
             return dg.SensorResult(skip_reason="every silver and gold table has consumed its upstream")
         for s in stale:
@@ -385,12 +320,12 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
     @dg.sensor(
         name="reference_refresh_sensor",
         jobs=list(jobs.values()),
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=sensor_interval(30),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
     )
     def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        due = reference_refresh_requests(context.instance, specs, REFERENCE_KEYS)
+        due = reference_refresh_requests(context.instance, _chosen(specs), REFERENCE_KEYS)
         busy = _busy_assets(context.instance, specs)
         requests = [
             dg.RunRequest(

@@ -24,6 +24,7 @@ from pos_lakehouse.layers.reference import (
     reference_uri,
     source_for,
 )
+from pos_lakehouse.settings import sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 OP_NAME = "corporate_reference"
@@ -130,7 +131,7 @@ class ReferenceData(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
         @dg.sensor(
             name=SENSOR_NAME,
             job=refresh_job,
-            minimum_interval_seconds=60,
+            minimum_interval_seconds=sensor_interval(60),
             default_status=dg.DefaultSensorStatus.RUNNING,
             description=f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
         )

@@ -16,6 +16,7 @@ import dagster as dg
 
 from pos_lakehouse.ingest.pulled import PullOutcome
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 PULLED_CHANNELS = ("api", "database")
@@ -84,12 +85,15 @@ def build_poll_sensor(spec: RetailerSpec, job_name: str) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{spec.name}_poll_sensor",
         job_name=job_name,
-        minimum_interval_seconds=spec.delivery.poll_seconds,
+        minimum_interval_seconds=sensor_interval(spec.delivery.poll_seconds),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Asks {spec.name}'s {spec.delivery.channel} whether anything changed after the position stored "
         "with bronze; news becomes a pull run (run key derived from position and news).",
     )
     def poll_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult | dg.SkipReason:
+        chosen = only_retailers()
+        if chosen is not None and spec.name not in chosen:  # `pos-lakehouse run --retailer ...` chose others
+            return dg.SkipReason(f"{spec.name} is not among the retailers chosen for this run")
         try:
             news = probe(lake, spec)
         except Exception as exc:  # unreachable source or missing settings: say so on the tick, try again next time

@@ -8,6 +8,7 @@ import dagster as dg
 from pos_lakehouse.ingest.landing import LandedFile, LandingZone
 from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import only_retailers, sensor_interval
 
 
 def plan_runs(
@@ -44,11 +45,14 @@ def build_landing_sensor(spec: RetailerSpec, job_name: str, bronze_op_name: str)
     @dg.sensor(
         name=f"{spec.name}_landing_sensor",
         job_name=job_name,
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=sensor_interval(15),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Turns new or changed files in {spec.name}'s landing folder into bronze runs (cursor: file -> size:mtime).",
     )
     def landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+        chosen = only_retailers()
+        if chosen is not None and spec.name not in chosen:  # `pos-lakehouse run --retailer ...` chose others
+            return dg.SensorResult(skip_reason=f"{spec.name} is not among the retailers chosen for this run", cursor=context.cursor)
         cursor = json.loads(context.cursor) if context.cursor else {}
         try:
             landing = landing_for(spec, landing)  # a retailer's SFTP folder when delivery.channel is sftp
