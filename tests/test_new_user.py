@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -345,9 +346,23 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
 
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
-        by_sensor = [r for r in runs if r.tags.get("dagster/sensor_name") == "marche_fr_landing_sensor"]
+        by_sensor = [r for r in runs if r.job_name == "marche_fr_ingest" and r.tags.get("dagster/sensor_name")]
         automated = [r for r in runs if r.tags.get("dagster/auto_materialize") == "true"]
         assert len(by_sensor) == 1 and by_sensor[0].tags.get("dagster/run_key")
+        # Launched by the daemon from the code location `dg dev` serves (named after the project), so
+        # the UI lists it on the job's page: the filter below is the one that page uses.
+        origin = by_sensor[0].remote_job_origin
+        assert (
+            origin is not None and origin.location_name == tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["name"]
+        )
+        page = instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name="marche_fr_ingest",
+                tags={".dagster/repository": f"{origin.repository_origin.repository_name}@{origin.location_name}"},
+            )
+        )
+        assert [r.run_id for r in page] == [by_sensor[0].run_id]
+        assert all(r.remote_job_origin is not None for r in runs)
         assert automated and all(r.tags.get("dagster/sensor_name") == "serving_automation" for r in automated)
         assert all(
             r.tags.get("dagster/from_automation_condition") == "true" and r.tags.get("dagster/asset_evaluation_id") for r in automated
