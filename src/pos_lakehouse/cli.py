@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import functools
 import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -188,9 +190,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     checkout = checkout_root()
     if checkout:  # `dg dev` reads the project from the checkout's pyproject.toml
         command, cwd = [shutil.which("dg") or str(Path(sys.executable).parent / "dg"), "dev", *dg_args], checkout
-    else:  # installed from a wheel: no dg project, so name the code location's module to `dagster dev`
+    else:  # installed from a wheel: no dg project, so `dagster dev` gets the workspace `dg dev` would write
+        from pos_lakehouse.runner.daemon import write_workspace
+
+        folder = Path(tempfile.mkdtemp(prefix="pos_lakehouse_workspace_"))
+        atexit.register(shutil.rmtree, folder, True)
         dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-        command, cwd = [dagster, "dev", "-m", "pos_lakehouse.definitions", *dg_args], None
+        command, cwd = [dagster, "dev", "-w", str(write_workspace(folder)), *dg_args], None
     root = current_settings().data_root
     if "://" not in root:  # runs launched by the UI send Spark's JVM output to the log file too
         os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(Path(root) / "logs" / "spark.log"))
