@@ -22,6 +22,7 @@ from datetime import datetime
 import dagster as dg
 import polars as pl
 
+from pos_lakehouse.components.reference_data import JOB_NAME as REFERENCE_JOB
 from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
@@ -144,22 +145,30 @@ def stale_assets(lake: Lake, specs: list[RetailerSpec], gold_tables: set[str] | 
 
 
 def _busy_assets(instance: dg.DagsterInstance, specs: list[RetailerSpec]) -> set[tuple[dg.AssetKey, str | None]]:
-    """(asset, partition) pairs an in-progress run may still write.
+    """(asset, partition) pairs a queued or in-progress run may still write.
 
-    A delivery's run (the retailer's ingest job, run whole) writes its silver tables and its
-    partitions of every gold table, though its asset selection names none of them.
+    A run of a whole asset job names no asset selection, and a run that writes a retailer's silver
+    (its delivery run, a catch-up or reference refresh of its silver) also publishes its partitions
+    of every gold table from the silver step: both are read from the job and the retailer.
+    Queued runs count too: a catch-up requested beside one would only do its work twice.
     """
     by_name = {s.name: s for s in specs}
+    by_job = {f"{s.name}{suffix}": s.name for s in specs for suffix in ("_ingest", "_catch_up")}
+    gold_jobs = {f"gold_{t}_catch_up": t for t in GOLD_TABLES}
     busy: set[tuple[dg.AssetKey, str | None]] = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
+    statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES]
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=statuses)):
         run = record.dagster_run
         partition = run.tags.get("dagster/partition")
         keys = set(run.asset_selection or [])
-        delivering = by_name.get(run.tags.get("pos_lakehouse/ingest", ""))
-        if delivering is not None:
-            partition = partition or delivering.data_provider_code
-            keys |= {dg.AssetKey(["silver", delivering.name, t]) for t in delivering.silver_tables}
-            keys |= {dg.AssetKey(["gold", t]) for t in delivering.silver_tables if t in GOLD_TABLES}
+        if run.job_name in gold_jobs and not keys:
+            keys.add(dg.AssetKey(["gold", gold_jobs[run.job_name]]))
+        writers = {run.tags.get("pos_lakehouse/ingest", ""), by_job.get(run.job_name, "")}
+        writers |= {k.path[1] for k in keys if k.path[0] == "silver" and len(k.path) > 2}
+        for spec in (by_name[n] for n in sorted(writers) if n in by_name):
+            partition = partition or spec.data_provider_code
+            keys |= {dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables}
+            keys |= {dg.AssetKey(["gold", t]) for t in spec.silver_tables if t in GOLD_TABLES}
         busy |= {(k, partition) for k in keys}
     return busy
 
@@ -325,6 +334,10 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
         description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
     )
     def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        loading = dg.RunsFilter(job_name=REFERENCE_JOB, statuses=[dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES])
+        if context.instance.get_run_records(filters=loading, limit=1):
+            # One refresh per retailer once every reference table of the load is in, not one per table.
+            return dg.SensorResult(skip_reason="corporate reference data is being loaded; retailers are refreshed once it is in")
         due = reference_refresh_requests(context.instance, _chosen(specs), REFERENCE_KEYS)
         busy = _busy_assets(context.instance, specs)
         requests = [

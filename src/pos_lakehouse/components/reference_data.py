@@ -151,6 +151,9 @@ class ReferenceData(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
                         run_key=f"reference-{batch_digest(new)}",
                         run_config={"ops": {OP_NAME: {"config": {"files": [f.name for f in new]}}}},
                         asset_selection=[dg.AssetKey(["reference", t]) for t in tables],
+                        # Launched before queued retailer runs: those that start after it enrich with
+                        # the new data instead of being refreshed again by `reference_refresh_sensor`.
+                        tags={"dagster/priority": "1"},
                     )
                 ],
                 cursor=json.dumps(cursor),
