@@ -106,7 +106,10 @@ class Watcher:
             if tick is None or name in self.failed_sensors or tick.timestamp < self.since or tick.status.value != "FAILURE":
                 continue
             self.failed_sensors.add(name)
-            message = " ".join((tick.error.message if tick.error else "evaluation failed").split())
+            error = tick.error
+            while error is not None and error.cause is not None:  # the sensor's own exception, not Dagster's wrapper
+                error = error.cause
+            message = " ".join((error.message if error else "evaluation failed").split())
             failed.append(FinishedRun("", name, "SENSOR", None, None, message))
         return failed
 
