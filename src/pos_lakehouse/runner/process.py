@@ -107,6 +107,26 @@ def _log_tail(log: Path, lines: int = 15) -> str:
         return ""
 
 
+def _inherit(console, instance: dg.DagsterInstance, watcher: Watcher) -> None:
+    """Runs an earlier process left unfinished (e.g. a `run` killed outright): the daemon's run
+    monitoring decides whether their worker is gone (and run retries start them again), so they are
+    waited for -- where the run launcher can tell; otherwise they are named and left to the UI."""
+    older = watcher.inherit_runs_in_flight()
+    if not older:
+        return
+    names = ", ".join(sorted({r.job_name for r in older}))
+    if instance.run_launcher.supports_check_run_worker_health:
+        console.print(f"[dim]{len(older)} run(s) of an earlier process still in flight ({names}): waiting for run monitoring[/]")
+        return
+    watcher.inherited = [r.run_id for r in older if r.status in (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)]
+    stuck = len(older) - len(watcher.inherited)
+    if stuck:
+        console.print(
+            f"  [yellow]note[/]: {stuck} run(s) of an earlier process look in progress ({names}); this instance's run "
+            "launcher cannot tell whether their worker is alive: see them in the UI (`pos-lakehouse dev`)"
+        )
+
+
 def process_landing(
     console, log_dir: Path, specs: list[RetailerSpec], only: list[str] | None, sensors: list[str]
 ) -> tuple[int, list[FinishedRun]]:
@@ -135,6 +155,7 @@ def process_landing(
     with dg.DagsterInstance.get() as instance:
         watcher = Watcher(instance, sensors, since=time.time())
         progress = Progress(console, watcher)
+        _inherit(console, instance, watcher)
 
         def report() -> None:
             nonlocal runs

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -77,16 +78,19 @@ class ProcessGroup:
     """One child command (and everything it starts) in a new session, stopped as a whole.
 
     The child leads its own process group, so a terminal's Ctrl-C reaches only the CLI, which stops
-    the group in order: first the leader by SIGINT (Dagster's processes shut their children down on
-    it), then whatever is left of the group by SIGTERM, then SIGKILL.
+    the group in order: first the command by SIGINT (Dagster's processes shut their children down on
+    it), then whatever is left of the group by SIGTERM, then SIGKILL. The group's leader is a guard
+    (`runner/guard.py`) that does the same by itself if the CLI is killed outright.
     """
 
     def __init__(self, command: Sequence[str], *, env: Mapping[str, str] | None = None, log: Path | None = None, cwd: Path | None = None):
         self.command = list(command)
+        # The group's leader is a guard that stops the command if this process dies without doing so.
+        guarded = [sys.executable, "-m", "pos_lakehouse.runner.guard", str(os.getpid()), "--", *self.command]
         out = open(log, "ab") if log is not None else None  # noqa: SIM115 - closed in stop()
         self._out = out
         self.process = subprocess.Popen(
-            self.command,
+            guarded,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             stdin=subprocess.DEVNULL,

@@ -11,6 +11,14 @@ import dagster as dg
 
 from pos_lakehouse.runner.daemon import LOCATION_NAME
 
+UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
 
 @dataclass
 class FinishedRun:
@@ -54,11 +62,21 @@ class Watcher:
         self.instance, self.sensors, self.since = instance, list(sensors), since
         self.reported: set[str] = set()
         self.failed_sensors: set[str] = set()
+        self.inherited: list[str] = []
 
     # ---- records -------------------------------------------------------------------------------
     def run_records(self) -> list:
         created_after = datetime.fromtimestamp(self.since, UTC)
-        return list(self.instance.get_run_records(filters=dg.RunsFilter(created_after=created_after)))
+        records = list(self.instance.get_run_records(filters=dg.RunsFilter(created_after=created_after)))
+        if self.inherited:
+            records += self.instance.get_run_records(filters=dg.RunsFilter(run_ids=self.inherited))
+        return records
+
+    def inherit_runs_in_flight(self) -> list[dg.DagsterRun]:
+        """Runs an earlier process left queued or in progress, watched from now on like this session's own."""
+        older = [r for r in self.instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)) if r.run_id not in self.inherited]
+        self.inherited += [r.run_id for r in older]
+        return older
 
     def in_flight(self) -> list[dg.DagsterRun]:
         return [r.dagster_run for r in self.run_records() if not r.dagster_run.is_finished]
