@@ -37,12 +37,17 @@ def _defs_copy(tmp_path: Path) -> Path:
     return root
 
 
-def _env(tmp_path: Path, data_root: Path, defs: Path) -> dict[str, str]:
+def _env(tmp_path: Path, data_root: Path, defs: Path, monkeypatch) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(PROJECT_ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POS_LAKEHOUSE_", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(home), POS_LAKEHOUSE_DATA=str(data_root), POS_LAKEHOUSE_DEFS_DIR=str(defs))
+    # The instance's SQLite files are created (and migrated) here, before the command and this test
+    # both open them: two processes creating a fresh instance at once can race on its schema.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get():
+        pass
     return env
 
 
@@ -89,9 +94,8 @@ def test_sigint_to_run_cancels_the_run_in_flight_and_exits_130(data_root, tmp_pa
     write_marche_fr(
         data_root / "landing" / "marche_fr", tmp_path / "expected", days=20, start=date.today() - timedelta(days=21), n_products=40
     )
-    env = _env(tmp_path, data_root, _defs_copy(tmp_path))
+    env = _env(tmp_path, data_root, _defs_copy(tmp_path), monkeypatch)
     home = env["DAGSTER_HOME"]
-    monkeypatch.setenv("DAGSTER_HOME", home)
     proc = subprocess.Popen(
         [*CLI, "run", "--retailer", "marche_fr"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -138,8 +142,8 @@ def _listening(port: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds left-over processes through /proc")
-def test_sigterm_to_dev_stops_every_process_and_frees_the_port(data_root, tmp_path):
-    env = _env(tmp_path, data_root, _defs_copy(tmp_path))
+def test_sigterm_to_dev_stops_every_process_and_frees_the_port(data_root, tmp_path, monkeypatch):
+    env = _env(tmp_path, data_root, _defs_copy(tmp_path), monkeypatch)
     port = _free_port()
     proc = subprocess.Popen(
         [*CLI, "dev", "--port", str(port), "--host", "127.0.0.1"],
