@@ -91,8 +91,11 @@ def _process_landing(console, root: Path, only: list[str] | None) -> tuple[int, 
     from pos_lakehouse.runner.process import process_landing
 
     _dagster_home()
-    # The same definitions the daemon's code server loads: their sensors are what must have ticked.
-    sensors = [s.name for s in build_definitions(tree=_tree()).sensors or []]
+
+    def sensors() -> list[str]:
+        # The same definitions the daemon's code server loads: their sensors are what must have ticked.
+        return [s.name for s in build_definitions(tree=_tree()).sensors or []]
+
     return process_landing(console, _log_dir(root), _specs(), only, sensors)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -128,12 +129,13 @@ def _inherit(console, instance: dg.DagsterInstance, watcher: Watcher) -> None:
 
 
 def process_landing(
-    console, log_dir: Path, specs: list[RetailerSpec], only: list[str] | None, sensors: list[str]
+    console, log_dir: Path, specs: list[RetailerSpec], only: list[str] | None, sensors: Callable[[], list[str]]
 ) -> tuple[int, list[FinishedRun]]:
     """Start the daemon, print each run as it finishes, stop once settled. Returns (runs, failures).
 
     `only` limits which retailers' news becomes runs (corporate reference data always runs);
-    `sensors` are the code location's sensor names: everything is settled when each has ticked
+    `sensors()` names the code location's sensors (called once the daemon is starting: the two
+    loads share the machine's cores instead of queueing): everything is settled when each has ticked
     after the last run ended and nothing is queued or in progress.
     """
     wanted = [s for s in specs if not only or s.name in only]
@@ -153,7 +155,7 @@ def process_landing(
     console.print(f"[bold]runs[/] (Dagster instance {os.environ['DAGSTER_HOME']}; inspect them with `pos-lakehouse dev`)")
     console.print(f"[dim]daemon, run and Spark logs: {log_dir}/[/]")
     with dg.DagsterInstance.get() as instance:
-        watcher = Watcher(instance, sensors, since=time.time())
+        watcher = Watcher(instance, [], since=time.time())
         progress = Progress(console, watcher)
         _inherit(console, instance, watcher)
 
@@ -169,6 +171,7 @@ def process_landing(
 
         with running_daemon(log, env) as daemon, progress:
             try:
+                watcher.sensors = sensors()
                 while True:
                     try:
                         report()
