@@ -1,8 +1,9 @@
 """Kill runs with SIGKILL at random points, restart the driver, and check nothing is lost, stuck or doubled.
 
 Drives the real code location (landing sensors, ingest jobs, declarative automation, the
-catch-up on start) through the headless driver in child processes sharing one SQLite Dagster
-instance (the shipped dagster.yaml: pools, run monitoring) and one data root:
+catch-up on start) through the in-process harness (`demo/headless.py`, which fails runs its dead
+predecessor left STARTED, as run monitoring does for launched runs) in child processes sharing one
+SQLite Dagster instance (the shipped dagster.yaml: pools, run monitoring) and one data root:
 
 1. N rounds: deliver a day, start a driver that is SIGKILLed at a random point of a random
    layer's write (bronze append, silver MERGE, gold MERGE -- before, during or right after the

@@ -1,8 +1,9 @@
 """Deliver daily files one at a time and time each landing -> gold run.
 
 Cost should follow the new data, not the history: prints each delivery's time and the ratio of
-the last delivery's time to the first's (target <= 1.5 at 60 days). Uses the same headless driver
-as `pos-lakehouse demo`. Two figures per delivery:
+the last delivery's time to the first's (target <= 1.5 at 60 days). Uses the in-process harness
+(`demo/headless.py`: the code location's sensors, jobs and automation, runs executed in process, so
+the figures are the work and not a run worker's start-up). Two figures per delivery:
 
 - landing -> gold: the landing sensor's tick and the delivery's own run, which carries the file
   through bronze and silver to the retailer's gold partitions (what an analyst waits for);

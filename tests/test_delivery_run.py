@@ -163,6 +163,38 @@ def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(
     assert pl.Series(_gold(lake, "store_day_fact", "cds_1001")["date"]).n_unique() == 1
 
 
+def test_runs_waiting_or_working_on_a_retailers_silver_keep_catch_up_and_refresh_off_it(data_root, defs, instance):
+    """A reference refresh (the retailer's whole catch-up job: no asset selection on the run) writes its
+    silver and publishes its gold partitions; while it is queued or running, catch-up requests neither,
+    and the reference refresh sensor waits while corporate reference data is still being loaded."""
+    from pos_lakehouse.layers.gold import GOLD_TABLES
+    from pos_lakehouse.recovery import _busy_assets
+    from pos_lakehouse.retailer import load_retailer_specs
+
+    specs = load_retailer_specs(RETAILERS_DIR)
+    marche = next(s for s in specs if s.name == "marche_fr")
+    assert not _busy_assets(instance, specs)
+    # Not started yet (waiting in the queue counts as well): a whole-job run names no assets.
+    refresh = instance.create_run_for_job(defs.resolve_job_def("marche_fr_catch_up"), tags={"dagster/partition": "cds_1001"})
+    assert not refresh.asset_selection
+    assert _busy_assets(instance, specs) == {
+        *((dg.AssetKey(["silver", "marche_fr", t]), "cds_1001") for t in marche.silver_tables),
+        *((dg.AssetKey(["gold", t]), "cds_1001") for t in marche.silver_tables if t in GOLD_TABLES),
+    }
+    instance.report_run_canceled(refresh)
+    gold_run = instance.create_run_for_job(defs.resolve_job_def("gold_store_day_fact_catch_up"), tags={"dagster/partition": "cds_1002"})
+    assert _busy_assets(instance, specs) == {(dg.AssetKey(["gold", "store_day_fact"]), "cds_1002")}
+    instance.report_run_canceled(gold_run)
+
+    sensor = defs.resolve_sensor_def("reference_refresh_sensor")
+    loading = instance.create_run_for_job(defs.resolve_job_def("corporate_reference_refresh"))
+    instance.handle_run_event(loading.run_id, dg.DagsterEvent("PIPELINE_START", loading.job_name))  # STARTED
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+        result = sensor(context)
+    assert not result.run_requests and "being loaded" in result.skip_reason.skip_message
+    instance.report_run_canceled(loading)
+
+
 def test_a_step_queued_just_after_the_slot_was_freed_is_handed_it():
     """The interleaving that stranded a run for good: B finds the pool full, A frees its slot (and
     finds nobody queued to hand it to), then B queues. B would wait forever; the pool-claims sensor

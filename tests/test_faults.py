@@ -134,7 +134,7 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
         assert instance.get_run_by_id(stuck[0].run_id).status == dg.DagsterRunStatus.FAILURE
         assert not instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         assert not instance.event_log_storage.get_concurrency_run_ids()
-        from pos_lakehouse.demo.summary import check_outcomes
+        from pos_lakehouse.runner.summary import check_outcomes
 
         check_outcomes(instance, spec_named("marche_fr"))  # planned-but-never-evaluated checks of the dead run read fine
         # Nothing is left for automation to catch up on (tables withheld by a failed blocking check excepted).
@@ -166,7 +166,7 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
 
 
 def test_dead_driver_runs_are_failed_but_live_ones_are_left(tmp_path):
-    from pos_lakehouse.recovery import DRIVER_TAG, driver_identity, fail_dead_runs
+    from pos_lakehouse.demo.headless import DRIVER_TAG, driver_identity, fail_dead_runs
 
     with dg.DagsterInstance.ephemeral() as instance:
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from conftest import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "src" / "pos_lakehouse"
@@ -76,12 +77,16 @@ def test_dev_without_a_checkout_or_the_demo_extra_opens_the_ui_alone(tmp_path, m
     calls = []
     monkeypatch.setattr(cli, "checkout_root", lambda: None)
     monkeypatch.setattr(cli, "DEMO_PACKAGES", ("fastapi", "no_such_demo_package_here"))
-    monkeypatch.setattr(cli.subprocess, "call", lambda command, cwd=None: calls.append((command, cwd)) or 0)
+    monkeypatch.setattr(cli, "_foreground", lambda command, cwd=None: calls.append((command, cwd, Path(command[3]).read_text())) or 0)
     monkeypatch.setattr(simulators, "start_demo_services", lambda *a, **k: (_ for _ in ()).throw(AssertionError("demo started")))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "data"))
     assert cli.main(["dev", "--port", "3111"]) == 0
-    ((command, cwd),) = calls
-    assert command[1:] == ["dev", "-m", "pos_lakehouse.definitions", "--port", "3111"] and Path(command[0]).name == "dagster"
+    ((command, cwd, workspace),) = calls
+    assert command[1:3] == ["dev", "-w"] and command[4:] == ["--port", "3111"] and Path(command[0]).name == "dagster"
+    # The code location `dg dev` serves in a checkout: same module, same location name (the project's).
+    (entry,) = yaml.safe_load(workspace)["load_from"]
+    assert entry["python_module"]["module_name"] == "pos_lakehouse.definitions"
+    assert entry["python_module"]["location_name"] == "pos_lakehouse"
     assert cwd is None
     assert "no_such_demo_package_here not installed" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
@@ -135,7 +136,7 @@ def test_dev_passes_every_option_to_dg_dev(monkeypatch, data_root):
     import pos_lakehouse.demo.simulators as simulators
 
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, cwd=None: calls.append(cmd) or 0)
+    monkeypatch.setattr(cli, "_foreground", lambda cmd, cwd=None: calls.append(cmd) or 0)
     monkeypatch.setattr(simulators, "start_demo_services", lambda root: contextlib.nullcontext())
     assert main(["dev", "--port", "3111", "--host", "0.0.0.0", "--verbose"]) == 0
     assert calls[0][1:] == ["dev", "--port", "3111", "--host", "0.0.0.0", "--verbose"]
@@ -348,6 +349,20 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
         by_sensor = [r for r in runs if r.tags.get("dagster/sensor_name") == "retailer_landing_sensor"]
         automated = [r for r in runs if r.tags.get("dagster/auto_materialize") == "true"]
         assert len(by_sensor) == 1 and by_sensor[0].tags.get("dagster/run_key")
+        # Launched by the daemon from the code location `dg dev` serves (named after the project), so
+        # the UI lists it on the job's page: the filter below is the one that page uses.
+        origin = by_sensor[0].remote_job_origin
+        assert (
+            origin is not None and origin.location_name == tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["name"]
+        )
+        page = instance.get_runs(
+            filters=dg.RunsFilter(
+                job_name="marche_fr_ingest",
+                tags={".dagster/repository": f"{origin.repository_origin.repository_name}@{origin.location_name}"},
+            )
+        )
+        assert [r.run_id for r in page] == [by_sensor[0].run_id]
+        assert all(r.remote_job_origin is not None for r in runs)
         assert automated and all(r.tags.get("dagster/sensor_name") == "serving_automation" for r in automated)
         assert all(
             r.tags.get("dagster/from_automation_condition") == "true" and r.tags.get("dagster/asset_evaluation_id") for r in automated

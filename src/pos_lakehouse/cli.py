@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import functools
 import importlib.util
 import os
 import shutil
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 from pos_lakehouse.settings import checkout_root, current_settings, project_root
@@ -78,153 +78,24 @@ def _existing_data_root() -> Path:
     return Path(root)
 
 
-# ---- running the code location headless --------------------------------------------------------
-@contextlib.contextmanager
-def _logs_to_file(log_dir: Path) -> Iterator[Path]:
-    """Send what runs write to stderr (Dagster's run logs, Python warnings) and Spark's JVM output to files.
-
-    The console keeps one line per run; the details are in `<data root>/logs/`.
-    """
-    log_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(log_dir / "spark.log"))  # read by the Spark job (Pipes subprocess)
-    path = log_dir / "runs.log"
-    with open(path, "a", encoding="utf-8") as fh, contextlib.redirect_stderr(fh):
-        yield path
+# ---- running the code location with Dagster's own daemon ----------------------------------------
+def _log_dir(root: Path) -> Path:
+    """Where the daemon's, runs' and Spark's output goes: `<data root>/logs/` (the project's `logs/` for an object-store root)."""
+    return project_root() / "logs" if current_settings().remote else root / "logs"
 
 
-def _run_seconds(instance, run_id: str) -> float | None:
-    record = instance.get_run_record_by_id(run_id) if run_id else None
-    if record and record.start_time and record.end_time:
-        return record.end_time - record.start_time
-    return None
-
-
-class _Progress:
-    """A live line (terminals only) saying which run is working and for how long."""
-
-    def __init__(self, console, instance):
-        self.console, self.instance = console, instance
-        self.done = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self):
-        if self.console.is_terminal:
-            self._status = self.console.status("starting ...")
-            self._status.start()
-            self._thread = threading.Thread(target=self._loop, daemon=True)
-            self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        import dagster as dg
-
-        started = time.monotonic()
-        while not self._stop.wait(1.0):
-            try:
-                records = self.instance.get_run_records(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]), limit=1)
-            except Exception:  # a busy SQLite file: skip this refresh
-                continue
-            what, since = "sensors and automation", started
-            if records:
-                run = records[0].dagster_run
-                keys = sorted(k.to_user_string() for k in (run.asset_selection or []))
-                what = ", ".join(keys[:2]) + (" ..." if len(keys) > 2 else "") if keys else run.job_name
-                if run.tags.get("dagster/partition"):
-                    what += f" [{run.tags['dagster/partition']}]"
-                if records[0].start_time:
-                    since = time.monotonic() - (time.time() - records[0].start_time)
-            self._status.update(f"{self.done} run(s) done; running {what} ({time.monotonic() - since:.0f}s)")
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._status.stop()
-
-
-def _pulled_source_missing(spec) -> str | None:
-    """Why a pulled retailer's source cannot be reached from this environment (None when it can)."""
-    d = spec.delivery
-    needed = []
-    if d.channel == "api" and d.api:
-        needed = [d.api.token_env] + ([d.api.base_url_env] if not d.api.base_url and d.api.base_url_env else [])
-    elif d.channel == "database" and d.database:
-        needed = [d.database.url_env] if not d.database.url and d.database.url_env else []
-    missing = [v for v in needed if v and not os.environ.get(v)]
-    return f"{', '.join(missing)} not set" if missing else None
-
-
-def process_landing(console, root: Path, only: list[str] | None, *, max_rounds: int = 20) -> tuple[int, list]:
-    """Tick the code location's sensors and automation headless until nothing more is requested.
-
-    Returns (runs executed, failures); prints one line per run with its duration.
-    """
-    import dagster as dg
-
+def _process_landing(console, root: Path, only: list[str] | None) -> tuple[int, list]:
+    """Dagster's daemon processes what is in landing (see `runner/process.py`); returns (runs, failures)."""
     from pos_lakehouse.definitions import build_definitions
-    from pos_lakehouse.demo.headless import Headless, RunRecord
+    from pos_lakehouse.runner.process import process_landing
 
-    failures: list[RunRecord] = []
-    skipped: dict[str, str] = {}
-    specs = {s.name: s for s in _specs()}
-    width = max(40, console.width - 2)
+    _dagster_home()
 
-    for name, spec in specs.items():
-        why = _pulled_source_missing(spec) if not only or name in only else None
-        if why:
-            skipped[name] = why
+    def sensors() -> list[str]:
+        # The same definitions the daemon's code server loads: their sensors are what must have ticked.
+        return [s.name for s in build_definitions(tree=_tree()).sensors or []]
 
-    class Driver(Headless):
-        def tick_sensor(self, sensor):
-            try:
-                requests = super().tick_sensor(sensor)
-            except Exception as exc:  # one retailer's source failing does not stop the others
-                record = RunRecord(sensor.name, "", False, " ".join(str(exc).split())[:300])
-                self.runs.append(record)
-                on_run(record)
-                return []
-            if sensor not in self.landing_sensors:
-                return requests
-            # One landing and one poll sensor cover every retailer: keep the chosen ones' runs
-            # (corporate reference data, which names no retailer, always runs).
-            return [
-                r
-                for r in requests
-                if (r.tags or {}).get("retailer") not in specs
-                or ((not only or r.tags["retailer"] in only) and r.tags["retailer"] not in skipped)
-            ]
-
-    home = _dagster_home()
-    defs = build_definitions(tree=_tree())
-    with dg.DagsterInstance.get() as instance, _Progress(console, instance) as progress:
-
-        def on_run(record: RunRecord) -> None:
-            progress.done += 1
-            seconds = _run_seconds(instance, record.run_id)
-            took = f"{seconds:6.1f}s" if seconds is not None else "     - "
-            mark = "[green]ok[/]    " if record.success else "[red]FAILED[/]"
-            console.print(
-                f"  {mark} {took}  {record.name} [dim]{record.partition_key or ''} {record.run_id[:8]}[/]",
-                no_wrap=True,
-                overflow="ellipsis",
-                width=width,
-            )
-            if not record.success:
-                failures.append(record)
-                console.print(f"         [red]{' '.join((record.error or '').split())[:400]}[/]")
-
-        driver = Driver(defs, instance, on_run=on_run)
-        console.print(f"[bold]runs[/] (Dagster instance {home}; inspect them with `pos-lakehouse dev`)")
-        with _logs_to_file(root / "logs") as log:
-            console.print(f"[dim]run and Spark logs: {log.parent}/[/]")
-            for _ in range(max_rounds):
-                # Until nothing more is requested; a round whose runs all failed would only repeat them.
-                if not any(r.run_id and r.success for r in driver.settle()):
-                    break
-    for retailer, why in sorted(skipped.items()):
-        console.print(f"  [yellow]skipped[/] {retailer}: its source is not configured here ({why})")
-    return len([r for r in driver.runs if r.run_id]), failures
+    return process_landing(console, _log_dir(root), _specs(), only, sensors)
 
 
 def _console():
@@ -237,7 +108,7 @@ def _console():
 def _print_summary(console, root: Path, only: list[str] | None) -> None:
     import dagster as dg
 
-    from pos_lakehouse.demo.summary import summary_table
+    from pos_lakehouse.runner.summary import summary_table
     from pos_lakehouse.storage.lake import Lake
 
     specs = [s for s in _specs() if not only or s.name in only]
@@ -246,17 +117,12 @@ def _print_summary(console, root: Path, only: list[str] | None) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Process what is in landing now, headless, through the same sensors, jobs and automation as `dg dev`."""
-    from pos_lakehouse.demo.simulators import serve_sftp_landing
-
+    """Process what is in landing now: Dagster's daemon runs the same sensors, jobs and automation as `dg dev`, headless."""
     only = _checked_retailers(args.retailer)
     root = _existing_data_root()
     console = _console()
     started = time.perf_counter()
-    sftp = [s for s in _specs() if s.delivery.channel == "sftp" and not os.environ.get(s.delivery.sftp.username_env)]
-    # SFTP retailers whose server is not configured read the local landing folder through a loopback SFTP server.
-    with serve_sftp_landing(root / "landing", only=[s.name for s in sftp]) if sftp else contextlib.nullcontext():
-        runs, failures = process_landing(console, root, only)
+    runs, failures = _process_landing(console, root, only)
     _print_summary(console, root, only)
     return _finish(console, started, runs, failures, args)
 
@@ -272,11 +138,10 @@ def _finish(console, started: float, runs: int, failures: list, args) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the demo retailers' deliveries, then run them to gold exactly as `run` does."""
+    """Generate the demo retailers' deliveries, then run them to gold exactly as `run` does (Dagster's daemon, headless)."""
     import polars as pl
 
     from pos_lakehouse.demo.generator import read_expected
-    from pos_lakehouse.demo.headless import RunRecord
     from pos_lakehouse.demo.retailers import write_demo_landing
     from pos_lakehouse.demo.simulators import start_demo_services
     from pos_lakehouse.quality.reconcile import gold_totals, reconcile
@@ -297,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # The retailers' own systems (API, warehouse, SFTP server) run on loopback while the runs poll them.
     with start_demo_services(root, only) as services:
         console.print(f"[bold]sources[/]: {'; '.join(services.started) or 'none'}")
-        runs, failures = process_landing(console, root, only)
+        runs, failures = _process_landing(console, root, only)
     _print_summary(console, root, only)
 
     specs = [s for s in _specs() if not only or s.name in only]
@@ -314,7 +179,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             console.print(f"[red]reconciliation differences: {diffs.height}[/]")
             console.print(str(diffs.head(10)))
-            failures.append(RunRecord("reconciliation", "", False, f"{diffs.height} differences"))
+            from pos_lakehouse.runner.watch import FinishedRun
+
+            failures.append(FinishedRun("", "reconciliation", "FAILURE", None, None, f"{diffs.height} differences"))
     return _finish(console, started, runs, failures, args)
 
 
@@ -325,9 +192,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     checkout = checkout_root()
     if checkout:  # `dg dev` reads the project from the checkout's pyproject.toml
         command, cwd = [shutil.which("dg") or str(Path(sys.executable).parent / "dg"), "dev", *dg_args], checkout
-    else:  # installed from a wheel: no dg project, so name the code location's module to `dagster dev`
+    else:  # installed from a wheel: no dg project, so `dagster dev` gets the workspace `dg dev` would write
+        from pos_lakehouse.runner.daemon import write_workspace
+
+        folder = Path(tempfile.mkdtemp(prefix="pos_lakehouse_workspace_"))
+        atexit.register(shutil.rmtree, folder, True)
         dagster = shutil.which("dagster") or str(Path(sys.executable).parent / "dagster")
-        command, cwd = [dagster, "dev", "-m", "pos_lakehouse.definitions", *dg_args], None
+        command, cwd = [dagster, "dev", "-w", str(write_workspace(folder)), *dg_args], None
     root = current_settings().data_root
     if "://" not in root:  # runs launched by the UI send Spark's JVM output to the log file too
         os.environ.setdefault("POS_LAKEHOUSE_SPARK_LOG", str(Path(root) / "logs" / "spark.log"))
@@ -336,11 +207,40 @@ def cmd_dev(args: argparse.Namespace) -> int:
     missing = [m for m in DEMO_PACKAGES if importlib.util.find_spec(m) is None]
     if missing:
         print(f"demo sources not started ({', '.join(missing)} not installed: pip install 'pos-lakehouse[demo]')", file=sys.stderr)
-        return subprocess.call(command, cwd=cwd)
+        return _foreground(command, cwd=cwd)
     from pos_lakehouse.demo.simulators import start_demo_services
 
     with start_demo_services(Path(root)):
-        return subprocess.call(command, cwd=cwd)
+        return _foreground(command, cwd=cwd)
+
+
+def _foreground(command: list[str], cwd: Path | None = None) -> int:
+    """Run `command` (`dg dev`) until it ends; a stop (Ctrl-C, SIGTERM) reaches it and everything it started.
+
+    It runs in a process group of its own: on a stop, the runs in flight are canceled as the UI's
+    Terminate does (while the code server still serves them), then `dg dev` gets SIGINT (it stops the
+    webserver, daemon and code server itself), and whatever is left of the group is ended.
+    """
+    from pos_lakehouse.runner.processes import Interrupted, ProcessGroup
+
+    started = time.time()
+    child = ProcessGroup(command, cwd=cwd)
+    try:
+        return child.process.wait()
+    except Interrupted as stop:
+        import dagster as dg
+
+        from pos_lakehouse.runner.watch import Watcher
+
+        with dg.DagsterInstance.get() as instance:
+            watcher = Watcher(instance, [], since=started)
+            asked = watcher.cancel_in_flight(timeout=30)
+            child.stop()
+            left = watcher.mark_left_canceled(f"pos-lakehouse dev was stopped ({stop}); its processes were ended")
+        stop.note = f"{len(set(asked) | set(left))} run(s) in flight canceled, `dg dev` and every process it started stopped"
+        raise
+    finally:
+        child.stop()
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
@@ -574,8 +474,19 @@ def main(argv: list[str] | None = None) -> int:
     # One command, one load of the code location: its resources read the environment as it is now
     # (a second `main` in the same process, e.g. with another data root, must not reuse the first's).
     _tree.cache_clear()
+    from pos_lakehouse.runner.process import DaemonFailed
+    from pos_lakehouse.runner.processes import Interrupted, stop_on_signals
+
     try:
-        return int(args.func(args) or 0)
+        # Ctrl-C or SIGTERM: what was started is stopped, one line says so, exit 130 / 143.
+        with stop_on_signals() if threading.current_thread() is threading.main_thread() else contextlib.nullcontext():
+            return int(args.func(args) or 0)
+    except Interrupted as stop:
+        print(f"stopped by {stop}" + (f": {stop.note}" if stop.note else ""), file=sys.stderr)
+        return stop.exit_code
+    except DaemonFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from pos_lakehouse.quiet import quiet_deliberate_warnings
-from pos_lakehouse.settings import project_root
+from pos_lakehouse.settings import project_root, sensor_interval
 
 # The code server, `dagster dev` and `dg check defs` load the code location through this module.
 quiet_deliberate_warnings()
@@ -70,7 +70,7 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
         "serving_automation",
         target=dg.AssetSelection.tag("layer", "serving"),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=15,
+        minimum_interval_seconds=sensor_interval(15),
         description="Rebuilds the secure serving views when any gold table or the access policy changed.",
     )
     from pos_lakehouse.components.loaded_retailers import retailers_in_tree

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 
 import dagster as dg
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLauncher, WorkerStatus
@@ -70,11 +71,13 @@ class JobProcessRunLauncher(RunLauncher, ConfigurableClass):
         if origin is None:
             raise dg.DagsterInvariantViolationError(f"run {run.run_id} has no code origin: it cannot be launched in a process")
         self._reap()
-        command = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()).get_command_args()
+        args = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()).get_command_args()
+        # The code location's own interpreter (`-m dagster`), not whichever `dagster` is first on PATH.
+        command = [origin.executable_path or sys.executable, "-m", "dagster", *args[-3:]]
         env = {**os.environ, RUN_JOB_ENV: run.job_name}
-        # Its own session: a Ctrl-C meant for the daemon's terminal does not reach the run; the
-        # daemon's run monitoring and `terminate` decide what happens to it.
-        proc = subprocess.Popen(command, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+        # In the daemon's process group: whoever stops the daemon (`pos-lakehouse run`/`dev` on
+        # Ctrl-C or SIGTERM) stops its runs with it, and they end Canceled.
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
         self._workers[run.run_id] = proc
         identity = f"{socket.gethostname()}:{proc.pid}:{_process_start(proc.pid) or '?'}"
         self._instance.add_run_tags(run.run_id, {WORKER_TAG: identity})

@@ -1,4 +1,4 @@
-"""Recovery without a person: runs whose worker died, and tables left behind their upstream.
+"""Recovery without a person: tables left behind their upstream, and pool claims left waiting.
 
 Two things go wrong when a run is killed (kill -9, OOM, a reboot):
 
@@ -8,27 +8,25 @@ Two things go wrong when a run is killed (kill -9, OOM, a reboot):
   gold has not merged. "Eager" automation only reacts to *new* upstream materializations, and
   the killed run's upstream was already handled.
 
-`fail_dead_runs` settles the first (the daemon's run monitoring does the same for runs it
-launched, see `.dagster_home/dagster.yaml`). `stale_assets` finds the second at the data
-level -- from the bookmarks each table keeps in its Delta commits, not from run history --
-and the `catch_up_sensor` (and the headless driver on start) requests exactly those assets.
+The daemon's run monitoring settles the first (every run, `pos-lakehouse run`'s included, is
+launched by the daemon through the instance's run launcher; see `.dagster_home/dagster.yaml`).
+`stale_assets` finds the second at the data level -- from the bookmarks each table keeps in its
+Delta commits, not from run history -- and the `catch_up_sensor` requests exactly those assets.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
+from pos_lakehouse.components.reference_data import JOB_NAME as REFERENCE_JOB
 from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.settings import RETAILERS_DIR
+from pos_lakehouse.settings import RETAILERS_DIR, only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 # Run states from the public enum (the same sets Dagster keeps internally).
@@ -40,79 +38,11 @@ IN_PROGRESS_RUN_STATUSES = [
     dg.DagsterRunStatus.SUSPENDED,
 ]
 
-# Runs executed in a driver process (headless `run`/`demo`) carry its identity, so the next
-# driver can tell a run whose process is gone from one another live driver is executing.
-DRIVER_TAG = "pos_lakehouse/driver"
 _GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 _LAYER = {"bronze": 0, "silver": 1, "gold": 2}
 
 
-# ---- dead runs ------------------------------------------------------------------------------
-def _process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (guards against a reused pid), or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return "?"
-        return "?"
-
-
-def driver_identity() -> str:
-    pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
-
-
-def _driver_alive(identity: str) -> bool:
-    try:
-        host, pid, started = identity.rsplit(":", 2)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return True  # another machine's driver: not ours to judge
-    now = _process_start(int(pid))
-    return now is not None and (started == "?" or now == "?" or now == started)
-
-
-@dataclass
-class Recovered:
-    failed_runs: list[str]
-    freed_slot_runs: list[str]
-
-
-def fail_dead_runs(instance: dg.DagsterInstance) -> Recovered:
-    """Mark runs whose driver process is gone as failed, and free concurrency slots of ended runs.
-
-    Only runs tagged by a driver are judged here; runs the daemon launched are watched by its
-    run monitoring (enabled in the shipped dagster.yaml).
-    """
-    failed = []
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
-        run = record.dagster_run
-        identity = run.tags.get(DRIVER_TAG)
-        if identity is None or _driver_alive(identity):
-            continue
-        instance.report_run_failed(
-            run, message=f"The driver process that executed this run ({identity}) is gone (killed or crashed); marked failed."
-        )
-        failed.append(run.run_id)
-    freed = []
-    storage = instance.event_log_storage
-    if storage.supports_global_concurrency_limits:
-        holders = storage.get_concurrency_run_ids()
-        if holders:
-            ended = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(holders), statuses=FINISHED_STATUSES))
-            for record in ended:
-                storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
-                freed.append(record.dagster_run.run_id)
-    return Recovered(failed, freed)
-
-
+# ---- pool claims ----------------------------------------------------------------------------
 def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
     """Hand free pool slots to steps left waiting for them; returns the pools it unblocked.
 
@@ -139,7 +69,7 @@ def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
 def build_pool_claims_sensor() -> dg.SensorDefinition:
     @dg.sensor(
         name="pool_claims_sensor",
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=sensor_interval(30),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Hands free pool slots (silver, gold, ingest) to steps left waiting for them; "
         "without it, a step that asked just as the slot was freed would wait forever.",
@@ -215,22 +145,30 @@ def stale_assets(lake: Lake, specs: list[RetailerSpec], gold_tables: set[str] | 
 
 
 def _busy_assets(instance: dg.DagsterInstance, specs: list[RetailerSpec]) -> set[tuple[dg.AssetKey, str | None]]:
-    """(asset, partition) pairs an in-progress run may still write.
+    """(asset, partition) pairs a queued or in-progress run may still write.
 
-    A delivery's run (the retailer's ingest job, run whole) writes its silver tables and its
-    partitions of every gold table, though its asset selection names none of them.
+    A run of a whole asset job names no asset selection, and a run that writes a retailer's silver
+    (its delivery run, a catch-up or reference refresh of its silver) also publishes its partitions
+    of every gold table from the silver step: both are read from the job and the retailer.
+    Queued runs count too: a catch-up requested beside one would only do its work twice.
     """
     by_name = {s.name: s for s in specs}
+    by_job = {f"{s.name}{suffix}": s.name for s in specs for suffix in ("_ingest", "_catch_up")}
+    gold_jobs = {f"gold_{t}_catch_up": t for t in GOLD_TABLES}
     busy: set[tuple[dg.AssetKey, str | None]] = set()
-    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
+    statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES]
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=statuses)):
         run = record.dagster_run
         partition = run.tags.get("dagster/partition")
         keys = set(run.asset_selection or [])
-        delivering = by_name.get(run.tags.get("pos_lakehouse/ingest", ""))
-        if delivering is not None:
-            partition = partition or delivering.data_provider_code
-            keys |= {dg.AssetKey(["silver", delivering.name, t]) for t in delivering.silver_tables}
-            keys |= {dg.AssetKey(["gold", t]) for t in delivering.silver_tables if t in GOLD_TABLES}
+        if run.job_name in gold_jobs and not keys:
+            keys.add(dg.AssetKey(["gold", gold_jobs[run.job_name]]))
+        writers = {run.tags.get("pos_lakehouse/ingest", ""), by_job.get(run.job_name, "")}
+        writers |= {k.path[1] for k in keys if k.path[0] == "silver" and len(k.path) > 2}
+        for spec in (by_name[n] for n in sorted(writers) if n in by_name):
+            partition = partition or spec.data_provider_code
+            keys |= {dg.AssetKey(["silver", spec.name, t]) for t in spec.silver_tables}
+            keys |= {dg.AssetKey(["gold", t]) for t in spec.silver_tables if t in GOLD_TABLES}
         busy |= {(k, partition) for k in keys}
     return busy
 
@@ -282,6 +220,12 @@ def catch_up_requests(
     return requests, stale
 
 
+def _chosen(specs: list[RetailerSpec]) -> list[RetailerSpec]:
+    """The retailers this process tree's sensors act for (all, unless `pos-lakehouse run --retailer` chose some)."""
+    chosen = only_retailers()
+    return specs if chosen is None else [s for s in specs if s.name in chosen]
+
+
 def build_catch_up_sensor(
     specs: list[RetailerSpec] | None = None, ingest_jobs: dict[str, dg.UnresolvedAssetJobDefinition] | None = None
 ) -> dg.Definitions:
@@ -323,14 +267,14 @@ def build_catch_up_sensor(
     @dg.sensor(
         name="catch_up_sensor",
         jobs=[*jobs.values(), *gold_jobs.values()],
-        minimum_interval_seconds=300,
+        minimum_interval_seconds=sensor_interval(300),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
     )
     def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
         graph = context.repository_def.asset_graph
-        requests, stale = catch_up_requests(lake, context.instance, graph, specs)
+        requests, stale = catch_up_requests(lake, context.instance, graph, _chosen(specs))
         if not requests:
             return dg.SensorResult(skip_reason="every silver and gold table has consumed its upstream")
         for s in stale:
@@ -404,12 +348,16 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
     @dg.sensor(
         name="reference_refresh_sensor",
         jobs=list(jobs.values()),
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=sensor_interval(30),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
     )
     def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-        due = reference_refresh_requests(context.instance, specs, REFERENCE_KEYS)
+        loading = dg.RunsFilter(job_name=REFERENCE_JOB, statuses=[dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES])
+        if context.instance.get_run_records(filters=loading, limit=1):
+            # One refresh per retailer once every reference table of the load is in, not one per table.
+            return dg.SensorResult(skip_reason="corporate reference data is being loaded; retailers are refreshed once it is in")
+        due = reference_refresh_requests(context.instance, _chosen(specs), REFERENCE_KEYS)
         busy = _busy_assets(context.instance, specs)
         requests = [
             dg.RunRequest(

@@ -4,7 +4,9 @@
 data root (a local path by default, or an object-store URI: `s3://`, `abfss://`, `az://`, `gs://`);
 `POS_LAKEHOUSE_LANDING` optionally puts the landing zone elsewhere than `<data root>/landing`
 (often another bucket than the lake's); `POS_LAKEHOUSE_LANDING_SETTLE_SECONDS` and
-`POS_LAKEHOUSE_LANDING_DONE_SUFFIX` hold back deliveries still being uploaded. Every other module asks this one instead of reading
+`POS_LAKEHOUSE_LANDING_DONE_SUFFIX` hold back deliveries still being uploaded;
+`POS_LAKEHOUSE_SENSOR_MAX_INTERVAL_SECONDS` and `POS_LAKEHOUSE_ONLY_RETAILERS` are set by
+`pos-lakehouse run` for the daemon it starts (see `sensor_interval`, `only_retailers`). Every other module asks this one instead of reading
 environment variables itself. Object-store credentials are not read here: delta-rs, Polars and
 obstore read the cloud's standard variables themselves (docs/storage.md).
 """
@@ -120,3 +122,36 @@ def silver_batch_rows() -> int:
     if value < 1:
         raise ValueError(f"POS_LAKEHOUSE_SILVER_BATCH_ROWS must be at least 1, not {value}")
     return value
+
+
+def sensor_interval(seconds: int) -> int:
+    """A sensor's minimum interval: `seconds`, or less where `POS_LAKEHOUSE_SENSOR_MAX_INTERVAL_SECONDS` caps it.
+
+    `pos-lakehouse run` starts Dagster's daemon on the project's instance and stops it once every
+    sensor has ticked after the last run ended; it caps the intervals in that daemon's code server so
+    this takes seconds rather than the 5 minutes of the catch-up sensor. `dg dev` keeps the intervals
+    as written.
+    """
+    raw = os.environ.get("POS_LAKEHOUSE_SENSOR_MAX_INTERVAL_SECONDS", "").strip()
+    if not raw:
+        return seconds
+    try:
+        cap = int(raw)
+    except ValueError:
+        raise ValueError(f"POS_LAKEHOUSE_SENSOR_MAX_INTERVAL_SECONDS must be a whole number of seconds, not {raw!r}") from None
+    return max(1, min(seconds, cap))
+
+
+def only_retailers() -> frozenset[str] | None:
+    """The retailers whose deliveries this process tree's sensors turn into runs (`POS_LAKEHOUSE_ONLY_RETAILERS`,
+    comma-separated names), or None for all.
+
+    `pos-lakehouse run --retailer NAME` sets it for the daemon it starts: the code location stays the
+    same (every asset, job and sensor), only the sensors leave other retailers' news for later -- a
+    landing file they skip is still new to the next daemon. Corporate reference data is no retailer's
+    and always runs.
+    """
+    raw = os.environ.get("POS_LAKEHOUSE_ONLY_RETAILERS", "").strip()
+    if not raw:
+        return None
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())

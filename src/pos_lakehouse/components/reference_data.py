@@ -24,6 +24,7 @@ from pos_lakehouse.layers.reference import (
     reference_uri,
     source_for,
 )
+from pos_lakehouse.settings import sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 OP_NAME = "corporate_reference"
@@ -130,7 +131,7 @@ class ReferenceData(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
         @dg.sensor(
             name=SENSOR_NAME,
             job=refresh_job,
-            minimum_interval_seconds=60,
+            minimum_interval_seconds=sensor_interval(60),
             default_status=dg.DefaultSensorStatus.RUNNING,
             description=f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
         )
@@ -150,6 +151,9 @@ class ReferenceData(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
                         run_key=f"reference-{batch_digest(new)}",
                         run_config={"ops": {OP_NAME: {"config": {"files": [f.name for f in new]}}}},
                         asset_selection=[dg.AssetKey(["reference", t]) for t in tables],
+                        # Launched before queued retailer runs: those that start after it enrich with
+                        # the new data instead of being refreshed again by `reference_refresh_sensor`.
+                        tags={"dagster/priority": "1"},
                     )
                 ],
                 cursor=json.dumps(cursor),

@@ -1,33 +1,104 @@
-"""Drive the code location without a daemon: tick sensors, run what they request (a delivery's
-run carries it to gold), then evaluate declarative automation and the catch-up sensor until
-nothing more is requested -- the same sensors, jobs, assets and automation conditions that
-`dg dev` runs, evaluated through Dagster's own APIs.
+"""A test harness: drive the code location in one process, without a daemon -- tick sensors, run
+what they request with `execute_in_process` (a delivery's run carries it to gold), then evaluate
+declarative automation and the catch-up sensor until nothing more is requested.
 
-On its first `settle` the driver recovers from a predecessor that died mid-run (what the
-daemon's run monitoring, run retries and `catch_up_sensor` do for `dg dev`): runs left STARTED
-by a dead driver are marked failed and their concurrency slots freed, their landing batches
-run again, and every silver or gold table behind its upstream data is brought up to date.
+Tests and benchmarks use it to run the same sensors, jobs, assets and automation conditions as
+`dg dev` at in-process speed, on an ephemeral instance. The product commands (`pos-lakehouse
+run`, `demo`) do not: they start Dagster's own daemon (`pos_lakehouse.runner`), so their runs
+carry the code location's origin like any run the daemon launches.
+
+On its first `settle` the harness recovers from a predecessor that died mid-run (what the
+daemon's run monitoring, run retries and `catch_up_sensor` do for launched runs): runs left
+STARTED by a dead harness process are marked failed and their concurrency slots freed, their
+landing batches run again, and every silver or gold table behind its upstream data is brought
+up to date.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
-from pos_lakehouse.recovery import (
-    DRIVER_TAG,
-    IN_PROGRESS_RUN_STATUSES,
-    RETAILERS_DIR,
-    Recovered,
-    catch_up_requests,
-    driver_identity,
-    fail_dead_runs,
-)
+from pos_lakehouse.recovery import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES, RETAILERS_DIR, catch_up_requests
+
+# Runs this harness executes in its own process carry the process's identity, so the next harness
+# can tell a run whose process is gone from one another live harness is executing. (Runs the daemon
+# launches -- `pos-lakehouse run`, `dg dev` -- are watched by Dagster's run monitoring instead.)
+DRIVER_TAG = "pos_lakehouse/driver"
+
+
+# ---- dead runs ------------------------------------------------------------------------------
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (guards against a reused pid), or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?"
+        return "?"
+
+
+def driver_identity() -> str:
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid) or '?'}"
+
+
+def _driver_alive(identity: str) -> bool:
+    try:
+        host, pid, started = identity.rsplit(":", 2)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True  # another machine's driver: not ours to judge
+    now = _process_start(int(pid))
+    return now is not None and (started == "?" or now == "?" or now == started)
+
+
+@dataclass
+class Recovered:
+    failed_runs: list[str]
+    freed_slot_runs: list[str]
+
+
+def fail_dead_runs(instance: dg.DagsterInstance) -> Recovered:
+    """Mark runs whose driver process is gone as failed, and free concurrency slots of ended runs.
+
+    Only runs tagged by this harness are judged here: they were executed in process, which the
+    daemon's run monitoring cannot watch; runs the daemon launched are its own to judge.
+    """
+    failed = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES)):
+        run = record.dagster_run
+        identity = run.tags.get(DRIVER_TAG)
+        if identity is None or _driver_alive(identity):
+            continue
+        instance.report_run_failed(
+            run, message=f"The driver process that executed this run ({identity}) is gone (killed or crashed); marked failed."
+        )
+        failed.append(run.run_id)
+    freed = []
+    storage = instance.event_log_storage
+    if storage.supports_global_concurrency_limits:
+        holders = storage.get_concurrency_run_ids()
+        if holders:
+            ended = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(holders), statuses=FINISHED_STATUSES))
+            for record in ended:
+                storage.free_concurrency_slots_for_run(record.dagster_run.run_id)
+                freed.append(record.dagster_run.run_id)
+    return Recovered(failed, freed)
 
 
 @dataclass

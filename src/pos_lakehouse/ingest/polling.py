@@ -17,6 +17,7 @@ import dagster as dg
 
 from pos_lakehouse.ingest.pulled import PullOutcome
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 PULLED_CHANNELS = ("api", "database")
@@ -132,16 +133,19 @@ def _poll_sensor(seconds: int, specs: list[RetailerSpec], jobs: dict[str, dg.Unr
     @dg.sensor(
         name=poll_sensor_name(seconds),
         jobs=[jobs[s.name] for s in specs],
-        minimum_interval_seconds=seconds,
+        minimum_interval_seconds=sensor_interval(seconds),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Asks the API/database source of each retailer polled every {seconds} s ({len(specs)}) whether "
         "anything changed after the position stored with bronze; news becomes a pull run (run key derived from position and news).",
     )
     def poll_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+        # `pos-lakehouse run --retailer ...` chose some retailers: the others' sources are asked later.
+        chosen = only_retailers()
+        asked = [s for s in specs if chosen is None or s.name in chosen]
         with ThreadPoolExecutor(PROBE_THREADS) as pool:
-            answers = list(pool.map(lambda s: _ask(lake, s), specs))
+            answers = list(pool.map(lambda s: _ask(lake, s), asked))
         requests, notes, quiet = [], [], []
-        for spec, news in zip(specs, answers, strict=True):
+        for spec, news in zip(asked, answers, strict=True):
             outcome = news if isinstance(news, str) else _request(context, spec, jobs[spec.name].name, news)
             if isinstance(outcome, dg.RunRequest):
                 requests.append(outcome)

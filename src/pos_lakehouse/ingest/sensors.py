@@ -11,6 +11,7 @@ import dagster as dg
 from pos_lakehouse.ingest.landing import LandedFile, LandingZone
 from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import only_retailers, sensor_interval
 
 
 def plan_runs(
@@ -75,17 +76,21 @@ def build_landing_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.Unresolve
         # A tick lists every folder in well under a second even at hundreds of retailers, so it can
         # run often. The daemon looks at its sensors every 5 s and a tick is due once 8 s have
         # passed since the last one started: one tick every 10 s (with 10 here: every 15 s).
-        minimum_interval_seconds=8,
+        minimum_interval_seconds=sensor_interval(8),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Turns new or changed files in every retailer's landing folder (local, object store or SFTP) into "
         "its ingest runs (cursor: retailer -> file -> size:mtime).",
     )
     def retailer_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
         cursor = json.loads(context.cursor) if context.cursor else {}
+        # `pos-lakehouse run --retailer ...` chose some retailers: the others' files stay new for later.
+        chosen = only_retailers()
+        listed_specs = [s for s in by_name.values() if chosen is None or s.name in chosen]
         with ThreadPoolExecutor(LISTING_THREADS) as pool:
-            listings = dict(zip(by_name, pool.map(lambda s: _listing(s, landing), by_name.values()), strict=True))
-        # Retailers no longer in the code location leave the cursor; one whose listing failed keeps its entry.
-        next_cursor: dict[str, dict[str, str]] = {}
+            listings = dict(zip([s.name for s in listed_specs], pool.map(lambda s: _listing(s, landing), listed_specs), strict=True))
+        # Retailers no longer in the code location leave the cursor; one whose listing failed or that
+        # was not chosen keeps its entry.
+        next_cursor: dict[str, dict[str, str]] = {n: c for n, c in cursor.items() if n in by_name and n not in listings}
         requests, problems, quiet = [], [], []
         for name, (zone, listed) in listings.items():
             spec = by_name[name]

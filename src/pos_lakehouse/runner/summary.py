@@ -1,4 +1,4 @@
-"""What reached gold, per retailer: row counts, quarantine and data-quality outcomes, for the demo's summary."""
+"""What reached gold, per retailer: row counts, quarantine and data-quality outcomes, for the summary `run` and `demo` print."""
 
 from __future__ import annotations
 

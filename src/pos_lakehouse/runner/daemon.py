@@ -1,0 +1,62 @@
+"""Dagster's own daemon on the project's instance, started headless for `pos-lakehouse run`.
+
+The daemon loads the code location from a workspace file like the one `dg dev` writes (same module,
+same location name), so the runs it launches carry the same origin as those of `dg dev`: they show
+on their job's page and in the timeline, and re-execute from the UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import yaml
+
+from pos_lakehouse.runner.processes import ProcessGroup
+from pos_lakehouse.settings import checkout_root
+
+MODULE = "pos_lakehouse.definitions"
+# What `dg dev` names the project's code location (the project's name in pyproject.toml); runs
+# are listed on a job's page by this name, so `run` and an installed `dev` use it too.
+LOCATION_NAME = "pos_lakehouse"
+# `run` caps every sensor's interval at this (the daemon's sensor loop comes round every 5 s), so
+# it sees everything settled seconds after the last run, not after the catch-up sensor's 5 minutes.
+RUN_SENSOR_INTERVAL_SECONDS = 5
+
+
+def write_workspace(folder: Path) -> Path:
+    """A workspace file loading the package's code location under the name `dg dev` gives it."""
+    entry: dict[str, str] = {"module_name": MODULE, "location_name": LOCATION_NAME}
+    checkout = checkout_root()
+    if checkout is not None:  # as `dg dev`: the checkout's `src/` is the working directory
+        entry["working_directory"] = str(checkout / "src")
+    path = folder / "workspace.yaml"
+    path.write_text(yaml.safe_dump({"load_from": [{"python_module": entry}]}))
+    return path
+
+
+def _executable(name: str) -> list[str]:
+    script = Path(sys.executable).with_name(name)
+    if script.exists():
+        return [str(script)]
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", "dagster._daemon" if name == "dagster-daemon" else "dagster"]
+
+
+@contextlib.contextmanager
+def running_daemon(log: Path, env: Mapping[str, str]) -> Iterator[ProcessGroup]:
+    """`dagster-daemon run` on the instance in `$DAGSTER_HOME`, its output (and its code server's and
+    run workers') appended to `log`; stopped with everything it started when the block ends."""
+    with tempfile.TemporaryDirectory(prefix="pos_lakehouse_workspace_") as folder:
+        workspace = write_workspace(Path(folder))
+        command = [*_executable("dagster-daemon"), "run", "-w", str(workspace), "--log-level", "warning"]
+        daemon = ProcessGroup(command, env={**os.environ, **env}, log=log)
+        try:
+            yield daemon
+        finally:
+            daemon.stop()
