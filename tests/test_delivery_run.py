@@ -164,7 +164,7 @@ def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(
 
 
 def test_runs_waiting_or_working_on_a_retailers_silver_keep_catch_up_and_refresh_off_it(data_root, defs, instance):
-    """A reference refresh (the retailer's whole catch-up job: no asset selection on the run) writes its
+    """A reference refresh (the retailer's whole ingest job: no asset selection on the run) writes its
     silver and publishes its gold partitions; while it is queued or running, catch-up requests neither,
     and the reference refresh sensor waits while corporate reference data is still being loaded."""
     from pos_lakehouse.layers.gold import GOLD_TABLES
@@ -175,7 +175,7 @@ def test_runs_waiting_or_working_on_a_retailers_silver_keep_catch_up_and_refresh
     marche = next(s for s in specs if s.name == "marche_fr")
     assert not _busy_assets(instance, specs)
     # Not started yet (waiting in the queue counts as well): a whole-job run names no assets.
-    refresh = instance.create_run_for_job(defs.resolve_job_def("marche_fr_catch_up"), tags={"dagster/partition": "cds_1001"})
+    refresh = instance.create_run_for_job(defs.resolve_job_def("marche_fr_ingest"), tags={"dagster/partition": "cds_1001"})
     assert not refresh.asset_selection
     assert _busy_assets(instance, specs) == {
         *((dg.AssetKey(["silver", "marche_fr", t]), "cds_1001") for t in marche.silver_tables),
