@@ -90,16 +90,17 @@ def _execute_ingest_jobs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def _poll(instance: dg.DagsterInstance, lake) -> list[str]:
-    """What each pulled retailer's poll sensor says on a tick."""
+    """What the poll sensors (one per polling interval, over every pulled retailer) say on a tick."""
     from pos_lakehouse.definitions import build_definitions
 
     defs = build_definitions()
     said = []
-    for name in PULLED:
-        sensor = defs.resolve_sensor_def(f"{name}_poll_sensor")
+    for sensor in (s for s in defs.sensors if s.name.endswith("_poll_sensor")):
         with dg.build_sensor_context(instance=instance, resources={"lake": lake}) as context:
             result = sensor(context)
-        said.append(result.skip_message if isinstance(result, dg.SkipReason) else repr(result))
+        skip = result.skip_reason if isinstance(result, dg.SensorResult) else result
+        said.append(skip.skip_message if isinstance(skip, dg.SkipReason) else repr(result))
+    assert said, "no poll sensor found"
     return said
 
 
