@@ -273,6 +273,11 @@ class RetailerSpec(Model):
     currency: str = Field(description="ISO currency of the retailer's values, used when the files do not say.")
     secure_group_key: int = Field(description="Row-level security key every row of this retailer carries.")
     engine: Literal["polars", "spark"] = Field(default="polars", description="Compute engine for silver and gold.")
+    spark_master: str | None = Field(
+        default=None,
+        description="Spark engine only: where its job runs, `local`, a standalone master `spark://host:port` or a "
+        "Spark Connect server `sc://host:port`; default: the `spark` resource's. `POS_LAKEHOUSE_SPARK_REMOTE` overrides it.",
+    )
     antitrust: Literal["none", "value", "volume"] = Field(
         default="none",
         description="Competition sensitivity, i.e. what is antitrust-masked for analysts: `none`; `value` (money: "
@@ -308,6 +313,10 @@ class RetailerSpec(Model):
         if unknown:
             raise ValueError(f"retailer {self.name}: columns given for unknown files {sorted(unknown)}")
         self._check_scd2()
+        if self.spark_master is not None:
+            from pos_lakehouse.settings import check_spark_master
+
+            check_spark_master(self.spark_master, f"retailer {self.name}: spark_master")
         return self
 
     def _check_scd2(self) -> None:

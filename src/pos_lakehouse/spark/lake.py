@@ -1,8 +1,15 @@
 """Delta storage for the Spark engine: the same layout, MERGE and bookmarks as `storage/lake.py`.
 
 Only Spark SQL and DataFrame calls, no `DeltaTable` API: they work alike in a classic session, over
-Spark Connect (whose Delta plugin is not needed) and on Databricks. Spark can write bookmarks only
-as the commit's `userMetadata` (a JSON object; `storage.interface.bookmarks_of_commit` reads both).
+Spark Connect (whose Delta plugin is not needed) and on Databricks.
+
+Bookmarks: Spark writes a commit's metadata only as its `userMetadata` (a JSON object of the same
+keys delta-rs writes as fields; `storage.interface.bookmarks_of_commit` reads both). An append
+passes it as a write option. A SQL MERGE takes no options, only the session setting
+`spark.databricks.delta.commitInfo.userMetadata`, which Databricks serverless does not let a
+session set: where the session refuses it, the bookmarks follow the MERGE in a commit of their
+own that sets them as table properties (`ALTER TABLE ... SET TBLPROPERTIES`, allowed everywhere),
+read from that commit's parameters. See docs/spark.md (Bookmarks) for what that changes.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
+from typing import Literal
 
 import narwhals as nw
 import polars as pl
@@ -37,8 +45,11 @@ class SparkLake(DeltaLakeBase):
 
     engine = "spark"
 
-    def __init__(self, spark: SparkSession, root: str):
+    def __init__(self, spark: SparkSession, root: str, *, bookmarks_in: Literal["auto", "commit", "properties"] = "auto"):
+        """`bookmarks_in`: `commit` (the MERGE's own commit, through the session setting), `properties`
+        (a commit of their own after it), `auto`: `commit` unless the session refuses the setting."""
         self.spark, self.root, self._known = spark, root, set()
+        self.bookmarks_in = bookmarks_in
 
     # ---- reading --------------------------------------------------------------------------
     def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
@@ -104,12 +115,30 @@ class SparkLake(DeltaLakeBase):
 
     # ---- writing --------------------------------------------------------------------------
     @contextmanager
-    def _commit(self, bookmarks: Mapping[str, str] | None, operation: str):
-        self.spark.conf.set(USER_METADATA_CONF, json.dumps(commit_metadata(bookmarks, operation), sort_keys=True))
+    def _commit(self, uri: str, bookmarks: Mapping[str, str] | None, operation: str):
+        """Around a SQL statement that commits to `uri`: its commit records `bookmarks` (see the module doc)."""
+        metadata = json.dumps(commit_metadata(bookmarks, operation), sort_keys=True)
+        if self.bookmarks_in == "auto":
+            try:
+                self.spark.conf.set(USER_METADATA_CONF, metadata)
+                self.bookmarks_in = "commit"
+            except Exception:  # noqa: BLE001 - classic and Connect sessions raise different types for a refused setting
+                self.bookmarks_in = "properties"
+        if self.bookmarks_in == "properties":
+            yield
+            if bookmarks:
+                self._bookmark_properties(uri, bookmarks)
+            return
+        self.spark.conf.set(USER_METADATA_CONF, metadata)
         try:
             yield
         finally:
             self.spark.conf.unset(USER_METADATA_CONF)
+
+    def _bookmark_properties(self, uri: str, bookmarks: Mapping[str, str]) -> None:
+        marks = commit_metadata(bookmarks, "bookmark")
+        props = ", ".join(f"{_text(k)} = {_text(v)}" for k, v in sorted(marks.items()))
+        self.spark.sql(f"ALTER TABLE delta.{sql_name(uri)} SET TBLPROPERTIES ({props})")
 
     def create(self, uri: str, schema: T.StructType, *, partition_by=None, description=None, column_descriptions=None) -> None:
         """An empty table with table and column comments (as `Lake` writes them, read by Unity Catalog)."""
@@ -120,8 +149,11 @@ class SparkLake(DeltaLakeBase):
         )
         sql = f"CREATE TABLE IF NOT EXISTS delta.{sql_name(uri)} ({columns}) USING DELTA"
         sql += f" PARTITIONED BY ({', '.join(map(sql_name, partition_by))})" if partition_by else ""
-        with self._commit(None, "create"):
-            self.spark.sql(sql + (f" COMMENT {_text(description)}" if description else ""))
+        sql += f" COMMENT {_text(description)}" if description else ""
+        # As delta-rs writes them, whatever the session's defaults (Databricks turns deletion vectors on).
+        sql += " TBLPROPERTIES ('delta.enableDeletionVectors' = 'false')"
+        with self._commit(uri, None, "create"):
+            self.spark.sql(sql)
         self._known.add(uri)
 
     def append(self, uri: str, data, *, partition_by: Sequence[str] | None = None, bookmarks=None, description=None) -> None:
@@ -130,9 +162,10 @@ class SparkLake(DeltaLakeBase):
         fresh = not self.exists(uri)
         if description and fresh:
             self.create(uri, data.schema, partition_by=partition_by, description=description)
-        writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
-        with self._commit(bookmarks, "append"):
-            (writer.partitionBy(*partition_by) if partition_by and fresh else writer).save(uri)
+        # The bookmarks as a write option: the append's own commit carries them, on any session.
+        metadata = json.dumps(commit_metadata(bookmarks, "append"), sort_keys=True)
+        writer = data.write.format("delta").mode("append").option("mergeSchema", "true").option("userMetadata", metadata)
+        (writer.partitionBy(*partition_by) if partition_by and fresh else writer).save(uri)
 
     def merge(self, uri: str, data: DataFrame | nw.LazyFrame, **options) -> dict:
         """Upsert rows as `MergeSpec(**options)` says (the same MERGE as `Lake.merge`), as one SQL MERGE."""
@@ -147,7 +180,7 @@ class SparkLake(DeltaLakeBase):
         data.createOrReplaceTempView(view)
         sql = spec.sql(f"delta.{sql_name(uri)}", view, data.columns)
         try:
-            with self._commit(spec.bookmarks, "merge"):
+            with self._commit(uri, spec.bookmarks, "merge"):
                 done = self.spark.sql(sql).collect()[0]
         finally:
             self.spark.catalog.dropTempView(view)
@@ -156,8 +189,10 @@ class SparkLake(DeltaLakeBase):
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks when there was nothing to merge: Delta skips the commit of an empty
         append, a table-property change always commits."""
-        if self.exists(uri):
-            with self._commit(bookmarks, "bookmark"):
+        if self.exists(uri) and self.bookmarks_in == "properties":
+            self._bookmark_properties(uri, bookmarks)
+        elif self.exists(uri):
+            with self._commit(uri, bookmarks, "bookmark"):
                 self.spark.sql(
                     f"ALTER TABLE delta.{sql_name(uri)} SET TBLPROPERTIES ('pos_lakehouse.bookmark_commit' = '{uuid.uuid4().hex}')"
                 )
