@@ -272,7 +272,14 @@ class RetailerSpec(Model):
     country: str = Field(description="ISO country code of the retailer's business.")
     currency: str = Field(description="ISO currency of the retailer's values, used when the files do not say.")
     secure_group_key: int = Field(description="Row-level security key every row of this retailer carries.")
-    engine: Literal["polars", "spark"] = Field(default="polars", description="Compute engine for silver and gold.")
+    engine: Literal["polars", "spark", "auto"] = Field(
+        default="polars",
+        description="Compute engine for silver and gold; `auto`: Polars for a delivery of fewer new rows than "
+        "`spark_from_rows`, Spark from there on (the same tables either way).",
+    )
+    spark_from_rows: int = Field(
+        default=1_000_000, ge=1, description="`engine: auto`: new bronze rows in a delivery from which it runs on Spark."
+    )
     spark_master: str | None = Field(
         default=None,
         description="Spark engine only: where its job runs, `local`, a standalone master `spark://host:port` or a "
