@@ -216,3 +216,7 @@ def _where(cluster: bool, work: Path) -> Iterator[str | None]:
         os.environ.update(started.client_env)
         print(f"cluster (master, worker, Connect server) started in {time.perf_counter() - t:.1f}s")
         yield started.connect_url
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
