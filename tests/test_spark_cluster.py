@@ -22,6 +22,7 @@ from spark_cluster import spark_cluster
 from pos_lakehouse.layers import gold as gold_layer
 from pos_lakehouse.layers import silver as silver_layer
 from pos_lakehouse.layers.bronze import ingest_files
+from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
 from pos_lakehouse.layers.reference import load_reference_file
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
@@ -69,7 +70,8 @@ def _polars_reference(root: Path, landing_from: Path, spec, rounds: list[list[st
 def test_connect_session_with_server_defaults_gives_polars_silver_gold_and_bookmarks(cluster, tmp_path):
     """Layer by layer through a Connect session whose server set nothing; the MERGEs' bookmarks
     recorded in commits of their own (`bookmarks_in="properties"`), over two deliveries (the second
-    restates a store's days with rows left out)."""
+    restates a store's days with rows left out). A third lake is `engine: auto`: the first, larger
+    delivery goes to Spark, the second to Polars, and it ends where either engine alone does."""
     from pos_lakehouse.ingest.landing import LocalLandingZone
     from pos_lakehouse.spark.lake import SparkLake
     from pos_lakehouse.spark.session_conf import apply_job_settings
@@ -77,9 +79,15 @@ def test_connect_session_with_server_defaults_gives_polars_silver_gold_and_bookm
     stores = bigbox_stores(tmp_path / "spark", products=12, days=6, stores=2, seed=11, reference=(40, 10))
     spec, lake, landing, landing_dir, rng, price, dates = stores
     first = sorted(f.name for f in landing.list_files(spec.name))
-    write_store(landing_dir, rng, 1, dates[1:4], price, drop_every=4)
+    second_rows = write_store(landing_dir, rng, 1, dates[1:4], price, drop_every=4)
     second = sorted(f.name for f in landing.list_files(spec.name) if f.name not in first)
     polars = _polars_reference(tmp_path / "polars", tmp_path / "spark" / "landing", spec, [first, second])
+    auto_spec = spec.model_copy(update={"engine": "auto", "spark_from_rows": second_rows + 1})
+    switching = Lake(root=str(tmp_path / "auto"))
+    for path in sorted((tmp_path / "spark" / "corporate").iterdir()):
+        load_reference_file(switching, path.stem, path)
+    shutil.copytree(tmp_path / "spark" / "landing", tmp_path / "auto" / "landing")
+    chosen = []
 
     spark = cluster.connect()
     try:
@@ -87,27 +95,40 @@ def test_connect_session_with_server_defaults_gives_polars_silver_gold_and_bookm
         apply_job_settings(spark, shuffle_partitions=2, spec=spec)
         assert spark.conf.get("spark.sql.session.timeZone") == "UTC" != server_default
         spark_lake = SparkLake(spark, lake.root, bookmarks_in="properties")
+        auto_spark = SparkLake(spark, switching.root, bookmarks_in="properties")
         for i, names in enumerate([first, second]):
-            ingest_files(lake, LocalLandingZone(root=str(tmp_path / "spark" / "landing")), spec, names, now=T0 + timedelta(hours=i))
-            silver_layer.refresh_silver(spark_lake, spec, spec.silver_tables, T0 + timedelta(hours=i, minutes=1))
-            for table in gold_layer.GOLD_TABLES:
-                if table in spec.silver_tables:
-                    gold_layer.refresh_gold(spark_lake, spec, table)
+            for polars_lake, root in ((lake, "spark"), (switching, "auto")):
+                ingest_files(polars_lake, LocalLandingZone(root=str(tmp_path / root / "landing")), spec, names, now=T0 + timedelta(hours=i))
+            chosen.append(engine_for(auto_spec, pending_bronze_rows(switching, auto_spec, spec.silver_tables)))
+            for target in (spark_lake, auto_spark if chosen[-1] == "spark" else switching):
+                silver_layer.refresh_silver(target, spec, spec.silver_tables, T0 + timedelta(hours=i, minutes=1))
+                for table in gold_layer.GOLD_TABLES:
+                    if table in spec.silver_tables:
+                        gold_layer.refresh_gold(target, spec, table)
     finally:
         spark.stop()
 
+    operations = {}
     for table in spec.silver_tables:
         want = _rows(polars.silver(spec.name, table), table)
         assert want.height > 0
         assert _rows(lake.silver(spec.name, table), table).equals(want), f"silver.{table} differs"
         # Spark's bookmarks, in commits of their own, read by the Polars Lake as Polars wrote its own.
         assert lake.bookmarks(lake.silver(spec.name, table)) == polars.bookmarks(polars.silver(spec.name, table)), table
-        operations = [c.get("operation") for c in lake.commits(lake.silver(spec.name, table), 20)]
-        assert "SET TBLPROPERTIES" in operations and "MERGE" in operations, operations
+        operations[table] = [c.get("operation") for c in lake.commits(lake.silver(spec.name, table), 20)]
+        assert "SET TBLPROPERTIES" in operations[table], operations
+    assert any("MERGE" in ops for ops in operations.values()), operations  # the restatement MERGEd
     for table in gold_layer.GOLD_TABLES:
         if table in spec.silver_tables:
             assert _rows(lake.gold(table), table).equals(_rows(polars.gold(table), table)), f"gold.{table} differs"
             assert lake.bookmarks(lake.gold(table)) == polars.bookmarks(polars.gold(table)), table
+    # engine: auto took Spark for the first delivery and Polars for the smaller second one.
+    assert chosen == ["spark", "polars"]
+    for table in spec.silver_tables:
+        assert _rows(switching.silver(spec.name, table), table).equals(_rows(polars.silver(spec.name, table), table)), table
+    for table in gold_layer.GOLD_TABLES:
+        if table in spec.silver_tables:
+            assert _rows(switching.gold(table), table).equals(_rows(polars.gold(table), table)), f"auto: gold.{table} differs"
 
 
 def test_spark_retailer_runs_end_to_end_through_spark_connect(cluster, data_root, lake, headless, monkeypatch, tmp_path):
