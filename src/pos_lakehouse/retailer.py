@@ -272,7 +272,19 @@ class RetailerSpec(Model):
     country: str = Field(description="ISO country code of the retailer's business.")
     currency: str = Field(description="ISO currency of the retailer's values, used when the files do not say.")
     secure_group_key: int = Field(description="Row-level security key every row of this retailer carries.")
-    engine: Literal["polars", "spark"] = Field(default="polars", description="Compute engine for silver and gold.")
+    engine: Literal["polars", "spark", "auto"] = Field(
+        default="polars",
+        description="Compute engine for silver and gold; `auto`: Polars for a delivery of fewer new rows than "
+        "`spark_from_rows`, Spark from there on (the same tables either way).",
+    )
+    spark_from_rows: int = Field(
+        default=1_000_000, ge=1, description="`engine: auto`: new bronze rows in a delivery from which it runs on Spark."
+    )
+    spark_master: str | None = Field(
+        default=None,
+        description="Spark engine only: where its job runs, `local`, a standalone master `spark://host:port` or a "
+        "Spark Connect server `sc://host:port`; default: the `spark` resource's. `POS_LAKEHOUSE_SPARK_REMOTE` overrides it.",
+    )
     antitrust: Literal["none", "value", "volume"] = Field(
         default="none",
         description="Competition sensitivity, i.e. what is antitrust-masked for analysts: `none`; `value` (money: "
@@ -309,6 +321,10 @@ class RetailerSpec(Model):
         if unknown:
             raise ValueError(f"retailer {self.name}: columns given for unknown files {sorted(unknown)}")
         self._check_scd2()
+        if self.spark_master is not None:
+            from pos_lakehouse.settings import check_spark_master
+
+            check_spark_master(self.spark_master, f"retailer {self.name}: spark_master")
         return self
 
     def _check_scd2(self) -> None:

@@ -4,7 +4,8 @@
 data root (a local path by default, or an object-store URI: `s3://`, `abfss://`, `az://`, `gs://`);
 `POS_LAKEHOUSE_LANDING` optionally puts the landing zone elsewhere than `<data root>/landing`
 (often another bucket than the lake's); `POS_LAKEHOUSE_LANDING_SETTLE_SECONDS` and
-`POS_LAKEHOUSE_LANDING_DONE_SUFFIX` hold back deliveries still being uploaded;
+`POS_LAKEHOUSE_LANDING_DONE_SUFFIX` hold back deliveries still being uploaded; `POS_LAKEHOUSE_SPARK_REMOTE`
+overrides where the Spark engine runs (`spark_master`);
 `POS_LAKEHOUSE_SENSOR_MAX_INTERVAL_SECONDS` and `POS_LAKEHOUSE_ONLY_RETAILERS` are set by
 `pos-lakehouse run` for the daemon it starts (see `sensor_interval`, `only_retailers`). Every other module asks this one instead of reading
 environment variables itself. Object-store credentials are not read here: delta-rs, Polars and
@@ -155,3 +156,22 @@ def only_retailers() -> frozenset[str] | None:
     if not raw:
         return None
     return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+SPARK_REMOTE_ENV = "POS_LAKEHOUSE_SPARK_REMOTE"
+
+
+def spark_master(configured: str | None = None) -> str:
+    """Where the Spark engine runs: `local` (a Spark of the project's own on this machine), a
+    standalone master `spark://host:port` (this machine drives it), or a Spark Connect server
+    `sc://host:port`. `POS_LAKEHOUSE_SPARK_REMOTE` (an operator's override) wins over `configured`
+    (a retailer's YAML, else the `spark` resource's configuration), which wins over `local`."""
+    value = (os.environ.get(SPARK_REMOTE_ENV) or configured or "local").strip()
+    return check_spark_master(value, SPARK_REMOTE_ENV if os.environ.get(SPARK_REMOTE_ENV) else "spark master")
+
+
+def check_spark_master(value: str, where: str = "spark master") -> str:
+    """`value` if it names a place Spark can run, else a ValueError naming `where` it came from."""
+    if value == "local" or (value.startswith(("spark://", "sc://")) and len(value.split("://", 1)[1]) > 0):
+        return value
+    raise ValueError(f"{where} must be 'local', 'spark://host:port' or 'sc://host:port', not {value!r}")

@@ -14,6 +14,7 @@ from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
+from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
 from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
 from pos_lakehouse.retailer import RetailerSpec
@@ -133,7 +134,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                     description=f"{spec.name}: {table.description}",
                     deps=deps,
                     group_name=group,
-                    kinds={spec.engine, "delta"},  # polars or spark
+                    kinds={"polars", "spark", "delta"} if spec.engine == "auto" else {spec.engine, "delta"},
                     tags={"layer": "silver", "retailer": spec.name, "freshness": FRESHNESS_TAG[spec.cadence]},
                     freshness_policy=FRESHNESS[spec.cadence],
                     metadata={"dagster/column_schema": column_schema(table), "layer": "silver"},
@@ -153,10 +154,15 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
         )
         def silver(context: dg.AssetExecutionContext, lake: Lake, spark: SparkJobs, gold: dg.ResourceParam[GoldLayer]):
             tables = [k.path[-1] for k in context.selected_asset_keys]
-            if spec.engine == "spark":
+            run_spec = spec
+            if spec.engine == "auto":  # this delivery's size picks the engine, for silver and its gold
+                rows = pending_bronze_rows(lake, spec, tables)
+                run_spec = spec.model_copy(update={"engine": engine_for(spec, rows)})
+                context.log.info(f"{spec.name}: {rows:,} new bronze rows: {run_spec.engine} (Spark from {spec.spark_from_rows:,})")
+            if run_spec.engine == "spark":
                 # The same refresh as a Spark job through Dagster Pipes; it reports materializations
                 # and its per-table results, and the checks run here on the tables it wrote.
-                invocation = spark.run(context, spec, "silver", tables, lake.root)
+                invocation = spark.run(context, run_spec, "silver", tables, lake.root)
                 yield from invocation.get_results()
                 results = {
                     m["table"]: silver_result_from_dict(m["silver"])
@@ -183,7 +189,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             if failed:
                 context.log.error(f"{spec.name}: gold not published, blocking silver checks failed: {', '.join(failed)}")
                 return
-            published = gold.publish(context, lake, spark, spec, [t for t in gold.tables_for(spec) if t in tables])
+            published = gold.publish(context, lake, spark, run_spec, [t for t in gold.tables_for(spec) if t in tables])
             log_gold_publications(context, spec, published)
             bad = [f"gold.{p.table}.{c}" for p in published for c in p.failed_blocking_checks]
             if bad:

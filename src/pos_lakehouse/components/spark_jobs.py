@@ -1,9 +1,14 @@
 """The `spark` resource: runs `spark/job.py` through Dagster Pipes, locally or on Databricks.
 
 `environment` follows the project's switch (`POS_LAKEHOUSE_ENV`):
-- `local`: `PipesSubprocessClient` runs `python -m pos_lakehouse.spark.job`; the jobs of one step
-  (a retailer's silver, then all its gold tables) connect to one local Spark Connect server that
-  the resource starts on first use and stops with the step, so the JVM and Delta's jars are paid once;
+- `local`: `PipesSubprocessClient` runs `python -m pos_lakehouse.spark.job` against the Spark that
+  `master` names (`settings.spark_master`: the retailer's YAML, else this resource's, with
+  `POS_LAKEHOUSE_SPARK_REMOTE` overriding both):
+  - `local` or a standalone master `spark://...`: the jobs of one step (a retailer's silver, then
+    all its gold tables) connect to one Spark Connect server that the resource starts on first
+    use and stops with the step (its driver runs here, with `local[N]` or on that cluster), so the
+    JVM and Delta's jars are paid once;
+  - a Spark Connect server `sc://...`: the jobs are its clients; nothing is started here;
 - `databricks`: `PipesDatabricksClient` (classic compute: a new job cluster or an existing one)
   or `PipesDatabricksServerlessClient` submits the same file as a `spark_python_task`.
 Either way the asset receives the same Pipes results (materializations, checks, custom messages).
@@ -28,6 +33,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.settings import SPARK_REMOTE_ENV, spark_master
 
 JOB_MODULE = "pos_lakehouse.spark.job"
 SERVER_MODULE = "pos_lakehouse.spark.session"
@@ -41,7 +47,7 @@ class LocalSparkServer:
     closes too): nothing outlives the step that started it.
     """
 
-    def __init__(self, env: Mapping[str, str]):
+    def __init__(self, env: Mapping[str, str], master: str = "local"):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
@@ -49,7 +55,7 @@ class LocalSparkServer:
         fd, log = tempfile.mkstemp(prefix="pos_lakehouse_spark_connect_", suffix=".log")
         self.log = Path(log)
         env = {**os.environ, **env, "SPARK_CONNECT_AUTHENTICATE_TOKEN": self.token}
-        command = [sys.executable, "-m", SERVER_MODULE, str(self.port)]
+        command = [sys.executable, "-m", SERVER_MODULE, str(self.port), master]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=fd, stderr=subprocess.STDOUT, env=env)
         os.close(fd)
 
@@ -92,20 +98,39 @@ class SparkJobs(dg.ConfigurableResource):
 
     environment: Literal["local", "databricks"] = Field(default="local", description="Where Spark runs (the project's switch).")
     # ---- local -------------------------------------------------------------------------------
+    master: str = Field(
+        default="local",
+        description="Outside Databricks, where the job runs: `local`, a standalone master `spark://host:port` or a Spark "
+        "Connect server `sc://host:port` (its token from SPARK_CONNECT_AUTHENTICATE_TOKEN). A retailer's `spark_master` "
+        "overrides it; `POS_LAKEHOUSE_SPARK_REMOTE` overrides both.",
+    )
+    shuffle_partitions: int = Field(
+        default=0,
+        description="Shuffle partitions the job sets on its session; 0: one per core here, at least 2 (Spark's 200 is pure overhead on a delivery).",
+    )
+    bookmarks_in: Literal["auto", "commit", "properties"] = Field(
+        default="auto",
+        description="Where the job records a MERGE's bookmarks: in its commit (a session setting), in a commit of their own "
+        "(table properties, for sessions that refuse that setting, e.g. Databricks serverless), or `auto`: the first the session allows.",
+    )
     driver_memory: str = Field(default="4g", description="Local Spark driver memory (executors live in the driver).")
     cores: int = Field(default=0, description="Local Spark cores; 0 uses every core of the machine.")
     shared_server: bool = Field(
         default=True, description="Local: the jobs of one step share one Spark Connect server instead of a Spark each."
     )
 
-    def local_server(self, context, env: Mapping[str, str]) -> LocalSparkServer:
-        """The step's local Spark Connect server, started on first use."""
-        if self._server is None:
+    def local_server(self, context, env: Mapping[str, str], master: str = "local") -> LocalSparkServer:
+        """The step's Spark Connect server for `master` (`local` or `spark://...`), started on first use."""
+        if master not in self._servers:
             started = time.monotonic()
-            self._server = LocalSparkServer(env)
-            self._server.wait_ready()
-            context.log.info(f"local Spark Connect server ready in {time.monotonic() - started:.1f}s (shared by this step's Spark jobs)")
-        return self._server
+            server = LocalSparkServer(env, master)
+            server.wait_ready()
+            self._servers[master] = server
+            where = "local" if master == "local" else f"driving {master}"
+            context.log.info(
+                f"Spark Connect server ({where}) ready in {time.monotonic() - started:.1f}s (shared by this step's Spark jobs)"
+            )
+        return self._servers[master]
 
     # ---- Databricks --------------------------------------------------------------------------
     compute: Literal["classic", "serverless"] = Field(default="classic", description="Databricks compute for the job run.")
@@ -129,17 +154,16 @@ class SparkJobs(dg.ConfigurableResource):
     volume_path: str | None = Field(default=None, description="Serverless: UC volume Pipes uses for context and messages.")
     environment_version: str = Field(default="3", description="Serverless: environment (client) version.")
     timeout_seconds: int = Field(default=3600, description="Databricks run timeout.")
-    _server: LocalSparkServer | None = PrivateAttr(default=None)
+    _servers: dict[str, LocalSparkServer] = PrivateAttr(default_factory=dict)
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[SparkJobs]:
-        """The local server (if one was started) stops with the step, whether it succeeded or not."""
+        """The servers this step started stop with it, whether it succeeded or not."""
         try:
             yield self
         finally:
-            if self._server is not None:
-                self._server.stop()
-                self._server = None
+            while self._servers:
+                self._servers.popitem()[1].stop()
 
     # ---- what the assets call ----------------------------------------------------------------
     def run(
@@ -152,22 +176,30 @@ class SparkJobs(dg.ConfigurableResource):
             "tables": list(tables),
             "data_root": data_root,
             "now": datetime.now(UTC).isoformat(),
+            "bookmarks_in": self.bookmarks_in,
+            "shuffle_partitions": self.shuffle_partitions or max(2, self.cores or os.cpu_count() or 2),
         }
         if self.environment == "databricks":
             return self._run_databricks(context, spec, command, extras)
-        return self._run_local(context, extras)
+        return self._run_local(context, extras, spark_master(spec.spark_master or self.master))
 
-    def _run_local(self, context, extras: Mapping[str, Any]) -> dg.PipesClientCompletedInvocation:
+    def _run_local(self, context, extras: Mapping[str, Any], master: str) -> dg.PipesClientCompletedInvocation:
         env = {
             "TZ": "UTC",
             "POS_LAKEHOUSE_SPARK_MEMORY": self.driver_memory,
             "POS_LAKEHOUSE_PIPES_TRANSPORT": "local",
             "PYTHONUNBUFFERED": "1",
+            # The job connects to what this says, or starts a Spark of its own on `master` when empty.
+            SPARK_REMOTE_ENV: "",
         }
         if self.cores:
             env["POS_LAKEHOUSE_SPARK_CORES"] = str(self.cores)
-        if self.shared_server:
-            env.update(self.local_server(context, env).client_env)
+        if master.startswith("sc://"):  # someone else's server: never start one here
+            env[SPARK_REMOTE_ENV] = master
+        elif self.shared_server:
+            env.update(self.local_server(context, env, master).client_env)
+        else:
+            extras = {**extras, "master": master}
         return dg.PipesSubprocessClient(env=env).run(context=context, command=[sys.executable, "-m", JOB_MODULE], extras=dict(extras))
 
     # ---- Databricks ------------------------------------------------------------------------------
@@ -225,7 +257,8 @@ class SparkJobs(dg.ConfigurableResource):
 
 
 def spark_jobs_from_environment(environment: str) -> SparkJobs:
-    """The `spark` resource for the project's environment; Databricks details from environment variables."""
+    """The `spark` resource for the project's environment; Databricks details from environment variables.
+    (`POS_LAKEHOUSE_SPARK_REMOTE` is read per run, by `settings.spark_master`.)"""
     if environment != "databricks":
         return SparkJobs(
             environment="local",

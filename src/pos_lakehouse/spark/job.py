@@ -42,9 +42,12 @@ def _pipes(transport: str):
     return dp.open_dagster_pipes(params_loader=params)
 
 
-def _session():
-    """The step's Spark Connect server, the Databricks cluster's session, or a local Spark of its own."""
+def _session(pipes, spec, extras: dict):
+    """A Spark Connect server's session (the step's own, or one `POS_LAKEHOUSE_SPARK_REMOTE` names),
+    the Databricks cluster's, or a Spark of its own on `extras["master"]`; with the job's settings."""
     from pyspark.sql import SparkSession
+
+    from pos_lakehouse.spark.session_conf import apply_job_settings
 
     if os.environ.get(REMOTE_ENV):  # its token comes from SPARK_CONNECT_AUTHENTICATE_TOKEN
         spark = SparkSession.builder.remote(os.environ[REMOTE_ENV]).getOrCreate()
@@ -53,9 +56,9 @@ def _session():
     else:
         from pos_lakehouse.spark.session import local_spark
 
-        spark = local_spark("pos_lakehouse_job")
-    # Polars matches column names exactly; so must Spark (`Date` and `date` are two columns).
-    spark.conf.set("spark.sql.caseSensitive", "true")
+        spark = local_spark("pos_lakehouse_job", master=extras.get("master", "local"), job_settings=False)
+    partitions = int(extras.get("shuffle_partitions") or 2)
+    apply_job_settings(spark, shuffle_partitions=partitions, spec=spec, warn=pipes.log.warning)
     return spark
 
 
@@ -104,10 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         extras = pipes.extras
         spec = RetailerSpec.model_validate(extras["retailer"])
         started = time.monotonic()
-        spark = _session()
+        spark = _session(pipes, spec, extras)
         via = "Spark Connect" if os.environ.get(REMOTE_ENV) else spark.conf.get("spark.master", "?")
         pipes.log.info(f"{spec.name}: Spark {spark.version} ready in {time.monotonic() - started:.1f}s ({via})")
-        lake, tables = SparkLake(spark, extras["data_root"]), list(extras["tables"])
+        lake = SparkLake(spark, extras["data_root"], bookmarks_in=extras.get("bookmarks_in", "auto"))
+        tables = list(extras["tables"])
         if extras["command"] == "silver":
             run_silver(pipes, lake, spec, tables, datetime.fromisoformat(extras["now"]))
         elif extras["command"] == "gold":

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
 
 SUPPORTED_JAVA = (17, 21)
 CACHE_DIR = Path(os.environ.get("POS_LAKEHOUSE_CACHE", Path.home() / ".cache" / "pos_lakehouse")).expanduser()
@@ -55,39 +56,31 @@ def jar_conf() -> tuple[dict[str, str], Path | None]:
     return {"spark.jars.packages": packages, "spark.jars.ivy": str(CACHE_DIR / "ivy")}, manifest
 
 
-def local_conf(*, cores: int | None = None, memory: str | None = None) -> dict[str, str]:
-    """Settings for a small machine (2 cores, memory shared with Dagster): few partitions, UTC."""
+def local_conf(*, master: str = "local", cores: int | None = None, memory: str | None = None) -> dict[str, str]:
+    """The driver's settings for a small machine (2 cores, memory shared with Dagster) on `master`:
+    `local` (`local[cores]`) or a standalone master `spark://host:port`. What a session can set
+    itself (time zone, shuffle partitions, ...) the job sets: `spark/session_conf.py`."""
     cores = cores or int(os.environ.get("POS_LAKEHOUSE_SPARK_CORES", "0")) or (os.cpu_count() or 2)
     partitions = str(max(2, cores))
-    codegen = os.environ.get("POS_LAKEHOUSE_SPARK_CODEGEN", "false")  # compiling costs more than it saves on small batches
-    return {
-        "spark.master": f"local[{cores}]",
+    conf = {
+        "spark.master": f"local[{cores}]" if master == "local" else master,
         "spark.driver.memory": memory or os.environ.get("POS_LAKEHOUSE_SPARK_MEMORY", "4g"),
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": os.environ.get("POS_LAKEHOUSE_SPARK_UI", "false"),
         "spark.ui.showConsoleProgress": "false",
-        "spark.sql.shuffle.partitions": partitions,  # 200 by default: pure overhead on small data
         "spark.default.parallelism": partitions,
-        "spark.sql.adaptive.coalescePartitions.initialPartitionNum": partitions,
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
-        "spark.sql.autoBroadcastJoinThreshold": str(64 * 1024 * 1024),
-        "spark.sql.session.timeZone": "UTC",
-        # Readable by every Delta reader (delta-rs included): micro-second timestamps, no INT96.
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        # Tables stay at the protocol delta-rs writes too, so Polars retailers can share gold.
-        "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
-        "spark.databricks.delta.schema.autoMerge.enabled": "true",
-        "spark.databricks.delta.snapshotPartitions": "2",  # log replay uses 50 partitions otherwise
-        "spark.sql.codegen.wholeStage": codegen,
-        "spark.sql.codegen.factoryMode": "FALLBACK" if codegen == "true" else "NO_CODEGEN",
     }
+    # A cluster elsewhere must reach this driver by its name; a local one stays on loopback.
+    if master == "local" or urlparse(master).hostname in ("127.0.0.1", "localhost"):
+        conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
+    return conf
 
 
-def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None = None, **kwargs):
-    """A local SparkSession with Delta; the first run resolves the jars through Ivy and lists them in the cache."""
+def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None = None, job_settings: bool = True, **kwargs):
+    """A SparkSession with Delta driven from here (`master=` as `local_conf`), with the job's session
+    settings unless `job_settings=False`; the first run resolves the jars through Ivy and lists them in the cache."""
     from pyspark.sql import SparkSession
 
     os.environ["JAVA_HOME"] = str(find_java_home())
@@ -103,6 +96,10 @@ def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None
         reason = _ivy_failure(log) or str(exc).splitlines()[0]
         raise SparkSetupError(f"local Spark did not start ({reason}); Delta's jars come from Maven Central on the first run") from exc
     spark.sparkContext.setLogLevel(os.environ.get("POS_LAKEHOUSE_SPARK_LOG_LEVEL", "WARN"))
+    if job_settings:
+        from pos_lakehouse.spark.session_conf import apply_job_settings
+
+        apply_job_settings(spark, shuffle_partitions=int(spark.conf.get("spark.default.parallelism")))
     if manifest is not None:  # list the jars Ivy resolved for the next sessions
         resolved = [re.sub("^file:/*", "/", j) for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -110,15 +107,16 @@ def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None
     return spark
 
 
-def serve(port: int) -> None:
-    """A Spark Connect server on 127.0.0.1:`port` (token from `SPARK_CONNECT_AUTHENTICATE_TOKEN`)
-    until stdin closes: the parent stopped it, or died."""
+def serve(port: int, master: str = "local") -> None:
+    """A Spark Connect server on 127.0.0.1:`port` (token from `SPARK_CONNECT_AUTHENTICATE_TOKEN`),
+    its driver on `master`, until stdin closes: the parent stopped it, or died. Its clients' sessions
+    start from Spark's defaults; the job sets its own settings on its session."""
     extra = {
         "spark.plugins": CONNECT_PLUGIN,
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
     }
-    spark = local_spark("pos_lakehouse_connect", extra=extra)
+    spark = local_spark("pos_lakehouse_connect", extra=extra, master=master, job_settings=False)
     sys.stdin.read()
     spark.stop()
 
@@ -154,4 +152,4 @@ def _ivy_failure(log: str | None) -> str | None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), *sys.argv[2:3])

@@ -144,15 +144,25 @@ def commit_metadata(bookmarks: Mapping[str, str] | None, operation: str) -> dict
 
 def bookmarks_of_commit(commit: Mapping) -> dict[str, str]:
     """Bookmarks of one commitInfo. delta-rs writes them as top-level fields; Spark can only write
-    `userMetadata`, so it writes a JSON object of the same keys there: either form is read."""
+    `userMetadata`, so it writes a JSON object of the same keys there; where a session may not set
+    that for a MERGE (Databricks serverless), Spark sets them as table properties in a commit of
+    their own, whose parameters list them. Each form is read."""
     fields = dict(commit)
-    user = commit.get("userMetadata")
-    if isinstance(user, str) and user.startswith("{"):
-        try:
-            fields.update(json.loads(user))
-        except ValueError:
-            pass
+    for found in (commit.get("userMetadata"), _set_properties(commit)):
+        if isinstance(found, str) and found.startswith("{"):
+            try:
+                fields.update(json.loads(found))
+            except ValueError:
+                pass
     return {k[len(BOOKMARK_PREFIX) :]: str(v) for k, v in fields.items() if k.startswith(BOOKMARK_PREFIX)}
+
+
+def _set_properties(commit: Mapping) -> str | None:
+    """The properties a `SET TBLPROPERTIES` commit set, as the JSON text its parameters hold."""
+    if commit.get("operation") != "SET TBLPROPERTIES":
+        return None
+    parameters = commit.get("operationParameters")
+    return parameters.get("properties") if isinstance(parameters, Mapping) else None
 
 
 class DeltaLakeBase(MedallionLayout):
