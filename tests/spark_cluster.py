@@ -52,12 +52,29 @@ class SparkCluster:
         with urllib.request.urlopen(f"{self.master_ui}/json/", timeout=5) as page:
             return int(json.load(page).get("aliveworkers", 0))
 
+    @contextlib.contextmanager
     def connect(self):
-        """A Spark Connect session on the cluster (the caller stops it)."""
+        """A Spark Connect session on the cluster, stopped on exit.
+
+        pyspark switches the whole process to Connect mode when it creates a remote session (it sets
+        `SPARK_CONNECT_MODE_ENABLED` and keeps `spark.remote` on its shared builder); both are undone
+        on exit, so a later local session in the same test process starts a JVM as usual.
+        """
         from pyspark.sql import SparkSession
 
+        saved = {k: os.environ.get(k) for k in ("SPARK_CONNECT_AUTHENTICATE_TOKEN", "SPARK_CONNECT_MODE_ENABLED", "SPARK_REMOTE")}
         os.environ["SPARK_CONNECT_AUTHENTICATE_TOKEN"] = self.token
-        return SparkSession.builder.remote(self.connect_url).create()
+        spark = SparkSession.builder.remote(self.connect_url).create()
+        try:
+            yield spark
+        finally:
+            spark.stop()
+            SparkSession.builder._options.pop("spark.remote", None)
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def _spark_home() -> Path:

@@ -89,8 +89,7 @@ def test_connect_session_with_server_defaults_gives_polars_silver_gold_and_bookm
     shutil.copytree(tmp_path / "spark" / "landing", tmp_path / "auto" / "landing")
     chosen = []
 
-    spark = cluster.connect()
-    try:
+    with cluster.connect() as spark:
         server_default = spark.conf.get("spark.sql.session.timeZone")
         apply_job_settings(spark, shuffle_partitions=2, spec=spec)
         assert spark.conf.get("spark.sql.session.timeZone") == "UTC" != server_default
@@ -105,8 +104,6 @@ def test_connect_session_with_server_defaults_gives_polars_silver_gold_and_bookm
                 for table in gold_layer.GOLD_TABLES:
                     if table in spec.silver_tables:
                         gold_layer.refresh_gold(target, spec, table)
-    finally:
-        spark.stop()
 
     operations = {}
     for table in spec.silver_tables:
