@@ -54,6 +54,7 @@ def test_enrichment_hits_and_misses_are_counted_not_fatal(data_root, lake, headl
     meta = event.asset_materialization.metadata
     assert meta["corporate_master_matched"].value == expected_hits
     assert meta["corporate_master_missing"].value == delivered.height - expected_hits
+    assert {c.name for c in meta["dagster/column_schema"].schema.columns} >= {"prod_key", "prod_id", "corp_product_code"}
 
     # Row accounting of the fact refresh: every bronze row is loaded, quarantined or superseded.
     accounted = instance.event_log_storage.get_latest_asset_check_execution_by_key(

@@ -218,6 +218,10 @@ def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lak
     rows = pl.read_parquet(files[0]).height
     assert reported[("silver", "marche_fr", "store_day_fact")]["dagster/row_count"].value == rows
     assert reported[("silver", "marche_fr", "store_day_fact")]["engine"].value == "spark"
+    assert {c.name for c in reported[("silver", "marche_fr", "store_day_fact")]["dagster/column_schema"].schema.columns} >= {
+        "site_key",
+        "pos_sales_units",
+    }
     assert lake.row_count(lake.silver("marche_fr", "store_day_fact")) == rows
     (check,) = result.get_asset_check_evaluations()
     assert check.passed

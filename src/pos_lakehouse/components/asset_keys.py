@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from pos_lakehouse.layers.silver.result import column_schema as silver_column_schema
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.transform import canonical
 
@@ -19,21 +20,21 @@ def gold_key(table: str) -> dg.AssetKey:
 
 
 def dagster_metadata(metadata: dict) -> dict:
-    """Plain metadata (`silver_metadata`, `gold_metadata`) as Dagster metadata: dicts as JSON."""
-    return {k: dg.MetadataValue.json(v) if isinstance(v, dict) else v for k, v in metadata.items()}
+    """Plain metadata (`silver_metadata`, `gold_metadata`) as Dagster metadata: dicts as JSON, a
+    column schema as a table schema."""
+    return {
+        k: _table_schema(v) if k == "dagster/column_schema" else dg.MetadataValue.json(v) if isinstance(v, dict) else v
+        for k, v in metadata.items()
+    }
 
 
-_column_schemas: dict[str, dg.TableSchema] = {}
+def _table_schema(schema: dict) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(c["name"], c["type"], description=c.get("description")) for c in schema["columns"]])
 
 
 def column_schema(table: canonical.CanonicalTable) -> dg.TableSchema:
-    """A canonical table's columns as asset metadata; built once per table and shared by every
-    retailer's asset of it (the schema is immutable)."""
-    if table.name not in _column_schemas:
-        _column_schemas[table.name] = dg.TableSchema(
-            columns=[dg.TableColumn(c.name, str(c.dtype), description=c.description) for c in table.columns]
-        )
-    return _column_schemas[table.name]
+    """A canonical table's columns as asset metadata (gold's definitions; silver's materializations)."""
+    return _table_schema(silver_column_schema(table.name))
 
 
 def fail_on_rejected_files(who: str, outcomes) -> None:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from pydantic import Field
 
-from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagster_metadata, fail_on_rejected_files, silver_key
+from pos_lakehouse.components.asset_keys import bronze_key, dagster_metadata, fail_on_rejected_files, silver_key
 from pos_lakehouse.components.gold_publication import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
@@ -137,7 +137,8 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                     kinds={"polars", "spark", "delta"} if spec.engine == "auto" else {spec.engine, "delta"},
                     tags={"layer": "silver", "retailer": spec.name, "freshness": FRESHNESS_TAG[spec.cadence]},
                     freshness_policy=FRESHNESS[spec.cadence],
-                    metadata={"dagster/column_schema": column_schema(table), "layer": "silver"},
+                    # Its columns come with each materialization (`silver_metadata`).
+                    metadata={"layer": "silver"},
                 )
             )
 

@@ -70,7 +70,10 @@ def _report(pipes, asset_key: str | None, metadata: dict, message: dict) -> None
     """
     metadata, message = json.loads(json.dumps([metadata, message], default=str))
     if asset_key is not None:
-        metadata = {k: {"raw_value": v, "type": "json"} if isinstance(v, dict) else v for k, v in metadata.items()}
+        metadata = {
+            k: {"raw_value": v, "type": "table_schema" if k == "dagster/column_schema" else "json"} if isinstance(v, dict) else v
+            for k, v in metadata.items()
+        }
         pipes.report_asset_materialization(asset_key=asset_key, metadata=metadata)
     pipes.report_custom_message({**message, "metadata": metadata})
 

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from pos_lakehouse.transform import canonical
+
+# The silver table's columns travel with each materialization, not with the asset definition: the
+# daemon re-reads every definition's snapshot each minute, and one schema per retailer and table was
+# over half of it at a few hundred retailers.
+COLUMN_SCHEMA = "dagster/column_schema"
+
 
 @dataclass
 class SilverResult:
@@ -37,12 +44,19 @@ class SilverResult:
         return self.bronze_rows - self.loaded - self.quarantined - self.superseded
 
 
+def column_schema(table_name: str) -> dict:
+    """A canonical table's columns as plain data: Dagster's table-schema metadata on either side."""
+    return {"columns": [{"name": c.name, "type": str(c.dtype), "description": c.description} for c in canonical.TABLES[table_name].columns]}
+
+
 def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str) -> dict:
     """The silver asset's materialization metadata, the same for both engines.
 
-    Plain values; dicts are JSON metadata (the Dagster side and the Pipes side each wrap them).
+    Plain values; dicts are JSON metadata (the Dagster side and the Pipes side each wrap them),
+    except `COLUMN_SCHEMA`, which each side wraps as a table schema.
     """
     return {
+        COLUMN_SCHEMA: column_schema(result.table),
         "dagster/row_count": row_count,
         "dagster/uri": uri,
         "engine": engine,
