@@ -27,7 +27,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from pos_lakehouse.recovery import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES, RETAILERS_DIR, catch_up_requests
+from pos_lakehouse.sensors.catch_up import catch_up_requests
+from pos_lakehouse.sensors.runs import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES
+from pos_lakehouse.settings import RETAILERS_DIR
 
 # Runs this harness executes in its own process carry the process's identity, so the next harness
 # can tell a run whose process is gone from one another live harness is executing. (Runs the daemon
