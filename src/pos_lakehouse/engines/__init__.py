@@ -14,9 +14,7 @@ from types import ModuleType
 
 import narwhals as nw
 
-# The xxhash64 seed of surrogate keys. Spark's `xxhash64` has it built in; the Polars edge and the
-# scalar `transform.keys.surrogate_key` pass it, so both engines hash alike.
-SEED = 42
+from pos_lakehouse.engines.seed import SEED as SEED
 
 
 def edges(frame: nw.LazyFrame) -> ModuleType:

@@ -8,7 +8,7 @@ import narwhals as nw
 import polars as pl
 import xxhash
 
-from pos_lakehouse.engines import SEED
+from pos_lakehouse.engines.seed import SEED
 
 
 def _native(frame: nw.LazyFrame) -> pl.LazyFrame:
