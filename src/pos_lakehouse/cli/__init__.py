@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retailer", action="append", help="only this demo retailer (repeatable)")
     demo.add_argument("--allow-failures", action="store_true", help="exit 0 even when a run fails")
     demo.set_defaults(func=cmd_demo)
-    dev = sub.add_parser("dev", help=cmd_dev.__doc__, description=cmd_dev.__doc__ + " E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`.")
+    dev = sub.add_parser("dev", help=cmd_dev.__doc__, description=f"{cmd_dev.__doc__} E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`.")
     dev.set_defaults(func=cmd_dev, dg_args=[])
     rec = sub.add_parser("reconcile", help=cmd_reconcile.__doc__)
     rec.set_defaults(func=cmd_reconcile)

@@ -54,7 +54,7 @@ def _query_error(exc: Exception, sql: str) -> str:
 def cmd_query(args: argparse.Namespace) -> int:
     """Run one SQL query against the secure gold views as a user of the access policy."""
     import duckdb
-    import sqlglot
+    import sqlglot.errors
 
     from pos_lakehouse.serving.duckdb_views import QueryFailed, QueryRejected, query
     from pos_lakehouse.serving.limits import QueryLimitExceeded, check_text

@@ -174,6 +174,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             failed = []
             for check in run_silver_checks(context, lake, spec, tables, results):
                 if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+                    assert check.asset_key is not None  # silver checks name their table
                     failed.append(f"{check.asset_key.path[-1]}.{check.check_name}")
                 yield check
             # The delivery's own run carries it on to gold: this retailer's partition of every gold

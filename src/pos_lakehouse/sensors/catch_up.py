@@ -82,12 +82,12 @@ def stale_assets(lake: Lake, specs: list[RetailerSpec], gold_tables: set[str] | 
         for table in spec.silver_tables:
             if gold_tables is not None and table not in gold_tables:
                 continue
-            silver_updated[table] = _max_updated_at(lake, lake.silver(spec.name, table))
-            if silver_updated[table] is None:
+            updated = silver_updated[table] = _max_updated_at(lake, lake.silver(spec.name, table))
+            if updated is None:
                 continue
             mark = _parse(lake.bookmarks(lake.gold(table)).get(f"silver_updated_at.{code}"), _GOLD_MARK_FORMAT)
-            if mark is None or silver_updated[table] > mark:
-                found.append(Stale(dg.AssetKey(["gold", table]), code, f"silver updated at {silver_updated[table]}, merged up to {mark}"))
+            if mark is None or updated > mark:
+                found.append(Stale(dg.AssetKey(["gold", table]), code, f"silver updated at {updated}, merged up to {mark}"))
     return sorted(found, key=lambda s: _LAYER.get(s.key.path[0], 3))
 
 
@@ -185,6 +185,7 @@ def build_catch_up_sensor(
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
     )
     def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+        assert context.repository_def is not None  # a sensor of the code location is evaluated with it
         graph = context.repository_def.asset_graph
         requests, stale = catch_up_requests(lake, context.instance, graph, chosen(specs))
         if not requests:

@@ -53,7 +53,7 @@ def build_reference_landing_sensor(
         cursor = {f.name: f.identity for f in files}
         if not new:
             return dg.SensorResult(skip_reason="no new reference files", cursor=json.dumps(cursor))
-        tables = sorted({source_for(sources, f.name) for f in new})
+        tables = sorted({t for f in new if (t := source_for(sources, f.name))})
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
