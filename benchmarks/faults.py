@@ -196,8 +196,10 @@ def settled(root: Path, home: Path) -> list[str]:
     import dagster as dg
 
     from pos_lakehouse.definitions import build_definitions
-    from pos_lakehouse.recovery import IN_PROGRESS_RUN_STATUSES, RETAILERS_DIR, catch_up_requests
     from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.sensors.catch_up import catch_up_requests
+    from pos_lakehouse.sensors.runs import IN_PROGRESS_RUN_STATUSES
+    from pos_lakehouse.settings import RETAILERS_DIR
     from pos_lakehouse.storage.lake import Lake
 
     os.environ["POS_LAKEHOUSE_DATA"] = str(root)

@@ -120,7 +120,7 @@ def test_two_delivery_runs_of_one_retailer_at_once_count_every_row_once(data_roo
     ]
     # The parent plays the daemon's pool_claims_sensor: a step that asked for the pool just as the
     # other run freed it is handed the slot instead of waiting forever.
-    from pos_lakehouse.recovery import assign_stranded_pool_claims
+    from pos_lakehouse.sensors.pool_claims import assign_stranded_pool_claims
 
     deadline = time.monotonic() + 600
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -142,8 +142,8 @@ def test_two_delivery_runs_of_one_retailer_at_once_count_every_row_once(data_roo
 
 def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(data_root, lake, headless, instance):
     from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
-    from pos_lakehouse.recovery import reference_refresh_requests
     from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.sensors.reference import reference_refresh_requests
 
     _marche_day(data_root / "landing" / "marche_fr", DAYS[0])
     assert all(r.success for r in headless.settle())
@@ -168,8 +168,8 @@ def test_runs_waiting_or_working_on_a_retailers_silver_keep_catch_up_and_refresh
     silver and publishes its gold partitions; while it is queued or running, catch-up requests neither,
     and the reference refresh sensor waits while corporate reference data is still being loaded."""
     from pos_lakehouse.layers.gold import GOLD_TABLES
-    from pos_lakehouse.recovery import _busy_assets
     from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.sensors.runs import busy_assets as _busy_assets
 
     specs = load_retailer_specs(RETAILERS_DIR)
     marche = next(s for s in specs if s.name == "marche_fr")
@@ -199,7 +199,7 @@ def test_a_step_queued_just_after_the_slot_was_freed_is_handed_it():
     """The interleaving that stranded a run for good: B finds the pool full, A frees its slot (and
     finds nobody queued to hand it to), then B queues. B would wait forever; the pool-claims sensor
     hands it the slot -- and never hands out more slots than the pool has."""
-    from pos_lakehouse.recovery import assign_stranded_pool_claims
+    from pos_lakehouse.sensors.pool_claims import assign_stranded_pool_claims
 
     with dg.instance_for_test() as instance:
         storage = instance.event_log_storage

@@ -83,8 +83,8 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
     from conftest import RETAILERS_DIR
 
     from pos_lakehouse.demo.generator import write_marche_fr
-    from pos_lakehouse.recovery import stale_assets
     from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.sensors.catch_up import stale_assets
 
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -139,7 +139,7 @@ def test_killed_gold_run_is_recovered_by_the_next_driver_start(data_root, lake, 
         check_outcomes(instance, spec_named("marche_fr"))  # planned-but-never-evaluated checks of the dead run read fine
         # Nothing is left for automation to catch up on (tables withheld by a failed blocking check excepted).
         from pos_lakehouse.definitions import build_definitions
-        from pos_lakehouse.recovery import catch_up_requests
+        from pos_lakehouse.sensors.catch_up import catch_up_requests
 
         defs = build_definitions()
         requests, _ = catch_up_requests(lake, instance, defs.resolve_asset_graph(), specs)

@@ -71,8 +71,9 @@ def test_the_cli_help_runs_from_an_installed_package(tmp_path):
 def test_dev_without_a_checkout_or_the_demo_extra_opens_the_ui_alone(tmp_path, monkeypatch, capsys):
     """`pos-lakehouse dev` from a product install: `dagster dev` on the module, and no demo sources
     (their packages are the `demo` extra) -- instead of failing on the first missing import."""
-    import pos_lakehouse.cli as cli
+    import pos_lakehouse.cli.dev as cli
     import pos_lakehouse.demo.simulators as simulators
+    from pos_lakehouse.cli import main
 
     calls = []
     monkeypatch.setattr(cli, "checkout_root", lambda: None)
@@ -81,7 +82,7 @@ def test_dev_without_a_checkout_or_the_demo_extra_opens_the_ui_alone(tmp_path, m
     monkeypatch.setattr(simulators, "start_demo_services", lambda *a, **k: (_ for _ in ()).throw(AssertionError("demo started")))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "data"))
-    assert cli.main(["dev", "--port", "3111"]) == 0
+    assert main(["dev", "--port", "3111"]) == 0
     ((command, cwd, workspace),) = calls
     assert command[1:3] == ["dev", "-w"] and command[4:] == ["--port", "3111"] and Path(command[0]).name == "dagster"
     # The code location `dg dev` serves in a checkout: same module, same location name (the project's).

@@ -22,7 +22,8 @@ from conftest import PROJECT_ROOT, RETAILERS_DIR, spec_named
 from jsonschema import Draft202012Validator
 from test_serving import three_retailers  # noqa: F401 - fixture: gold rows of three retailers
 
-from pos_lakehouse.cli import main, render_frame
+from pos_lakehouse.cli import main
+from pos_lakehouse.cli.query import render_frame
 from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
 from pos_lakehouse.components.retailer_scaffold import TEMPLATE
 from pos_lakehouse.ingest.landing import LocalLandingZone
@@ -132,7 +133,7 @@ def test_broken_pipe_is_quiet(three_retailers, monkeypatch, capsys):  # noqa: F8
 def test_dev_passes_every_option_to_dg_dev(monkeypatch, data_root):
     import contextlib
 
-    import pos_lakehouse.cli as cli
+    import pos_lakehouse.cli.dev as cli
     import pos_lakehouse.demo.simulators as simulators
 
     calls = []

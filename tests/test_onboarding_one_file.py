@@ -18,8 +18,8 @@ import pytest
 from conftest import PROJECT_ROOT
 from serving_data import fact_rows, write_gold
 
-import pos_lakehouse.recovery
 import pos_lakehouse.retailer
+import pos_lakehouse.sensors.catch_up
 from pos_lakehouse.components.loaded_retailers import retailers_in_tree
 from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
 from pos_lakehouse.definitions import build_definitions, component_tree
@@ -132,7 +132,7 @@ def test_gold_serving_and_catch_up_take_the_retailers_from_the_loaded_components
         raise AssertionError(f"retailer YAMLs re-read from {folder}")
 
     monkeypatch.setattr(pos_lakehouse.retailer, "load_retailer_specs", no_reparse)
-    monkeypatch.setattr(pos_lakehouse.recovery, "load_retailer_specs", no_reparse)
+    monkeypatch.setattr(pos_lakehouse.sensors.catch_up, "load_retailer_specs", no_reparse)
     shutil.copytree(DEFS / "reference", defs_copy / "reference", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(DEFS / "resources.py", defs_copy / "resources.py")
     tree = component_tree(defs_copy)

@@ -1,7 +1,7 @@
-"""`Lake.append_partitions`: rows of known partitions written as unpartitioned scratch tables in the
-partition directories and committed to the real table at once. What a reader sees must be what a
+"""`Lake.append_partitions`: rows of known partitions written as Parquet files in the partition
+directories and committed to the real table at once. What a reader sees must be what a
 partitioned write gives: the rows, their partition values, file statistics, one commit with its
-bookmarks; and the attacks: a scratch log left by a crash, a schema or a value it cannot take.
+bookmarks; and the attacks: files left by a crash, a schema or a value it cannot take.
 Then the two layers that use it give the same rows as the ordinary write."""
 
 from __future__ import annotations
@@ -64,13 +64,12 @@ def test_rows_land_in_their_partitions_in_one_commit_with_statistics(tmp_path):
     assert not list(tmp_path.rglob("code=*/_delta_log"))
 
 
-def test_a_scratch_log_left_by_a_crash_is_dropped_and_its_files_stay_out(tmp_path):
+def test_files_left_by_a_crash_stay_out(tmp_path):
     lake = Lake(root=str(tmp_path))
     uri = lake.gold("t")
     lake.append_partitions(uri, "code", [("ret_a", _rows("ret_a", 2).lazy())])
-    # A crash between the scratch write and the commit: scratch rows nobody committed.
-    stale = _rows("ret_b", 4, start=50).drop("code")
-    stale.write_delta(f"{uri}/code=ret_b")
+    # A crash between writing a part's file and the commit: a data file no commit refers to.
+    _rows("ret_b", 4, start=50).drop("code").write_parquet(f"{uri}/code=ret_b/part-crashed.parquet", mkdir=True)
     assert lake.append_partitions(uri, "code", [("ret_b", _rows("ret_b", 1, start=7).lazy())])
     got = pl.read_delta(uri).filter(pl.col("code") == "ret_b")
     assert got["units"].cast(pl.Float64).to_list() == [7.0]  # only the committed rows

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from pos_lakehouse.quiet import quiet_deliberate_warnings
-from pos_lakehouse.settings import project_root, sensor_interval
+from pos_lakehouse.settings import project_root
 
 # The code server, `dagster dev` and `dg check defs` load the code location through this module.
 quiet_deliberate_warnings()
@@ -62,46 +62,15 @@ def build_definitions(defs_dir: Path | None = None, *, tree: dg.ComponentTree | 
 
 
 def _build(tree: dg.ComponentTree) -> dg.Definitions:
-    loaded = tree.build_defs()
-    # A delivery's own run carries it from bronze to its gold partitions, and two sensors cover what
-    # reaches silver from elsewhere (reference data, runs that stopped early): declarative
-    # automation is left with the one asset that depends on every gold table, the serving views.
-    automation = dg.AutomationConditionSensorDefinition(
-        "serving_automation",
-        target=dg.AssetSelection.tag("layer", "serving"),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=sensor_interval(15),
-        description="Rebuilds the secure serving views when any gold table or the access policy changed.",
-    )
     from pos_lakehouse.components.loaded_retailers import retailers_in_tree
-    from pos_lakehouse.recovery import build_catch_up_sensor
+    from pos_lakehouse.sensors.code_location import code_location_sensors
 
-    # The same retailer components that built the assets (also for another defs folder).
-    specs = retailers_in_tree(tree)
-    catch_up = build_catch_up_sensor(specs, ingest_jobs(specs, loaded))
+    loaded = tree.build_defs()
     # Every run's steps in the run's own process (the multiprocess default starts a process per
     # step, each loading the definitions again: more than most steps' work here).
-    root = dg.Definitions(sensors=[automation, *delivery_sensors(specs, loaded)], executor=dg.in_process_executor)
-    return dg.Definitions.merge(loaded, root, catch_up)
-
-
-def ingest_jobs(specs: list, loaded: dg.Definitions) -> dict:
-    """Each retailer's `<name>_ingest` job, as its component built it, by retailer name."""
-    jobs = {j.name: j for j in loaded.jobs or []}
-    return {s.name: jobs[f"{s.name}_ingest"] for s in specs if f"{s.name}_ingest" in jobs}
-
-
-def delivery_sensors(specs: list, loaded: dg.Definitions) -> list[dg.SensorDefinition]:
-    """One landing sensor over every file-delivering retailer and one poll sensor per polling interval
-    over the pulled ones, targeting the ingest jobs the retailers' components built: what a tick costs is one sensor
-    evaluation whatever the number of retailers, not one per retailer in the daemon's queue."""
-    from pos_lakehouse.ingest.polling import build_poll_sensors, is_pulled
-    from pos_lakehouse.ingest.sensors import build_landing_sensor
-
-    ingest = ingest_jobs(specs, loaded)
-    pulled = [s for s in specs if s.name in ingest and is_pulled(s)]
-    files = [s for s in specs if s.name in ingest and not is_pulled(s)]
-    return [*([build_landing_sensor(files, ingest)] if files else []), *build_poll_sensors(pulled, ingest)]
+    root = dg.Definitions(executor=dg.in_process_executor)
+    # The same retailer components that built the assets (also for another defs folder).
+    return dg.Definitions.merge(loaded, root, code_location_sensors(retailers_in_tree(tree), loaded))
 
 
 def _inputs_stamp() -> tuple:

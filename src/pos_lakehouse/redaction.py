@@ -74,7 +74,7 @@ class RedactedError(RuntimeError):
     """An exception whose text held a credential, standing in for it with the text masked (and its type named)."""
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def _chain(exc: BaseException | None) -> list[BaseException]:
     seen: list[BaseException] = []
     while exc is not None and all(exc is not s for s in seen):
         seen.append(exc)

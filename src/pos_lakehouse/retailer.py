@@ -238,7 +238,7 @@ class DeliverySpec(Model):
             sub = self.api if self.channel == "api" else self.database
             if sub is None:
                 raise ValueError(f"delivery.channel {self.channel} needs a `delivery.{self.channel}` block")
-            sources = sub.endpoints if self.channel == "api" else sub.tables
+            sources = sub.endpoints if isinstance(sub, ApiSpec) else sub.tables
             missing = [n for n in names if n not in sources]
             unknown = [n for n in sources if n not in names]
             if missing or unknown:

@@ -96,6 +96,7 @@ def log_gold_publications(context, spec: RetailerSpec, published: list[GoldPubli
     for p in published:
         context.log_event(dg.AssetMaterialization(asset_key=gold_key(p.table), partition=code, metadata=p.metadata))
         for c in p.checks:
+            assert c.check_name is not None  # every gold check is built with its name
             context.log_event(
                 dg.AssetCheckEvaluation(
                     asset_key=gold_key(p.table),

@@ -7,15 +7,12 @@ mapping as a retailer's files. The component builds one asset per table
 retailer's silver lists as upstream), a refresh job and a landing sensor.
 """
 
-import json
-
 import dagster as dg
 from pydantic import Field, model_validator
 
 from pos_lakehouse.components.asset_keys import fail_on_rejected_files
 from pos_lakehouse.components.yaml_schema import TakenAsWritten, yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
-from pos_lakehouse.ingest.sensors import batch_digest
 from pos_lakehouse.layers.reference import (
     REFERENCE_TABLES,
     ReferenceSource,
@@ -24,12 +21,9 @@ from pos_lakehouse.layers.reference import (
     reference_uri,
     source_for,
 )
-from pos_lakehouse.settings import sensor_interval
+from pos_lakehouse.sensors.reference import JOB_NAME, OP_NAME, build_reference_landing_sensor
 from pos_lakehouse.storage.lake import Lake
 
-OP_NAME = "corporate_reference"
-JOB_NAME = "corporate_reference_refresh"
-SENSOR_NAME = "corporate_reference_landing_sensor"
 _JOINED_ON = {"product_master": "GTIN", "site_master": "GLN", "fx_rates": "date and currency"}
 
 
@@ -128,35 +122,5 @@ class ReferenceData(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
             description="Load corporate master data and FX rates.",
         )
 
-        @dg.sensor(
-            name=SENSOR_NAME,
-            job=refresh_job,
-            minimum_interval_seconds=sensor_interval(60),
-            default_status=dg.DefaultSensorStatus.RUNNING,
-            description=f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
-        )
-        def corporate_reference_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
-            cursor = json.loads(context.cursor) if context.cursor else {}
-            files = [f for f in landing.list_files(folder) if source_for(sources, f.name)]
-            new = [f for f in files if cursor.get(f.name) != f.identity]
-            # As the retailers' landing sensors: the cursor holds only what is listed now, so it
-            # does not grow with files taken away.
-            cursor = {f.name: f.identity for f in files}
-            if not new:
-                return dg.SensorResult(skip_reason="no new reference files", cursor=json.dumps(cursor))
-            tables = sorted({source_for(sources, f.name) for f in new})
-            return dg.SensorResult(
-                run_requests=[
-                    dg.RunRequest(
-                        run_key=f"reference-{batch_digest(new)}",
-                        run_config={"ops": {OP_NAME: {"config": {"files": [f.name for f in new]}}}},
-                        asset_selection=[dg.AssetKey(["reference", t]) for t in tables],
-                        # Launched before queued retailer runs: those that start after it enrich with
-                        # the new data instead of being refreshed again by `reference_refresh_sensor`.
-                        tags={"dagster/priority": "1"},
-                    )
-                ],
-                cursor=json.dumps(cursor),
-            )
-
+        corporate_reference_sensor = build_reference_landing_sensor(folder, sources, refresh_job)
         return dg.Definitions(assets=[corporate_reference], jobs=[refresh_job], sensors=[corporate_reference_sensor])

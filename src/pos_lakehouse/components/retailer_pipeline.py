@@ -18,6 +18,7 @@ from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
 from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.reference import REFERENCE_KEYS
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
 
@@ -36,15 +37,6 @@ class BronzeRunConfig(dg.Config):
         default_factory=list,
         description="Landing files (relative to the retailer folder) to ingest. Empty: every file not yet in bronze.",
     )
-
-
-# The corporate reference table each silver table is enriched from (defs/reference/).
-REFERENCE_KEYS = {
-    "prod_dim": dg.AssetKey(["reference", "product_master"]),
-    "site_dim": dg.AssetKey(["reference", "site_master"]),
-    "store_day_fact": dg.AssetKey(["reference", "fx_rates"]),
-    "store_week_fact": dg.AssetKey(["reference", "fx_rates"]),
-}
 
 
 @dg.scaffold_with(RetailerScaffolder)
@@ -183,6 +175,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             failed = []
             for check in run_silver_checks(context, lake, spec, tables, results):
                 if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:
+                    assert check.asset_key is not None  # silver checks name their table
                     failed.append(f"{check.asset_key.path[-1]}.{check.check_name}")
                 yield check
             # The delivery's own run carries it on to gold: this retailer's partition of every gold

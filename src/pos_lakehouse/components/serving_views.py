@@ -15,8 +15,9 @@ from pos_lakehouse.storage.lake import Lake
 # Rebuild whenever any retailer's partition of any gold table lands, or the access policy changed
 # (the policy's hash is the asset's code version). Unlike `eager()`, missing upstream partitions do
 # not block: a retailer that has not delivered yet must not hide the others.
+# (Dagster's annotations type `since_last_handled` for asset-or-check conditions only; it is documented for these.)
 REFRESH_ON_GOLD_CHANGE = (
-    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()).since_last_handled()
+    (dg.AutomationCondition.any_deps_updated() | dg.AutomationCondition.code_version_changed()).since_last_handled()  # pyright: ignore[reportAttributeAccessIssue]
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("refresh on any gold update")

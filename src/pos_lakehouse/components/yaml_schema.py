@@ -1,7 +1,9 @@
 """The JSON schema `dg` validates a component's YAML against, made to name the field that is wrong."""
 
+from typing import Any
 
-def _without_template_strings(node):
+
+def _without_template_strings(node: Any) -> Any:
     """Drop the template-string alternative Dagster offers next to each nested model.
 
     With `anyOf: [model, string]` a typo deep inside (`channel: landng`) is reported only as
@@ -26,19 +28,21 @@ def _without_template_strings(node):
 _MODELS: dict[tuple[type, type], type] = {}
 
 
-def yaml_schema_model(model: type, component: type) -> type:
+def yaml_schema_model(model: type | None, component: type) -> type | None:
     """`model` (a component's YAML model) with a JSON schema that validates nested blocks directly
     and keeps each attribute's description (parsing is unchanged).
 
     Dagster derives the YAML model from the component's fields and, for a field with a default,
     replaces its `Field(description=...)` with one without; `dg` would then show no help for it.
     """
+    if model is None:  # a component without YAML attributes
+        return None
     if (model, component) not in _MODELS:
 
         class Strict(model):  # type: ignore[misc, valid-type]
             @classmethod
             def model_json_schema(cls, *args, **kwargs):
-                schema = _without_template_strings(super().model_json_schema(*args, **kwargs))
+                schema: dict = _without_template_strings(super().model_json_schema(*args, **kwargs))
                 for name, prop in schema.get("properties", {}).items():
                     field = component.model_fields.get(name)
                     if field is not None and field.description and "description" not in prop:
@@ -84,4 +88,5 @@ class TakenAsWritten:
             fields = {name: getattr(attributes, name) for name in attributes.model_fields_set}
             if not uses_templates(fields):
                 return cls(**fields)
-        return super().load(attributes, context)
+        # The mixin is listed before `dg.Component`, whose `load` this is (checkers see only `object`).
+        return super().load(attributes, context)  # pyright: ignore[reportAttributeAccessIssue]

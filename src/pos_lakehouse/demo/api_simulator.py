@@ -292,8 +292,8 @@ class ApiSimulator:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._server.serve(sockets=[sock])), name="shopnow-api", daemon=True)
+        server = self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), name="shopnow-api", daemon=True)
         self._thread.start()
         self.base_url = f"http://127.0.0.1:{port}"
         import time

@@ -275,7 +275,7 @@ def write_bigbox_us(
         path = landing / f"bigbox_us_store_{store:04d}_{dates[0]:%Y%m%d}_{dates[-1]:%Y%m%d}.txt"
         frame.write_csv(path, separator="|")
         written.append(path)
-    write_expected(expected, "bigbox_us", [_total("bigbox_us", d, *v) for d, v in per_day.items()])
+    write_expected(expected, "bigbox_us", [_total("bigbox_us", d, v[0], v[1], v[2]) for d, v in per_day.items()])
     return written
 
 

@@ -24,10 +24,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
-from pos_lakehouse.recovery import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES, RETAILERS_DIR, catch_up_requests
+from pos_lakehouse.sensors.catch_up import catch_up_requests
+from pos_lakehouse.sensors.runs import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES
+from pos_lakehouse.settings import RETAILERS_DIR
 
 # Runs this harness executes in its own process carry the process's identity, so the next harness
 # can tell a run whose process is gone from one another live harness is executing. (Runs the daemon
@@ -121,7 +124,7 @@ class Headless:
     sensor_cursors: dict[str, str | None] = field(default_factory=dict)
     # What `dg.evaluate_automation_conditions` returns as `result.cursor` and takes back as `cursor=`;
     # opaque here (its class is not public API).
-    automation_cursor: object | None = None
+    automation_cursor: Any = None  # Dagster's AssetDaemonCursor (not exported)
     runs: list[RunRecord] = field(default_factory=list)
     recovered: Recovered | None = None
     _caught_up: set = field(default_factory=set)
@@ -162,7 +165,7 @@ class Headless:
         )
         if any(r.status == dg.DagsterRunStatus.SUCCESS or r.status in IN_PROGRESS_RUN_STATUSES for r in earlier):
             return RunRecord(request.job_name or sensor.job_name or "", "", True, "skipped: run key already used", request.partition_key)
-        job = self.defs.resolve_job_def(request.job_name or sensor.job_name)
+        job = self.defs.resolve_job_def(request.job_name or sensor.job_name or "")
         tags = {
             **(request.tags or {}),
             "dagster/run_key": request.run_key or "",
@@ -186,11 +189,7 @@ class Headless:
             failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
             error = (
                 "; ".join(
-                    (
-                        e.event_specific_data.error.message.strip()
-                        if e.event_specific_data and e.event_specific_data.error
-                        else e.message or ""
-                    )
+                    (e.step_failure_data.error.message.strip() if e.event_specific_data and e.step_failure_data.error else e.message or "")
                     for e in failures
                 )
                 or "run failed"

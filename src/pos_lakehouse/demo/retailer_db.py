@@ -145,7 +145,7 @@ class RetailerDatabase:
                         "store_name": f"Highstreet {_TOWNS.get(s['ville'], s['ville'])} {i:03d}",
                         "gln": gln13(900_000 + i),
                         "town": _TOWNS.get(s["ville"], s["ville"]),
-                        "county": "Greater " + _TOWNS.get(s["ville"], s["ville"]),
+                        "county": f"Greater {_TOWNS.get(s['ville'], s['ville'])}",
                         "store_format": s["format_magasin"],
                         "updated_at": ts,
                     }

@@ -58,7 +58,7 @@ class SftpServer:
         self.port = port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._acceptor = None
+        self._acceptor: asyncssh.SSHAcceptor | None = None
 
     def folder(self, account: str) -> Path:
         return self.root / account

@@ -14,9 +14,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
 from pos_lakehouse.settings import RETAILERS_DIR
+
+if TYPE_CHECKING:  # imported where the server starts: asyncssh is loaded only when it does
+    from pos_lakehouse.demo.sftp_server import SftpServer
 
 SetEnv = Callable[[str, str], None]
 
@@ -32,7 +36,7 @@ class DemoServices:
     started: list[str] = field(default_factory=list)
     api: object | None = None
     database: object | None = None
-    sftp: object | None = None
+    sftp: SftpServer | None = None
 
 
 def _specs(channel: str, only: list[str] | None = None) -> list[RetailerSpec]:
@@ -40,7 +44,7 @@ def _specs(channel: str, only: list[str] | None = None) -> list[RetailerSpec]:
 
 
 @contextmanager
-def serve_sftp_landing(landing_root: Path, setenv: SetEnv = _setenv, only: list[str] | None = None) -> Iterator[object | None]:
+def serve_sftp_landing(landing_root: Path, setenv: SetEnv = _setenv, only: list[str] | None = None) -> Iterator[SftpServer | None]:
     """An SFTP server whose disk is `landing_root`: each sftp retailer's account sees only `<landing_root>/<retailer>/`.
 
     The account name, a fresh random password, host and port go into the variables the
@@ -58,6 +62,7 @@ def serve_sftp_landing(landing_root: Path, setenv: SetEnv = _setenv, only: list[
     try:
         for s in specs:
             sftp = s.delivery.sftp
+            assert sftp is not None  # only sftp retailers are served
             setenv(sftp.username_env, s.name)
             setenv(sftp.password_env, accounts[s.name])
             if sftp.host_env:
@@ -97,7 +102,7 @@ def start_demo_services(data_root: Path, only: list[str] | None = None, setenv: 
             )
             sim.start()
             stack.callback(sim.stop)
-            setenv("SHOPNOW_API_URL", sim.base_url)
+            setenv("SHOPNOW_API_URL", sim.base_url or "")
             setenv("SHOPNOW_API_TOKEN", sim.token)
             services.api = sim
             services.started.append(f"shopnow_us API simulator at {sim.base_url}")

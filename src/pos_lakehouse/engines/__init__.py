@@ -10,16 +10,36 @@ the same functions with the same signatures.
 
 from __future__ import annotations
 
-from types import ModuleType
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import narwhals as nw
+import polars as pl
 
-# The xxhash64 seed of surrogate keys. Spark's `xxhash64` has it built in; the Polars edge and the
-# scalar `transform.keys.surrogate_key` pass it, so both engines hash alike.
-SEED = 42
+from pos_lakehouse.engines.seed import SEED as SEED
 
 
-def edges(frame: nw.LazyFrame) -> ModuleType:
+class EngineEdges(Protocol):
+    """What `engines/polars.py` and `engines/spark.py` both provide (the type checker holds each module to it)."""
+
+    def parse_columns(
+        self, frame: nw.LazyFrame, columns: Mapping[str, pl.DataType], decimal_comma: bool, date_formats: Sequence[str], error_prefix: str
+    ) -> nw.LazyFrame: ...
+    def with_surrogate_key(
+        self, frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str
+    ) -> nw.LazyFrame: ...
+    def with_json(self, frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.LazyFrame: ...
+    def round_half_away(self, frame: nw.LazyFrame, columns: Sequence[str], decimals: int) -> nw.LazyFrame: ...
+    def persist(self, frame: nw.LazyFrame) -> nw.LazyFrame: ...
+    def release(self, frame: nw.LazyFrame) -> None: ...
+    def is_empty(self, frame: nw.LazyFrame) -> bool: ...
+    def reuse(self, frame: nw.LazyFrame) -> nw.LazyFrame: ...
+    def last_of_groups(
+        self, frame: nw.LazyFrame, keys: Sequence[str], order: Sequence[str], file_order: Sequence[str] | None = None
+    ) -> nw.LazyFrame | None: ...
+
+
+def edges(frame: nw.LazyFrame) -> EngineEdges:
     if frame.implementation.is_pyspark() or frame.implementation.is_pyspark_connect():
         from pos_lakehouse.engines import spark
 

@@ -8,7 +8,7 @@ import narwhals as nw
 import polars as pl
 import xxhash
 
-from pos_lakehouse.engines import SEED
+from pos_lakehouse.engines.seed import SEED
 
 
 def _native(frame: nw.LazyFrame) -> pl.LazyFrame:
@@ -163,7 +163,8 @@ def last_of_groups(
     else:
         # (batch, file rank) as one number: batch times the number of files, plus the rank.
         values = pairs[first].unique().sort()
-        if pairs[lead[0]].min() < 0 or (pairs[lead[0]].max() + 1) * (len(values) + 1) >= 1 << 31:
+        lowest, highest = pairs[lead[0]].min(), pairs[lead[0]].max()  # integers: the batch column
+        if lowest < 0 or (highest + 1) * (len(values) + 1) >= 1 << 31:  # pyright: ignore[reportOperatorIssue]
             return None
         file_rank = pl.col(first).cast(pl.Enum(values.to_list())).to_physical().cast(pl.Int64)
         rank = pl.col(lead[0]).cast(pl.Int64) * (len(values) + 1) + file_rank

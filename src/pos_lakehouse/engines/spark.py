@@ -11,7 +11,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pos_lakehouse.engines import SEED
+from pos_lakehouse.engines.seed import SEED
 from pos_lakehouse.storage.interface import sql_name
 
 # Polars `str.strip_chars()` strips Unicode white space; Java regexes need (?U) for that.

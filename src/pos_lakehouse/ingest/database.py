@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 
 from pos_lakehouse.ingest.pulled import (
@@ -116,9 +117,9 @@ def pull_table(
     outcome = PullOutcome(table, f"{display_url(engine.url)} {source_name}", state_before=dict(state))
     try:
         src = _table(engine, source_name)
-    except sa.exc.NoSuchTableError:
+    except sa_exc.NoSuchTableError:
         raise SourceDatabaseError(f"{spec.name}: table {source_name!r} not found in {display_url(engine.url)}") from None
-    except sa.exc.SQLAlchemyError as exc:
+    except sa_exc.SQLAlchemyError as exc:
         raise _connect_error(spec, engine, exc) from exc
     if db.updated_at_column not in src.c:
         raise SourceDatabaseError(
@@ -160,7 +161,7 @@ def pull_table(
                 elif new_state != state:
                     commit_state(lake, spec, table, new_state)
                 state = new_state
-    except sa.exc.SQLAlchemyError as exc:
+    except sa_exc.SQLAlchemyError as exc:
         raise _connect_error(spec, engine, exc) from exc
     outcome.state_after = state
     if log:
@@ -219,7 +220,7 @@ def probe_database(lake: Lake, spec: RetailerSpec, engine: Engine | None = None)
                     query = query.where(updated > watermark)
                 count, newest = conn.execute(query).one()
                 news[f.name] = f"{count}:{newest}" if count else None
-    except sa.exc.SQLAlchemyError as exc:
+    except sa_exc.SQLAlchemyError as exc:
         raise _connect_error(spec, engine, exc) from exc
     finally:
         if own:

@@ -50,6 +50,7 @@ class BronzeDeliveries:
 
     def _stats(self) -> tuple[set[str], bool]:
         if self._by_stats is None:
+            assert self.table is not None  # asked only of a bronze table that exists
             actions = pl.DataFrame(self.table.get_add_actions(flatten=True))
             lo, hi = "min._delivery_id", "max._delivery_id"
             if actions.height == 0:

@@ -20,6 +20,7 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -290,7 +291,7 @@ class _TextCheck:
             raise DeliveryError(
                 self.name, "bad_encoding", f"byte 0x{chunk[exc.start]:02x} at offset {at} (line {line}) is not valid {self.encoding}"
             ) from exc
-        if self.out is not None:
+        if self.out is not None and text is not None:  # `out` is only for non-UTF-8 text, always decoded
             self.out.write(text)
         self.offset += len(chunk)
         self.lines += chunk.count(b"\n")
@@ -397,7 +398,7 @@ def hash_and_check(
 
 
 def _fields(line: str, fmt: FileFormat) -> int:
-    quoting = {"quotechar": fmt.quote_char} if fmt.quote_char else {"quoting": csv.QUOTE_NONE}
+    quoting: dict[str, Any] = {"quotechar": fmt.quote_char} if fmt.quote_char else {"quoting": csv.QUOTE_NONE}
     rows = list(csv.reader([line], delimiter=fmt.separator, **quoting))
     return len(rows[0]) if rows else 0
 

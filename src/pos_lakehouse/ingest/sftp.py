@@ -77,7 +77,8 @@ class SftpLandingZone(LandingZone):
         host = _env(sftp.host_env, "host", spec.name) if sftp.host_env else sftp.host
         if not host:
             raise SftpError(f"{spec.name}: delivery.sftp needs `host` or `host_env`")
-        port = int(_env(sftp.port_env, "port", spec.name)) if sftp.port_env else sftp.port
+        port_text = _env(sftp.port_env, "port", spec.name)
+        port = int(port_text) if port_text else sftp.port
         return cls(
             retailer=spec.name,
             host=host,
@@ -141,6 +142,7 @@ class SftpLandingZone(LandingZone):
 
     async def _list(self) -> list[LandedFile]:
         import asyncssh
+        from asyncssh.constants import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR
 
         conn = await self._connect()
         try:
@@ -153,14 +155,15 @@ class SftpLandingZone(LandingZone):
                 while pending:
                     rel_dir = pending.pop()
                     for entry in await sftp.readdir(posixpath.join(base, rel_dir) if rel_dir else base):
-                        name = entry.filename
+                        # A str path lists str names (asyncssh types a name as str or bytes).
+                        name: str = entry.filename  # pyright: ignore[reportAssignmentType]
                         if name in (".", "..") or name.startswith((".", "~$", "_")):
                             continue
                         rel = posixpath.join(rel_dir, name) if rel_dir else name
                         kind = entry.attrs.type
-                        if kind == asyncssh.FILEXFER_TYPE_DIRECTORY or (entry.attrs.permissions and stat.S_ISDIR(entry.attrs.permissions)):
+                        if kind == FILEXFER_TYPE_DIRECTORY or (entry.attrs.permissions and stat.S_ISDIR(entry.attrs.permissions)):
                             pending.append(rel)
-                        elif kind == asyncssh.FILEXFER_TYPE_REGULAR or (entry.attrs.permissions and stat.S_ISREG(entry.attrs.permissions)):
+                        elif kind == FILEXFER_TYPE_REGULAR or (entry.attrs.permissions and stat.S_ISREG(entry.attrs.permissions)):
                             entries[rel] = entry.attrs
         finally:
             conn.close()

@@ -52,7 +52,7 @@ class FileOutcome:
         if self.status == "known_rejected":
             return f"{self.file}: rejected before ({self.reason}), in quarantine; not read again"
         if self.status == "duplicate":
-            return f"{self.file}: already in bronze (delivery {self.delivery_id[:12]}), skipped"
+            return f"{self.file}: already in bronze (delivery {(self.delivery_id or '')[:12]}), skipped"
         return f"{self.file}: {self.rows} rows -> bronze.{self.table}"
 
 

@@ -29,7 +29,7 @@ def pending_bronze_rows(lake: Lake, spec: RetailerSpec, tables: Sequence[str]) -
         if not holders or table is None:
             continue
         consumed = [lake.bookmarks(lake.silver(spec.name, t)).get(f"bronze.{file_spec.name}") for t in holders]
-        oldest = None if any(c is None for c in consumed) else min(int(c) for c in consumed)
+        oldest = None if any(c is None for c in consumed) else min(int(c) for c in consumed if c is not None)
         files, _ = lake.files_added_since(uri, oldest)
         if not files:
             continue

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import narwhals as nw
-import polars as pl
 
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
@@ -96,7 +95,7 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     new_mark = latest.strftime(_TS_FORMAT)
     restrict = f"t.{PARTITION_COLUMN} = '{code}'"
     delete_unmatched = None
-    if per_day is not None:
+    if per_day is not None and date_col:
         dates = per_day[date_col].to_list()
         result.min_date, result.max_date = dates[0], dates[-1]
         restrict += f" AND t.{date_col} >= '{result.min_date}' AND t.{date_col} <= '{result.max_date}'"
@@ -141,7 +140,7 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
 
 
 def _append_new_partition(
-    lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, per_day: pl.DataFrame | None, options: dict
+    lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, per_day: nw.DataFrame | None, options: dict
 ) -> None:
     """Write a retailer's first rows into its gold partition, a batch of rows (a date range) at a time.
 

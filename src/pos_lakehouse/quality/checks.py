@@ -27,6 +27,14 @@ def markdown_table(frame: pl.DataFrame) -> str:
     return "\n".join([header, *rows])
 
 
+# Table-level checks (beyond the row rules) of every silver dimension / fact table; each blocks gold.
+_DIMENSION_CHECKS = {"one_current_version": "Every entity has exactly one current SCD2 version, and versions do not overlap."}
+_DELIVERED_FACT_CHECKS = {
+    "bronze_rows_accounted": "Every bronze row read by this refresh is loaded, quarantined (with a reason) or superseded by a newer delivery."
+}
+_FACT_CHECKS = {"facts_reference_dimension_versions": "Every fact's prod_key and site_key exist in this retailer's silver dimensions."}
+
+
 def silver_check_specs(spec: RetailerSpec, keys: Sequence[dg.AssetKey]) -> list[dg.AssetCheckSpec]:
     checks = []
     for key in keys:
@@ -34,32 +42,10 @@ def silver_check_specs(spec: RetailerSpec, keys: Sequence[dg.AssetKey]) -> list[
         for name, blocking, description in rule_names(table):
             checks.append(dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description))
         if table in canonical.DIMENSIONS:
-            checks.append(
-                dg.AssetCheckSpec(
-                    "one_current_version",
-                    asset=key,
-                    blocking=True,
-                    description="Every entity has exactly one current SCD2 version, and versions do not overlap.",
-                )
-            )
+            table_checks = _DIMENSION_CHECKS
         else:
-            if table in spec.canonical_tables:
-                checks.append(
-                    dg.AssetCheckSpec(
-                        "bronze_rows_accounted",
-                        asset=key,
-                        blocking=True,
-                        description="Every bronze row read by this refresh is loaded, quarantined (with a reason) or superseded by a newer delivery.",
-                    )
-                )
-            checks.append(
-                dg.AssetCheckSpec(
-                    "facts_reference_dimension_versions",
-                    asset=key,
-                    blocking=True,
-                    description="Every fact's prod_key and site_key exist in this retailer's silver dimensions.",
-                )
-            )
+            table_checks = {**(_DELIVERED_FACT_CHECKS if table in spec.canonical_tables else {}), **_FACT_CHECKS}
+        checks += [dg.AssetCheckSpec(name, asset=key, blocking=True, description=text) for name, text in table_checks.items()]
     return checks
 
 

@@ -81,7 +81,8 @@ def run_gold_checks(lake: Lake, spec: RetailerSpec, table_name: str, policy: Acc
 
     seen = gold.select(pl.col("secure_group_key").unique()).collect()["secure_group_key"].to_list()
     declared = policy.retailers.get(code)
-    unknown = sorted(k for k in seen if k is None or k not in policy.known_keys)
+    # A null key sorts first (None and numbers do not compare).
+    unknown = sorted((k for k in seen if k is None or k not in policy.known_keys), key=lambda k: (k is not None, k))
     wrong = sorted(k for k in seen if k is not None and declared is not None and k != declared.secure_group_key)
     problems = []
     if declared is None and seen:

@@ -36,7 +36,7 @@ def source_missing(spec: RetailerSpec) -> str | None:
     d = spec.delivery
     needed: list[str | None] = []
     if d.channel == "api" and d.api:
-        needed = [d.api.token_env] + ([d.api.base_url_env] if not d.api.base_url and d.api.base_url_env else [])
+        needed = [d.api.token_env, *([d.api.base_url_env] if not d.api.base_url and d.api.base_url_env else [])]
     elif d.channel == "database" and d.database:
         needed = [d.database.url_env] if not d.database.url and d.database.url_env else []
     elif d.channel == "sftp" and d.sftp:

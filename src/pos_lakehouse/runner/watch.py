@@ -6,10 +6,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from pos_lakehouse.runner.daemon import LOCATION_NAME
+
+if TYPE_CHECKING:  # the type of what `DagsterInstance.get_ticks` returns (not exported by dagster)
+    from dagster._core.scheduler.instigation import InstigatorTick
 
 UNFINISHED = [
     dg.DagsterRunStatus.NOT_STARTED,
@@ -91,7 +95,7 @@ class Watcher:
                 states[state.instigator_name] = state
         return states
 
-    def _latest_ticks(self) -> dict[str, object | None]:
+    def _latest_ticks(self) -> dict[str, InstigatorTick | None]:
         """sensor -> its latest tick (None: not ticked yet); sensors stopped in the UI are left out."""
         ticks = {}
         states = self._sensor_states()

@@ -40,6 +40,7 @@ from urllib.parse import unquote
 import duckdb
 import polars as pl
 import sqlglot
+import sqlglot.errors
 from sqlglot import exp
 
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
@@ -309,7 +310,7 @@ class QueryFailed(QueryRejected):
     """An allowed statement that the engine could not run (unknown column, type error, ...)."""
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 

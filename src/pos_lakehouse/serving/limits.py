@@ -84,6 +84,7 @@ class QueryLimitExceeded(ValueError):
 def nesting_depth(sql: str) -> int:
     """Deepest nesting of brackets and CASE in the text (strings and comments do not count); 0 if it does not tokenize."""
     import sqlglot
+    import sqlglot.errors
 
     try:
         tokens = sqlglot.tokenize(sql, read="duckdb")
@@ -161,4 +162,6 @@ def fetch_bounded(con: duckdb.DuckDBPyConnection, sql: str, limits: QueryLimits,
                 f"the query returns more than {limits.max_result_rows:,} rows; aggregate or add a LIMIT (max_result_rows, {WHERE})"
             )
         batches.append(batch)
-    return pl.from_arrow(pa.Table.from_batches(batches, schema=reader.schema))
+    frame = pl.from_arrow(pa.Table.from_batches(batches, schema=reader.schema))
+    assert isinstance(frame, pl.DataFrame)  # a table, not an array, becomes a frame
+    return frame

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
 
@@ -42,7 +43,7 @@ def _pipes(transport: str):
     return dp.open_dagster_pipes(params_loader=params)
 
 
-def _session(pipes, spec, extras: dict):
+def _session(pipes, spec, extras: Mapping):
     """A Spark Connect server's session (the step's own, or one `POS_LAKEHOUSE_SPARK_REMOTE` names),
     the Databricks cluster's, or a Spark of its own on `extras["master"]`; with the job's settings."""
     from pyspark.sql import SparkSession
@@ -100,7 +101,7 @@ def run_gold(pipes, lake, spec, tables: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--transport", choices=TRANSPORTS, default=os.environ.get("POS_LAKEHOUSE_PIPES_TRANSPORT", "local"))
     args, _ = parser.parse_known_args(argv)  # Pipes' own bootstrap arguments pass through
     with _pipes(args.transport) as pipes:

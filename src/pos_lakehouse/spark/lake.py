@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, cast
 
 import narwhals as nw
 import polars as pl
@@ -208,7 +208,7 @@ class SparkLake(DeltaLakeBase):
     def merge(self, uri: str, data: DataFrame | nw.LazyFrame, **options) -> dict:
         """Upsert rows as `MergeSpec(**options)` says (the same MERGE as `Lake.merge`), as one SQL MERGE."""
         spec = MergeSpec(**options)
-        data = nw.to_native(data, pass_through=True)
+        data = cast(DataFrame, nw.to_native(data, pass_through=True))  # a Spark frame, wrapped or not
         if not self.exists(uri):
             schema = (data.drop(spec.action_column) if spec.action_column else data).schema
             self.create(

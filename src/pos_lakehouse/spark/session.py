@@ -99,7 +99,8 @@ def local_spark(app_name: str = "pos_lakehouse", *, extra: dict[str, str] | None
     if job_settings:
         from pos_lakehouse.spark.session_conf import apply_job_settings
 
-        apply_job_settings(spark, shuffle_partitions=int(spark.conf.get("spark.default.parallelism")))
+        # `local_conf` sets it on every session built here.
+        apply_job_settings(spark, shuffle_partitions=int(spark.conf.get("spark.default.parallelism")))  # pyright: ignore[reportArgumentType]
     if manifest is not None:  # list the jars Ivy resolved for the next sessions
         resolved = [re.sub("^file:/*", "/", j) for j in spark.sparkContext.getConf().get("spark.jars", "").split(",") if j]
         manifest.parent.mkdir(parents=True, exist_ok=True)

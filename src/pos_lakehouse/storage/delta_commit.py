@@ -157,9 +157,12 @@ def commit_files(
     once_ids: Iterable[str] = (),
 ) -> None:
     """Add data files already written into the table's folder, in one append commit on `table`'s snapshot."""
-    options = {"partition_by": list(partition_by)} if partition_by else {}
     table.create_write_transaction(
-        actions, "append", table.schema(), commit_properties=commit_properties(bookmarks, "append", once_ids), **options
+        [*actions],
+        "append",
+        table.schema(),
+        list(partition_by) if partition_by else None,
+        commit_properties=commit_properties(bookmarks, "append", once_ids),
     )
 
 
@@ -202,9 +205,9 @@ def add_stats(rows: int, bounds: Mapping[str, tuple[object, object]], nulls: Map
     for name, (lo, hi) in bounds.items():
         if lo is None or hi is None or any(isinstance(v, float) and not math.isfinite(v) for v in (lo, hi)):
             continue
-        if isinstance(lo, datetime):
+        if isinstance(lo, datetime) and isinstance(hi, datetime):
             mins[name], maxs[name] = _timestamp(lo, up=False), _timestamp(hi, up=True)
-        elif isinstance(lo, date):
+        elif isinstance(lo, date) and isinstance(hi, date):
             mins[name], maxs[name] = lo.isoformat(), hi.isoformat()
         else:
             mins[name], maxs[name] = lo, hi
@@ -252,7 +255,7 @@ def footer_stats(path, schema: pl.Schema) -> tuple[str, int]:
                 continue
             if exact:
                 g_lo, g_hi = _utc(st.min), _utc(st.max)
-                if isinstance(g_lo, str) and max(len(g_lo.encode()), len(g_hi.encode())) >= STRING_STATS_BYTES:
+                if isinstance(g_lo, str) and isinstance(g_hi, str) and max(len(g_lo.encode()), len(g_hi.encode())) >= STRING_STATS_BYTES:
                     exact = False
                     continue
                 lo = g_lo if lo is None else min(lo, g_lo)

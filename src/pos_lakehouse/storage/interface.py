@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import narwhals as nw
 
@@ -20,7 +20,7 @@ BOOKMARK_PREFIX = "pos_lakehouse.bookmark."
 
 class LakeIO(Protocol):
     root: str
-    engine: str
+    engine: ClassVar[str]
 
     def uri(self, layer: str, *parts: str) -> str: ...
     def bronze(self, retailer: str, table: str) -> str: ...

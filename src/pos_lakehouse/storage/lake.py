@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import dagster as dg
 import narwhals as nw
@@ -223,9 +223,8 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         """
         spec = MergeSpec(**options)
         action_column, partition_by, bookmarks = spec.action_column, spec.partition_by, spec.bookmarks
-        data = nw.to_native(data, pass_through=True)
-        if isinstance(data, pl.DataFrame):
-            data = data.lazy()
+        native = nw.to_native(data, pass_through=True)
+        data = cast(pl.LazyFrame, native.lazy() if isinstance(native, pl.DataFrame) else native)  # Polars, wrapped or not
         if not self.exists(uri):
             first = data.filter(pl.col(action_column) == "upsert").drop(action_column) if action_column else data
             # The table is created empty (schema, column comments), then the rows stream in by
@@ -270,9 +269,9 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                 elif kind == "delete":
                     merger = merger.when_matched_delete(condition)
                 elif kind == "update":
-                    merger = merger.when_matched_update(values, condition)
+                    merger = merger.when_matched_update(values or {}, condition)
                 elif kind == "insert":
-                    merger = merger.when_not_matched_insert(values, condition)
+                    merger = merger.when_not_matched_insert(values or {}, condition)
                 else:
                     merger = merger.when_not_matched_by_source_delete(condition)
             return merger.execute()

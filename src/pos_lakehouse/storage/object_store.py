@@ -20,14 +20,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
+
+if TYPE_CHECKING:  # obstore is imported where a store is first used
+    from obstore.store import ObjectStore
 
 # Schemes the object store handles; anything else (no scheme, `file://`) is the local file system.
 REMOTE_SCHEMES = ("s3", "s3a", "gs", "az", "abfs", "abfss", "adl", "azure")
 _ENV_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_")
 _CHUNK = 8 << 20
 
-_stores: dict[tuple, object] = {}
+_stores: dict[tuple, ObjectStore] = {}
 _stores_lock = threading.Lock()
 
 
@@ -54,7 +58,7 @@ def split(uri: str) -> tuple[str, str]:
     return f"{scheme}://{parsed.netloc}", parsed.path.strip("/")
 
 
-def store_for(uri: str):
+def store_for(uri: str) -> ObjectStore:
     """The obstore store of the bucket/container holding `uri` (cached per bucket and environment)."""
     from obstore.store import from_url
 

@@ -16,7 +16,6 @@ itself are `delta_commit`'s.
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,7 @@ import polars as pl
 from deltalake import DeltaTable
 
 from pos_lakehouse.storage.delta_commit import AddAction, add_action, footer_stats, frame_stats
-from pos_lakehouse.storage.object_store import delete_uri, is_remote, local_path, split, store_for, written_at
+from pos_lakehouse.storage.object_store import delete_uri, written_at
 
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")  # no escaping needed in a Hive-style path
 
@@ -51,7 +50,6 @@ def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.La
     written: list[str] = []
     try:
         for value, chunks in by_value.items():
-            _drop_scratch_log(f"{uri.rstrip('/')}/{column}={value}")
             for chunk in chunks:
                 name = f"{column}={value}/part-00000-{uuid.uuid4()}-c000.snappy.parquet"
                 target = f"{uri.rstrip('/')}/{name}"
@@ -71,25 +69,6 @@ def append_partitions(uri: str, column: str, parts: Sequence[tuple[object, pl.La
             delete_uri(target)
         raise
     return len(actions)
-
-
-def _drop_scratch_log(stage: str) -> None:
-    """Delete a scratch table's log left in a partition directory (its data files stay out of the table).
-
-    Only tables written before this module wrote add actions itself can hold one: each part was then
-    written as a scratch Delta table in its partition directory, and a crash could leave its log.
-    This can go (with `test_a_scratch_log_left_by_a_crash_is_dropped_and_its_files_stay_out`) once
-    no deployment holds tables written that way."""
-    if not is_remote(stage):
-        shutil.rmtree(local_path(stage) / "_delta_log", ignore_errors=True)
-        return
-    import obstore
-
-    _, key = split(stage)
-    store = store_for(stage)
-    paths = [m["path"] for batch in obstore.list(store, prefix=f"{key}/_delta_log/") for m in batch]
-    if paths:
-        obstore.delete(store, paths)
 
 
 # ---- many partitions of an in-memory frame: one Parquet file each, written by Polars ----------

@@ -82,7 +82,7 @@ def latest(uri: str) -> DeltaTable | None:
             pass
     with _lock:
         _cached.pop(uri, None)
-        if mtime is None or files > MAX_CACHED_FILES:
+        if table is None or files is None or mtime is None or files > MAX_CACHED_FILES:
             return table
         _cached[uri] = _Cached(table, mtime, files)
         held = sum(c.files for c in _cached.values())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import narwhals as nw
 import polars as pl
@@ -218,7 +219,7 @@ def empty_frame(table: CanonicalTable) -> pl.DataFrame:
 KEY_COLUMN = {"prod_dim": "prod_key", "site_dim": "site_key"}
 DIM_FOR_ID = {"prod_id": "prod_dim", "site_id": "site_dim"}
 # The period each fact table's rows cover.
-GRAIN = {"store_day_fact": "day", "store_week_fact": "week", "store_month_fact": "month"}
+GRAIN: dict[str, Literal["day", "week", "month"]] = {"store_day_fact": "day", "store_week_fact": "week", "store_month_fact": "month"}
 # The columns computed from a fact row's measures (FX rate, USD twins, antitrust-masked twins).
 DERIVED_MEASURE_COLUMNS = [
     c.name

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import narwhals as nw
 
 from pos_lakehouse.engines import edges
 from pos_lakehouse.transform.canonical import TABLES, CanonicalTable
+
+if TYPE_CHECKING:
+    import polars as pl
 
 # Columns bronze adds to every row; never part of the retailer's own data.
 BRONZE_METADATA = ("_source_file", "_delivery_id", "_ingested_at", "_row_number", "data_provider_code", "secure_group_key")
@@ -80,7 +84,7 @@ def to_canonical(
     if extras:
         lf = engine.with_json(lf, extras, "extra_attributes").drop(extras)
     present = set(renames.values())
-    columns: dict[str, object] = {}
+    columns: dict[str, pl.DataType] = {}
     checked_columns = {c.name for t in (checked or holds) for c in TABLES[t].source_columns}
     errors: list[nw.Expr] = []
     required: list[str] = []

@@ -116,6 +116,7 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     summed and stocks taken at the period's end; the period's masked values are recomputed too.
     """
     grain = GRAIN[table_name]
+    assert grain != "day", f"{table_name} is daily: it is delivered, not derived"
     table = canonical.TABLES[table_name]
     end_col = table.natural_keys[0]
     uri = lake.silver(spec.name, table_name)

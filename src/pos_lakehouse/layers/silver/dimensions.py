@@ -143,9 +143,8 @@ def _upsert_versions(
         result.enrichment_matched, result.enrichment_missing = int(matched), int(total - matched)
         return enriched
 
-    upserts = engine.persist(
-        scd2_versions(obs, existing, table, spec.scd2.get(table_name, []), spec.retailer_id, key_column, now, enrich=_enrich)
-    )
+    scd2_attributes = spec.scd2.get(table_name, [])  # pyright: ignore[reportCallIssue, reportArgumentType] -- a dimension's name
+    upserts = engine.persist(scd2_versions(obs, existing, table, scd2_attributes, spec.retailer_id, key_column, now, enrich=_enrich))
     if engine.is_empty(upserts) and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
         return result

@@ -230,7 +230,7 @@ def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo
     parts = [conform(upserts, table).select(*view_cols).with_columns(nw.lit(True).alias("_mine"))]
     touched_keys = facts.select(keys)
     pairs = facts.select("prod_id", "site_id")
-    if n_removed:
+    if removals is not None and n_removed:
         cleared = removals.filter(nw.col("_action") == "clear").select(keys)
         clears = stored.join(cleared, on=keys, how="semi").with_columns(*[nw.lit(None).cast(nw.Float64).alias(m) for m in carried])
         parts.append(conform(clears, table).select(*view_cols).with_columns(nw.lit(True).alias("_mine")))
@@ -247,7 +247,7 @@ def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo
     measured = facts.drop(*[c for c in derived if c in facts.collect_schema().names()]).join(twins, on=keys, how="left")
     result.fx_missing += count(measured.filter(nw.col("fx_rate_to_usd").is_null()))
     source = conform(measured, table).with_columns(nw.lit("upsert").alias("_action"))
-    if n_removed:
+    if removals is not None and n_removed:
         result.removed += n_removed
         # Removals carry the lineage of the newest delivery of the batch.
         lineage = (
