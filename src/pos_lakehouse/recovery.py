@@ -26,7 +26,7 @@ from pos_lakehouse.components.reference_data import JOB_NAME as REFERENCE_JOB
 from pos_lakehouse.components.retailer_pipeline import REFERENCE_KEYS
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.settings import RETAILERS_DIR, only_retailers, sensor_interval
+from pos_lakehouse.settings import only_retailers, retailers_dir, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 # Run states from the public enum (the same sets Dagster keeps internally).
@@ -239,7 +239,7 @@ def build_catch_up_sensor(
     one job per table (a run's assets must share a partitions definition).
     """
     if specs is None:
-        specs = load_retailer_specs(RETAILERS_DIR)
+        specs = load_retailer_specs(retailers_dir())
     own_jobs = ingest_jobs is None
     jobs = {
         spec.data_provider_code: (

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.settings import RETAILERS_DIR
+from pos_lakehouse.settings import retailers_dir
 
 SetEnv = Callable[[str, str], None]
 
@@ -36,7 +36,7 @@ class DemoServices:
 
 
 def _specs(channel: str, only: list[str] | None = None) -> list[RetailerSpec]:
-    return [s for s in load_retailer_specs(RETAILERS_DIR) if s.delivery.channel == channel and (not only or s.name in only)]
+    return [s for s in load_retailer_specs(retailers_dir()) if s.delivery.channel == channel and (not only or s.name in only)]
 
 
 @contextmanager
