@@ -57,6 +57,11 @@ def mapping_differences(proposed: RetailerSpec, reference: RetailerSpec) -> list
             if mc.get(column) != rc.get(column):
                 diffs.append(f"{where}: column {column!r} -> {mc.get(column)}, reference {rc.get(column)}")
     diffs += [f"files {glob}: proposed, not in the reference" for glob in by_glob]
+    for table in ("store_day_fact", "store_week_fact"):
+        mine_order = [(f.match or "").lower() for f in proposed.files_holding(table)]
+        ref_order = [(f.match or "").lower() for f in reference.files_holding(table)]
+        if len(ref_order) > 1 and mine_order != ref_order:
+            diffs.append(f"{table}: fed by {mine_order} in this order, reference {ref_order}")
     for table in sorted(set(proposed.scd2) | set(reference.scd2)):
         mine, ref = set(proposed.scd2.get(table, [])), set(reference.scd2.get(table, []))
         if proposed.files_holding(table) and mine != ref:

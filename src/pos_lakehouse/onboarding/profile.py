@@ -254,6 +254,9 @@ def propose(
             k.notes.extend(n for n in k.grain.notes if n not in k.notes)
         if not k.holds:
             k.notes.append("feeds no canonical table: no product or store id with attributes, nor dated measures")
+    # Kinds that describe products and stores first: where two kinds feed the same fact rows, the
+    # later one's file is the one a row names as its source.
+    kinds.sort(key=lambda k: (not ({"prod_dim", "site_dim"} & set(k.holds)), not k.holds))
     if not grain.sure:
         notes["cadence"] = "; ".join(grain.notes)
     names = [c for k in kinds for c in k.mapping.columns]
