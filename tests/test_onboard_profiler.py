@@ -283,3 +283,35 @@ def _demo_files(tmp_path: Path, name: str) -> Path:
 def test_demo_retailers_files_give_their_shipped_mapping(tmp_path, name):
     spec = _spec(render(propose(_demo_files(tmp_path, name), name)))
     assert mapping_differences(spec, spec_named(name)) == []
+
+
+def test_one_file_per_store_and_changes_only_dimension_files(tmp_path):
+    stores = tmp_path / "stores"
+    stores.mkdir()
+    for s in (1, 2, 3):
+        rows = [f"{d:%Y-%m-%d}|{s:04d}|P{p}|{p + 1}" for d in _days(3) for p in range(2)]
+        (stores / f"chain_store_{s:04d}.txt").write_text("SALES_DATE|STORE_NBR|ITEM_NBR|UNIT_QTY\n" + "\n".join(rows) + "\n")
+    text = render(propose(stores, "chain"))
+    [kind] = _spec(text).delivery.files
+    assert kind.match == "chain_store_*.txt" and kind.format.separator == "|"
+    assert "# one file per store" in text
+
+    changes = tmp_path / "changes"
+    changes.mkdir()
+    for n, ids in enumerate([range(0, 10), range(10, 14), range(14, 16)]):
+        body = "\n".join(f"P{i},Product {i}" for i in ids)
+        (changes / f"items_2026110{n + 1}.csv").write_text("item_id,item_name\n" + body + "\n")
+    text = render(propose(changes, "changes"))
+    [kind] = _spec(text).delivery.files
+    assert kind.incremental and kind.observed_on is not None
+    assert "REVIEW: consecutive files share 0% of their ids" in text
+
+
+def test_proposed_id_and_key_follow_the_loaded_retailers(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "x_20261101.csv").write_text("date,store,item,units\n2026-11-01,S1,P1,1\n")
+    spec = _spec(render(propose(folder, "newshop")))
+    demo = [spec_named(n) for n in (*FILE_RETAILERS, "shopnow_us", "highstreet_uk")]
+    assert spec.retailer_id == max(s.retailer_id for s in demo) + 1
+    assert spec.secure_group_key == max(s.secure_group_key for s in demo) + 1

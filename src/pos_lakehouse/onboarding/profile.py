@@ -229,9 +229,15 @@ def propose(
     secure_group_key: int | None = None,
     country: str | None = None,
     currency: str | None = None,
-    taken_ids: tuple[int, int] = (1009, 110019),
+    taken_ids: tuple[int, int] | None = None,
 ) -> Proposal:
-    """A retailer proposed from the sample files in `folder` (`taken_ids`: the next free id and key)."""
+    """A retailer proposed from the sample files in `folder` (`taken_ids`: the next free id and key;
+    default: after those of the loaded defs folder's retailers)."""
+    if taken_ids is None:
+        from pos_lakehouse.components.retailer_scaffold import _free_ids
+        from pos_lakehouse.settings import retailers_dir
+
+        taken_ids = _free_ids(retailers_dir())
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not p.name.endswith(_SKIP_SUFFIXES))
     if not files:
         raise OnboardingError(f"{folder}: no sample files")
