@@ -315,3 +315,15 @@ def test_proposed_id_and_key_follow_the_loaded_retailers(tmp_path):
     demo = [spec_named(n) for n in (*FILE_RETAILERS, "shopnow_us", "highstreet_uk")]
     assert spec.retailer_id == max(s.retailer_id for s in demo) + 1
     assert spec.secure_group_key == max(s.secure_group_key for s in demo) + 1
+
+
+def test_a_store_day_split_over_files_is_upserted_by_rows(tmp_path):
+    folder = tmp_path / "tills"
+    folder.mkdir()
+    day = _days(1)[0]
+    for till in (1, 2):
+        rows = [f"{day:%Y-%m-%d},S1,P{p + 10 * till},{p + 1}" for p in range(3)]
+        (folder / f"tills_{till}_{day:%Y%m%d}.csv").write_text("date,store_id,item_id,qty\n" + "\n".join(rows) + "\n")
+    text = render(propose(folder, "tills"))
+    [kind] = _spec(text).delivery.files
+    assert kind.replaces == "rows" and "REVIEW: a store-day appears in more than one file" in text

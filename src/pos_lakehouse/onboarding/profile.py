@@ -50,6 +50,7 @@ class KindProfile:
     grain: Grain | None = None
     notes: list[str] = field(default_factory=list)
     decimals: str | None = None  # "comma" or "point": how the sample's decimal numbers are written
+    replaces: str = "site_days"
 
 
 @dataclass
@@ -204,6 +205,19 @@ def _per_store_files(kind: KindProfile, frames: list[pl.DataFrame]) -> None:
     per_file = [set(f[sites].drop_nulls().to_list()) for f in frames if f.width]
     if all(len(s) == 1 for s in per_file) and len(set().union(*per_file)) == len(per_file):
         kind.notes.append("one file per store (each holds a single store id): every store-day comes whole from its file")
+    # A store-day split over several files (per department, per till) must not have one file replace
+    # the others' rows of that day: only the delivered rows are upserted then.
+    day = kind.mapping.date_column
+    seen: set[tuple] = set()
+    for f in frames:
+        if not f.width:
+            continue
+        pairs = set(f.select(sites, day).drop_nulls().unique().iter_rows())
+        if pairs & seen:
+            kind.replaces = "rows"
+            kind.notes.append("a store-day appears in more than one file: `replaces: rows`, so no file drops another's rows of that day")
+            return
+        seen |= pairs
 
 
 def _one_locale(kinds: list[KindProfile]) -> None:

@@ -58,6 +58,8 @@ def _kind_lines(kind: KindProfile) -> list[str]:
         lines.append(f"        observed_on: {{pattern: '{kind.observed_on[0]}', format: {_s(kind.observed_on[1])}}}")
     if kind.incremental:
         lines.append("        incremental: true")
+    if kind.replaces != "site_days":
+        lines.append(f"        replaces: {kind.replaces}")
     if "store_week_fact" in kind.holds and kind.grain:
         lines.append(f"        week_date: {kind.grain.week_date}")
         lines.append("        misaligned_weeks: quarantine   # or `align`: move an off-boundary date to the end of its week")
