@@ -215,7 +215,10 @@ def _per_store_files(kind: KindProfile, frames: list[pl.DataFrame]) -> None:
         pairs = set(f.select(sites, day).drop_nulls().unique().iter_rows())
         if pairs & seen:
             kind.replaces = "rows"
-            kind.notes.append("a store-day appears in more than one file: `replaces: rows`, so no file drops another's rows of that day")
+            kind.notes.append(
+                "a store-day appears in more than one file: `replaces: rows`, so no file drops another's rows of that day "
+                "(if the later file corrects the whole day instead, remove it: the default replaces the store-day)"
+            )
             return
         seen |= pairs
 
