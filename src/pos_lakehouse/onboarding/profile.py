@@ -157,7 +157,9 @@ def profile_kind(glob: str, name: str, files: list[Path]) -> KindProfile:
     if mapping.date_column:
         fmt_ = profiles[mapping.date_column].date_format or "%Y-%m-%d"
         per_file = [
-            parse_dates([v for v in f[mapping.date_column].drop_nulls().str.strip_chars().to_list() if v], fmt_) for f in frames if f.width
+            parse_dates([v for v in f[mapping.date_column].drop_nulls().str.strip_chars().unique().to_list() if v], fmt_)
+            for f in frames
+            if f.width
         ]
         kind.grain = grain_of(per_file, mapping.date_column)
     _time_of_dimension_files(kind, frames)

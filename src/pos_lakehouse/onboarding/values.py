@@ -80,8 +80,11 @@ def parse_dates(values: Sequence[str], fmt: str) -> list[date]:
 
 def profile_values(raw: Sequence[str | None]) -> ValueProfile:
     """The facts about one column's sample values (nulls and blanks left out)."""
-    values = [v.strip() for v in raw if v is not None and v.strip()]
-    count, distinct = len(values), len(set(values))
+    present = [v.strip() for v in raw if v is not None and v.strip()]
+    count = len(present)
+    # Every rule below holds for a column when it holds for each distinct value: look at those once.
+    values = list(dict.fromkeys(present))
+    distinct = len(values)
     if not values:
         return ValueProfile("empty", 0, 0)
     formats = date_formats_of(values) if not all(_INTEGER.match(v) and len(v) != 8 for v in values) else []
@@ -96,7 +99,7 @@ def profile_values(raw: Sequence[str | None]) -> ValueProfile:
         and (values[0].startswith("0") and len(values[0]) > 1 or len(values[0]) >= 8)
     ):
         n = len(values[0])
-        valid = sum(gs1_check_digit_ok(v) for v in values) / count
+        valid = sum(gs1_check_digit_ok(v) for v in values) / distinct
         return ValueProfile("code", count, distinct, digits=n, gs1_valid=valid)
     if all(_INTEGER.match(v) for v in values):
         return ValueProfile("integer", count, distinct)
@@ -108,7 +111,7 @@ def profile_values(raw: Sequence[str | None]) -> ValueProfile:
         decimals = max((len(v.rsplit(mark, 1)[1]) for v in values if mark in v and not _THOUSANDS_POINT.match(v)), default=0)
         return ValueProfile("decimal", count, distinct, decimal_comma=decimal_comma, max_decimals=decimals)
     if all(v.isdigit() for v in values):
-        valid = sum(gs1_check_digit_ok(v) for v in values) / count
+        valid = sum(gs1_check_digit_ok(v) for v in values) / distinct
         return ValueProfile("code", count, distinct, gs1_valid=valid)
     return ValueProfile("text", count, distinct)
 
