@@ -296,7 +296,13 @@ def propose(
         )
     guessed_currency = currency or found_currency or COUNTRY_CURRENCY.get(guessed_country or "", "EUR")
     if not currency:
-        notes["currency"] = "named by a column" if found_currency else "guessed from the country: the files do not say"
+        notes["currency"] = (
+            "named by a column"
+            if found_currency
+            else "guessed from the country: the files do not say"
+            if guessed_country
+            else "unknown: the files do not say; set the retailer's ISO currency"
+        )
     mapped = {t: {tt for k in kinds if t in k.holds for tt in k.mapping.targets} for t in SCD2_DEFAULTS}
     scd2 = {t: [a for a in attrs if a in mapped[t]] for t, attrs in SCD2_DEFAULTS.items() if any(t in k.holds for k in kinds)}
     return Proposal(

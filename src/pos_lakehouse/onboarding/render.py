@@ -86,7 +86,7 @@ def render(p: Proposal) -> str:
     n = p.notes
     lines = [
         f"# Retailer `{p.name}`, proposed by `pos-lakehouse onboard` from {sum(len(k.files) for k in p.kinds)} sample file(s).",
-        "# Check every `# REVIEW:` line, then `uv run dg check defs`; business settings (id, key, antitrust) are yours to set.",
+        "# Check each line marked REVIEW, then `uv run dg check defs`; business settings (id, key, antitrust) are yours to set.",
         "type: pos_lakehouse.components.RetailerPipeline",
         "",
         "attributes:",
