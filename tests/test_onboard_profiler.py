@@ -327,3 +327,17 @@ def test_a_store_day_split_over_files_is_upserted_by_rows(tmp_path):
     text = render(propose(folder, "tills"))
     [kind] = _spec(text).delivery.files
     assert kind.replaces == "rows" and "REVIEW: a store-day appears in more than one file" in text
+
+
+def test_mapping_differences_names_each_difference():
+    shipped = spec_named("sakura_jp")
+    doc = shipped.model_dump()
+    doc["columns"]["sales"]["売上数量"] = "pos_returns_units"
+    doc["delivery"]["files"][0]["format"]["date_formats"] = ["%d/%m/%Y"]
+    doc["delivery"]["files"].reverse()
+    doc["cadence"] = "weekly"
+    diffs = mapping_differences(RetailerSpec.model_validate(doc), shipped)
+    assert len(diffs) == 4, diffs
+    assert any("column '売上数量' -> pos_returns_units, reference pos_sales_units" in d for d in diffs)
+    assert any("format.date_formats ['%d/%m/%Y'], reference ['%Y/%m/%d']" in d for d in diffs)
+    assert any(d.startswith("store_day_fact: fed by") for d in diffs) and "cadence: proposed weekly, reference daily" in diffs
