@@ -199,7 +199,7 @@ def settled(root: Path, home: Path) -> list[str]:
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.sensors.catch_up import catch_up_requests
     from pos_lakehouse.sensors.runs import IN_PROGRESS_RUN_STATUSES
-    from pos_lakehouse.settings import RETAILERS_DIR
+    from pos_lakehouse.settings import retailers_dir
     from pos_lakehouse.storage.lake import Lake
 
     os.environ["POS_LAKEHOUSE_DATA"] = str(root)
@@ -207,7 +207,7 @@ def settled(root: Path, home: Path) -> list[str]:
     problems = []
     with dg.DagsterInstance.get() as instance:
         # Behind its upstream and not withheld by a failed blocking check: what catch-up would still run.
-        requests, stale = catch_up_requests(Lake(root=str(root)), instance, graph, load_retailer_specs(RETAILERS_DIR))
+        requests, stale = catch_up_requests(Lake(root=str(root)), instance, graph, load_retailer_specs(retailers_dir()))
         wanted = {(k, code) for keys, code in requests for k in keys}
         problems += [f"{s.key.to_user_string()}[{s.partition}] behind: {s.reason}" for s in stale if (s.key, s.partition) in wanted]
         left = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES))

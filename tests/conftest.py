@@ -1,7 +1,16 @@
-"""Shared fixtures: a fresh data root per test, the code location loaded against it, and a headless driver."""
+"""Shared fixtures: a fresh data root per test, the code location loaded against it, and a headless driver.
+
+Every test process loads its own copy of the demo's defs folder (`DEFS_DIR`, through
+`POS_LAKEHOUSE_DEFS_DIR`, which subprocesses inherit), never the package's: a retailer onboarded
+there is invisible to the suite.
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -14,7 +23,20 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-RETAILERS_DIR = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs" / "retailers"
+
+_OWN_DEFS = Path(tempfile.mkdtemp(prefix="pos_lakehouse_test_defs_"))
+atexit.register(shutil.rmtree, _OWN_DEFS, True)
+
+
+def _own_defs() -> Path:
+    from demo_defs import write_demo_defs
+
+    return write_demo_defs(_OWN_DEFS / "defs")
+
+
+DEFS_DIR = _own_defs()
+RETAILERS_DIR = DEFS_DIR / "retailers"
+os.environ["POS_LAKEHOUSE_DEFS_DIR"] = str(DEFS_DIR)
 
 
 @pytest.fixture

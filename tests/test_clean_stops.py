@@ -22,9 +22,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import DEFS_DIR, PROJECT_ROOT
 
-DEFS = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs"
+DEFS = DEFS_DIR
 CLI = [sys.executable, "-m", "pos_lakehouse.cli"]
 
 pytestmark = pytest.mark.slow

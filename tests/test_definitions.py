@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-from conftest import PROJECT_ROOT, RETAILERS_DIR
+from conftest import DEFS_DIR, PROJECT_ROOT, RETAILERS_DIR
 
 
 def test_definitions_load(defs: dg.Definitions):
@@ -47,8 +47,9 @@ def test_dg_check_defs(tmp_path: Path):
 
 def test_retailer_component_through_component_tree(data_root):
     from pos_lakehouse.components import RetailerPipeline
+    from pos_lakehouse.definitions import component_tree
 
-    tree = dg.ComponentTree.for_project(PROJECT_ROOT / "src" / "pos_lakehouse")
+    tree = component_tree(DEFS_DIR)
     component = tree.load_component(Path("retailers") / "marche_fr", expected_type=RetailerPipeline)
     assert component.retailer_id == 1001 and component.data_provider_code == "cds_1001"
     defs = tree.build_defs_at_path(Path("retailers") / "marche_fr")
@@ -91,7 +92,7 @@ def test_defs_built_once_per_load_and_again_after_an_edit(tmp_path: Path, data_r
     from pos_lakehouse.definitions import defs
 
     defs_dir = tmp_path / "defs"
-    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DEFS_DIR, defs_dir)
     monkeypatch.setenv("POS_LAKEHOUSE_DEFS_DIR", str(defs_dir))
     first = defs()
     assert defs() is first

@@ -20,7 +20,7 @@ from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN, refresh_gold
 from pos_lakehouse.quality.gold_checks import run_gold_checks
 from pos_lakehouse.retailer import load_retailer_specs
-from pos_lakehouse.serving.policy import DEFAULT_POLICY_PATH, PolicyWarning, load_policy
+from pos_lakehouse.serving.policy import PolicyWarning, default_policy_path, load_policy
 
 MARCHE = retailer(1001, "marche_fr", 110011)
 KAUF = retailer(1002, "kaufhalle_de", 110012)
@@ -127,7 +127,7 @@ def _gold_asset(specs, table="store_day_fact"):
 
 
 def _resources(lake) -> dict:
-    gold = GoldLayer(tables=tuple(GOLD_TABLES), policy=load_policy(DEFAULT_POLICY_PATH, RETAILERS_DIR))
+    gold = GoldLayer(tables=tuple(GOLD_TABLES), policy=load_policy(default_policy_path(), RETAILERS_DIR))
     return {"lake": lake, "spark": SparkJobs(), "gold": gold}
 
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import DEFS_DIR, PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "src" / "pos_lakehouse"
 
@@ -37,7 +37,9 @@ print(json.dumps({
 
 def _installed(tmp_path: Path) -> tuple[Path, Path, dict]:
     site = tmp_path / "site-packages"
-    shutil.copytree(PACKAGE, site / "pos_lakehouse", ignore=shutil.ignore_patterns("__pycache__"))
+    # The package as built, with the demo's defs folder (not whatever has been onboarded into the checkout's).
+    shutil.copytree(PACKAGE, site / "pos_lakehouse", ignore=shutil.ignore_patterns("__pycache__", "defs"))
+    shutil.copytree(DEFS_DIR, site / "pos_lakehouse" / "defs")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "pyproject.toml").write_text('[project]\nname = "someone_elses_project"\n')  # not ours: must not be read

@@ -5,8 +5,6 @@ filled by hand (no demo generator)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -18,7 +16,8 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, RETAILERS_DIR, spec_named
+from conftest import PROJECT_ROOT, spec_named
+from demo_defs import SHIPPED_DEFS, copy_project
 from jsonschema import Draft202012Validator
 from test_serving import three_retailers  # noqa: F401 - fixture: gold rows of three retailers
 
@@ -191,17 +190,10 @@ def test_readme_onboarding_example_loads():
 def test_scaffolded_yaml_passes_dg_check_defs(tmp_path):
     # Scaffolded into a copy of the project, so that tests loading the shipped retailers at the same
     # moment (the suite runs in parallel workers) never see a half-written newcomer.
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse", project / "src" / "pos_lakehouse", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
+    project, env = copy_project(tmp_path / "project")
+    env["DAGSTER_HOME"] = str(tmp_path)
     name = f"tryout_{uuid.uuid4().hex[:6]}"
     folder = project / "src" / "pos_lakehouse" / "defs" / "retailers" / name
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(tmp_path),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-        "PYTHONPATH": str(project / "src"),  # the copy shadows the checkout's editable install
-    }
     dg_exe = str(Path(sys.executable).parent / "dg")
     done = subprocess.run(
         [dg_exe, "scaffold", "defs", "pos_lakehouse.components.RetailerPipeline", f"retailers/{name}"],
@@ -213,7 +205,7 @@ def test_scaffolded_yaml_passes_dg_check_defs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert f"name: {name}" in (folder / "defs.yaml").read_text()
-    assert not (RETAILERS_DIR / name).exists()
+    assert not (SHIPPED_DEFS / "retailers" / name).exists()
     check = subprocess.run([dg_exe, "check", "defs"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "All definitions loaded successfully" in check.stdout + check.stderr

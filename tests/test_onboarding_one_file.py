@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import DEFS_DIR
 from serving_data import fact_rows, write_gold
 
 import pos_lakehouse.retailer
@@ -28,7 +28,7 @@ from pos_lakehouse.retailer import load_retailer_specs
 from pos_lakehouse.serving.duckdb_views import query
 from pos_lakehouse.serving.policy import PolicyWarning, load_policy
 
-DEFS = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs"
+DEFS = DEFS_DIR
 
 NEW_RETAILER = """\
 type: pos_lakehouse.components.RetailerPipeline

@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import DEFS_DIR, PROJECT_ROOT
 from postgres_server import postgres_server
 from test_real_dates import _marche_day
 
@@ -61,7 +61,7 @@ def _wait(predicate, timeout: float, what: str, logs: Path):
 @pytest.mark.slow
 def test_daemon_on_postgres_carries_a_dropped_file_to_gold(tmp_path: Path, monkeypatch):
     defs_dir = tmp_path / "defs"
-    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DEFS_DIR, defs_dir)
     data_root, home = tmp_path / "data", tmp_path / "home"
     data_root.mkdir()
     home.mkdir()

@@ -17,7 +17,7 @@ import dagster as dg
 import polars as pl
 import pytest
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import DEFS_DIR, PROJECT_ROOT
 from jsonschema import Draft202012Validator
 
 from pos_lakehouse.components.reference_data import ReferenceData
@@ -32,7 +32,7 @@ from pos_lakehouse.layers.reference import (
     reference_frame,
 )
 
-DEFS = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs"
+DEFS = DEFS_DIR
 YESTERDAY = date.today() - timedelta(days=1)
 DE = "%d.%m.%Y"
 
@@ -276,7 +276,9 @@ def test_rejected_files_are_quarantined_once_and_a_corrected_mapping_reads_them_
 
 
 def test_shipped_reference_component_through_the_component_tree(data_root):
-    tree = dg.ComponentTree.for_project(PROJECT_ROOT / "src" / "pos_lakehouse")
+    from pos_lakehouse.definitions import component_tree
+
+    tree = component_tree(DEFS_DIR)
     component = tree.load_component(Path("reference"), expected_type=ReferenceData)
     assert component.product_master.match == "product_master.csv" and component.fx_rates.format.type == "csv"
     defs = tree.build_defs_at_path(Path("reference"))

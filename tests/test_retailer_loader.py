@@ -9,7 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
-from conftest import PROJECT_ROOT, RETAILERS_DIR
+from conftest import DEFS_DIR, RETAILERS_DIR
 from pydantic import BaseModel
 
 from pos_lakehouse.retailer import load_retailer_specs
@@ -57,7 +57,7 @@ def test_definitions_from_another_defs_folder_see_an_added_retailer(tmp_path: Pa
     from pos_lakehouse.definitions import build_definitions
 
     defs_dir = tmp_path / "defs"
-    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DEFS_DIR, defs_dir)
     gold_key = dg.AssetKey(["gold", "store_day_fact"])
     before = build_definitions(defs_dir).resolve_assets_def(gold_key).partitions_def.get_partition_keys()
     assert "cds_880001" not in before and "cds_1001" in before
@@ -79,7 +79,7 @@ def test_retailer_files_taken_as_written_match_dagsters_resolution_and_templates
     from pos_lakehouse.definitions import component_tree
 
     defs_dir = tmp_path / "defs"
-    shutil.copytree(PROJECT_ROOT / "src" / "pos_lakehouse" / "defs", defs_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(DEFS_DIR, defs_dir)
     path = _copy_retailer(defs_dir / "retailers", "marche_fr", "templated_copy", 880001)
     doc = yaml.safe_load(path.read_text())
     doc["attributes"]["description"] = "{{ 'Copy of ' ~ 'marche_fr' }}"

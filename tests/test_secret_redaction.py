@@ -17,13 +17,14 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 import yaml
+from conftest import DEFS_DIR
 from test_database_retailer import postgres_url  # noqa: F401 - the module's real PostgreSQL server
 
 from pos_lakehouse.demo.api_simulator import ApiSimulator, ShopNowData
 from pos_lakehouse.demo.retailer_db import write_highstreet_uk
 from pos_lakehouse.redaction import redact, scrub
 
-DEFS = Path(__file__).resolve().parents[1] / "src" / "pos_lakehouse" / "defs"
+DEFS = DEFS_DIR
 URL_PASSWORD = "urlpw-MARKER-7f3a9"
 URL_TOKEN = "urltoken-MARKER-51c2e"
 API_TOKEN = "apitoken-MARKER-d84b0"

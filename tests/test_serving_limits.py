@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import shutil
 from datetime import timedelta
-from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
+from conftest import DEFS_DIR
 from serving_data import days_ago, fact_rows, prod_rows, write_gold
 
 from pos_lakehouse.serving.duckdb_views import _reader_connection, build_views, database_path, query
 from pos_lakehouse.serving.limits import QueryLimitExceeded, QueryLimits, nesting_depth
 from pos_lakehouse.serving.policy import AccessPolicy
 
-DEFS = Path(__file__).resolve().parents[1] / "src" / "pos_lakehouse" / "defs"
+DEFS = DEFS_DIR
 RETAILERS = {"cds_1001": 110011, "cds_1002": 110012}  # marche_fr's and kaufhalle_de's codes and keys
 DAYS, SITES, PRODUCTS, UNITS = 100, 3, 4, 10.0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 
 from pos_lakehouse.quiet import quiet_deliberate_warnings
-from pos_lakehouse.settings import project_root
+from pos_lakehouse.settings import defs_dir_override, project_root
 
 # The code server, `dagster dev` and `dg check defs` load the code location through this module.
 quiet_deliberate_warnings()
@@ -23,8 +23,8 @@ def component_tree(defs_dir: Path | None = None) -> dg.ComponentTree:
     Built from the module, not from the project's pyproject.toml: an installed wheel has none beside
     it (and a pyproject.toml above the environment would be another project's).
     """
-    if defs_dir is None and os.environ.get("POS_LAKEHOUSE_DEFS_DIR"):
-        defs_dir = Path(os.environ["POS_LAKEHOUSE_DEFS_DIR"])
+    if defs_dir is None:
+        defs_dir = defs_dir_override()
     if defs_dir is None:
         module = importlib.import_module("pos_lakehouse.defs")
     else:
@@ -76,10 +76,7 @@ def _build(tree: dg.ComponentTree) -> dg.Definitions:
 def _inputs_stamp() -> tuple:
     """What `defs()` builds from besides the code: every file of the defs folder (path, mtime, size)
     and the environment (data root, secrets' variable names, Spark settings)."""
-    if os.environ.get("POS_LAKEHOUSE_DEFS_DIR"):
-        root = Path(os.environ["POS_LAKEHOUSE_DEFS_DIR"])
-    else:
-        root = Path(importlib.import_module("pos_lakehouse.defs").__path__[0])
+    root = defs_dir_override() or Path(importlib.import_module("pos_lakehouse.defs").__path__[0])
     files = []
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")

@@ -7,7 +7,8 @@ data root (a local path by default, or an object-store URI: `s3://`, `abfss://`,
 `POS_LAKEHOUSE_LANDING_DONE_SUFFIX` hold back deliveries still being uploaded; `POS_LAKEHOUSE_SPARK_REMOTE`
 overrides where the Spark engine runs (`spark_master`);
 `POS_LAKEHOUSE_SENSOR_MAX_INTERVAL_SECONDS` and `POS_LAKEHOUSE_ONLY_RETAILERS` are set by
-`pos-lakehouse run` for the daemon it starts (see `sensor_interval`, `only_retailers`). Every other module asks this one instead of reading
+`pos-lakehouse run` for the daemon it starts (see `sensor_interval`, `only_retailers`); `POS_LAKEHOUSE_DEFS_DIR`
+loads another folder laid out like the package's `defs/` (see `defs_dir`). Every other module asks this one instead of reading
 environment variables itself. Object-store credentials are not read here: delta-rs, Polars and
 obstore read the cloud's standard variables themselves (docs/storage.md).
 """
@@ -28,6 +29,26 @@ from pos_lakehouse.storage.layout import join_uri
 # defs folder from the file system, so the package is installed unzipped either way.
 PACKAGE_DIR = Path(str(resources.files("pos_lakehouse")))
 RETAILERS_DIR = PACKAGE_DIR / "defs" / "retailers"
+DEFS_DIR_ENV = "POS_LAKEHOUSE_DEFS_DIR"
+
+
+def defs_dir_override() -> Path | None:
+    """Another folder laid out like the package's `defs/` to load instead of it (`POS_LAKEHOUSE_DEFS_DIR`),
+    or None. Benchmarks load copies with more retailers; tests load copies holding only the demo
+    retailers, so a retailer onboarded into the package's folder changes nothing they see."""
+    raw = os.environ.get(DEFS_DIR_ENV, "").strip()
+    return Path(raw).expanduser().resolve() if raw else None
+
+
+def defs_dir() -> Path:
+    """The defs folder the code location loads: `POS_LAKEHOUSE_DEFS_DIR`, else the package's `defs/`."""
+    return defs_dir_override() or PACKAGE_DIR / "defs"
+
+
+def retailers_dir() -> Path:
+    """The folder of retailer YAMLs (`retailers/<name>/defs.yaml`) in the loaded defs folder."""
+    return defs_dir() / "retailers"
+
 
 Environment = Literal["local", "databricks"]
 

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help=cmd_catalog.__doc__)
     cat.add_argument("--markdown", metavar="PATH", help="write the catalog as Markdown to PATH instead of printing it")
     cat.set_defaults(func=cmd_catalog)
+    from pos_lakehouse.onboarding.command import add_parser as add_onboard
+
+    add_onboard(sub)
     return parser
 
 

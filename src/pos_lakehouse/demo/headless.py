@@ -30,7 +30,6 @@ import dagster as dg
 
 from pos_lakehouse.sensors.catch_up import catch_up_requests
 from pos_lakehouse.sensors.runs import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES
-from pos_lakehouse.settings import RETAILERS_DIR
 
 # Runs this harness executes in its own process carry the process's identity, so the next harness
 # can tell a run whose process is gone from one another live harness is executing. (Runs the daemon
@@ -270,9 +269,10 @@ class Headless:
         if lake is None:
             return []
         from pos_lakehouse.retailer import load_retailer_specs
+        from pos_lakehouse.settings import retailers_dir
 
         graph = self.defs.resolve_asset_graph()
-        requests, _ = catch_up_requests(lake, self.instance, graph, load_retailer_specs(RETAILERS_DIR))
+        requests, _ = catch_up_requests(lake, self.instance, graph, load_retailer_specs(retailers_dir()))
         job = self.defs.resolve_implicit_global_asset_job_def()
         records = []
         for keys, partition_key in requests:

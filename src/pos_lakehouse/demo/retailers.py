@@ -28,6 +28,11 @@ DEMO_WRITERS: dict[str, Callable[[Path, Path], list[Path]]] = {
     "sakura_jp": lambda landing, expected: write_sakura_jp(landing, expected, days=10, start=DEMO_LAST_DAY - timedelta(days=9)),
 }
 
+# The demo's retailers pulled from its sources (API simulator, warehouse) rather than written to landing.
+PULLED_DEMO_RETAILERS = ("shopnow_us", "highstreet_uk")
+# Every retailer the demo ships a YAML for (in `defs/retailers/<name>/`); the tests load copies of these.
+DEMO_RETAILERS = (*DEMO_WRITERS, *PULLED_DEMO_RETAILERS)
+
 
 def write_demo_landing(data_root: Path, only: list[str] | None = None) -> dict[str, list[Path]]:
     """Write every demo retailer's deliveries under `<root>/landing/<retailer>/` and totals under `<root>/expected/`."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
-from pos_lakehouse.settings import RETAILERS_DIR
+from pos_lakehouse.settings import retailers_dir
 
 if TYPE_CHECKING:  # imported where the server starts: asyncssh is loaded only when it does
     from pos_lakehouse.demo.sftp_server import SftpServer
@@ -40,7 +40,7 @@ class DemoServices:
 
 
 def _specs(channel: str, only: list[str] | None = None) -> list[RetailerSpec]:
-    return [s for s in load_retailer_specs(RETAILERS_DIR) if s.delivery.channel == channel and (not only or s.name in only)]
+    return [s for s in load_retailer_specs(retailers_dir()) if s.delivery.channel == channel and (not only or s.name in only)]
 
 
 @contextmanager

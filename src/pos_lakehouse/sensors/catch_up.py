@@ -22,7 +22,7 @@ from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
 from pos_lakehouse.sensors.pool_claims import build_pool_claims_sensor
 from pos_lakehouse.sensors.reference import build_reference_refresh_sensor
 from pos_lakehouse.sensors.runs import busy_assets, chosen, silver_keys
-from pos_lakehouse.settings import RETAILERS_DIR, sensor_interval
+from pos_lakehouse.settings import retailers_dir, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 _GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
@@ -151,7 +151,7 @@ def build_catch_up_sensor(
     one job per table (a run's assets must share a partitions definition).
     """
     if specs is None:
-        specs = load_retailer_specs(RETAILERS_DIR)
+        specs = load_retailer_specs(retailers_dir())
     own_jobs = ingest_jobs is None
     jobs = {
         spec.data_provider_code: (

@@ -35,15 +35,18 @@ from typing import TYPE_CHECKING, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pos_lakehouse.settings import PACKAGE_DIR
+from pos_lakehouse.settings import defs_dir, retailers_dir
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.masking import PRICED_QUANTITIES
 
 if TYPE_CHECKING:
     from pos_lakehouse.retailer import RetailerSpec
 
-DEFAULT_POLICY_PATH = PACKAGE_DIR / "defs" / "serving" / "access_policy.yaml"
-DEFAULT_RETAILERS_DIR = PACKAGE_DIR / "defs" / "retailers"
+
+def default_policy_path() -> Path:
+    """The access policy of the loaded defs folder (the package's, or `POS_LAKEHOUSE_DEFS_DIR`'s)."""
+    return defs_dir() / "serving" / "access_policy.yaml"
+
 
 # Measure columns by kind, including the USD conversions; each has an `at_masked_<measure>` twin in the facts.
 VALUE_COLUMNS: tuple[str, ...] = (
@@ -191,15 +194,15 @@ def policy_hash(policy: AccessPolicy) -> str:
 def load_policy(path: str | Path | None = None, retailers: Iterable[RetailerSpec] | str | Path | None = None) -> AccessPolicy:
     """Groups and users from the access policy YAML, retailers from their own YAMLs, validated together.
 
-    `path` defaults to the project's policy file; `retailers` is a list of specs or a folder of
-    retailer YAMLs (default: the project's `defs/retailers`). Retailers that no group names are
+    `path` defaults to the loaded defs folder's policy file; `retailers` is a list of specs or a folder of
+    retailer YAMLs (default: the loaded defs folder's `retailers/`). Retailers that no group names are
     reported by a `PolicyWarning` (all-retailers groups still see them).
     """
     from pos_lakehouse.retailer import load_retailer_specs
 
-    path = Path(path) if path else DEFAULT_POLICY_PATH
+    path = Path(path) if path else default_policy_path()
     if retailers is None or isinstance(retailers, (str, Path)):
-        retailers = load_retailer_specs(Path(retailers) if retailers else DEFAULT_RETAILERS_DIR)
+        retailers = load_retailer_specs(Path(retailers) if retailers else retailers_dir())
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError as exc:
