@@ -496,6 +496,16 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        # A defs YAML that cannot load: its mistakes, one line each (file, line, field, allowed values).
+        from pos_lakehouse.components.yaml_errors import load_error_lines
+
+        lines = load_error_lines(exc)
+        if lines is None:
+            raise
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -320,6 +320,9 @@ class RetailerSpec(Model):
         unknown = set(self.columns) - set(names)
         if unknown:
             raise ValueError(f"retailer {self.name}: columns given for unknown files {sorted(unknown)}")
+        from pos_lakehouse.retailer_checks import check_against_model
+
+        check_against_model(self)
         self._check_scd2()
         if self.spark_master is not None:
             from pos_lakehouse.settings import check_spark_master
@@ -329,6 +332,7 @@ class RetailerSpec(Model):
 
     def _check_scd2(self) -> None:
         """SCD2 attributes must be attributes the retailer maps: an unmapped one would stay null in silver and gold."""
+        from pos_lakehouse.retailer_checks import FieldError
         from pos_lakehouse.transform.canonical import TABLES
 
         explicit = "scd2" in self.model_fields_set
@@ -344,14 +348,15 @@ class RetailerSpec(Model):
             allowed = [c.name for c in TABLES[table].source_columns if c.name not in keys]
             wrong = [a for a in attrs if a not in allowed]
             if wrong:
-                raise ValueError(f"scd2.{table}: {wrong} are not {table} attributes; allowed: {', '.join(allowed)}")
+                raise FieldError(("scd2", table), f"{wrong} are not {table} attributes; allowed: {', '.join(allowed)}")
             unmapped = [a for a in attrs if a not in mapped]
             if unmapped:
                 where = ", ".join(f"columns.{f.name}" for f in files)
-                raise ValueError(
-                    f"scd2.{table} tracks {unmapped}, but no file holding {table} maps a source column to "
+                raise FieldError(
+                    ("scd2", table),
+                    f"tracks {unmapped}, but no file holding {table} maps a source column to "
                     f"{'it' if len(unmapped) == 1 else 'them'}: add `<source column>: {unmapped[0]}` under {where}, "
-                    f"or remove {'it' if len(unmapped) == 1 else 'them'} from scd2.{table}"
+                    f"or remove {'it' if len(unmapped) == 1 else 'them'} from scd2.{table}",
                 )
 
     @property

@@ -1,14 +1,16 @@
 """RetailerPipeline: one YAML file becomes a retailer's ingest job, bronze and silver assets, and checks."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from pos_lakehouse.components.asset_keys import bronze_key, column_schema, dagster_metadata, fail_on_rejected_files, silver_key
 from pos_lakehouse.components.gold_publication import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
+from pos_lakehouse.components.yaml_errors import YamlError, validation_lines
 from pos_lakehouse.components.yaml_schema import TakenAsWritten, yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import is_pulled, pulled_bronze_results
@@ -54,6 +56,15 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
     @classmethod
     def get_model_cls(cls):
         return yaml_schema_model(super().get_model_cls(), cls)
+
+    @classmethod
+    def load(cls, attributes, context):
+        # The retailer's own checks (mapping against the canonical model, SCD2) as one line per
+        # mistake with its file and line, in `dg check defs` and every command alike.
+        try:
+            return super().load(attributes, context)
+        except ValidationError as exc:
+            raise YamlError("\n".join(validation_lines(exc, Path(context.path) / "defs.yaml"))) from None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         spec = RetailerSpec.model_validate(self.model_dump())
