@@ -84,7 +84,7 @@ def _log_dir(root: Path) -> Path:
     return project_root() / "logs" if current_settings().remote else root / "logs"
 
 
-def _process_landing(console, root: Path, only: list[str] | None) -> tuple[int, list]:
+def _process_landing(console, root: Path, only: list[str] | None, start=None) -> tuple[int, list]:
     """Dagster's daemon processes what is in landing (see `runner/process.py`); returns (runs, failures)."""
     from pos_lakehouse.definitions import build_definitions
     from pos_lakehouse.runner.process import process_landing
@@ -95,7 +95,7 @@ def _process_landing(console, root: Path, only: list[str] | None) -> tuple[int, 
         # The same definitions the daemon's code server loads: their sensors are what must have ticked.
         return [s.name for s in build_definitions(tree=_tree()).sensors or []]
 
-    return process_landing(console, _log_dir(root), _specs(), only, sensors)
+    return process_landing(console, _log_dir(root), _specs(), only, sensors, start)
 
 
 def _console():
@@ -112,8 +112,12 @@ def _print_summary(console, root: Path, only: list[str] | None) -> None:
     from pos_lakehouse.storage.lake import Lake
 
     specs = [s for s in _specs() if not only or s.name in only]
+    from pos_lakehouse.runner.replay import replay_hints
+
     with dg.DagsterInstance.get() as instance:
         console.print(summary_table(Lake(root=str(root)), instance, specs))
+    for hint in replay_hints(Lake(root=str(root)), specs):
+        console.print(f"[yellow]replay[/]: {hint}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -124,6 +128,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     runs, failures = _process_landing(console, root, only)
     _print_summary(console, root, only)
+    return _finish(console, started, runs, failures, args)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Derive a retailer's silver and gold again from bronze with its current YAML (after a fix), as one Dagster run."""
+    from datetime import date
+
+    from pos_lakehouse.layers.replay import ReplayError
+    from pos_lakehouse.runner.replay import replay
+
+    [name] = _checked_retailers([args.retailer])
+    root, console, started = _existing_data_root(), _console(), time.perf_counter()
+    try:
+        since = date.fromisoformat(args.since) if args.since else None
+        spec = next(s for s in _specs() if s.name == name)
+        runs, failures = replay(console, root, spec, args.file, since, lambda start: _process_landing(console, root, [name], start))
+    except (ReplayError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    _print_summary(console, root, [name])
     return _finish(console, started, runs, failures, args)
 
 
@@ -440,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retailer", action="append", help="only this demo retailer (repeatable)")
     demo.add_argument("--allow-failures", action="store_true", help="exit 0 even when a run fails")
     demo.set_defaults(func=cmd_demo)
+    rpl = sub.add_parser("replay", help=cmd_replay.__doc__)
+    rpl.add_argument("--retailer", required=True, help="the retailer whose silver and gold are derived again")
+    one = rpl.add_mutually_exclusive_group()
+    one.add_argument("--file", help="one delivered file (landing name): from it on, or read again if it was rejected")
+    one.add_argument("--since", metavar="YYYY-MM-DD", help="deliveries ingested from this day on")
+    rpl.add_argument("--allow-failures", action="store_true", help="exit 0 even when the run fails")
+    rpl.set_defaults(func=cmd_replay)
     dev = sub.add_parser("dev", help=cmd_dev.__doc__, description=cmd_dev.__doc__ + " E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`.")
     dev.set_defaults(func=cmd_dev, dg_args=[])
     rec = sub.add_parser("reconcile", help=cmd_reconcile.__doc__)

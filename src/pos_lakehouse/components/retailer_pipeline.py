@@ -17,6 +17,7 @@ from pos_lakehouse.ingest.polling import is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
+from pos_lakehouse.layers.replay import rewind_silver
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
 from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
 from pos_lakehouse.retailer import RetailerSpec
@@ -38,6 +39,12 @@ class BronzeRunConfig(dg.Config):
         default_factory=list,
         description="Landing files (relative to the retailer folder) to ingest. Empty: every file not yet in bronze.",
     )
+    replay: bool = Field(default=False, description="A replay (`pos-lakehouse replay`): only `files` are read from landing.")
+    replay_from: dict[str, int] = Field(
+        default_factory=dict,
+        description="Replay: per bronze table, the version after which silver reads its rows again with the current YAML (-1: all).",
+    )
+    read_again: bool = Field(default=False, description="Replay of a named file: read it even if these bytes were rejected before.")
 
 
 # The corporate reference table each silver table is enriched from (defs/reference/).
@@ -94,16 +101,24 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             pool=f"ingest_{spec.name}",
         )
         def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
+            if config.replay:  # silver reads the replayed deliveries again (its bookmarks set back)
+                for line in rewind_silver(lake, spec, config.replay_from):
+                    context.log.info(line)
             # api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
+            if is_pulled(spec) and config.replay:  # nothing pulled: bronze stays as it is
+                for key in context.selected_asset_keys:
+                    if key.path[0] == "bronze":
+                        yield dg.MaterializeResult(asset_key=key, metadata={"replay": True, "rows_appended": 0})
+                return
             if is_pulled(spec):
                 yield from pulled_bronze_results(context, lake, spec, config.files, lambda t: bronze_key(spec, t))
                 return
             landing = landing_for(spec, landing)
             names = config.files
-            if not names:
+            if not names and not config.replay:
                 names = [f.name for f in landing.list_files(spec.name) if spec.file_spec_for(f.name)]
                 context.log.info(f"no files given: considering all {len(names)} files in {landing.describe(spec.name)}")
-            outcomes = ingest_files(lake, landing, spec, names)
+            outcomes = ingest_files(lake, landing, spec, names, read_again=config.read_again)
             for o in outcomes:
                 (context.log.error if o.status == "rejected" else context.log.info)(o.describe())
             for fs in spec.delivery.files:
