@@ -98,7 +98,7 @@ def rejected_under_another_yaml(lake: Lake, spec: RetailerSpec, since: datetime 
         current = read_as(spec, file_spec)
         if current not in set(group["read_as"].to_list()) and not _in_bronze(lake, spec, file_spec.name, file):
             out.append(file)
-    return out
+    return sorted(out)
 
 
 def _in_bronze(lake: Lake, spec: RetailerSpec, table: str, file: str) -> bool:
