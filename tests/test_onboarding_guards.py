@@ -163,3 +163,71 @@ def test_a_typo_in_an_allowed_value_makes_run_print_one_line_and_fail_without_a_
     assert proc.stderr.strip().splitlines() == [
         f"error: {path}:{number}: delivery.channel: Input should be 'landing', 'sftp', 'api' or 'database', not 'landng'"
     ]
+
+
+WEEKLY_YAML = """\
+type: pos_lakehouse.components.RetailerPipeline
+attributes:
+  retailer_id: 1995
+  name: weekly_nl
+  country: NL
+  currency: EUR
+  secure_group_key: 119995
+  cadence: weekly
+  delivery:
+    channel: landing
+    files:
+      - name: weeks
+        match: "weeks_*.csv"
+        holds: [prod_dim, site_dim, store_week_fact]
+        format: {type: csv, separator: ";"}
+  columns:
+    weeks: {Week: week_end_date, Winkel: site_id, Artikel: prod_id, Aantal: pos_sales_units}
+"""
+
+
+def test_a_file_whose_weeks_mostly_miss_the_week_end_fails_the_run_naming_the_settings_and_the_share(tmp_path, data_root, instance):
+    from own_defs import defs_folder, run_ingest
+
+    today = date.today()
+    sunday = today - timedelta(days=(today.weekday() + 1) % 7 + 7)  # the end of a week that has ended
+    monday = sunday - timedelta(days=6)
+    folder = data_root / "landing" / "weekly_nl"
+    folder.mkdir(parents=True)
+    days = [monday, monday, monday, sunday]  # three week starts, one week end
+    (folder / "weeks_1.csv").write_text("Week;Winkel;Artikel;Aantal\n" + "".join(f"{d};S1;P{i};{i + 1}\n" for i, d in enumerate(days)))
+    defs_dir = defs_folder(tmp_path / "defs", {"weekly_nl": WEEKLY_YAML})
+
+    result = run_ingest(defs_dir, instance, "weekly_nl", "cds_1995", {"ops": {"weekly_nl_bronze": {"config": {"files": ["weeks_1.csv"]}}}})
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.message
+    assert "3 of 4 rows (75%) of weeks_1.csv quarantined, more than max_quarantined_share 50%" in failure
+    assert "`week_date: start`" in failure and "`misaligned_weeks: align`" in failure
+    # The good row is in silver all the same.
+    lake = Lake(root=str(data_root))
+    assert lake.row_count(lake.silver("weekly_nl", "store_week_fact")) == 1
+
+
+def test_a_json_array_declared_as_json_lines_is_rejected_saying_type_json(tmp_path):
+    spec = RetailerSpec.model_validate(
+        {
+            "retailer_id": 1994,
+            "name": "json_test",
+            "country": "JP",
+            "currency": "JPY",
+            "secure_group_key": 119994,
+            "delivery": {
+                "files": [{"name": "stock", "match": "stock_*.json", "holds": ["store_day_fact"], "format": {"type": "jsonl"}}],
+                "limits": {"max_line_bytes": 200},
+            },
+            "columns": {"stock": {"day": "date", "store": "site_id", "item": "prod_id", "on_hand": "inventory_qty_on_hand"}},
+        }
+    )
+    folder = tmp_path / "landing" / "json_test"
+    folder.mkdir(parents=True)
+    day = (date.today() - timedelta(days=1)).isoformat()
+    records = ", ".join(f'{{"day": "{day}", "store": "S1", "item": "P{i}", "on_hand": {i}}}' for i in range(20))
+    (folder / "stock_1.json").write_text(f"[{records}]\n")  # one line, longer than max_line_bytes
+    [outcome] = ingest_files(Lake(root=str(tmp_path / "lake")), LocalLandingZone(root=str(tmp_path / "landing")), spec, ["stock_1.json"])
+    assert (outcome.status, outcome.reason) == ("rejected", "wrong_format")
+    assert "`format: {type: json}`" in outcome.detail and "`[`" in outcome.detail

@@ -7,7 +7,6 @@ written here), so the test does not depend on the shipped retailers.
 
 from __future__ import annotations
 
-import shutil
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,14 +14,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from conftest import PROJECT_ROOT
+from own_defs import defs_folder, run_ingest
 
-from pos_lakehouse.definitions import build_definitions
 from pos_lakehouse.layers.replay import ReplayError, plan_replay
 from pos_lakehouse.retailer import load_retailer_specs
 from pos_lakehouse.runner.replay import replay_hints, replay_run_id, run_config
 
-DEFS = PROJECT_ROOT / "src" / "pos_lakehouse" / "defs"
 CODE = "cds_1996"
 
 YAML = """\
@@ -51,20 +48,8 @@ attributes:
 
 
 def _defs(tmp_path: Path, target: str | None, units: str = "Unidades") -> Path:
-    root = tmp_path / "defs"
-    if not root.exists():
-        root.mkdir()
-        shutil.copy(DEFS / "resources.py", root / "resources.py")
-        for part in ("gold", "serving"):
-            shutil.copytree(DEFS / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
-        (root / "serving" / "access_policy.yaml").write_text(
-            "groups:\n  pos_admins: {description: everyone, all_retailers: true}\nusers:\n  ada: [pos_admins]\n"
-        )
-        (root / "retailers" / "replay_es").mkdir(parents=True)
     text = YAML.replace("IMPORTE_TARGET", target) if target else YAML.replace("      Importe: IMPORTE_TARGET\n", "")
-    text = text.replace("Unidades: pos_sales_units", f"{units}: pos_sales_units")
-    (root / "retailers" / "replay_es" / "defs.yaml").write_text(text)
-    return root
+    return defs_folder(tmp_path / "defs", {"replay_es": text.replace("Unidades: pos_sales_units", f"{units}: pos_sales_units")})
 
 
 def _deliver(data_root: Path, name: str, days_ago: int) -> tuple[int, Decimal]:
@@ -77,13 +62,7 @@ def _deliver(data_root: Path, name: str, days_ago: int) -> tuple[int, Decimal]:
 
 
 def _run(defs_dir: Path, instance, config: dict) -> dg.ExecuteInProcessResult:
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        defs = build_definitions(defs_dir)
-    job = defs.resolve_job_def("replay_es_ingest")
-    return job.execute_in_process(run_config=config, instance=instance, partition_key=CODE, raise_on_error=False)
+    return run_ingest(defs_dir, instance, "replay_es", CODE, config)
 
 
 def _gold(lake) -> dict:

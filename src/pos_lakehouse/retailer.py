@@ -143,6 +143,18 @@ class FileSpec(Model):
         "`quarantine`d (kept with its reason in rejected_rows) or `align`ed to the end of the week holding it.",
     )
 
+    max_quarantined_share: float = Field(
+        default=0.5,
+        description="A run that quarantines more than this share of one file's rows fails (the good rows still load): "
+        "most rows breaking a rule usually means a setting is wrong, not the data.",
+    )
+
+    @model_validator(mode="after")
+    def _share(self) -> FileSpec:
+        if not 0.0 <= self.max_quarantined_share <= 1.0:
+            raise ValueError(f"max_quarantined_share {self.max_quarantined_share} is not a share between 0 and 1")
+        return self
+
     def matches(self, file_name: str) -> bool:
         return self.match is not None and fnmatch.fnmatch(file_name.lower(), self.match.lower())
 

@@ -19,6 +19,7 @@ from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
 from pos_lakehouse.layers.replay import rewind_silver
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
+from pos_lakehouse.layers.silver.quarantine import fix_hint, quarantine_overflows
 from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
@@ -199,7 +200,9 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                 results = refresh_silver(lake, spec, tables, datetime.now(UTC))
                 for name, r in results.items():
                     if r.quarantined:
-                        context.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
+                        context.log.warning(
+                            f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}{fix_hint(r.quarantine_reasons)}"
+                        )
                     uri = lake.silver(spec.name, name)
                     yield dg.MaterializeResult(
                         asset_key=silver_key(spec, name),
@@ -220,6 +223,9 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             bad = [f"gold.{p.table}.{c}" for p in published for c in p.failed_blocking_checks]
             if bad:
                 raise dg.Failure(description=f"{spec.name}: gold partition published but failed blocking checks: {', '.join(bad)}")
+            overflows = quarantine_overflows(spec, results)
+            if overflows:  # the good rows are in; the run fails so the wrong setting is seen
+                raise dg.Failure(description="; ".join(overflows))
 
         # Its landing or poll sensor is one for all retailers, built at the root (`definitions.py`).
         ingest_job = dg.define_asset_job(
