@@ -231,3 +231,15 @@ def test_a_json_array_declared_as_json_lines_is_rejected_saying_type_json(tmp_pa
     [outcome] = ingest_files(Lake(root=str(tmp_path / "lake")), LocalLandingZone(root=str(tmp_path / "landing")), spec, ["stock_1.json"])
     assert (outcome.status, outcome.reason) == ("rejected", "wrong_format")
     assert "`format: {type: json}`" in outcome.detail and "`[`" in outcome.detail
+
+
+def test_byte_identical_empty_incremental_files_are_each_counted_as_a_file(tmp_path):
+    spec = _spec("Unidades").model_copy(deep=True)
+    spec.delivery.files[0].incremental = True
+    folder = tmp_path / "landing" / "guard_test"
+    folder.mkdir(parents=True)
+    names = [f"ventas_{i}.csv" for i in range(5)]
+    for name in names:
+        (folder / name).write_text("Fecha;Tienda;Articulo;Unidades\n")  # "nothing new", five times the same bytes
+    outcomes = ingest_files(Lake(root=str(tmp_path / "lake")), LocalLandingZone(root=str(tmp_path / "landing")), spec, names)
+    assert [(o.file, o.status) for o in outcomes] == [(n, "empty") for n in names]

@@ -134,6 +134,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                         "files_ingested": len(ingested),
                         "rows_appended": sum(o.rows for o in ingested),
                         "files_skipped_duplicate": len([o for o in mine if o.status == "duplicate"]),
+                        "files_empty": len([o for o in mine if o.status == "empty"]),  # incremental: nothing new
                         "files_rejected": len([o for o in mine if o.status == "rejected"]),
                         # Same bytes as a file already in quarantine: recognised by hash, not read again.
                         "files_rejected_before": len([o for o in mine if o.status == "known_rejected"]),

@@ -219,6 +219,16 @@ def ingest_files(
                 if isinstance(opened, _Opened):
                     futures.wait([opened.checked])
                     opened.stack.close()
+    return _count_each_file(outcomes)
+
+
+def _count_each_file(outcomes: list[FileOutcome]) -> list[FileOutcome]:
+    """Byte-identical files of one call share a delivery id; each is still a file of its own. A copy
+    of an empty incremental file ("nothing new") is such a file too, not a duplicate delivery."""
+    empty = {o.delivery_id: o for o in outcomes if o.status == "empty"}
+    for o in outcomes:
+        if o.status == "duplicate" and o.delivery_id in empty:
+            o.status, o.reason, o.detail = "empty", empty[o.delivery_id].reason, empty[o.delivery_id].detail
     return outcomes
 
 
