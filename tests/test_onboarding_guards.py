@@ -243,3 +243,49 @@ def test_byte_identical_empty_incremental_files_are_each_counted_as_a_file(tmp_p
         (folder / name).write_text("Fecha;Tienda;Articulo;Unidades\n")  # "nothing new", five times the same bytes
     outcomes = ingest_files(Lake(root=str(tmp_path / "lake")), LocalLandingZone(root=str(tmp_path / "landing")), spec, names)
     assert [(o.file, o.status) for o in outcomes] == [(n, "empty") for n in names]
+
+
+SNAPSHOT_YAML = """\
+type: pos_lakehouse.components.RetailerPipeline
+attributes:
+  retailer_id: 1993
+  name: snap_de
+  country: DE
+  currency: EUR
+  secure_group_key: 119993
+  delivery:
+    channel: landing
+    files:
+      - name: products
+        match: "artikel_*.csv"
+        holds: [prod_dim]
+        format: {type: csv, separator: ";"}
+  columns:
+    products: {Artikel: prod_id, Name: prod_name}
+"""
+
+
+def test_several_undated_snapshots_in_one_batch_fail_naming_observed_on(tmp_path, data_root, instance):
+    from own_defs import defs_folder, run_ingest
+
+    folder = data_root / "landing" / "snap_de"
+    folder.mkdir(parents=True)
+    names = ["artikel_20260101.csv", "artikel_20260108.csv"]
+    for week, name in enumerate(names):
+        (folder / name).write_text("Artikel;Name\n" + "".join(f"P{i};Name {i} v{week}\n" for i in range(3)))
+    defs_dir = defs_folder(tmp_path / "defs", {"snap_de": SNAPSHOT_YAML})
+
+    result = run_ingest(defs_dir, instance, "snap_de", "cds_1993", {"ops": {"snap_de_bronze": {"config": {"files": names}}}})
+    assert not result.success
+    error = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error
+    failure = error.cause.message if error.cause else error.message
+    assert "2 `products` snapshots ingested on" in failure and "no `observed_on`" in failure
+
+    # Dated by their names, both snapshots become versions.
+    observed = "        observed_on: {pattern: 'artikel_(\\d{8})', format: '%Y%m%d'}\n"
+    dated = SNAPSHOT_YAML.replace("        holds: [prod_dim]\n", "        holds: [prod_dim]\n" + observed)
+    assert "observed_on" in dated
+    defs_folder(tmp_path / "defs", {"snap_de": dated})
+    assert run_ingest(defs_dir, instance, "snap_de", "cds_1993", {"ops": {"snap_de_bronze": {"config": {"files": names}}}}).success
+    lake = Lake(root=str(data_root))
+    assert lake.row_count(lake.silver("snap_de", "prod_dim")) == 6
