@@ -1,0 +1,73 @@
+"""Checks that tell the truth: the demo's codes are valid GS1 codes, and a check on a column the
+retailer does not deliver is reported as not applicable instead of failing every row."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+from pos_lakehouse.demo.retailers import write_demo_landing
+from pos_lakehouse.quality.schemas import gs1_check_digit_valid
+
+
+def test_the_demo_upcs_of_bigbox_us_and_prairie_ca_carry_valid_check_digits(tmp_path):
+    written = write_demo_landing(tmp_path, ["bigbox_us", "prairie_ca"])
+    codes = []
+    for retailer, separator in (("bigbox_us", "|"), ("prairie_ca", ",")):
+        for path in written[retailer]:
+            frame = pl.read_csv(path, separator=separator, infer_schema=False)
+            column = next(c for c in frame.columns if c.strip().lower() == "upc")
+            codes.append(frame.select(pl.col(column).alias("code")))
+    codes = pl.concat(codes)
+    assert codes.height > 0
+    invalid = codes.filter(~gs1_check_digit_valid(pl.col("code")).fill_null(False))
+    assert invalid.is_empty(), invalid.head()
+
+
+USD_YAML = """\
+type: pos_lakehouse.components.RetailerPipeline
+attributes:
+  retailer_id: 1992
+  name: dollar_us
+  country: US
+  currency: USD
+  secure_group_key: 119992
+  delivery:
+    channel: landing
+    files:
+      - name: sales
+        match: "sales_*.csv"
+        holds: [prod_dim, site_dim, store_day_fact]
+  columns:
+    sales: {day: date, store: site_id, item: prod_id, units: pos_sales_units, dollars: pos_sales_value_lc}
+"""
+
+
+def test_checks_of_undelivered_codes_are_not_applicable_and_usd_values_need_no_fx(tmp_path, data_root, lake, instance):
+    from own_defs import defs_folder, run_ingest
+
+    from pos_lakehouse.retailer import load_retailer_specs
+    from pos_lakehouse.runner.summary import check_outcomes
+
+    folder = data_root / "landing" / "dollar_us"
+    folder.mkdir(parents=True)
+    day = (date.today() - timedelta(days=2)).isoformat()
+    (folder / "sales_1.csv").write_text("day,store,item,units,dollars\n" + "".join(f"{day},S1,P{i},{i + 1},{i + 1}.25\n" for i in range(3)))
+    defs_dir = defs_folder(tmp_path / "defs", {"dollar_us": USD_YAML})  # no fx_rates reference table anywhere
+    result = run_ingest(defs_dir, instance, "dollar_us", "cds_1992", {"ops": {"dollar_us_bronze": {"config": {"files": ["sales_1.csv"]}}}})
+    assert result.success
+
+    checks = {(e.asset_key.path[-1], e.check_name): e for e in result.get_asset_check_evaluations()}
+    for table, name in (("prod_dim", "valid_gtin"), ("site_dim", "valid_global_location_number")):
+        evaluation = checks[(table, name)]
+        assert evaluation.passed and evaluation.metadata["applicable"].value is False
+        assert "does not deliver" in evaluation.description
+    spec = next(iter(load_retailer_specs(defs_dir / "retailers")))
+    outcome = check_outcomes(instance, spec)
+    assert outcome["not applicable"] == 2 and not outcome.get("warned") and not outcome.get("failed")
+
+    gold = lake.scan(lake.gold("store_day_fact")).filter(pl.col("data_provider_code") == "cds_1992").collect()
+    assert gold.height == 3
+    assert gold["pos_sales_value_usd"].to_list() == gold["pos_sales_value_lc"].to_list()
+    assert gold["fx_rate_to_usd"].to_list() == [1.0, 1.0, 1.0]
