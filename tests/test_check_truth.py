@@ -71,3 +71,22 @@ def test_checks_of_undelivered_codes_are_not_applicable_and_usd_values_need_no_f
     assert gold.height == 3
     assert gold["pos_sales_value_usd"].to_list() == gold["pos_sales_value_lc"].to_list()
     assert gold["fx_rate_to_usd"].to_list() == [1.0, 1.0, 1.0]
+
+
+def test_a_policy_warning_is_one_line_once_when_definitions_load(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from own_defs import defs_folder
+
+    defs_dir = defs_folder(tmp_path / "defs", {"dollar_us": USD_YAML})  # its key is in no reader group
+    code = "from pos_lakehouse.definitions import build_definitions\nbuild_definitions()\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POS_LAKEHOUSE_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(tmp_path), POS_LAKEHOUSE_DATA=str(tmp_path / "data"), POS_LAKEHOUSE_DEFS_DIR=str(defs_dir))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "warning: no reader group names dollar_us (cds_1992, key 119992): only all-retailers groups see it; "
+        "add its key to a group in access_policy.yaml"
+    ]
