@@ -90,3 +90,36 @@ def test_a_policy_warning_is_one_line_once_when_definitions_load(tmp_path):
         "warning: no reader group names dollar_us (cds_1992, key 119992): only all-retailers groups see it; "
         "add its key to a group in access_policy.yaml"
     ]
+
+
+def test_query_says_how_many_result_values_are_masked_and_why(tmp_path):
+    from pos_lakehouse.retailer import RetailerSpec
+    from pos_lakehouse.serving.masked_note import masked_note
+    from pos_lakehouse.serving.policy import load_policy
+
+    spec = RetailerSpec.model_validate(
+        {
+            "retailer_id": 1991,
+            "name": "masked_fr",
+            "country": "FR",
+            "currency": "EUR",
+            "secure_group_key": 119991,
+            "antitrust": "value",
+            "mask_younger_than_days": 28,
+            "delivery": {"files": [{"name": "sales", "match": "s_*.csv", "holds": ["store_day_fact"]}]},
+        }
+    )
+    policy_file = tmp_path / "access_policy.yaml"
+    policy_file.write_text("groups:\n  fr: {description: fr, secure_group_keys: [119991]}\nusers:\n  claire: [fr]\n  guest: []\n")
+    policy = load_policy(policy_file, [spec])
+    today = date.today()
+    recent, old = [today - timedelta(days=3)] * 3, [today - timedelta(days=200)] * 2
+    result = pl.DataFrame(
+        {"data_provider_code": ["cds_1991"] * 5, "date": recent + old, "pos_sales_value_lc": [1.0, None, 2.0, 3.0, 4.0]},
+        schema_overrides={"date": pl.Date},
+    )
+    note = masked_note(policy, "claire", ["store_day_fact"], result, today)
+    assert note.startswith(f"{len(recent)} value(s) in this result are antitrust-masked") and "masked_fr: 28 days" in note
+    aggregated = masked_note(policy, "claire", ["store_day_fact"], result.select(pl.col("pos_sales_value_lc").sum()), today)
+    assert aggregated.startswith("pos_sales_value_lc may hold antitrust-masked values")
+    assert masked_note(policy, "guest", ["store_day_fact"], result, today) is None  # sees no masked retailer
