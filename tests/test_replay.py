@@ -7,6 +7,7 @@ written here), so the test does not depend on the shipped retailers.
 
 from __future__ import annotations
 
+import time
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -87,6 +88,12 @@ def test_a_replay_derives_silver_and_gold_again_with_the_corrected_mapping(tmp_p
 
     defs_dir = _defs(tmp_path, "pos_sales_value_lc")
     spec = next(s for s in load_retailer_specs(defs_dir / "retailers"))
+    # Delivered again after the fix, the same bytes are skipped: the summary says how to replay them.
+    since = time.time()
+    assert _run(defs_dir, instance, {"ops": {"replay_es_bronze": {"config": {"files": ["ventas_2.csv"]}}}}).success
+    [hint] = replay_hints(lake, [spec], instance, since)
+    assert "1 file(s) skipped as already in bronze" in hint and "replay --retailer replay_es --file ventas_2.csv" in hint
+    assert _gold(lake)["sales"] in (None, 0)
     plan = plan_replay(lake, spec, file="ventas_2.csv")
     assert list(plan.replay_from) == ["ventas"] and not plan.files
     result = _run(defs_dir, instance, run_config(spec, plan))

@@ -105,7 +105,7 @@ def _console():
     return Console() if sys.stdout.isatty() else Console(width=160)
 
 
-def _print_summary(console, root: Path, only: list[str] | None) -> None:
+def _print_summary(console, root: Path, only: list[str] | None, since: float | None = None) -> None:
     import dagster as dg
 
     from pos_lakehouse.runner.summary import summary_table
@@ -116,8 +116,8 @@ def _print_summary(console, root: Path, only: list[str] | None) -> None:
 
     with dg.DagsterInstance.get() as instance:
         console.print(summary_table(Lake(root=str(root)), instance, specs))
-    for hint in replay_hints(Lake(root=str(root)), specs):
-        console.print(f"[yellow]replay[/]: {hint}")
+        for hint in replay_hints(Lake(root=str(root)), specs, instance, since):
+            console.print(f"[yellow]replay[/]: {hint}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,9 +125,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     only = _checked_retailers(args.retailer)
     root = _existing_data_root()
     console = _console()
-    started = time.perf_counter()
+    started, since = time.perf_counter(), time.time()
     runs, failures = _process_landing(console, root, only)
-    _print_summary(console, root, only)
+    _print_summary(console, root, only, since)
     return _finish(console, started, runs, failures, args)
 
 

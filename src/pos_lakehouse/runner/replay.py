@@ -83,10 +83,34 @@ def replay(
     return process(lambda: launch(spec, plan, run_id, describe))
 
 
-def replay_hints(lake: Lake, specs: list[RetailerSpec]) -> list[str]:
-    """For `run`'s summary: how to replay the files a retailer's YAML now reads differently from when they were rejected."""
+def skipped_known_files(instance: dg.DagsterInstance, spec: RetailerSpec, since: float) -> list[str]:
+    """Files the retailer's bronze steps skipped since `since` as already in bronze (their `files` metadata)."""
+    skipped = []
+    for file_spec in spec.delivery.files:
+        key = dg.AssetKey(["bronze", spec.name, file_spec.name])
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, after_timestamp=since), limit=100).records
+        for record in records:
+            materialization = record.asset_materialization
+            files = materialization.metadata.get("files") if materialization else None
+            for line in str(getattr(files, "value", files) or "").splitlines():
+                if ": already in bronze" in line:
+                    skipped.append(line.removeprefix("- ").split(": already in bronze")[0])
+    return sorted(set(skipped))
+
+
+def replay_hints(
+    lake: Lake, specs: list[RetailerSpec], instance: dg.DagsterInstance | None = None, since: float | None = None
+) -> list[str]:
+    """For `run`'s summary: how to replay the files a retailer's YAML now reads differently from when they were
+    rejected, and those this session skipped as already in bronze (a corrected YAML does not read them again)."""
     hints = []
     for spec in specs:
+        known = skipped_known_files(instance, spec, since) if instance is not None and since is not None else []
+        if known:
+            hints.append(
+                f"{spec.name}: {len(known)} file(s) skipped as already in bronze; if its YAML changed since they were read, "
+                f"`pos-lakehouse replay --retailer {spec.name} --file {known[0]}` derives silver and gold from them again"
+            )
         if rejected_files(lake, spec).is_empty():
             continue
         files = rejected_under_another_yaml(lake, spec)
