@@ -9,10 +9,7 @@ otherwise load silently and leave the column null in silver and gold.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from pos_lakehouse.retailer import RetailerSpec
+from typing import Any
 
 
 class FieldError(ValueError):
@@ -33,8 +30,11 @@ def did_you_mean(value: str, allowed: list[str]) -> str:
     return f" (did you mean `{close[0]}`?)" if close else ""
 
 
-def check_against_model(spec: RetailerSpec) -> None:
-    """Raise `FieldError` at the first mapping the canonical model cannot take."""
+def check_against_model(spec: Any) -> None:
+    """Raise `FieldError` at the first mapping of a `RetailerSpec` the canonical model cannot take.
+
+    (`spec` is not annotated with its class: `retailer` calls this while validating, and importing
+    it back would tie the two modules in a cycle.)"""
     from pos_lakehouse.transform.canonical import FACTS, MEASURES, TABLES
 
     for file_spec in spec.delivery.files:

@@ -23,7 +23,7 @@ from pos_lakehouse.redaction import redact
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.lake import Lake, StagedFile
 from pos_lakehouse.storage.object_store import put_bytes, put_file
-from pos_lakehouse.transform.mapping import absent_mapped_columns, missing_required, resolve_columns
+from pos_lakehouse.transform.mapping import absent_columns_message, absent_mapped_columns, missing_required, resolve_columns
 
 REJECTED_FILES_TABLE = "rejected_files"
 # What a rejection quotes from a file (reader messages can embed whole rows) is cut to this.
@@ -373,7 +373,7 @@ def _write_delivery(
         mapping = spec.columns.get(file_spec.name, {})
         absent = absent_mapped_columns(columns, mapping)
         if absent:
-            raise DeliveryError(rel, "missing_column", _absent_message(rel, file_spec.name, absent, len(mapping), columns))
+            raise DeliveryError(rel, "missing_column", absent_columns_message(rel, file_spec.name, absent, len(mapping), columns))
         renames, extras = resolve_columns(columns, mapping, file_spec.holds)
         missing = missing_required(renames, file_spec.holds)
         if missing:
@@ -389,21 +389,6 @@ def _write_delivery(
             lake.discard(staged)
             raise DeliveryError(rel, "header_only", "the file has a header but no data rows")
     return staged, extras
-
-
-def _absent_message(rel: str, kind: str, absent: list[tuple[str, str, str | None]], mapped: int, columns: list[str]) -> str:
-    """One line naming each mapped column the file lacks, and the closest column it has."""
-    if len(absent) > 2 and len(absent) * 2 > mapped:  # most of them: the file is read wrongly, not misspelled
-        names = ", ".join(f"`{source}`" for source, _, _ in absent)
-        return (
-            f"{len(absent)} of {mapped} columns mapped by columns.{kind} are not in {rel} ({names}); the file has {columns[:12]} "
-            f"(check the separator, encoding and header in the file kind's `format`, and `columns.{kind}`)"
-        )
-    parts = []
-    for source, target, close in absent:
-        hint = f"; did you mean `{close}`?" if close else ""
-        parts.append(f"column `{source}` (mapped to {target} by columns.{kind}) is not in {rel}{hint}")
-    return "; ".join(parts)
 
 
 def _read_failure(rel: str, kind: str, exc: BaseException) -> DeliveryError:

@@ -63,6 +63,21 @@ def absent_mapped_columns(source_columns: Sequence[str], mapping: Mapping[str, s
     return absent
 
 
+def absent_columns_message(rel: str, kind: str, absent: list[tuple[str, str, str | None]], mapped: int, columns: list[str]) -> str:
+    """One line naming each mapped column the file lacks, and the closest column it has."""
+    if len(absent) > 2 and len(absent) * 2 > mapped:  # most of them: the file is read wrongly, not misspelled
+        names = ", ".join(f"`{source}`" for source, _, _ in absent)
+        return (
+            f"{len(absent)} of {mapped} columns mapped by columns.{kind} are not in {rel} ({names}); the file has {columns[:12]} "
+            f"(check the separator, encoding and header in the file kind's `format`, and `columns.{kind}`)"
+        )
+    parts = []
+    for source, target, close in absent:
+        hint = f"; did you mean `{close}`?" if close else ""
+        parts.append(f"column `{source}` (mapped to {target} by columns.{kind}) is not in {rel}{hint}")
+    return "; ".join(parts)
+
+
 def missing_required(renames: Mapping[str, str], holds: Sequence[str]) -> list[str]:
     present = set(renames.values())
     missing = []
