@@ -131,3 +131,54 @@ def test_a_file_rejected_by_an_old_yaml_is_read_again_by_a_replay_once_fixed(tmp
     assert replay_hints(lake, [spec]) == []
     with pytest.raises(ReplayError, match="neither in bronze nor among the rejected files"):
         plan_replay(lake, spec, file="ventas_9.csv")
+
+
+@pytest.mark.slow
+def test_the_replay_command_launches_one_run_on_the_instance_and_the_same_replay_once(tmp_path, monkeypatch):
+    """`pos-lakehouse replay` as a person runs it: its run is on the instance (the UI's), tagged, and
+    the same replay under the same YAML is not launched twice."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import PROJECT_ROOT
+
+    data = tmp_path / "data"
+    units, value = _deliver(data, "ventas_1.csv", 3)
+    defs_dir = _defs(tmp_path, None, units="Unidads")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / ".dagster_home" / "dagster.yaml").read_text())
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POS_LAKEHOUSE_", "DAGSTER_"))}
+    env.update(DAGSTER_HOME=str(home), POS_LAKEHOUSE_DATA=str(data), POS_LAKEHOUSE_DEFS_DIR=str(defs_dir))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get():  # created (and migrated) before the commands open it
+        pass
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pos_lakehouse.cli", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+
+    first = cli("run")
+    assert first.returncode == 1 and "did you mean `Unidades`?" in first.stdout
+    _defs(tmp_path, "pos_sales_value_lc")
+    replayed = cli("replay", "--retailer", "replay_es")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "rejected under an earlier YAML are read again: ventas_1.csv" in replayed.stdout
+    with dg.DagsterInstance.get() as instance:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"pos_lakehouse/replay": "all"}))
+        assert [(r.job_name, r.status) for r in runs] == [("replay_es_ingest", dg.DagsterRunStatus.SUCCESS)]
+        assert runs[0].tags["dagster/partition"] == CODE
+    from pos_lakehouse.storage.lake import Lake
+
+    gold = _gold(Lake(root=str(data)))
+    assert gold["units"] == units and gold["sales"] == value
+    # One file's replay, then the same again: launched once.
+    for _ in range(2):
+        again = cli("replay", "--retailer", "replay_es", "--file", "ventas_1.csv")
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert "the same replay under the same YAML is run" in again.stdout
+    with dg.DagsterInstance.get() as instance:
+        assert len(instance.get_runs(filters=dg.RunsFilter(tags={"pos_lakehouse/replay": "file ventas_1.csv"}))) == 1
+    unknown = cli("replay", "--retailer", "replay_es", "--file", "ventas_9.csv")
+    assert unknown.returncode == 2 and "neither in bronze nor among the rejected files" in unknown.stderr
