@@ -142,9 +142,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     root, console, started = _existing_data_root(), _console(), time.perf_counter()
     try:
         since = date.fromisoformat(args.since) if args.since else None
-        spec = next(s for s in _specs() if s.name == name)
+    except ValueError as exc:
+        raise UsageError(f"--since {args.since!r} is not a date (YYYY-MM-DD)") from exc
+    spec = next(s for s in _specs() if s.name == name)
+    try:
         runs, failures = replay(console, root, spec, args.file, since, lambda start: _process_landing(console, root, [name], start))
-    except (ReplayError, ValueError) as exc:
+    except ReplayError as exc:
         raise UsageError(str(exc)) from exc
     _print_summary(console, root, [name])
     return _finish(console, started, runs, failures, args)
