@@ -171,7 +171,7 @@ def test_schema_errors_name_the_field_and_the_allowed_values():
 def test_scd2_attribute_that_is_never_mapped_is_an_error_at_load():
     attrs = _scaffolded()["attributes"]
     attrs["scd2"]["prod_dim"] = ["prod_name", "brand"]
-    with pytest.raises(ValueError, match=r"scd2.prod_dim tracks \['brand'\], but no file holding prod_dim maps"):
+    with pytest.raises(ValueError, match=r"scd2.prod_dim: tracks \['brand'\], but no file holding prod_dim maps"):
         RetailerSpec.model_validate(attrs)
     attrs["scd2"]["prod_dim"] = ["prod_nmae"]
     with pytest.raises(ValueError, match=r"not prod_dim attributes; allowed: gtin, prod_name, brand"):

@@ -23,7 +23,9 @@ HEADER = "STORE_NBR|STORE_NAME|CITY|STATE|LAT|ITEM_NBR|UPC|ITEM_DESC|BRAND|DEPT|
 def _spec():
     """bigbox_us with the store's latitude mapped: a dimension column that can fail to parse."""
     spec = spec_named("bigbox_us")
-    columns = {**spec.columns, "store_sales": {**spec.columns["store_sales"], "LAT": "latitude"}}
+    # Only the columns these files carry: a mapped column a file lacks rejects the file.
+    mapped = {k: v for k, v in spec.columns["store_sales"].items() if k in HEADER.split("|")}
+    columns = {**spec.columns, "store_sales": {**mapped, "LAT": "latitude"}}
     return spec.model_copy(update={"columns": columns})
 
 

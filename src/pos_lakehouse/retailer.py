@@ -143,6 +143,18 @@ class FileSpec(Model):
         "`quarantine`d (kept with its reason in rejected_rows) or `align`ed to the end of the week holding it.",
     )
 
+    max_quarantined_share: float = Field(
+        default=0.5,
+        description="A run that quarantines more than this share of one file's rows fails (the good rows still load): "
+        "most rows breaking a rule usually means a setting is wrong, not the data.",
+    )
+
+    @model_validator(mode="after")
+    def _share(self) -> FileSpec:
+        if not 0.0 <= self.max_quarantined_share <= 1.0:
+            raise ValueError(f"max_quarantined_share {self.max_quarantined_share} is not a share between 0 and 1")
+        return self
+
     def matches(self, file_name: str) -> bool:
         return self.match is not None and fnmatch.fnmatch(file_name.lower(), self.match.lower())
 
@@ -320,6 +332,9 @@ class RetailerSpec(Model):
         unknown = set(self.columns) - set(names)
         if unknown:
             raise ValueError(f"retailer {self.name}: columns given for unknown files {sorted(unknown)}")
+        from pos_lakehouse.retailer_checks import check_against_model
+
+        check_against_model(self)
         self._check_scd2()
         if self.spark_master is not None:
             from pos_lakehouse.settings import check_spark_master
@@ -329,6 +344,7 @@ class RetailerSpec(Model):
 
     def _check_scd2(self) -> None:
         """SCD2 attributes must be attributes the retailer maps: an unmapped one would stay null in silver and gold."""
+        from pos_lakehouse.retailer_checks import FieldError
         from pos_lakehouse.transform.canonical import TABLES
 
         explicit = "scd2" in self.model_fields_set
@@ -344,14 +360,15 @@ class RetailerSpec(Model):
             allowed = [c.name for c in TABLES[table].source_columns if c.name not in keys]
             wrong = [a for a in attrs if a not in allowed]
             if wrong:
-                raise ValueError(f"scd2.{table}: {wrong} are not {table} attributes; allowed: {', '.join(allowed)}")
+                raise FieldError(("scd2", table), f"{wrong} are not {table} attributes; allowed: {', '.join(allowed)}")
             unmapped = [a for a in attrs if a not in mapped]
             if unmapped:
                 where = ", ".join(f"columns.{f.name}" for f in files)
-                raise ValueError(
-                    f"scd2.{table} tracks {unmapped}, but no file holding {table} maps a source column to "
+                raise FieldError(
+                    ("scd2", table),
+                    f"tracks {unmapped}, but no file holding {table} maps a source column to "
                     f"{'it' if len(unmapped) == 1 else 'them'}: add `<source column>: {unmapped[0]}` under {where}, "
-                    f"or remove {'it' if len(unmapped) == 1 else 'them'} from scd2.{table}"
+                    f"or remove {'it' if len(unmapped) == 1 else 'them'} from scd2.{table}",
                 )
 
     @property

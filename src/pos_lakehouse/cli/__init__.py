@@ -18,7 +18,7 @@ from pos_lakehouse.cli.common import UsageError, quiet_deliberate_warnings, tree
 from pos_lakehouse.cli.demo import cmd_demo, cmd_reconcile
 from pos_lakehouse.cli.dev import cmd_dev
 from pos_lakehouse.cli.query import cmd_query
-from pos_lakehouse.cli.run import cmd_run
+from pos_lakehouse.cli.run import cmd_replay, cmd_run
 
 DESCRIPTION = "run what is in landing, run the demo, open the UI, reconcile gold, and query it."
 
@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--retailer", action="append", help="only this demo retailer (repeatable)")
     demo.add_argument("--allow-failures", action="store_true", help="exit 0 even when a run fails")
     demo.set_defaults(func=cmd_demo)
+    rpl = sub.add_parser("replay", help=cmd_replay.__doc__)
+    rpl.add_argument("--retailer", required=True, help="the retailer whose silver and gold are derived again")
+    one = rpl.add_mutually_exclusive_group()
+    one.add_argument("--file", help="one delivered file (landing name): from it on, or read again if it was rejected")
+    one.add_argument("--since", metavar="YYYY-MM-DD", help="deliveries ingested from this day on")
+    rpl.add_argument("--allow-failures", action="store_true", help="exit 0 even when the run fails")
+    rpl.set_defaults(func=cmd_replay)
     dev = sub.add_parser("dev", help=cmd_dev.__doc__, description=f"{cmd_dev.__doc__} E.g. `pos-lakehouse dev --port 3111 --host 0.0.0.0`.")
     dev.set_defaults(func=cmd_dev, dg_args=[])
     rec = sub.add_parser("reconcile", help=cmd_reconcile.__doc__)
@@ -94,3 +101,13 @@ def main(argv: list[str] | None = None) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as exc:
+        # A defs YAML that cannot load: its mistakes, one line each (file, line, field, allowed values).
+        from pos_lakehouse.components.yaml_errors import load_error_lines
+
+        lines = load_error_lines(exc)
+        if lines is None:
+            raise
+        for line in lines:
+            print(f"error: {line}", file=sys.stderr)
+        return 2

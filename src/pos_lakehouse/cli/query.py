@@ -97,6 +97,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     if shown.height < total:
         note += f"; showing {shown.height} (--max-rows 0 for all)"
     print(note, file=sys.stderr)
+    from pos_lakehouse.serving.duckdb_views import check_query
+    from pos_lakehouse.serving.masked_note import masked_note
+
+    masked = masked_note(policy, args.as_user, check_query(args.sql), result)
+    if masked:
+        print(masked, file=sys.stderr)
     return 0
 
 

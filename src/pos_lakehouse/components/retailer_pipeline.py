@@ -1,21 +1,25 @@
 """RetailerPipeline: one YAML file becomes a retailer's ingest job, bronze and silver assets, and checks."""
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from pos_lakehouse.components.asset_keys import bronze_key, dagster_metadata, fail_on_rejected_files, silver_key
 from pos_lakehouse.components.gold_publication import GoldLayer, log_gold_publications
 from pos_lakehouse.components.retailer_scaffold import RetailerScaffolder
 from pos_lakehouse.components.spark_jobs import SparkJobs
+from pos_lakehouse.components.yaml_errors import YamlError, validation_lines
 from pos_lakehouse.components.yaml_schema import TakenAsWritten, yaml_schema_model
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.ingest.polling import is_pulled, pulled_bronze_results
 from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
+from pos_lakehouse.layers.replay import rewind_silver
 from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
+from pos_lakehouse.layers.silver.quarantine import fix_hint, quarantine_overflows
 from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.sensors.reference import REFERENCE_KEYS
@@ -37,6 +41,12 @@ class BronzeRunConfig(dg.Config):
         default_factory=list,
         description="Landing files (relative to the retailer folder) to ingest. Empty: every file not yet in bronze.",
     )
+    replay: bool = Field(default=False, description="A replay (`pos-lakehouse replay`): only `files` are read from landing.")
+    replay_from: dict[str, int] = Field(
+        default_factory=dict,
+        description="Replay: per bronze table, the version after which silver reads its rows again with the current YAML (-1: all).",
+    )
+    read_again: bool = Field(default=False, description="Replay of a named file: read it even if these bytes were rejected before.")
 
 
 @dg.scaffold_with(RetailerScaffolder)
@@ -46,6 +56,15 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
     @classmethod
     def get_model_cls(cls):
         return yaml_schema_model(super().get_model_cls(), cls)
+
+    @classmethod
+    def load(cls, attributes, context):
+        # The retailer's own checks (mapping against the canonical model, SCD2) as one line per
+        # mistake with its file and line, in `dg check defs` and every command alike.
+        try:
+            return super().load(attributes, context)
+        except ValidationError as exc:
+            raise YamlError("\n".join(validation_lines(exc, Path(context.path) / "defs.yaml"))) from None
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         spec = RetailerSpec.model_validate(self.model_dump())
@@ -75,16 +94,24 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             pool=f"ingest_{spec.name}",
         )
         def bronze(context: dg.AssetExecutionContext, config: BronzeRunConfig, lake: Lake, landing: LandingZone):
+            if config.replay:  # silver reads the replayed deliveries again (its bookmarks set back)
+                for line in rewind_silver(lake, spec, config.replay_from):
+                    context.log.info(line)
             # api/database retailers are pulled (config.files then names bronze tables); sftp has its own zone.
+            if is_pulled(spec) and config.replay:  # nothing pulled: bronze stays as it is
+                for key in context.selected_asset_keys:
+                    if key.path[0] == "bronze":
+                        yield dg.MaterializeResult(asset_key=key, metadata={"replay": True, "rows_appended": 0})
+                return
             if is_pulled(spec):
                 yield from pulled_bronze_results(context, lake, spec, config.files, lambda t: bronze_key(spec, t))
                 return
             landing = landing_for(spec, landing)
             names = config.files
-            if not names:
+            if not names and not config.replay:
                 names = [f.name for f in landing.list_files(spec.name) if spec.file_spec_for(f.name)]
                 context.log.info(f"no files given: considering all {len(names)} files in {landing.describe(spec.name)}")
-            outcomes = ingest_files(lake, landing, spec, names)
+            outcomes = ingest_files(lake, landing, spec, names, read_again=config.read_again)
             for o in outcomes:
                 (context.log.error if o.status == "rejected" else context.log.info)(o.describe())
             for fs in spec.delivery.files:
@@ -99,6 +126,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                         "files_ingested": len(ingested),
                         "rows_appended": sum(o.rows for o in ingested),
                         "files_skipped_duplicate": len([o for o in mine if o.status == "duplicate"]),
+                        "files_empty": len([o for o in mine if o.status == "empty"]),  # incremental: nothing new
                         "files_rejected": len([o for o in mine if o.status == "rejected"]),
                         # Same bytes as a file already in quarantine: recognised by hash, not read again.
                         "files_rejected_before": len([o for o in mine if o.status == "known_rejected"]),
@@ -166,7 +194,9 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                 results = refresh_silver(lake, spec, tables, datetime.now(UTC))
                 for name, r in results.items():
                     if r.quarantined:
-                        context.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")
+                        context.log.warning(
+                            f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}{fix_hint(r.quarantine_reasons)}"
+                        )
                     uri = lake.silver(spec.name, name)
                     yield dg.MaterializeResult(
                         asset_key=silver_key(spec, name),
@@ -188,6 +218,9 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             bad = [f"gold.{p.table}.{c}" for p in published for c in p.failed_blocking_checks]
             if bad:
                 raise dg.Failure(description=f"{spec.name}: gold partition published but failed blocking checks: {', '.join(bad)}")
+            overflows = quarantine_overflows(spec, results)
+            if overflows:  # the good rows are in; the run fails so the wrong setting is seen
+                raise dg.Failure(description="; ".join(overflows))
 
         # Its landing or poll sensor is one for all retailers, built at the root (`definitions.py`).
         ingest_job = dg.define_asset_job(

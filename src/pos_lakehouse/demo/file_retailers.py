@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pos_lakehouse.demo.generator import DEMO_START, gln13, gtin13, write_expected
+from pos_lakehouse.demo.generator import DEMO_START, gln13, gtin13, upc12, write_expected
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def bigbox_store_frame(
     product_cols = pl.DataFrame(
         {
             "ITEM_NBR": np.arange(n_products) + 10_000,
-            "UPC": [gtin13(300000 + i)[1:] for i in range(n_products)],
+            "UPC": [upc12(300000 + i) for i in range(n_products)],
             "ITEM_DESC": [f"ITEM {i:05d} {['12OZ', '1GAL', '6PK', '32CT'][i % 4]}" for i in range(n_products)],
             "BRAND": [brands[i % len(brands)] for i in range(n_products)],
             "DEPT": [depts[i % len(depts)] for i in range(n_products)],
@@ -390,7 +390,7 @@ def write_prairie_ca(
                         city,
                         prov,
                         f"PC-{p:04d}",
-                        gtin13(600000 + p)[1:],
+                        upc12(600000 + p),
                         f"{_CA_PRODUCTS[p % len(_CA_PRODUCTS)]} #{p}",
                         "Prairie Harvest",
                         "Pantry",

@@ -55,6 +55,14 @@ def gtin13(n: int) -> str:
     return body + str((10 - total % 10) % 10)
 
 
+def upc12(n: int) -> str:
+    """A valid UPC-A (12 digits) for running number `n`: an EAN-13 starting with 0, without that 0.
+    (Cutting the first digit off another EAN-13 leaves a wrong check digit.)"""
+    body = f"076{n:09d}"
+    total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(body))
+    return (body + str((10 - total % 10) % 10))[1:]
+
+
 def gln13(n: int) -> str:
     body = f"301{n:09d}"
     total = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(body))

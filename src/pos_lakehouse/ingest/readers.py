@@ -166,6 +166,12 @@ def read_raw(
         elif fmt.type == "csv":
             frame = _as_strings(_read_csv(plain, fmt, name, limits, workdir, scanned))
         elif fmt.type == "jsonl":
+            if _first_byte(plain) == b"[":  # before the line checks: a one-line array is "too long"
+                raise DeliveryError(
+                    name,
+                    "wrong_format",
+                    "the file is one JSON array (its first character is `[`), not JSON lines: set `format: {type: json}` for this kind of file",
+                )
             text_path, _, _, _ = scanned.result() if scanned is not None else _scan_text(plain, fmt.encoding, name, limits, workdir)
             lf = pl.scan_ndjson(text_path, infer_schema_length=None)
             _check_columns(len(lf.collect_schema()), limits, name)
@@ -200,7 +206,10 @@ def json_records(text: str, record_path: str | None, name: str) -> pl.DataFrame:
     try:
         doc = json.loads(text.lstrip("\ufeff"))
     except json.JSONDecodeError as exc:
-        raise DeliveryError(name, "corrupt", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
+        hint = ""
+        if exc.msg == "Extra data" and text.lstrip("\ufeff \t\r\n").startswith("{"):
+            hint = "; it looks like JSON lines (one object per line): set `format: {type: jsonl}` for this kind of file"
+        raise DeliveryError(name, "corrupt", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}{hint}") from exc
     where = "the document"
     for part in (record_path or "").split(".") if record_path else []:
         if not isinstance(doc, dict) or part not in doc:
@@ -227,6 +236,13 @@ def json_records(text: str, record_path: str | None, name: str) -> pl.DataFrame:
 
     columns = list(dict.fromkeys(k for r in doc for k in r))
     return pl.DataFrame({c: [text_of(r.get(c)) for r in doc] for c in columns}, schema={c: pl.String for c in columns})
+
+
+def _first_byte(path: Path) -> bytes:
+    """The first byte of a text file that is not a byte-order mark or white space."""
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
 
 
 def _decode(data: bytes, encoding: str, name: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import tempfile
@@ -22,7 +23,7 @@ from pos_lakehouse.redaction import redact
 from pos_lakehouse.retailer import FileSpec, RetailerSpec
 from pos_lakehouse.storage.lake import Lake, StagedFile
 from pos_lakehouse.storage.object_store import put_bytes, put_file
-from pos_lakehouse.transform.mapping import missing_required, resolve_columns
+from pos_lakehouse.transform.mapping import absent_columns_message, absent_mapped_columns, missing_required, resolve_columns
 
 REJECTED_FILES_TABLE = "rejected_files"
 # What a rejection quotes from a file (reader messages can embed whole rows) is cut to this.
@@ -43,6 +44,8 @@ class FileOutcome:
     reason: str | None = None
     detail: str | None = None
     extra_columns: list[str] = field(default_factory=list)
+    # Fingerprint of what the YAML said about reading this kind of file when it was rejected.
+    read_as: str | None = None
 
     def describe(self) -> str:
         if self.status == "rejected":
@@ -58,6 +61,14 @@ class FileOutcome:
 
 # Reader outcomes that mean "the file holds no rows" (accepted for incremental file kinds).
 NOTHING_NEW = ("empty_file", "header_only", "no_records")
+
+
+def read_as(spec: RetailerSpec, file_spec: FileSpec) -> str:
+    """Fingerprint of everything the retailer's YAML says about reading one kind of file (format,
+    mapping, limits): a file rejected under one fingerprint is read again under another, so a
+    corrected YAML takes a file the old one rejected -- and an unchanged one never reads it twice."""
+    said = [file_spec.model_dump(mode="json"), spec.columns.get(file_spec.name, {}), spec.delivery.limits.model_dump(mode="json")]
+    return hashlib.sha256(json.dumps(said, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _owner(spec: RetailerSpec | str) -> str:
@@ -103,7 +114,8 @@ class _Batch:
     def __init__(self, lake: Lake, spec: RetailerSpec):
         self.lake, self.spec = lake, spec
         self.tables: dict[str, _Table] = {}
-        self._rejected: dict[str, dict] | None = None
+        self._rejected: dict[str, list[dict]] | None = None
+        self.read_again = False
 
     def table(self, file_spec: FileSpec) -> _Table:
         uri = self.lake.bronze(self.spec.name, file_spec.name)
@@ -112,19 +124,24 @@ class _Batch:
             self.tables[uri] = _Table(uri, description, BronzeDeliveries(self.lake, uri))
         return self.tables[uri]
 
-    def rejected_before(self, delivery_id: str) -> dict | None:
+    def rejected_before(self, delivery_id: str, fingerprint: str) -> dict | None:
+        """The rejection of these bytes read as the YAML says now (or before fingerprints were kept), if any."""
         if self._rejected is None:
             dt = self.lake.snapshot(self.lake.quarantine(_owner(self.spec), REJECTED_FILES_TABLE))
-            rows = [] if dt is None else pl.scan_delta(dt).select("delivery_id", "file", "reason", "rejected_at").collect().rows(named=True)
             self._rejected = {}
-            for row in rows:
-                self._rejected.setdefault(row["delivery_id"], row)
-        return self._rejected.get(delivery_id)
+            if dt is not None:
+                scan = pl.scan_delta(dt)
+                if "read_as" not in scan.collect_schema().names():
+                    scan = scan.with_columns(pl.lit(None, pl.String).alias("read_as"))
+                for row in scan.select("delivery_id", "file", "reason", "rejected_at", "read_as").collect().rows(named=True):
+                    self._rejected.setdefault(row["delivery_id"], []).append(row)
+        return next((r for r in self._rejected.get(delivery_id, []) if r["read_as"] in (None, fingerprint)), None)
 
     def reject(self, outcome: FileOutcome, path: Path | None, now: datetime) -> FileOutcome:
         record_rejection(self.lake, self.spec, outcome, path, now)
         if self._rejected is not None and outcome.delivery_id:
-            self._rejected.setdefault(outcome.delivery_id, {"file": outcome.file, "reason": outcome.reason, "rejected_at": now})
+            row = {"file": outcome.file, "reason": outcome.reason, "rejected_at": now, "read_as": outcome.read_as}
+            self._rejected.setdefault(outcome.delivery_id, []).append(row)
         return outcome
 
     def commit(self, table: _Table) -> None:
@@ -139,12 +156,16 @@ class _Batch:
         table.known = BronzeDeliveries(self.lake, table.uri)
 
 
-def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: list[str], now: datetime | None = None) -> list[FileOutcome]:
+def ingest_files(
+    lake: Lake, landing: LandingZone, spec: RetailerSpec, names: list[str], now: datetime | None = None, *, read_again: bool = False
+) -> list[FileOutcome]:
     """Append each named landing file to its bronze table exactly once; reject unreadable ones to quarantine.
 
     A file's content hash is its delivery id: a file already in bronze is skipped, so a
     retry or a manual re-run never appends twice. A rejected file is copied to the
-    quarantine area with a machine-readable reason; nothing else is affected.
+    quarantine area with a machine-readable reason; nothing else is affected. Bytes rejected
+    before are not read again while the YAML reads their kind of file the same way, unless
+    `read_again` (a replay that names them).
 
     Each file is read once to hash and check it and once to write it (Polars streams it into a
     Parquet file in the table's folder); the files of a call are committed together, one Delta
@@ -152,6 +173,7 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
     """
     now = now or datetime.now(UTC)
     batch = _Batch(lake, spec)
+    batch.read_again = read_again
     outcomes: list[FileOutcome] = []
     ahead: deque[_Opened | FileOutcome] = deque()
     writing: deque[_Writing | FileOutcome] = deque()
@@ -197,6 +219,16 @@ def ingest_files(lake: Lake, landing: LandingZone, spec: RetailerSpec, names: li
                 if isinstance(opened, _Opened):
                     futures.wait([opened.checked])
                     opened.stack.close()
+    return _count_each_file(outcomes)
+
+
+def _count_each_file(outcomes: list[FileOutcome]) -> list[FileOutcome]:
+    """Byte-identical files of one call share a delivery id; each is still a file of its own. A copy
+    of an empty incremental file ("nothing new") is such a file too, not a duplicate delivery."""
+    empty = {o.delivery_id: o for o in outcomes if o.status == "empty"}
+    for o in outcomes:
+        if o.status == "duplicate" and o.delivery_id in empty:
+            o.status, o.reason, o.detail = "empty", empty[o.delivery_id].reason, empty[o.delivery_id].detail
     return outcomes
 
 
@@ -274,7 +306,8 @@ def _known_or_start(batch: _Batch, opened: _Opened, now: datetime, pool: ThreadP
     # call are written once.
     if delivery_id in table.staged or delivery_id in table.writing or table.known.holds(delivery_id):
         return FileOutcome(rel, "duplicate", table=file_spec.name, delivery_id=delivery_id)
-    before = batch.rejected_before(delivery_id)
+    fingerprint = read_as(batch.spec, file_spec)
+    before = None if batch.read_again else batch.rejected_before(delivery_id, fingerprint)
     if before is not None:
         # Rejected once is enough: the bytes are in quarantine with their reason; reading them
         # again (a bomb, a huge corrupt file) on every run would only repeat the same verdict.
@@ -303,12 +336,14 @@ def _finish_write(batch: _Batch, started: _Writing, now: datetime) -> FileOutcom
             outcome = FileOutcome(
                 rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=failure.reason, detail=failure.detail
             )
+            outcome.read_as = read_as(batch.spec, file_spec)
             return batch.reject(outcome, opened.path, now)
         except DeliveryError as exc:
             if file_spec.incremental and exc.reason in NOTHING_NEW:
                 # An incremental file kind says "no changes" with an empty file: accepted, nothing appended.
                 return FileOutcome(rel, "empty", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
             outcome = FileOutcome(rel, "rejected", table=file_spec.name, delivery_id=delivery_id, reason=exc.reason, detail=exc.detail)
+            outcome.read_as = read_as(batch.spec, file_spec)
             return batch.reject(outcome, opened.path, now)
         finally:
             table.writing.discard(delivery_id)
@@ -335,7 +370,11 @@ def _write_delivery(
     with tempfile.TemporaryDirectory(prefix="pos_lakehouse_read_") as work:
         raw = read_raw(path, file_spec.format, display_name=rel, limits=spec.delivery.limits, workdir=Path(work), scanned=scanned)
         columns = raw.collect_schema().names()
-        renames, extras = resolve_columns(columns, spec.columns.get(file_spec.name, {}), file_spec.holds)
+        mapping = spec.columns.get(file_spec.name, {})
+        absent = absent_mapped_columns(columns, mapping)
+        if absent:
+            raise DeliveryError(rel, "missing_column", absent_columns_message(rel, file_spec.name, absent, len(mapping), columns))
+        renames, extras = resolve_columns(columns, mapping, file_spec.holds)
         missing = missing_required(renames, file_spec.holds)
         if missing:
             raise DeliveryError(
@@ -379,6 +418,7 @@ def record_rejection(lake: Lake, spec: RetailerSpec | str, outcome: FileOutcome,
             "detail": [outcome.detail],
             "quarantined_copy": [copy_path],
             "rejected_at": [now],
+            "read_as": [outcome.read_as],
         },
         schema={
             "file": pl.String,
@@ -388,12 +428,15 @@ def record_rejection(lake: Lake, spec: RetailerSpec | str, outcome: FileOutcome,
             "detail": pl.String,
             "quarantined_copy": pl.String,
             "rejected_at": pl.Datetime("us", "UTC"),
+            "read_as": pl.String,
         },
     )
     uri = lake.quarantine(_owner(spec), REJECTED_FILES_TABLE)
     description = "Delivered files that could not be ingested, with the reason."
     if outcome.delivery_id:
-        # One row per rejected content, even when two runs reject the same bytes at once.
-        lake.append_once(uri, row, once_id=f"rejected.{outcome.delivery_id}", description=description)
+        # One row per rejected content, even when two runs reject the same bytes at once (per way of
+        # reading them: a corrected YAML that rejects them again records why).
+        once = f"rejected.{outcome.delivery_id}" + (f".{outcome.read_as}" if outcome.read_as else "")
+        lake.append_once(uri, row, once_id=once, description=description)
     else:
         lake.append(uri, row, description=description)

@@ -268,7 +268,9 @@ def propose(
         kinds.append(profile_kind(glob, kind_name(glob, name, [k.name for k in kinds]), members))
     _one_locale(kinds)
     timed = [k for k in kinds if k.grain is not None and {"prod_id", "site_id"} <= k.mapping.targets]
-    grain = timed[0].grain if timed and timed[0].grain else Grain(False, "daily", notes=["no file with dates, stores and products"], sure=False)
+    grain = (
+        timed[0].grain if timed and timed[0].grain else Grain(False, "daily", notes=["no file with dates, stores and products"], sure=False)
+    )
     notes: dict[str, str] = {}
     for k in kinds:
         weekly = bool(k.grain and k.grain.weekly_rows)

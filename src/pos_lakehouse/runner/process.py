@@ -129,14 +129,20 @@ def _inherit(console, instance: dg.DagsterInstance, watcher: Watcher) -> None:
 
 
 def process_landing(
-    console, log_dir: Path, specs: list[RetailerSpec], only: list[str] | None, sensors: Callable[[], list[str]]
+    console,
+    log_dir: Path,
+    specs: list[RetailerSpec],
+    only: list[str] | None,
+    sensors: Callable[[], list[str]],
+    start: Callable[[], None] | None = None,
 ) -> tuple[int, list[FinishedRun]]:
     """Start the daemon, print each run as it finishes, stop once settled. Returns (runs, failures).
 
     `only` limits which retailers' news becomes runs (corporate reference data always runs);
     `sensors()` names the code location's sensors (called once the daemon is starting: the two
     loads share the machine's cores instead of queueing): everything is settled when each has ticked
-    after the last run ended and nothing is queued or in progress.
+    after the last run ended and nothing is queued or in progress. `start` is called once the daemon
+    runs (e.g. to queue a replay run, which this session then waits for like the sensors' runs).
     """
     wanted = [s for s in specs if not only or s.name in only]
     skipped = {s.name: why for s in wanted if (why := source_missing(s))}
@@ -172,6 +178,8 @@ def process_landing(
         with running_daemon(log, env) as daemon, progress:
             try:
                 watcher.sensors = sensors()
+                if start is not None:
+                    start()
                 while True:
                     try:
                         report()

@@ -48,6 +48,8 @@ def check_outcomes(instance: dg.DagsterInstance, spec: RetailerSpec) -> Counter:
         # A run that died between planning a check and evaluating it leaves a planned record behind.
         if not isinstance(evaluation, dg.AssetCheckEvaluation):
             outcome["not run"] += 1
+        elif evaluation.passed and getattr(evaluation.metadata.get("applicable"), "value", True) is False:
+            outcome["not applicable"] += 1
         elif evaluation.passed:
             outcome["passed"] += 1
         elif evaluation.severity == dg.AssetCheckSeverity.WARN:

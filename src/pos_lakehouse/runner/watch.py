@@ -54,6 +54,9 @@ def run_error(instance: dg.DagsterInstance, run_id: str) -> str | None:
     for entry in instance.all_logs(run_id, of_type=wanted):
         event = entry.dagster_event
         error = getattr(event.event_specific_data, "error", None) if event else None
+        # A step's own exception, not Dagster's "Error occurred while executing op" around it.
+        while error is not None and error.cause is not None and "DagsterExecutionStepExecutionError" in (error.cls_name or ""):
+            error = error.cause
         text = (error.message if error is not None else None) or (event.message if event else None) or entry.message or ""
         (steps if event and event.event_type == dg.DagsterEventType.STEP_FAILURE else run_failures).append(" ".join(text.split()))
     return "; ".join(steps or run_failures) or None

@@ -67,6 +67,10 @@ class PolicyWarning(UserWarning):
     """Something a governance reader should see, e.g. a retailer that no reader group names."""
 
 
+# Gold and the serving views each load the policy: the same finding is said once per process.
+_said: set[str] = set()
+
+
 class RetailerAccess(BaseModel):
     """How one retailer's gold rows are protected."""
 
@@ -191,6 +195,11 @@ def policy_hash(policy: AccessPolicy) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def _collecting_warnings() -> bool:
+    """Whether warnings are being recorded (`catch_warnings(record=True)`, pytest's `warns`): each load then says it."""
+    return getattr(getattr(warnings, "_showwarnmsg_impl", None), "__name__", "_showwarnmsg_impl") != "_showwarnmsg_impl"
+
+
 def load_policy(path: str | Path | None = None, retailers: Iterable[RetailerSpec] | str | Path | None = None) -> AccessPolicy:
     """Groups and users from the access policy YAML, retailers from their own YAMLs, validated together.
 
@@ -219,9 +228,8 @@ def load_policy(path: str | Path | None = None, retailers: Iterable[RetailerSpec
     ungranted = policy.ungranted_retailers()
     if ungranted:
         names = ", ".join(f"{r.name} ({code}, key {r.secure_group_key})" for code, r in ungranted.items())
-        warnings.warn(
-            f"no reader group names {names}: only all-retailers groups see it; add its key to a group in {path.name}",
-            PolicyWarning,
-            stacklevel=2,
-        )
+        message = f"no reader group names {names}: only all-retailers groups see it; add its key to a group in {path.name}"
+        if message not in _said or _collecting_warnings():
+            _said.add(message)
+            warnings.warn(message, PolicyWarning, stacklevel=2)
     return policy

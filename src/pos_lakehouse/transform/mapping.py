@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -48,6 +49,37 @@ def resolve_columns(source_columns: Sequence[str], mapping: Mapping[str, str], h
         else:
             extras.append(col)
     return renames, extras
+
+
+def absent_mapped_columns(source_columns: Sequence[str], mapping: Mapping[str, str]) -> list[tuple[str, str, str | None]]:
+    """Mapped source columns a file does not have: (source column, its canonical target, the closest column present).
+
+    A mapped column that is absent would leave its canonical column null while the file's real
+    column (a typo away) lands in `extra_attributes`: data lost without a word.
+    """
+    present = {normalize_name(c): c for c in source_columns if c not in BRONZE_METADATA}
+    absent = []
+    for source, target in mapping.items():
+        if normalize_name(source) in present:
+            continue
+        close = difflib.get_close_matches(normalize_name(source), list(present), n=1, cutoff=0.6)
+        absent.append((source, target, present[close[0]] if close else None))
+    return absent
+
+
+def absent_columns_message(rel: str, kind: str, absent: list[tuple[str, str, str | None]], mapped: int, columns: list[str]) -> str:
+    """One line naming each mapped column the file lacks, and the closest column it has."""
+    if len(absent) > 2 and len(absent) * 2 > mapped:  # most of them: the file is read wrongly, not misspelled
+        names = ", ".join(f"`{source}`" for source, _, _ in absent)
+        return (
+            f"{len(absent)} of {mapped} columns mapped by columns.{kind} are not in {rel} ({names}); the file has {columns[:12]} "
+            f"(check the separator, encoding and header in the file kind's `format`, and `columns.{kind}`)"
+        )
+    parts = []
+    for source, target, close in absent:
+        hint = f"; did you mean `{close}`?" if close else ""
+        parts.append(f"column `{source}` (mapped to {target} by columns.{kind}) is not in {rel}{hint}")
+    return "; ".join(parts)
 
 
 def missing_required(renames: Mapping[str, str], holds: Sequence[str]) -> list[str]:

@@ -21,14 +21,18 @@ Grain = Literal["day", "week", "month"]
 
 
 def convert_to_usd(facts: nw.LazyFrame, fx: nw.LazyFrame, date_col: str) -> nw.LazyFrame:
-    """`fx_rate_to_usd` for the fact's currency and date, and `*_usd` = `*_lc` x rate (null when no rate).
+    """`fx_rate_to_usd` for the fact's currency and date (1 for USD), and `*_usd` = `*_lc` x rate (null when no rate).
 
     Rounded half away from zero to 4 decimals, the same on both engines.
     """
     rates = fx.select(nw.col("date").alias(date_col), "currency", nw.col("usd_per_unit").alias("fx_rate_to_usd"))
     if "fx_rate_to_usd" in facts.collect_schema().names():
         facts = facts.drop("fx_rate_to_usd")
+    # A dollar is a dollar: USD rows need no FX reference (nor wait for it) to have their USD values.
     joined = facts.join(rates, on=[date_col, "currency"], how="left").with_columns(
+        nw.when(nw.col("currency") == "USD").then(nw.lit(1.0, nw.Float64)).otherwise(nw.col("fx_rate_to_usd")).alias("fx_rate_to_usd")
+    )
+    joined = joined.with_columns(
         (nw.col(lc).cast(nw.Float64) * nw.col("fx_rate_to_usd")).alias(usd) for lc, usd in zip(VALUE_MEASURES, USD_MEASURES)
     )
     rounded = edges(joined).round_half_away(joined, USD_MEASURES, 4)

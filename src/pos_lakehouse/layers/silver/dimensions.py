@@ -45,6 +45,30 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     return _upsert_versions(lake, spec, canonical.TABLES[table_name], uri, observations, now, result)
 
 
+def _one_snapshot_per_day(plan: FilePlan, files) -> None:
+    """Undated snapshot files are observed on their ingestion day: several of one day would collapse
+    into the last one (every change between them lost, versions starting after the facts they
+    describe). Such a batch fails, naming the setting that dates each snapshot by its file name."""
+    file_spec = plan.file_spec
+    if file_spec.observed_on is not None or file_spec.incremental or any(t in canonical.FACTS for t in file_spec.holds):
+        return
+    if plan.spec.delivery.channel not in ("landing", "sftp"):
+        return
+    per_day = files.group_by(nw.col("_ingested_at").dt.date().alias("day")).agg(
+        nw.col("_delivery_id").n_unique().alias("snapshots"),
+        nw.col("_source_file").min().alias("first"),
+        nw.col("_source_file").max().alias("last"),
+    )
+    crowded = per_day.filter(nw.col("snapshots") > 1).sort("snapshots", descending=True)
+    if len(crowded):
+        day, n, first, last = crowded.row(0)
+        raise ValueError(
+            f"{plan.spec.name}.{plan.table_name}: {n} `{file_spec.name}` snapshots ingested on {day} ({first} ... {last}) "
+            f"and no `observed_on` on the file kind: each would be observed on its ingestion day and only the last kept; "
+            "set `observed_on: {pattern: '<regex with the date group>', format: '<strftime>'}` to date each by its file name"
+        )
+
+
 def _observe(
     lake: LakeIO, plan: FilePlan, all_raw: nw.LazyFrame, marks: dict[str, str], now: datetime, result: SilverResult, shared: dict | None
 ) -> nw.LazyFrame:
@@ -61,6 +85,7 @@ def _observe(
         files = delivery_files(all_raw)
         if shared is not None:
             shared[reused] = files
+    _one_snapshot_per_day(plan, files)
     batches = list(delivery_batches(files, budget))
     # Bad rows are counted in one streaming pass, and (if any) quarantined in batches of whole
     # deliveries (oldest first), so a large delivery is never parsed whole.

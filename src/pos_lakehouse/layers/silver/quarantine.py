@@ -56,3 +56,42 @@ def quarantine_failed(lake: LakeIO, spec: RetailerSpec, table_name: str, rows, r
     if n_bad:
         for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
             result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
+        if "_source_file" in rows.collect_schema().names():
+            # Per file: (quarantined, rows), for the share of a file's rows a run quarantines.
+            shares = rows.group_by("_source_file").agg(nw.len().alias("n"), (~ok()).sum().alias("bad")).collect(backend="polars")
+            for file, n, n_file_bad in shares.iter_rows():
+                before = result.quarantined_by_file.get(str(file), [0, 0])
+                result.quarantined_by_file[str(file)] = [before[0] + int(n_file_bad), before[1] + int(n)]
+
+
+# What to change when most of a file's rows break a rule that usually means a wrong setting.
+FIX_HINTS = {
+    "not on a week": "set `week_date: start` on the file kind if its dates are week starts, or `misaligned_weeks: align` "
+    "to move each date to the end of its week",
+    "cannot parse": "check `format.date_formats` and `format.decimal_comma` of the file kind",
+}
+
+
+def fix_hint(reasons: dict[str, int]) -> str:
+    """The setting to look at for the most frequent reason, if one is known."""
+    for reason, _ in sorted(reasons.items(), key=lambda r: -r[1]):
+        for words, hint in FIX_HINTS.items():
+            if words in reason:
+                return f" ({hint})"
+    return ""
+
+
+def quarantine_overflows(spec: RetailerSpec, results: dict[str, SilverResult]) -> list[str]:
+    """One line per file whose quarantined share of rows is above its kind's `max_quarantined_share`."""
+    lines = []
+    for table, result in results.items():
+        for file, (bad, total) in sorted(result.quarantined_by_file.items()):
+            file_spec = spec.file_spec_for(file)
+            limit = file_spec.max_quarantined_share if file_spec is not None else 0.5
+            if total and bad / total > limit:
+                top = max(result.quarantine_reasons.items(), key=lambda r: r[1])[0] if result.quarantine_reasons else "?"
+                lines.append(
+                    f"{spec.name}.{table}: {bad:,} of {total:,} rows ({bad / total:.0%}) of {file} quarantined, more than "
+                    f"max_quarantined_share {limit:.0%}; most for `{top}`{fix_hint(result.quarantine_reasons)}"
+                )
+    return lines

@@ -38,6 +38,7 @@ class SilverResult:
     bronze_rows: int = 0
     loaded: int = 0
     superseded: int = 0  # older deliveries of the same store-day (or row) in the same batch
+    quarantined_by_file: dict[str, list[int]] = field(default_factory=dict)  # file -> [quarantined, rows read]
 
     @property
     def unaccounted(self) -> int:

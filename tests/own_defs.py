@@ -1,0 +1,38 @@
+"""A defs folder of a test's own: the project's infrastructure components (resources, gold, serving
+with a one-group access policy) and the retailer YAMLs the test writes -- never the shipped retailers."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import dagster as dg
+from demo_defs import SHIPPED_DEFS as DEFS  # only its infrastructure parts are copied, no retailer
+
+POLICY = "groups:\n  pos_admins: {description: everyone, all_retailers: true}\nusers:\n  ada: [pos_admins]\n"
+
+
+def defs_folder(root: Path, retailers: dict[str, str]) -> Path:
+    """`root` laid out like `defs/`, with one `retailers/<name>/defs.yaml` per entry (rewritten when called again)."""
+    if not (root / "resources.py").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEFS / "resources.py", root / "resources.py")
+        for part in ("gold", "serving"):
+            shutil.copytree(DEFS / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+        (root / "serving" / "access_policy.yaml").write_text(POLICY)
+    for name, text in retailers.items():
+        (root / "retailers" / name).mkdir(parents=True, exist_ok=True)
+        (root / "retailers" / name / "defs.yaml").write_text(text)
+    return root
+
+
+def run_ingest(defs_dir: Path, instance: dg.DagsterInstance, retailer: str, code: str, config: dict) -> dg.ExecuteInProcessResult:
+    """One run of the retailer's ingest job (bronze, silver, its gold partitions), in process."""
+    from pos_lakehouse.definitions import build_definitions
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the test policy names no group for the retailer: a PolicyWarning
+        defs = build_definitions(defs_dir)
+    job = defs.resolve_job_def(f"{retailer}_ingest")
+    return job.execute_in_process(run_config=config, instance=instance, partition_key=code, raise_on_error=False)
