@@ -115,7 +115,7 @@ class JobProfile:
         total_jobs = sum(int(v[0]) for v in per_stage.values())
         lines.append(f"{'total':40} {total_jobs:5d} {sum(v[1] for v in per_stage.values()):7.1f}")
         lines.append("busiest call sites (stage: jobs, job seconds, site):")
-        busiest = sorted(per_site.items(), key=lambda kv: -kv[1][1])[:25]
+        busiest = sorted(per_site.items(), key=lambda kv: -kv[1][1])[:40]
         lines += [f"  {stage}: {int(n)} {s:.1f}s {site}" for (stage, site), (n, s) in busiest]
         return "\n".join(lines)
 
