@@ -152,9 +152,9 @@ def _upsert_versions(
     flagged = upserts.select(key_column, "is_current").join(known, on=key_column, how="left")
     n, new_versions, closed_versions = (
         flagged.select(
-            nw.len(),
-            nw.when(nw.col("_known").is_null()).then(1).otherwise(0).sum(),
-            nw.when(~nw.col("_known").is_null() & ~nw.col("is_current")).then(1).otherwise(0).sum(),
+            nw.len().alias("n"),
+            nw.when(nw.col("_known").is_null()).then(1).otherwise(0).sum().alias("new"),
+            nw.when(~nw.col("_known").is_null() & ~nw.col("is_current")).then(1).otherwise(0).sum().alias("closed"),
         )
         .collect(backend="polars")
         .row(0)
