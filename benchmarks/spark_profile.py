@@ -30,6 +30,9 @@ class JobProfile:
     def __init__(self, spark):
         self.spark, self.sc = spark, spark.sparkContext
         self.wall: dict[str, float] = {}
+        # Schema lookups per stage: cheap in a classic session, an analysis round trip each over Spark Connect.
+        self.schemas: dict[str, int] = defaultdict(int)
+        self._stage: str | None = None
         self._patch()
 
     @contextlib.contextmanager
@@ -37,7 +40,7 @@ class JobProfile:
         """Jobs started in the block belong to `name` (nested stages: the innermost)."""
         import time
 
-        previous = self.sc.getLocalProperty("spark.jobGroup.id")
+        previous, self._stage = self.sc.getLocalProperty("spark.jobGroup.id"), name
         self.sc.setLocalProperty("spark.jobGroup.id", name)
         started = time.perf_counter()
         try:
@@ -45,6 +48,7 @@ class JobProfile:
         finally:
             self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - started
             self.sc.setLocalProperty("spark.jobGroup.id", previous)
+            self._stage = previous
 
     def wrap_stages(self, module, names: list[str], label) -> None:
         """Run `module.<name>` for each of `names` as a stage labelled `label(name, args)`."""
@@ -88,9 +92,18 @@ class JobProfile:
                         sc.setLocalProperty("spark.jobGroup.id", group)
 
                 setattr(cls, method, called)
+        schema = DataFrame.schema.func  # a cached property: a frame asks the JVM once
+
+        def counted(frame):
+            self.schemas[self._stage or "-"] += 1
+            return schema(frame)
+
+        cached = functools.cached_property(counted)
+        cached.__set_name__(DataFrame, "schema")
+        DataFrame.schema = cached
 
     def report(self) -> str:
-        """Per stage: jobs, job seconds (the jobs' own spans) and wall seconds; the busiest call sites."""
+        """Per stage: jobs, job seconds (the jobs' own spans), wall seconds and schema lookups; the busiest call sites."""
         store = self.sc._jsc.sc().statusStore()
         per_stage: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
         per_site: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])
@@ -108,12 +121,13 @@ class JobProfile:
             for table in (per_stage[group], per_site[group, site]):
                 table[0] += 1
                 table[1] += span
-        lines = [f"{'stage':40} {'jobs':>5} {'job s':>7} {'wall s':>7}"]
+        lines = [f"{'stage':40} {'jobs':>5} {'job s':>7} {'wall s':>7} {'schemas':>8}"]
         for name, wall in self.wall.items():
             jobs, span = per_stage.get(name, [0, 0.0])
-            lines.append(f"{name:40} {jobs:5d} {span:7.1f} {wall:7.1f}")
+            lines.append(f"{name:40} {int(jobs):5d} {span:7.1f} {wall:7.1f} {self.schemas.get(name, 0):8d}")
         total_jobs = sum(int(v[0]) for v in per_stage.values())
-        lines.append(f"{'total':40} {total_jobs:5d} {sum(v[1] for v in per_stage.values()):7.1f}")
+        total_span = sum(v[1] for v in per_stage.values())
+        lines.append(f"{'total':40} {total_jobs:5d} {total_span:7.1f} {sum(self.wall.values()):7.1f} {sum(self.schemas.values()):8d}")
         lines.append("busiest call sites (stage: jobs, job seconds, site):")
         busiest = sorted(per_site.items(), key=lambda kv: -kv[1][1])[:40]
         lines += [f"  {stage}: {int(n)} {s:.1f}s {site}" for (stage, site), (n, s) in busiest]
