@@ -41,7 +41,7 @@ from throughput import generate
 TARGET_RATIO = 2.0  # spark / floor at 1M rows
 
 
-def _session(remote: str | None):
+def _session(remote: str | None, extra: dict[str, str] | None = None):
     """A session and the time it took to be ready for work (session + a first job)."""
     os.environ["TZ"] = "UTC"
     time.tzset()
@@ -56,7 +56,7 @@ def _session(remote: str | None):
     else:
         from pos_lakehouse.spark.session import local_spark
 
-        spark = local_spark("pos_lakehouse_spark_throughput")
+        spark = local_spark("pos_lakehouse_spark_throughput", extra=extra)
     spark.range(1).count()
     return spark, time.perf_counter() - started
 
@@ -114,8 +114,9 @@ def run_floor(root: Path, remote: str | None) -> dict:
     return {"fixed": fixed, "seconds": sum(stages.values()), "stages": stages}
 
 
-def run_spark(root: Path, remote: str | None) -> dict:
+def run_spark(root: Path, remote: str | None, profile: bool = False) -> dict:
     from pos_lakehouse.ingest.landing import LocalLandingZone
+    from pos_lakehouse.layers import silver as silver_layer
     from pos_lakehouse.layers.bronze import ingest_files
     from pos_lakehouse.layers.gold import GOLD_TABLES, refresh_gold
     from pos_lakehouse.layers.silver import refresh_silver
@@ -129,7 +130,18 @@ def run_spark(root: Path, remote: str | None) -> dict:
     t = time.perf_counter()
     ingest_files(Lake(root=str(root)), landing, spec, [f.name for f in landing.list_files(spec.name)])
     stages = {"bronze (Polars)": time.perf_counter() - t}
-    spark, fixed = _session(remote)
+    jobs = None
+    if profile:
+        from spark_profile import SESSION_CONF, JobProfile
+
+        spark, fixed = _session(remote, SESSION_CONF)
+        jobs = JobProfile(spark)
+        # Each step `refresh_silver` takes, as a stage named after it and its table.
+        steps = ["refresh_dimension", "reenrich_current_versions", "refresh_facts", "refill_late_fx", "refresh_period_facts"]
+        jobs.wrap_stages(silver_layer, steps, lambda step, args: f"silver {args[2]} {step.split('_', 1)[1]}")
+    else:
+        spark, fixed = _session(remote)
+    staged = jobs.stage if jobs else lambda _: contextlib.nullcontext()
     lake = SparkLake(spark, str(root))
     t = time.perf_counter()
     silver = refresh_silver(lake, spec, spec.silver_tables, datetime.now(UTC))
@@ -137,8 +149,10 @@ def run_spark(root: Path, remote: str | None) -> dict:
     gold_rows = {}
     for table in (t for t in GOLD_TABLES if t in spec.silver_tables):
         t = time.perf_counter()
-        gold_rows[table] = refresh_gold(lake, spec, table).partition_rows
+        with staged(f"gold {table}"):
+            gold_rows[table] = refresh_gold(lake, spec, table).partition_rows
         stages[f"gold {table}"] = time.perf_counter() - t
+    report = jobs.report() if jobs else None
     spark.stop()
     return {
         "fixed": fixed,
@@ -146,13 +160,15 @@ def run_spark(root: Path, remote: str | None) -> dict:
         "stages": stages,
         "silver_fact_rows": silver["store_day_fact"].inserted,
         "gold_rows": gold_rows,
+        "profile": report,
     }
 
 
-def _child(phase: str, root: Path, remote: str | None) -> dict:
+def _child(phase: str, root: Path, remote: str | None, profile: bool = False) -> dict:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--out", str(out)]
-    subprocess.run([*command, *(["--remote", remote] if remote else [])], check=True)
+    command += (["--remote", remote] if remote else []) + (["--profile"] if profile else [])
+    subprocess.run(command, check=True)
     result = json.loads(out.read_text())
     out.unlink()
     return result
@@ -163,14 +179,16 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="fact rows in the delivery (at least)")
     parser.add_argument("--cluster", action="store_true", help="run both sides on a loopback cluster through Spark Connect")
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
+    parser.add_argument("--profile", action="store_true", help="count the Spark path's jobs per stage and per call site (local Spark only)")
+    parser.add_argument("--no-floor", action="store_true", help="run the Spark path only (no ratio)")
     parser.add_argument("--phase", choices=["floor", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--remote", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
-        run = run_floor if args.phase == "floor" else run_spark
-        args.out.write_text(json.dumps(run(args.root, args.remote)))
+        result = run_floor(args.root, args.remote) if args.phase == "floor" else run_spark(args.root, args.remote, args.profile)
+        args.out.write_text(json.dumps(result))
         return 0
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pos_spark_throughput_"))
@@ -181,21 +199,28 @@ def main() -> int:
     print(
         f"delivery: {rows:,} fact rows, generated in {time.perf_counter() - t:.1f}s; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
+    if args.profile and args.cluster:
+        parser.error("--profile needs local Spark (a Spark Connect client has no status tracker)")
     with _where(args.cluster, work) as remote:
-        floor = _child("floor", roots["floor"], remote)
-        spark = _child("spark", roots["spark"], remote)
+        floor = None if args.no_floor else _child("floor", roots["floor"], remote)
+        spark = _child("spark", roots["spark"], remote, args.profile)
     for name, result in (("floor", floor), ("spark", spark)):
+        if result is None:
+            continue
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in result["stages"].items())
         print(
             f"{name:6} {result['seconds']:8.1f}s  {rows / result['seconds']:>10,.0f} rows/s  fixed cost (session + first job) {result['fixed']:.1f}s"
         )
         print(f"  stages: {stages}")
     print(f"  spark: silver facts {spark['silver_fact_rows']:,}; gold {', '.join(f'{k} {v:,}' for k, v in spark['gold_rows'].items())}")
-    ratio = spark["seconds"] / floor["seconds"]
-    with_fixed = (spark["seconds"] + spark["fixed"]) / (floor["seconds"] + floor["fixed"])
-    print(
-        f"ratio spark/floor: {ratio:.2f} (target <= {TARGET_RATIO:g}: {'met' if ratio <= TARGET_RATIO else 'MISSED'}); with fixed costs: {with_fixed:.2f}"
-    )
+    if spark["profile"]:
+        print(f"spark jobs per stage (load {os.getloadavg()[0]:.1f}):\n{spark['profile']}")
+    if floor is not None:
+        ratio = spark["seconds"] / floor["seconds"]
+        with_fixed = (spark["seconds"] + spark["fixed"]) / (floor["seconds"] + floor["fixed"])
+        print(
+            f"ratio spark/floor: {ratio:.2f} (target <= {TARGET_RATIO:g}: {'met' if ratio <= TARGET_RATIO else 'MISSED'}); with fixed costs: {with_fixed:.2f}"
+        )
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.workdir is None:
         shutil.rmtree(work)

@@ -115,10 +115,6 @@ def release(frame: nw.LazyFrame) -> None:
     """Nothing to free: a collected Polars frame goes with its last reference."""
 
 
-def is_empty(frame: nw.LazyFrame) -> bool:
-    return _native(frame).select(pl.len()).collect().item() == 0
-
-
 def reuse(frame: nw.LazyFrame) -> nw.LazyFrame:
     """A wide frame read a few times: Polars re-runs the lazy query (cheaper than holding it)."""
     return frame

@@ -119,10 +119,6 @@ def release(frame: nw.LazyFrame) -> None:
     frame.to_native().unpersist()
 
 
-def is_empty(frame: nw.LazyFrame) -> bool:
-    return frame.to_native().isEmpty()
-
-
 reuse = persist
 
 

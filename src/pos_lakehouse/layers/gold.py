@@ -114,7 +114,8 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         "description": table.description,
         "column_descriptions": {c.name: c.description for c in table.columns},
     }
-    if partition_row_count(lake, table_name, code) == 0:
+    first_rows = partition_row_count(lake, table_name, code) == 0
+    if first_rows:
         # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
         # date range at a time (bounded memory whatever the history's size). Appends do not
         # conflict as MERGEs do: this relies on one writer per gold table at a time (its pool).
@@ -135,7 +136,8 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     result.merged_rows = changed_rows
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
-    result.partition_rows = partition_row_count(lake, table_name, code)
+    # Into an empty partition, every changed row went in (when all are this retailer's): no recount.
+    result.partition_rows = changed_rows if first_rows and not others else partition_row_count(lake, table_name, code)
     return result
 
 

@@ -55,12 +55,15 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
     for name in spec.canonical_tables:
         if name not in tables:
             continue
+        # A table this refresh creates holds only rows it wrote with today's master data and FX
+        # rates: none to re-enrich or fill, so the passes that look for them are skipped.
+        existed = lake.exists(lake.silver(spec.name, name))
         if name in canonical.DIMENSIONS:
             results[name] = refresh_dimension(lake, spec, name, now, shared)
-            results[name].reenriched = reenrich_current_versions(lake, spec, name, now)
+            results[name].reenriched = reenrich_current_versions(lake, spec, name, now) if existed else 0
         else:
             results[name] = refresh_facts(lake, spec, name, now)
-            results[name].fx_filled = refill_late_fx(lake, spec, name, now)
+            results[name].fx_filled = refill_late_fx(lake, spec, name, now) if existed else 0
     for name in spec.derived_tables:
         if name in tables:
             results[name] = refresh_period_facts(lake, spec, name, now)

@@ -170,12 +170,23 @@ def _upsert_versions(
 
     scd2_attributes = spec.scd2.get(table_name, [])  # pyright: ignore[reportCallIssue, reportArgumentType] -- a dimension's name
     upserts = engine.persist(scd2_versions(obs, existing, table, scd2_attributes, spec.retailer_id, key_column, now, enrich=_enrich))
-    if engine.is_empty(upserts) and lake.exists(uri):
+    # One pass answers whether there is anything to write, and how many versions are new or closed
+    # (a stored key is one version: the left join keeps one row per upsert).
+    known = existing.select(key_column, nw.lit(1).alias("_known"))
+    flagged = upserts.select(key_column, "is_current").join(known, on=key_column, how="left")
+    n, new_versions, closed_versions = (
+        flagged.select(
+            nw.len().alias("n"),
+            nw.when(nw.col("_known").is_null()).then(1).otherwise(0).sum().alias("new"),
+            nw.when(~nw.col("_known").is_null() & ~nw.col("is_current")).then(1).otherwise(0).sum().alias("closed"),
+        )
+        .collect(backend="polars")
+        .row(0)
+    )
+    if not n and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
         return result
-    known = existing.select(key_column)
-    result.new_versions = count(upserts.join(known, on=key_column, how="anti"))
-    result.closed_versions = count(upserts.join(known, on=key_column, how="semi").filter(~nw.col("is_current")))
+    result.new_versions, result.closed_versions = int(new_versions or 0), int(closed_versions or 0)
     stats = lake.merge(
         uri,
         upserts,

@@ -93,11 +93,11 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     # A delivery split by date: its bronze rows are this part's rows (one per canonical row).
     result.bronze_rows += before_dedup if batch.bronze_rows is None else batch.bronze_rows
     deduplicated = deduplicate_fact_batch(frame, keys, date_col, plan.file_spec.replaces)
-    if deduplicated is not frame:
+    if deduplicated is not frame:  # some rows may be superseded (an unchanged batch needs no second count)
         deduplicated = engine.persist(deduplicated)
         engine.release(frame)
+        result.superseded += before_dedup - count(deduplicated)
     frame, deduplicated = deduplicated, None
-    result.superseded += before_dedup - count(frame)
     quarantine_failed(lake, spec, plan.table_name, frame, raw, now, result)
     facts = (
         frame.filter(ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
