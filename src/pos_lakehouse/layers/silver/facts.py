@@ -128,7 +128,8 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
         near = stored.filter(nw.col(date_col).is_between(history_from, reach_to) & nw.col("site_id").is_in(sites))
         nearby = count(near.head(1))
     if nearby:
-        _merge_fact_batch(run, facts, carried, lo, hi, history_from)
+        quarantined = frame.filter(~ok()).select(*keys, ERROR_COLUMN)
+        _merge_fact_batch(run, facts, carried, lo, hi, history_from, quarantined)
         engine.release(frame)
         return
     # Nothing stored for these stores near these dates: no row to update, restate or re-mask.
@@ -206,7 +207,9 @@ def _append_new_rows(run: _FactRun, source: nw.LazyFrame, creates: bool) -> None
     edges(source).release(source)
 
 
-def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo: date, hi: date, history_from: date) -> None:
+def _merge_fact_batch(
+    run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo: date, hi: date, history_from: date, quarantined: nw.LazyFrame
+) -> None:
     """One MERGE of a batch into stored rows, FX and masked twins computed from the rows after it.
 
     The twins of the rows written are computed on the table as it will be after this MERGE (stored
@@ -219,7 +222,9 @@ def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo
     spec, table, uri, table_name = plan.spec, plan.table, plan.uri, plan.table_name
     date_col, keys, grain = plan.date_col, plan.keys, plan.grain
     engine = edges(facts)
-    removals = restated_away(lake, uri, facts, keys, date_col, carried, lo, hi) if plan.file_spec.replaces == "site_days" else None
+    removals = (
+        restated_away(lake, uri, facts, keys, date_col, carried, lo, hi, quarantined) if plan.file_spec.replaces == "site_days" else None
+    )
     n_removed = count(removals) if removals is not None else 0
     not_carried_measures = [m for m in canonical.MEASURES if m not in carried]
     stored = lake.read(uri, table.schema).filter(nw.col(date_col).is_between(history_from, hi))
@@ -299,12 +304,22 @@ def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo
 
 
 def restated_away(
-    lake: LakeIO, uri: str, good: nw.LazyFrame, keys: list[str], date_col: str, carried: list[str], lo: date, hi: date
+    lake: LakeIO,
+    uri: str,
+    good: nw.LazyFrame,
+    keys: list[str],
+    date_col: str,
+    carried: list[str],
+    lo: date,
+    hi: date,
+    quarantined: nw.LazyFrame | None = None,
 ) -> nw.LazyFrame | None:
     """Stored rows of the delivered store-days that the new delivery no longer contains.
 
     Such a row is deleted, unless another kind of file also fills it (sales and inventory
-    apart): then only the measures this kind carries are cleared.
+    apart): then only the measures this kind carries are cleared. A row the delivery holds but
+    that broke a rule (`quarantined`) is no restatement: the stored row it may stand for stays
+    until a good row replaces it (see `kept_for_quarantined`).
     """
     if not lake.exists(uri):
         return None
@@ -315,10 +330,41 @@ def restated_away(
         .join(pairs, on=[date_col, "site_id"], how="semi")
         .join(good.select(keys), on=keys, how="anti")
     )
+    if quarantined is not None:
+        stored = kept_for_quarantined(stored, quarantined, date_col)
     others = [m for m in canonical.MEASURES if m not in carried]
     filled_by_others = nw.any_horizontal(*[~nw.col(m).is_null() for m in others], ignore_nulls=True) if others else nw.lit(False)
     removals = stored.select(*keys, nw.when(filled_by_others).then(nw.lit("clear")).otherwise(nw.lit("delete")).alias("_action"))
     return edges(removals).persist(removals)
+
+
+def kept_for_quarantined(candidates: nw.LazyFrame, quarantined: nw.LazyFrame, date_col: str) -> nw.LazyFrame:
+    """`candidates` (stored rows a restatement would remove) less those a quarantined row may stand for.
+
+    A quarantined row names its key as far as its values can be trusted: its date only when no
+    rule about the date failed (a future or misaligned date may be a typo of a restated day),
+    its store and product when present. It keeps every stored row matching the parts it names:
+    a row with a broken date keeps its store's product on every restated day, one naming nothing
+    keeps them all. Which parts are named is read once (a few distinct patterns), so the usual
+    clean delivery costs one small count.
+    """
+    date_broken = nw.col(ERROR_COLUMN).str.contains(f"(^|; ){date_col}:")
+    named = quarantined.select(
+        nw.when(nw.col(date_col).is_null() | date_broken).then(nw.lit(None).cast(nw.Date)).otherwise(nw.col(date_col)).alias(date_col),
+        "site_id",
+        "prod_id",
+    )
+    parts = [date_col, "site_id", "prod_id"]
+    known = named.select(*[nw.col(c).is_null().alias(f"_no_{c}") for c in parts]).unique().collect(backend="polars")
+    for pattern in known.iter_rows():
+        on = [c for c, missing in zip(parts, pattern, strict=True) if not missing]
+        if not on:
+            return candidates.filter(nw.lit(False))
+        these = named.filter(
+            nw.all_horizontal(*[nw.col(c).is_null() == missing for c, missing in zip(parts, pattern, strict=True)], ignore_nulls=True)
+        )
+        candidates = candidates.join(these.select(on).unique(), on=on, how="anti")
+    return candidates
 
 
 def _conform_with_action(frame: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:
