@@ -97,8 +97,8 @@ def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.Laz
 
 def merge_json(frame: nw.LazyFrame, new: str, stored: str, alias: str) -> nw.LazyFrame:
     """`alias` = the JSON object `stored` updated with the keys `new` gives a value (see
-    `transform.extra_attributes.merge_objects`); either text verbatim when it already is the result."""
-    from pos_lakehouse.transform.extra_attributes import merge_objects
+    `engines.json_objects.merge_objects`); either text verbatim when it already is the result."""
+    from pos_lakehouse.engines.json_objects import merge_objects
 
     pair = pl.struct(pl.col(new).alias("new"), pl.col(stored).alias("stored"))
     merged = pair.map_elements(lambda p: merge_objects(p["new"], p["stored"]), return_dtype=pl.String, skip_nulls=False)

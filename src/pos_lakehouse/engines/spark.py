@@ -102,7 +102,7 @@ def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.Laz
 
 
 def merge_json(frame: nw.LazyFrame, new: str, stored: str, alias: str) -> nw.LazyFrame:
-    """The Polars side's merge (`transform.extra_attributes.merge_objects`) in Spark's own functions:
+    """The Polars side's merge (`engines.json_objects.merge_objects`) in Spark's own functions:
     either text verbatim when it already is the result; a merged object is written with its values
     as JSON strings (Spark reads the objects as string maps), where the Polars side keeps numbers."""
     as_map = T.MapType(T.StringType(), T.StringType())

@@ -1,4 +1,7 @@
-"""A dimension's `extra_attributes` (source columns beyond the model, a JSON object): what a new observation keeps.
+"""What a new observation keeps of a dimension's `extra_attributes` (source columns beyond the model, a JSON object).
+
+The rule of both engines' `merge_json` (the Polars edge runs this function; the Spark edge the same
+rule in Spark's own functions).
 
 A delivery speaks only for the extra columns it carries and fills: a column it lacks, or leaves
 empty for an entity, says nothing about it, so the stored value stands. Without this, a file
