@@ -15,7 +15,7 @@ import polars as pl
 
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
-from pos_lakehouse.storage.interface import LakeIO
+from pos_lakehouse.storage.interface import LakeIO, Writer
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.chunks import ranges_within
 
@@ -63,6 +63,10 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     gold_uri = lake.gold(table_name)
     silver_uri = lake.silver(spec.name, table_name)
     result = GoldResult(table_name, code)
+    # What this refresh consumes (the silver version, read before its rows) goes with each of its
+    # commits: a second process publishing the same silver version is refused or skipped (`Writer`).
+    writer = Writer(f"gold/{table_name}/{code}", version=lake.version(silver_uri), once=True)
+    pin = lake.pin(gold_uri)
     marks = lake.bookmarks(gold_uri)
     mark_key = f"silver_updated_at.{code}"
     watermark = marks.get(mark_key)
@@ -115,13 +119,13 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
         "description": table.description,
         "column_descriptions": {c.name: c.description for c in table.columns},
     }
-    if partition_row_count(lake, table_name, code) == 0:
-        # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
-        # date range at a time (bounded memory whatever the history's size). Appends do not
-        # conflict as MERGEs do: this relies on one writer per gold table at a time (its pool).
-        _append_new_partition(
-            lake, gold_uri, changed, table_name, date_col, per_day, {**options, "partition": code if not others else None}
-        )
+    # The retailer's first rows in this table: nothing to match, so no MERGE; appended a date range
+    # at a time (bounded memory whatever the history's size), on the snapshot that showed the
+    # partition empty (`pin`): when another process published meanwhile, this one MERGEs instead.
+    first = partition_row_count(lake, table_name, code) == 0
+    if first and _append_new_partition(
+        lake, gold_uri, changed, table_name, date_col, per_day, {**options, "partition": code if not others else None}, writer, pin
+    ):
         stats = {"num_target_rows_inserted": changed_rows}
     else:
         stats = lake.merge(
@@ -131,6 +135,7 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
             restrict=restrict,
             partition_by=[PARTITION_COLUMN],
             delete_unmatched=delete_unmatched,
+            writer=writer,
             **options,
         )
     result.merged_rows = changed_rows
@@ -141,8 +146,16 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
 
 
 def _append_new_partition(
-    lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, per_day: pl.DataFrame | None, options: dict
-) -> None:
+    lake: LakeIO,
+    uri: str,
+    rows: nw.LazyFrame,
+    table_name: str,
+    date_col: str | None,
+    per_day: pl.DataFrame | None,
+    options: dict,
+    writer: Writer,
+    pin,
+) -> bool:
     """Write a retailer's first rows into its gold partition, a batch of rows (a date range) at a time.
 
     A Lake that can (`Lake.append_partitions`) streams the chunks into the partition and commits
@@ -165,8 +178,11 @@ def _append_new_partition(
         bookmarks=options["bookmarks"],
         description=options["description"],
         column_descriptions=options["column_descriptions"],
+        **({"writer": writer, "pin": pin} if pin is not None else {}),
     ):
-        return
+        return True
+    if pin is not None:
+        return False  # a Lake that pins appends in one commit above, or MERGEs (another process published meanwhile)
     for i, chunk in enumerate(chunks):
         marks = options["bookmarks"] if i == len(chunks) - 1 else None
         if not lake.exists(uri):
@@ -181,6 +197,7 @@ def _append_new_partition(
             )
         else:
             lake.append(uri, chunk, partition_by=[PARTITION_COLUMN], bookmarks=marks, description=options["description"])
+    return True
 
 
 def canonical_order(lf: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:

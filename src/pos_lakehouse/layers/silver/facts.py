@@ -26,7 +26,7 @@ from pos_lakehouse.layers.silver.quarantine import quarantine_failed
 from pos_lakehouse.layers.silver.result import SilverResult
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
-from pos_lakehouse.storage.interface import LakeIO
+from pos_lakehouse.storage.interface import LakeIO, Stale
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.canonical import DERIVED_MEASURE_COLUMNS, DIM_FOR_ID, KEY_COLUMN, fact_partitions, measure_columns
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform
@@ -120,6 +120,8 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     reach_to = block_start(hi, -2) - timedelta(days=1) if day_grain else hi
     # From here on the stored table is read: the previous batch's append must be in it.
     run.writes.wait()
+    # The snapshot "nothing stored near these rows" is decided on: their append lands on it or not at all.
+    pin = lake.pin(plan.uri)
     stored = lake.read(plan.uri, table.schema) if lake.exists(plan.uri) else None
     nearby = 0
     if stored is not None:
@@ -144,7 +146,7 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
     engine.release(frame)
     del frame, facts
-    run.writes.submit(lambda: _append_new_rows(run, source, creates=stored is None))
+    run.writes.submit(lambda: _append_new_rows(run, source, creates=stored is None, pin=pin))
     result.inserted += n
 
 
@@ -182,28 +184,39 @@ def _keyed_rows(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> tuple[nw.
     return lf, carried
 
 
-def _append_new_rows(run: _FactRun, source: nw.LazyFrame, creates: bool) -> None:
+def _append_new_rows(run: _FactRun, source: nw.LazyFrame, creates: bool, pin) -> None:
     """Write a batch with nothing stored near it: a file per day written by the engine itself where
-    it can (Polars, a table laid out by date), else a Delta append (or the table's creation)."""
+    it can (Polars, a table laid out by date), else a Delta append (or the table's creation).
+
+    The append lands on the snapshot the batch was decided on (`pin`, where the Lake can pin): if
+    another process wrote to the table since (the same batch, run twice at once), the rows are
+    MERGEd by key instead, so they are stored once whoever ran them."""
     lake, plan, marks = run.lake, run.plan, run.marks
     description = f"{plan.spec.name}: {plan.table.description}"
     descriptions = {c.name: c.description for c in plan.table.columns}
     day = fact_partitions(plan.table_name)[0]
-    if not lake.append_by_partition(plan.uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions):
-        if creates:
-            action = source.with_columns(nw.lit("upsert").alias("_action"))
-            lake.merge(
-                plan.uri,
-                action,
-                keys=plan.keys,
-                action_column="_action",
-                bookmarks=marks,
-                partition_by=[day],
-                description=description,
-                column_descriptions=descriptions,
-            )
-        else:
-            lake.append(plan.uri, source, bookmarks=marks, partition_by=[day], description=description)
+    pinned = {"pin": pin} if pin is not None else {}
+    appended = lake.append_by_partition(
+        plan.uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions, **pinned
+    )
+    if not appended and not creates:
+        try:
+            lake.append(plan.uri, source, bookmarks=marks, partition_by=[day], description=description, **pinned)
+            appended = True
+        except Stale:
+            appended = False
+    if not appended:
+        # A new table's first rows, or rows another process stored meanwhile: MERGEd by key.
+        lake.merge(
+            plan.uri,
+            source.with_columns(nw.lit("upsert").alias("_action")),
+            keys=plan.keys,
+            action_column="_action",
+            bookmarks=marks,
+            partition_by=[day],
+            description=description,
+            column_descriptions=descriptions,
+        )
     edges(source).release(source)
 
 
