@@ -144,3 +144,41 @@ def test_two_instances_running_one_retailer_at_once_store_each_key_once(tmp_path
             assert _duplicate_keys(gold, gold_keys(table)) == 0, table
     # Every delivered row once in gold, its units and value as the generator wrote them.
     assert reconcile(read_expected(root / "expected"), gold_totals(lake, [spec])).is_empty()
+
+
+# ---- self-repair of what an earlier version left ------------------------------------------------
+def test_keys_stored_twice_by_an_earlier_version_are_repaired_on_the_next_run(data_root, lake, monkeypatch):
+    from pos_lakehouse.demo.file_retailers import write_kaufhalle_de
+    from pos_lakehouse.ingest.landing import LocalLandingZone
+    from pos_lakehouse.layers import gold as gold_layer
+    from pos_lakehouse.layers.bronze import ingest_files
+    from pos_lakehouse.layers.silver import facts, refresh_silver
+
+    spec = spec_named("kaufhalle_de")
+    files = write_kaufhalle_de(
+        data_root / "landing" / "kaufhalle_de", data_root / "expected", weeks=2, start=date.today() - timedelta(days=30), n_products=12
+    )
+
+    def run_layers(names):
+        ingest_files(lake, LocalLandingZone(root=str(data_root / "landing")), spec, names)
+        silver = refresh_silver(lake, spec, spec.canonical_tables)
+        return silver, {t: gold_layer.refresh_gold(lake, spec, t) for t in spec.canonical_tables}
+
+    run_layers([f.name for f in files[:-1]])
+    # What two processes appending the same batch left before: 40 keys stored twice in silver and gold.
+    silver_uri, gold_uri = lake.silver("kaufhalle_de", "store_day_fact"), lake.gold("store_day_fact")
+    lake.append(silver_uri, lake.scan(silver_uri).head(40).collect())
+    lake.append(gold_uri, lake.scan(gold_uri).filter(pl.col("data_provider_code") == "cds_1002").head(40).collect())
+    keys = list(canonical.TABLES["store_day_fact"].natural_keys)
+    assert _duplicate_keys(lake.scan(silver_uri).collect(), keys) == 40
+    # Tables written before the check existed carry no mark of it.
+    monkeypatch.setattr(facts, "UNIQUE_KEYS_MARK", "unique_keys_of_an_older_table")
+    monkeypatch.setattr(gold_layer, "UNIQUE_KEYS_MARK", "unique_keys_of_an_older_table")
+
+    silver, gold = run_layers([files[-1].name])
+
+    assert silver["store_day_fact"].duplicates_removed == 40 and gold["store_day_fact"].duplicates_removed == 40
+    assert _duplicate_keys(lake.scan(silver_uri).collect(), keys) == 0
+    gold_rows = lake.scan(gold_uri).filter(pl.col("data_provider_code") == "cds_1002").collect()
+    assert _duplicate_keys(gold_rows, gold_keys("store_day_fact")) == 0
+    assert reconcile(read_expected(data_root / "expected"), gold_totals(lake, [spec])).is_empty()

@@ -6,6 +6,7 @@ MERGE is restricted to that retailer's partition, so other retailers' files are 
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -22,6 +23,9 @@ from pos_lakehouse.transform.chunks import ranges_within
 GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact")
 PARTITION_COLUMN = "data_provider_code"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
+log = logging.getLogger(__name__)
+# A bookmark per retailer: its partition's keys were found unique once (writes since cannot double a key).
+UNIQUE_KEYS_MARK = "unique_keys"
 
 
 def gold_keys(table_name: str) -> list[str]:
@@ -40,6 +44,7 @@ class GoldResult:
     min_date: date | None = None
     max_date: date | None = None
     partition_rows: int = 0
+    duplicates_removed: int = 0  # rows of a key published twice (by an earlier version), removed by this refresh
 
 
 def refresh_gold_tables(lake: LakeIO, spec: RetailerSpec, tables: list[str]) -> dict[str, GoldResult]:
@@ -114,8 +119,20 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
             if changed_rows < rows_on_dates:
                 changed, changed_rows, per_day = canonical_order(on_dates, table), rows_on_dates, None
         delete_unmatched = f"t.{PARTITION_COLUMN} = '{code}' AND t.{date_col} IN ({date_list})"
+    bookmarks = {mark_key: new_mark}
+    unique_mark = f"{UNIQUE_KEYS_MARK}.{code}"
+    if unique_mark not in marks:
+        # A partition an earlier version left with a key published twice keeps one row per key
+        # (before anything is published on top); checked once per retailer and table.
+        removed = lake.remove_duplicate_keys(
+            gold_uri, gold_keys(table_name), rewrite_by=date_col or PARTITION_COLUMN, scope=(PARTITION_COLUMN, code)
+        )
+        if removed is not None:
+            if removed:
+                log.warning("%s: removed %d rows of %s's keys published twice", gold_uri, removed, code)
+            result.duplicates_removed, bookmarks[unique_mark] = removed, "checked"
     options = {
-        "bookmarks": {mark_key: new_mark},
+        "bookmarks": bookmarks,
         "description": table.description,
         "column_descriptions": {c.name: c.description for c in table.columns},
     }
@@ -221,6 +238,7 @@ def gold_metadata(result: GoldResult, uri: str, engine: str) -> dict:
         "rows_merged": result.merged_rows,
         "rows_inserted": result.inserted,
         "rows_updated": result.updated,
+        "duplicate_key_rows_removed": result.duplicates_removed,
         "dates_from": str(result.min_date) if result.min_date else "-",
         "dates_to": str(result.max_date) if result.max_date else "-",
     }

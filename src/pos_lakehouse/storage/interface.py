@@ -212,6 +212,10 @@ class DeltaLakeBase(MedallionLayout):
         (its writes then land on whatever is newest)."""
         return None
 
+    def remove_duplicate_keys(self, uri: str, keys: Sequence[str], **options: Any) -> int | None:
+        """One row per key where a table holds a key twice (`Lake`); None where the Lake cannot tell."""
+        return None
+
     def append_partitions(self, uri: str, column: str, parts: Sequence[tuple[Any, Any]], **options: Any) -> bool:
         """Append (partition value, rows) parts in one commit, where the Lake has a faster way than
         `append` (`Lake`: see `storage.partition_append`); False: the caller writes them itself."""

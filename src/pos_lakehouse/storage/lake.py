@@ -408,6 +408,34 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         properties = commit_properties(bookmarks, "bookmark", writer=self.writer_of(uri, writer))
         retry(lambda: write_deltalake(uri, empty.to_arrow(), mode="append", commit_properties=properties), uri)
 
+    def remove_duplicate_keys(
+        self, uri: str, keys: Sequence[str], *, rewrite_by: str, scope: tuple[str, str] | None = None, writer: Writer | None = None
+    ) -> int:
+        """Leave one row per key (the newest `_updated_at`), where a table holds a key twice; the
+        number of rows removed.
+
+        Duplicates are what an earlier version of this code could leave when two processes ran the
+        same work at once. Only the `rewrite_by` values (dates) holding a duplicate are rewritten,
+        in one overwrite commit restricted to them (and to `scope`, a retailer's gold partition)."""
+        dt = self.table(uri)
+        if dt is None:
+            return 0
+        rows = pl.scan_delta(dt)
+        if scope is not None:
+            rows = rows.filter(pl.col(scope[0]) == scope[1])
+        doubled = rows.group_by(keys).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select(keys)
+        values = rows.join(doubled, on=list(keys), how="semi").select(rewrite_by).unique().collect()[rewrite_by].to_list()
+        if not values:
+            return 0
+        affected = rows.filter(pl.col(rewrite_by).is_in(values)).collect()
+        order = ["_updated_at"] if "_updated_at" in affected.columns else []
+        kept = (affected.sort(order, nulls_last=False) if order else affected).unique(list(keys), keep="last", maintain_order=True)
+        listed = ", ".join(f"'{v}'" for v in values)
+        predicate = f"{rewrite_by} IN ({listed})" + (f" AND {scope[0]} = '{scope[1]}'" if scope is not None else "")
+        properties = commit_properties(None, "remove duplicate keys", writer=self.writer_of(uri, writer))
+        retry(lambda: write_deltalake(uri, kept.to_arrow(), mode="overwrite", predicate=predicate, commit_properties=properties), uri)
+        return affected.height - kept.height
+
 
 class Pin:
     """A table's snapshot a write was decided on, and the one it commits on.

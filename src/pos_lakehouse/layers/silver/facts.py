@@ -12,6 +12,7 @@ its twins when nothing stored is near its dates, else MERGEd (`_merge_fact_batch
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -52,6 +53,8 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     writes = BatchWrites(background=lake.engine == "polars")
     try:
         for plan, raw in new_bronze_batches(lake, spec, table_name, marks, result):
+            if UNIQUE_KEYS_MARK not in result.bronze_versions:
+                _repair_duplicate_keys(lake, plan, result)
             run = _FactRun(lake, plan, now, result, marks, writes)
             for batch in fact_batches(plan, raw, budget):
                 _load_fact_batch(run, raw, batch)
@@ -61,6 +64,23 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     if result.bronze_versions != committed and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
     return result
+
+
+# A bookmark: this table's keys were found unique once (writes since cannot double a key).
+UNIQUE_KEYS_MARK = "unique_keys"
+log = logging.getLogger(__name__)
+
+
+def _repair_duplicate_keys(lake: LakeIO, plan: FilePlan, result: SilverResult) -> None:
+    """A table an earlier version left with a key stored twice (two processes appending the same
+    batch) keeps one row per key, before new rows are added; checked once per table."""
+    removed = lake.remove_duplicate_keys(plan.uri, plan.keys, rewrite_by=plan.date_col)
+    if removed is None:
+        return  # a Lake that cannot tell; checked by the Lake that can
+    if removed:
+        log.warning("%s: removed %d rows of keys stored twice", plan.uri, removed)
+    result.duplicates_removed += removed
+    result.bronze_versions[UNIQUE_KEYS_MARK] = "checked"
 
 
 @dataclass(frozen=True)
