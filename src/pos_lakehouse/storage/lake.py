@@ -125,7 +125,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
 
     def pin(self, uri: str) -> Pin:
         """The table's newest snapshot, to decide a write on and commit it on (`Pin`)."""
-        return Pin(uri, self.table(uri))
+        return Pin(uri, self.version(uri))
 
     @staticmethod
     def create_empty(uri: str, empty, *, partition_by: Sequence[str] | None = None, description: str | None = None) -> None:
@@ -271,7 +271,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         writer = self.writer_of(uri, spec.writer)
 
         def _do() -> dict:
-            latest = self.table(uri)
+            latest = self.table(uri) if writer is not None and writer.once else None
             if latest is not None and consumed(latest, writer):
                 return {}  # another process published what this MERGE consumed: nothing to do
             merger = data.sink_delta(
@@ -448,11 +448,11 @@ class Pin:
     creation (version 0, empty: tables are created empty).
     """
 
-    def __init__(self, uri: str, table: DeltaTable | None):
-        self.uri, self.table = uri, table
+    def __init__(self, uri: str, version: int | None):
+        self.uri, self.version = uri, version
 
     def commit(self, write, writer: Writer | None = None) -> None:
-        table = self.table if self.table is not None else DeltaTable(self.uri, version=0)
+        table = DeltaTable(self.uri, version=self.version if self.version is not None else 0)
         if consumed(table, writer):
             raise Stale(f"{self.uri}: this work is already in the table")
         try:
