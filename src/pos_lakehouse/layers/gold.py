@@ -70,7 +70,8 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     result = GoldResult(table_name, code)
     # What this refresh consumes (the silver version, read before its rows) goes with each of its
     # commits: a second process publishing the same silver version is refused or skipped (`Writer`).
-    writer = Writer(f"gold/{table_name}/{code}", version=lake.version(silver_uri), once=True)
+    consumed = lake.version(silver_uri)
+    writer = Writer(f"gold/{table_name}/{code}", version=consumed, once=True) if consumed is not None else None
     pin = lake.pin(gold_uri)
     marks = lake.bookmarks(gold_uri)
     mark_key = f"silver_updated_at.{code}"
@@ -170,7 +171,7 @@ def _append_new_partition(
     date_col: str | None,
     per_day: pl.DataFrame | None,
     options: dict,
-    writer: Writer,
+    writer: Writer | None,
     pin,
 ) -> bool:
     """Write a retailer's first rows into its gold partition, a batch of rows (a date range) at a time.
