@@ -52,8 +52,8 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     budget = batch_rows or silver_batch_rows()
     writes = BatchWrites(background=lake.engine == "polars")
     try:
-        for plan, raw in new_bronze_batches(lake, spec, table_name, marks, result):
-            if UNIQUE_KEYS_MARK not in result.bronze_versions:
+        for n, (plan, raw) in enumerate(new_bronze_batches(lake, spec, table_name, marks, result)):
+            if n == 0:
                 _repair_duplicate_keys(lake, plan, result)
             run = _FactRun(lake, plan, now, result, marks, writes)
             for batch in fact_batches(plan, raw, budget):
@@ -66,21 +66,18 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     return result
 
 
-# A bookmark: this table's keys were found unique once (writes since cannot double a key).
-UNIQUE_KEYS_MARK = "unique_keys"
 log = logging.getLogger(__name__)
 
 
 def _repair_duplicate_keys(lake: LakeIO, plan: FilePlan, result: SilverResult) -> None:
     """A table an earlier version left with a key stored twice (two processes appending the same
-    batch) keeps one row per key, before new rows are added; checked once per table."""
+    batch) keeps one row per key, before new rows are added. Checked by each refresh with new rows
+    (a grouped count over the key columns): a mark of "checked" in the table's bookmarks would make
+    them differ from a Spark-written table's, which the engines must share."""
     removed = lake.remove_duplicate_keys(plan.uri, plan.keys, rewrite_by=plan.date_col)
-    if removed is None:
-        return  # a Lake that cannot tell; checked by the Lake that can
-    if removed:
+    if removed:  # None: a Lake that cannot tell (Spark); the Lake that can checks on its next refresh
         log.warning("%s: removed %d rows of keys stored twice", plan.uri, removed)
-    result.duplicates_removed += removed
-    result.bronze_versions[UNIQUE_KEYS_MARK] = "checked"
+        result.duplicates_removed += removed
 
 
 @dataclass(frozen=True)
