@@ -14,8 +14,11 @@ SQLite Dagster instance (the shipped dagster.yaml: pools, run monitoring) and on
    single pass over the same deliveries.
 3. Two ingest drivers run at once on one landing folder (separate Dagster instances, so only
    the Delta tables can keep them apart); bronze must hold every delivered row once.
+4. Two whole drivers (bronze, silver, gold) run at once on one lake, each with its own Dagster
+   instance (no pool of either keeps them apart); every silver and gold key must be stored once.
 
-Prints `kills survived: K/N`, `concurrent runs: duplicates D`, `gold identical to clean run: yes/no`.
+Prints `kills survived: K/N`, `concurrent runs: duplicates D`, `two instances: duplicate keys in
+silver S, gold G`, `gold identical to clean run: yes/no`.
 
     uv run python benchmarks/faults.py --kills 10
 """
@@ -190,6 +193,28 @@ def bronze_duplicates(root: Path) -> tuple[int, int]:
     return dupes, total
 
 
+def duplicate_keys(root: Path) -> tuple[int, int]:
+    """(silver rows, gold rows) beyond the first of their key, over every silver and gold table."""
+    import polars as pl
+
+    from pos_lakehouse.layers.gold import gold_keys
+    from pos_lakehouse.transform import canonical
+
+    def extra(path: Path, keys: list[str]) -> int:
+        counts = pl.scan_delta(str(path)).group_by(keys).len().filter(pl.col("len") > 1).collect()
+        return int((counts["len"] - 1).sum()) if counts.height else 0
+
+    silver = gold = 0
+    for table in (root / "silver").glob("*/*"):
+        if (table / "_delta_log").is_dir() and table.name in canonical.TABLES:
+            dim = table.name in canonical.DIMENSIONS
+            silver += extra(table, [canonical.KEY_COLUMN[table.name]] if dim else list(canonical.TABLES[table.name].natural_keys))
+    for table in (root / "gold").glob("*"):
+        if (table / "_delta_log").is_dir() and table.name in canonical.TABLES:
+            gold += extra(table, gold_keys(table.name))
+    return silver, gold
+
+
 def settled(root: Path, home: Path) -> list[str]:
     """What is wrong after a driver finished: runs left in progress, slots held, tables behind upstream."""
     os.environ["DAGSTER_HOME"] = str(home)
@@ -340,15 +365,29 @@ def main() -> int:
         f"  concurrent ingest: {rows} bronze rows (clean run: {clean_rows}); killed run's bronze: {dupes_killed} duplicate(s) of {rows_killed}"
     )
 
+    # Two whole drivers at once, each with its own Dagster instance: silver and gold must hold each key once.
+    twin_root = work / "two_instances"
+    for files in by_day:
+        deliver(files, twin_root)
+    twins = [_start_child(twin_root, new_home(work / f"home_twin_{n}")) for n in ("a", "b")]
+    for p, (_out, err) in zip(twins, [p.communicate(timeout=3600) for p in twins]):
+        if p.returncode != 0:
+            print(f"driver failed: {err[-500:]}")
+    silver_dupes, gold_dupes = duplicate_keys(twin_root)
+    twin_gold = gold_hashes(twin_root)
+    print(f"  two instances' gold identical to clean run: {'yes' if twin_gold == clean_gold else 'no'}")
+
     print(f"elapsed: {time.perf_counter() - started:.0f}s; work folder {work}")
     print(f"kills survived: {survived}/{kills}")
     if rows - dupes != clean_rows:
         print(f"  concurrent ingest MISSING rows: {clean_rows - (rows - dupes)}")
     print(f"concurrent runs: duplicates {dupes}")
+    print(f"two instances: duplicate keys in silver {silver_dupes}, gold {gold_dupes}")
     print(f"gold identical to clean run: {'yes' if killed_gold == clean_gold and killed_gold else 'no'}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-    return 0 if survived == kills and dupes == 0 and rows == clean_rows and killed_gold == clean_gold else 1
+    ok = survived == kills and dupes == 0 and rows == clean_rows and killed_gold == clean_gold
+    return 0 if ok and silver_dupes == 0 and gold_dupes == 0 else 1
 
 
 if __name__ == "__main__":

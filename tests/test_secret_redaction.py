@@ -22,6 +22,7 @@ from test_database_retailer import postgres_url  # noqa: F401 - the module's rea
 
 from pos_lakehouse.demo.api_simulator import ApiSimulator, ShopNowData
 from pos_lakehouse.demo.retailer_db import write_highstreet_uk
+from pos_lakehouse.ingest.reachability import SourcesUnreachable
 from pos_lakehouse.redaction import redact, scrub
 
 DEFS = DEFS_DIR
@@ -98,7 +99,11 @@ def _poll(instance: dg.DagsterInstance, lake) -> list[str]:
     said = []
     for sensor in (s for s in defs.sensors if s.name.endswith("_poll_sensor")):
         with dg.build_sensor_context(instance=instance, resources={"lake": lake}) as context:
-            result = sensor(context)
+            try:
+                result = sensor(context)
+            except SourcesUnreachable as failed:  # a configured source that does not answer fails the tick
+                said.append(str(failed))
+                continue
         skip = result.skip_reason if isinstance(result, dg.SensorResult) else result
         said.append(skip.skip_message if isinstance(skip, dg.SkipReason) else repr(result))
     assert said, "no poll sensor found"
@@ -130,7 +135,7 @@ def test_no_marker_reaches_a_file_or_the_screen(data_root, pulled_defs, marked_p
     # Unreachable: the same credentials, nothing listening.
     monkeypatch.setenv("SHOPNOW_API_URL", f"http://apiuser:{URL_PASSWORD}@127.0.0.1:9/?token={URL_TOKEN}")
     monkeypatch.setenv("HIGHSTREET_DB_URL", marked_postgres.replace(f":{sa.engine.make_url(marked_postgres).port}/", ":9/"))
-    main(["run", "--retailer", "highstreet_uk", "--retailer", "shopnow_us"])
+    unreachable_exit = main(["run", "--retailer", "highstreet_uk", "--retailer", "shopnow_us"])
     with dg.DagsterInstance.get() as instance:
         unreachable_errors = _execute_ingest_jobs(instance)
         sensor_says = _poll(instance, lake)
@@ -149,6 +154,11 @@ def test_no_marker_reaches_a_file_or_the_screen(data_root, pulled_defs, marked_p
     assert any("apiuser:***@127.0.0.1:9" in e for e in unreachable_errors), unreachable_errors
     assert any("highstreet:***@127.0.0.1:9" in e for e in unreachable_errors), unreachable_errors
     assert all("cannot ask" in s and "127.0.0.1:9" in s for s in sensor_says), sensor_says
+    # Unreachable is a failure: `run` names both retailers in its summary and exits non-zero.
+    assert unreachable_exit == 1
+    failed_lines = [line for line in captured.out.splitlines() if line.startswith("failed:")]
+    named = "\n".join(line for line in failed_lines if "source unreachable for" in line)
+    assert "highstreet_uk" in named and "shopnow_us" in named, failed_lines
 
 
 def test_the_rule_masks_each_kind_of_credential(monkeypatch):

@@ -11,6 +11,7 @@ from conftest import spec_named
 
 from pos_lakehouse.demo.file_retailers import write_kaufhalle_de
 from pos_lakehouse.demo.sftp_server import SftpServer
+from pos_lakehouse.ingest.reachability import SourcesUnreachable
 from pos_lakehouse.ingest.sftp import SftpError, SftpLandingZone
 
 RETAILER = "kaufhalle_de"
@@ -129,10 +130,11 @@ def test_wrong_password_shows_on_the_sensor_tick(data_root, defs, instance, monk
 
     monkeypatch.setenv("KAUFHALLE_SFTP_PASSWORD", "not-the-password")
     sensor = defs.resolve_sensor_def("retailer_landing_sensor")
+    # A configured server that refuses the login fails the tick (nothing else is delivered here).
     with dg.build_sensor_context(instance=instance, definitions=defs, sensor_name=sensor.name, resources=defs.resources) as context:
-        result = sensor(context)
-    assert not result.run_requests and "login refused" in (result.skip_reason.skip_message or "")
-    assert "not-the-password" not in result.skip_reason.skip_message
+        with pytest.raises(SourcesUnreachable, match="login refused") as info:
+            sensor(context)
+    assert info.value.retailers == ["kaufhalle_de"] and "not-the-password" not in str(info.value)
 
 
 def test_the_account_cannot_leave_its_folder(server, tmp_path):

@@ -6,6 +6,7 @@ MERGE is restricted to that retailer's partition, so other retailers' files are 
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -14,13 +15,16 @@ import narwhals as nw
 
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
-from pos_lakehouse.storage.interface import LakeIO
+from pos_lakehouse.storage.interface import LakeIO, Writer
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.chunks import ranges_within
 
 GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact")
 PARTITION_COLUMN = "data_provider_code"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
+log = logging.getLogger(__name__)
+# A bookmark per retailer: its partition's keys were found unique once (writes since cannot double a key).
+UNIQUE_KEYS_MARK = "unique_keys"
 
 
 def gold_keys(table_name: str) -> list[str]:
@@ -39,6 +43,7 @@ class GoldResult:
     min_date: date | None = None
     max_date: date | None = None
     partition_rows: int = 0
+    duplicates_removed: int = 0  # rows of a key published twice (by an earlier version), removed by this refresh
 
 
 def refresh_gold_tables(lake: LakeIO, spec: RetailerSpec, tables: list[str]) -> dict[str, GoldResult]:
@@ -62,6 +67,11 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     gold_uri = lake.gold(table_name)
     silver_uri = lake.silver(spec.name, table_name)
     result = GoldResult(table_name, code)
+    # What this refresh consumes (the silver version, read before its rows) goes with each of its
+    # commits: a second process publishing the same silver version is refused or skipped (`Writer`).
+    consumed = lake.version(silver_uri)
+    writer = Writer(f"gold/{table_name}/{code}", version=consumed, once=True) if consumed is not None else None
+    pin = lake.pin(gold_uri)
     marks = lake.bookmarks(gold_uri)
     mark_key = f"silver_updated_at.{code}"
     watermark = marks.get(mark_key)
@@ -109,19 +119,31 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
             if changed_rows < rows_on_dates:
                 changed, changed_rows, per_day = canonical_order(on_dates, table), rows_on_dates, None
         delete_unmatched = f"t.{PARTITION_COLUMN} = '{code}' AND t.{date_col} IN ({date_list})"
+    bookmarks = {mark_key: new_mark}
+    unique_mark = f"{UNIQUE_KEYS_MARK}.{code}"
+    if unique_mark not in marks:
+        # A partition an earlier version left with a key published twice keeps one row per key
+        # (before anything is published on top); checked once per retailer and table.
+        removed = lake.remove_duplicate_keys(
+            gold_uri, gold_keys(table_name), rewrite_by=date_col or PARTITION_COLUMN, scope=(PARTITION_COLUMN, code)
+        )
+        if removed is not None:
+            if removed:
+                log.warning("%s: removed %d rows of %s's keys published twice", gold_uri, removed, code)
+            result.duplicates_removed, bookmarks[unique_mark] = removed, "checked"
     options = {
-        "bookmarks": {mark_key: new_mark},
+        "bookmarks": bookmarks,
         "description": table.description,
         "column_descriptions": {c.name: c.description for c in table.columns},
     }
-    first_rows = partition_row_count(lake, table_name, code) == 0
-    if first_rows:
-        # The retailer's first rows in this table: nothing to match, so no MERGE; appended a
-        # date range at a time (bounded memory whatever the history's size). Appends do not
-        # conflict as MERGEs do: this relies on one writer per gold table at a time (its pool).
-        _append_new_partition(
-            lake, gold_uri, changed, table_name, date_col, per_day, {**options, "partition": code if not others else None}
-        )
+    # The retailer's first rows in this table: nothing to match, so no MERGE; appended a date range
+    # at a time (bounded memory whatever the history's size), on the snapshot that showed the
+    # partition empty (`pin`): when another process published meanwhile, this one MERGEs instead.
+    first = partition_row_count(lake, table_name, code) == 0
+    appended = first and _append_new_partition(
+        lake, gold_uri, changed, table_name, date_col, per_day, {**options, "partition": code if not others else None}, writer, pin
+    )
+    if appended:
         stats = {"num_target_rows_inserted": changed_rows}
     else:
         stats = lake.merge(
@@ -131,19 +153,28 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
             restrict=restrict,
             partition_by=[PARTITION_COLUMN],
             delete_unmatched=delete_unmatched,
+            writer=writer,
             **options,
         )
     result.merged_rows = changed_rows
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     # Into an empty partition, every changed row went in (when all are this retailer's): no recount.
-    result.partition_rows = changed_rows if first_rows and not others else partition_row_count(lake, table_name, code)
+    result.partition_rows = changed_rows if appended and not others else partition_row_count(lake, table_name, code)
     return result
 
 
 def _append_new_partition(
-    lake: LakeIO, uri: str, rows: nw.LazyFrame, table_name: str, date_col: str | None, per_day: nw.DataFrame | None, options: dict
-) -> None:
+    lake: LakeIO,
+    uri: str,
+    rows: nw.LazyFrame,
+    table_name: str,
+    date_col: str | None,
+    per_day: nw.DataFrame | None,
+    options: dict,
+    writer: Writer | None,
+    pin,
+) -> bool:
     """Write a retailer's first rows into its gold partition, a batch of rows (a date range) at a time.
 
     A Lake that can (`Lake.append_partitions`) streams the chunks into the partition and commits
@@ -166,8 +197,11 @@ def _append_new_partition(
         bookmarks=options["bookmarks"],
         description=options["description"],
         column_descriptions=options["column_descriptions"],
+        **({"writer": writer, "pin": pin} if pin is not None else {}),
     ):
-        return
+        return True
+    if pin is not None:
+        return False  # a Lake that pins appends in one commit above, or MERGEs (another process published meanwhile)
     for i, chunk in enumerate(chunks):
         marks = options["bookmarks"] if i == len(chunks) - 1 else None
         if not lake.exists(uri):
@@ -182,6 +216,7 @@ def _append_new_partition(
             )
         else:
             lake.append(uri, chunk, partition_by=[PARTITION_COLUMN], bookmarks=marks, description=options["description"])
+    return True
 
 
 def canonical_order(lf: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:
@@ -205,6 +240,7 @@ def gold_metadata(result: GoldResult, uri: str, engine: str) -> dict:
         "rows_merged": result.merged_rows,
         "rows_inserted": result.inserted,
         "rows_updated": result.updated,
+        "duplicate_key_rows_removed": result.duplicates_removed,
         "dates_from": str(result.min_date) if result.min_date else "-",
         "dates_to": str(result.max_date) if result.max_date else "-",
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from pos_lakehouse.ingest.reachability import settings_missing as source_missing
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.runner.daemon import RUN_SENSOR_INTERVAL_SECONDS, running_daemon
 from pos_lakehouse.runner.processes import Interrupted
@@ -29,20 +30,6 @@ FIRST_TICK_TIMEOUT_SECONDS = 600
 
 class DaemonFailed(Exception):
     """The daemon stopped or its code location never ticked: the message holds its log's last lines."""
-
-
-def source_missing(spec: RetailerSpec) -> str | None:
-    """Why a retailer's source (API, database, SFTP server) cannot be reached from this environment, or None."""
-    d = spec.delivery
-    needed: list[str | None] = []
-    if d.channel == "api" and d.api:
-        needed = [d.api.token_env, *([d.api.base_url_env] if not d.api.base_url and d.api.base_url_env else [])]
-    elif d.channel == "database" and d.database:
-        needed = [d.database.url_env] if not d.database.url and d.database.url_env else []
-    elif d.channel == "sftp" and d.sftp:
-        needed = [d.sftp.username_env, d.sftp.password_env] + ([d.sftp.host_env] if d.sftp.host_env or not d.sftp.host else [])
-    missing = [v for v in needed if v and not os.environ.get(v)]
-    return f"{', '.join(missing)} not set" if missing else None
 
 
 class Progress:

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from pos_lakehouse.ingest.landing import LandedFile, LandingZone
+from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import only_retailers, sensor_interval
@@ -91,11 +92,11 @@ def build_landing_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.Unresolve
         # Retailers no longer in the code location leave the cursor; one whose listing failed or that
         # was not chosen keeps its entry.
         next_cursor: dict[str, dict[str, str]] = {n: c for n, c in cursor.items() if n in by_name and n not in listings}
-        requests, problems, quiet = [], [], []
+        requests, problems, quiet, unreachable = [], [], [], []
         for name, (zone, listed) in listings.items():
             spec = by_name[name]
             if isinstance(listed, str):
-                problems.append(listed)
+                sort_failures(spec, listed, unreachable, problems)
                 if name in cursor:
                     next_cursor[name] = cursor[name]
                 continue
@@ -114,6 +115,9 @@ def build_landing_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.Unresolve
                 )
                 for batch in batches
             ]
+        if unreachable and not requests:
+            raise SourcesUnreachable(unreachable)  # the tick fails (see `ingest.reachability`); the cursor stands
+        problems += [message for _, message in unreachable]
         if not requests:
             shown = ", ".join(quiet[:5]) + (f" and {len(quiet) - 5} other folders" if len(quiet) > 5 else "")
             skip = "; ".join([f"no new files in {shown}"] * bool(quiet) + problems)

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import dagster as dg
 
 from pos_lakehouse.ingest.polling import probe
+from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
@@ -94,15 +95,20 @@ def _poll_sensor(seconds: int, specs: list[RetailerSpec], jobs: dict[str, dg.Unr
         asked = [s for s in specs if chosen is None or s.name in chosen]
         with ThreadPoolExecutor(PROBE_THREADS) as pool:
             answers = list(pool.map(lambda s: _ask(lake, s), asked))
-        requests, notes, quiet = [], [], []
+        requests, notes, quiet, unreachable = [], [], [], []
         for spec, news in zip(asked, answers, strict=True):
             outcome = news if isinstance(news, str) else _request(context, spec, jobs[spec.name].name, news)
-            if isinstance(outcome, dg.RunRequest):
+            if isinstance(news, str):
+                sort_failures(spec, news, unreachable, notes)
+            elif isinstance(outcome, dg.RunRequest):
                 requests.append(outcome)
             elif isinstance(outcome, str):
                 notes.append(outcome)
             else:
                 quiet.append(spec.name)
+        if unreachable and not requests:
+            raise SourcesUnreachable(unreachable)  # the tick fails (see `ingest.reachability`)
+        notes += [message for _, message in unreachable]
         if not requests:
             summary = [f"{', '.join(quiet)}: nothing changed since the stored position"] if quiet else []
             return dg.SensorResult(skip_reason="; ".join(summary + notes))

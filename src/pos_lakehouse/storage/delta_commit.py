@@ -33,7 +33,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pos_lakehouse.storage import snapshots
-from pos_lakehouse.storage.interface import commit_metadata
+from pos_lakehouse.storage.interface import Writer, commit_metadata
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
     import pyarrow as pa
@@ -42,6 +42,8 @@ T = TypeVar("T")
 
 # Application-transaction ids (Delta `txn` actions) that make an append happen once per id.
 ONCE_PREFIX = "pos_lakehouse.once."
+# ... and those naming the writer of a silver or gold table (`interface.Writer`).
+WRITER_PREFIX = "pos_lakehouse.writer."
 MAX_COMMIT_ATTEMPTS = 8
 # Row groups of at most this many rows: a reader (the next layer, a MERGE) streams a data file a
 # row group at a time, so the writer's default (about a million rows) would set the memory floor
@@ -135,17 +137,31 @@ def ensure_table(
 
 
 # ---- once-ids and commit metadata -------------------------------------------------------------
-def commit_properties(bookmarks: Mapping[str, str] | None, operation: str, once_ids: Iterable[str] = ()) -> CommitProperties:
-    """What a commit carries: the operation, the bookmarks it advances, and one application
-    transaction per once-id (checked by delta-rs against the snapshot the commit is made on)."""
+def commit_properties(
+    bookmarks: Mapping[str, str] | None, operation: str, once_ids: Iterable[str] = (), writer: Writer | None = None
+) -> CommitProperties:
+    """What a commit carries: the operation, the bookmarks it advances, one application
+    transaction per once-id and one naming its writer (all checked by delta-rs against the
+    snapshot the commit is made on)."""
     now_ms = int(time.time() * 1000)
     transactions = [Transaction(app_id=ONCE_PREFIX + i, version=1, last_updated=now_ms) for i in once_ids]
+    if writer is not None:
+        version = writer.version if writer.version is not None else now_ms
+        transactions.append(Transaction(app_id=WRITER_PREFIX + writer.app, version=version, last_updated=now_ms))
     return CommitProperties(custom_metadata=commit_metadata(bookmarks, operation), app_transactions=transactions or None)
 
 
 def applied(table: DeltaTable, once_id: str) -> bool:
     """Whether a commit with this once-id is in the table's snapshot."""
     return table.transaction_version(ONCE_PREFIX + once_id) is not None
+
+
+def consumed(table: DeltaTable, writer: Writer | None) -> bool:
+    """Whether a `once` writer's version is already recorded in the table's snapshot (its work is in)."""
+    if writer is None or not writer.once or writer.version is None:
+        return False
+    recorded = table.transaction_version(WRITER_PREFIX + writer.app)
+    return recorded is not None and recorded >= writer.version
 
 
 def commit_files(
@@ -155,6 +171,7 @@ def commit_files(
     partition_by: Sequence[str] | None = None,
     bookmarks: Mapping[str, str] | None = None,
     once_ids: Iterable[str] = (),
+    writer: Writer | None = None,
 ) -> None:
     """Add data files already written into the table's folder, in one append commit on `table`'s snapshot."""
     table.create_write_transaction(
@@ -162,7 +179,7 @@ def commit_files(
         "append",
         table.schema(),
         list(partition_by) if partition_by else None,
-        commit_properties=commit_properties(bookmarks, "append", once_ids),
+        commit_properties=commit_properties(bookmarks, "append", once_ids, writer),
     )
 
 

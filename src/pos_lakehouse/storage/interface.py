@@ -43,6 +43,11 @@ class LakeIO(Protocol):
         description: str | None = None,
     ) -> None: ...
     def merge(self, uri: str, data: Any, *, keys: Sequence[str], **options: Any) -> dict: ...
+    def version(self, uri: str) -> int | None: ...
+    def pin(self, uri: str) -> Any: ...
+    def remove_duplicate_keys(
+        self, uri: str, keys: Sequence[str], *, rewrite_by: str, scope: tuple[str, str] | None = None, writer: Any = None
+    ) -> int | None: ...
     def append_partitions(
         self,
         uri: str,
@@ -64,6 +69,28 @@ class LakeIO(Protocol):
         column_descriptions: Mapping[str, str] | None = None,
     ) -> bool: ...
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None: ...
+
+
+class Stale(Exception):
+    """A write pinned to a snapshot (`Lake.pin`) lost to another commit of the same writer after it:
+    what it was decided on no longer holds, so it is not retried as it is (the caller MERGEs)."""
+
+
+@dataclass(frozen=True)
+class Writer:
+    """Who commits to a table, recorded in each of its commits as a Delta application transaction.
+
+    `app` names the writer's stream (one per retailer and table: `silver/<retailer>/<table>`,
+    `gold/<table>/<data_provider_code>`), `version` what the commit consumed (for gold the silver
+    table version read; None: a sequence, the commit's time in ms). Two commits of the same `app`
+    made on the same snapshot cannot both land: delta-rs' conflict check refuses the second
+    (`ConcurrentTransaction`), so a second process doing the same work never publishes it twice.
+    With `once`, a commit whose `version` the table already records is skipped: that work is in.
+    """
+
+    app: str
+    version: int | None = None
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,7 @@ class MergeSpec:
     action_column: str | None = None
     clear_columns: Sequence[str] | None = None
     delete_unmatched: str | None = None
+    writer: Writer | None = None  # recorded with the commit (`Writer`); a Lake without transactions ignores it
 
     @property
     def predicate(self) -> str:
@@ -182,6 +210,18 @@ class DeltaLakeBase(MedallionLayout):
         if version is not None and version >= 0:
             files -= set(self.files_at(uri, version))  # type: ignore[attr-defined]
         return sorted(files), current
+
+    def pin(self, uri: str) -> Any:
+        """The table's snapshot a decision is made on (e.g. "nothing stored here yet, append"), for a
+        write that must land on that snapshot or not at all (`Lake`); None where the Lake cannot pin
+        (its writes then land on whatever is newest)."""
+        return None
+
+    def remove_duplicate_keys(
+        self, uri: str, keys: Sequence[str], *, rewrite_by: str, scope: tuple[str, str] | None = None, writer: Any = None
+    ) -> int | None:
+        """One row per key where a table holds a key twice (`Lake`); None where the Lake cannot tell."""
+        return None
 
     def append_partitions(self, uri: str, column: str, parts: Sequence[tuple[Any, Any]], **options: Any) -> bool:
         """Append (partition value, rows) parts in one commit, where the Lake has a faster way than

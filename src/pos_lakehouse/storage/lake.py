@@ -23,13 +23,15 @@ from pos_lakehouse.storage.delta_commit import (
     applied,
     commit_files,
     commit_properties,
+    consumed,
     create_table,
     ensure_table,
+    is_conflict,
     retry,
     writer_properties,
 )
 from pos_lakehouse.storage.delta_files import StagedFile
-from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec
+from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec, Stale, Writer
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
     import pyarrow as pa
@@ -113,6 +115,18 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         return [] if dt is None else dt.history(limit=limit)
 
     # ---- writing ------------------------------------------------------------------------
+    def writer_of(self, uri: str, writer: Writer | None = None) -> Writer | None:
+        """The writer recorded with a commit to `uri`: the one given, else a silver table's own
+        (`silver/<retailer>/<table>`, one stream per retailer and table), else none."""
+        if writer is not None:
+            return writer
+        silver = self.uri("silver").rstrip("/") + "/"
+        return Writer(uri[len(silver) :].strip("/")) if uri.startswith(silver) else None
+
+    def pin(self, uri: str) -> Pin:
+        """The table's newest snapshot, to decide a write on and commit it on (`Pin`)."""
+        return Pin(uri, self.version(uri))
+
     @staticmethod
     def create_empty(uri: str, empty, *, partition_by: Sequence[str] | None = None, description: str | None = None) -> None:
         """Create the table with no rows (`empty`: an Arrow table carrying the schema); raises if it exists
@@ -127,11 +141,14 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         partition_by: Sequence[str] | None = None,
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
+        writer: Writer | None = None,
+        pin: Pin | None = None,
     ) -> None:
         """Append rows; streams a LazyFrame without collecting it.
 
         `partition_by` lays out a table this append creates; an existing table keeps its own
-        partitioning (a table created before a layout change goes on as it was).
+        partitioning (a table created before a layout change goes on as it was). With `pin` the
+        append lands on that snapshot or raises `Stale` (`Pin`).
         """
         data = nw.to_native(data, pass_through=True)
         if isinstance(data, pl.DataFrame):
@@ -139,13 +156,16 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         exists = self.exists(uri)
         options = {
             "partition_by": list(partition_by) if partition_by and not exists else None,
-            "commit_properties": commit_properties(bookmarks, "append"),
+            "commit_properties": commit_properties(bookmarks, "append", writer=self.writer_of(uri, writer)),
             "schema_mode": "merge",
             "writer_properties": writer_properties(),
         }
         if description and not exists:
             options["description"] = description
             options["name"] = Path(uri).name
+        if pin is not None and exists:
+            pin.commit(lambda table: data.sink_delta(table, mode="append", delta_write_options=options))
+            return
         retry(lambda: data.sink_delta(uri, mode="append", delta_write_options=options), uri)
 
     @staticmethod
@@ -239,7 +259,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                         mode="append",
                         delta_write_options={
                             "partition_by": list(partition_by) if partition_by else None,
-                            "commit_properties": commit_properties(bookmarks, "create"),
+                            "commit_properties": commit_properties(bookmarks, "create", writer=self.writer_of(uri, spec.writer)),
                             "writer_properties": writer_properties(),
                         },
                     ),
@@ -247,7 +267,12 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                 )
                 return {"num_target_rows_inserted": self.row_count(uri), "num_target_rows_updated": 0}
 
+        writer = self.writer_of(uri, spec.writer)
+
         def _do() -> dict:
+            latest = self.table(uri) if writer is not None and writer.once else None
+            if latest is not None and consumed(latest, writer):
+                return {}  # another process published what this MERGE consumed: nothing to do
             merger = data.sink_delta(
                 uri,
                 mode="merge",
@@ -256,7 +281,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
                     "source_alias": "s",
                     "target_alias": "t",
                     "merge_schema": True,
-                    "commit_properties": commit_properties(bookmarks, "merge"),
+                    "commit_properties": commit_properties(bookmarks, "merge", writer=writer),
                     "writer_properties": writer_properties(),
                 },
             )
@@ -287,11 +312,13 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
         column_descriptions: Mapping[str, str] | None = None,
+        writer: Writer | None = None,
+        pin: Pin | None = None,
     ) -> bool:
         """Append (value of `column`, rows holding it) parts, each its own files, in one commit
         (creating the table, partitioned by `column`, if absent); streams like an unpartitioned
         write (`storage.partition_append`). False when the table's layout or schema does not allow
-        it: the caller then writes the rows itself."""
+        it, or when `pin` went stale (`Pin`): the caller then writes the rows itself (a MERGE)."""
         frames = [(value, nw.to_native(rows, pass_through=True)) for value, rows in parts]
         frames = [(value, rows.lazy() if isinstance(rows, pl.DataFrame) else rows) for value, rows in frames]
         if not frames:
@@ -302,18 +329,28 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
             return False
 
-        partition_append.append_partitions(
-            uri, column, frames, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks)
-        )
+        try:
+            partition_append.append_partitions(
+                uri, column, frames, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks, writer, pin)
+            )
+        except Stale:
+            return False  # the files written were removed
         return True
 
-    def _add_files(self, uri: str, actions: list, column: str, bookmarks: Mapping[str, str] | None) -> None:
-        """Commit data files already written into the table's partition directories (add actions), in one append."""
+    def _add_files(
+        self, uri: str, actions: list, column: str, bookmarks: Mapping[str, str] | None, writer: Writer | None, pin: Pin | None
+    ) -> None:
+        """Commit data files already written into the table's partition directories (add actions), in one append
+        (on `pin`'s snapshot when given)."""
+        writer = self.writer_of(uri, writer)
+        if pin is not None:
+            pin.commit(lambda table: commit_files(table, actions, partition_by=[column], bookmarks=bookmarks, writer=writer), writer)
+            return
 
         def commit() -> None:
             table = self.table(uri)
             assert table is not None
-            commit_files(table, actions, partition_by=[column], bookmarks=bookmarks)
+            commit_files(table, actions, partition_by=[column], bookmarks=bookmarks, writer=writer)
 
         retry(commit, uri)
 
@@ -335,11 +372,14 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         bookmarks: Mapping[str, str] | None = None,
         description: str | None = None,
         column_descriptions: Mapping[str, str] | None = None,
+        writer: Writer | None = None,
+        pin: Pin | None = None,
     ) -> bool:
         """Append rows in memory to a table partitioned by `column` alone (creating it so if absent):
         one Parquet file per partition value, written by Polars, added in one commit
         (`partition_append.write_partition_files`). False when the table's layout or schema does not
-        allow it, or a row has no partition value: the caller then writes the rows itself."""
+        allow it, a row has no partition value, or `pin` went stale (`Pin`): the caller then writes the
+        rows itself (a MERGE where it pinned)."""
         frame = nw.to_native(data, pass_through=True)
         if isinstance(frame, pl.LazyFrame):
             frame = frame.collect()
@@ -350,21 +390,76 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         values = frame[column].unique().to_list()
         if table is None or not partition_append.applicable(table, frame.lazy(), column, [str(v) for v in values]):
             return False
-        partition_append.write_partition_files(
-            uri, column, frame, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks)
-        )
+        try:
+            partition_append.write_partition_files(
+                uri, column, frame, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks, writer, pin)
+            )
+        except Stale:
+            return False  # the files written were removed
         return True
 
-    def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
+    def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str], writer: Writer | None = None) -> None:
         """Record bookmarks with an empty commit-less write when there was nothing to merge."""
         dt = self.snapshot(uri)
         if dt is None:
             return
         empty = pl.DataFrame(schema=pl.Schema(dt.schema().to_arrow()))
-        retry(
-            lambda: write_deltalake(uri, empty.to_arrow(), mode="append", commit_properties=commit_properties(bookmarks, "bookmark")),
-            uri,
-        )
+        properties = commit_properties(bookmarks, "bookmark", writer=self.writer_of(uri, writer))
+        retry(lambda: write_deltalake(uri, empty.to_arrow(), mode="append", commit_properties=properties), uri)
+
+    def remove_duplicate_keys(
+        self, uri: str, keys: Sequence[str], *, rewrite_by: str, scope: tuple[str, str] | None = None, writer: Writer | None = None
+    ) -> int:
+        """Leave one row per key (the newest `_updated_at`), where a table holds a key twice; the
+        number of rows removed.
+
+        Duplicates are what an earlier version of this code could leave when two processes ran the
+        same work at once. Only the `rewrite_by` values (dates) holding a duplicate are rewritten,
+        in one overwrite commit restricted to them (and to `scope`, a retailer's gold partition)."""
+        dt = self.table(uri)
+        if dt is None:
+            return 0
+        rows = pl.scan_delta(dt)
+        if scope is not None:
+            rows = rows.filter(pl.col(scope[0]) == scope[1])
+        doubled = rows.group_by(keys).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select(keys)
+        values = rows.join(doubled, on=list(keys), how="semi").select(rewrite_by).unique().collect()[rewrite_by].to_list()
+        if not values:
+            return 0
+        affected = rows.filter(pl.col(rewrite_by).is_in(values)).collect()
+        order = ["_updated_at"] if "_updated_at" in affected.columns else []
+        kept = (affected.sort(order, nulls_last=False) if order else affected).unique(list(keys), keep="last", maintain_order=True)
+        listed = ", ".join(f"'{v}'" for v in values)
+        predicate = f"{rewrite_by} IN ({listed})" + (f" AND {scope[0]} = '{scope[1]}'" if scope is not None else "")
+        properties = commit_properties(None, "remove duplicate keys", writer=self.writer_of(uri, writer))
+        retry(lambda: write_deltalake(uri, kept.to_arrow(), mode="overwrite", predicate=predicate, commit_properties=properties), uri)
+        return affected.height - kept.height
+
+
+class Pin:
+    """A table's snapshot a write was decided on, and the one it commits on.
+
+    "Nothing is stored here yet, so append" holds only for the snapshot it was read from: a blind
+    append made on a newer one would add the rows a second time if another process appended them
+    meanwhile. The pinned write carries its writer's transaction (`Writer`), so delta-rs refuses
+    it when a commit of the same writer landed after the pinned snapshot; that raises `Stale`
+    (not retried: the caller MERGEs by key instead). A table absent when pinned is pinned at its
+    creation (version 0, empty: tables are created empty).
+    """
+
+    def __init__(self, uri: str, version: int | None):
+        self.uri, self.version = uri, version
+
+    def commit(self, write, writer: Writer | None = None) -> None:
+        table = DeltaTable(self.uri, version=self.version if self.version is not None else 0)
+        if consumed(table, writer):
+            raise Stale(f"{self.uri}: this work is already in the table")
+        try:
+            write(table)
+        except Exception as exc:
+            if is_conflict(exc):
+                raise Stale(f"{self.uri}: another writer committed after the snapshot this write was decided on") from exc
+            raise RuntimeError(f"Delta write to {self.uri} failed: {exc}") from exc
 
 
 def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:

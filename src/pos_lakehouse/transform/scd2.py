@@ -132,6 +132,10 @@ def scd2_versions(
         obs = obs.join(current.select(natural, *absent), on=natural, how="left").with_columns(
             nw.col(c).cast(dtype[c]).alias(c) for c in absent
         )
+    if "extra_attributes" in have:
+        # A file speaks only for the extra columns it carries and fills: the stored ones stand.
+        obs = obs.join(current.select(natural, nw.col("extra_attributes").alias("_stored_extra")), on=natural, how="left")
+        obs = edges(obs).merge_json(obs, "extra_attributes", "_stored_extra", "extra_attributes").drop("_stored_extra")
     # Late observations (before the current version started) cannot reopen history.
     obs = (
         obs.join(current.select(natural, nw.col("valid_from").alias("_cur_from")), on=natural, how="left")

@@ -148,6 +148,7 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     last_end = period_end_of(hi, grain, spec.week_ends_on)
     # The period in progress is published period-to-date (`as_of`); once the retailer's days reach
     # its end (or pass it) it is recomputed as complete, even when no day of it changed.
+    pin = lake.pin(uri)  # a first load appends on this snapshot, or MERGEs if another process wrote since
     stored = lake.exists(uri)
     if stored:
         closing = (
@@ -202,7 +203,7 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     # A first load has nothing to match: each period end's rows go straight into its partition,
     # in one commit, where the Lake can (a partitioned write holds its whole input otherwise).
     if not stored and lake.append_by_partition(
-        uri, end_col, out, bookmarks=bookmarks, description=description, column_descriptions=column_descriptions
+        uri, end_col, out, bookmarks=bookmarks, description=description, column_descriptions=column_descriptions, **pinned(pin)
     ):
         stats = {"num_target_rows_inserted": count(aggregated)}
     else:
@@ -223,6 +224,11 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
     return result
+
+
+def pinned(pin) -> dict:
+    """The `pin` argument of a Lake that pins its appends (`Lake.pin`); nothing for one that does not."""
+    return {"pin": pin} if pin is not None else {}
 
 
 def _period_sizes(days: nw.LazyFrame, grain, week_ends_on: str):

@@ -12,6 +12,7 @@ its twins when nothing stored is near its dates, else MERGEd (`_merge_fact_batch
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -26,7 +27,7 @@ from pos_lakehouse.layers.silver.quarantine import quarantine_failed
 from pos_lakehouse.layers.silver.result import SilverResult
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
-from pos_lakehouse.storage.interface import LakeIO
+from pos_lakehouse.storage.interface import LakeIO, Stale
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.canonical import DERIVED_MEASURE_COLUMNS, DIM_FOR_ID, KEY_COLUMN, fact_partitions, measure_columns
 from pos_lakehouse.transform.mapping import ERROR_COLUMN, conform
@@ -51,7 +52,9 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     budget = batch_rows or silver_batch_rows()
     writes = BatchWrites(background=lake.engine == "polars")
     try:
-        for plan, raw in new_bronze_batches(lake, spec, table_name, marks, result):
+        for n, (plan, raw) in enumerate(new_bronze_batches(lake, spec, table_name, marks, result)):
+            if n == 0:
+                _repair_duplicate_keys(lake, plan, result)
             run = _FactRun(lake, plan, now, result, marks, writes)
             for batch in fact_batches(plan, raw, budget):
                 _load_fact_batch(run, raw, batch)
@@ -61,6 +64,20 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     if result.bronze_versions != committed and lake.exists(uri):
         lake.commit_bookmarks(uri, result.bronze_versions)
     return result
+
+
+log = logging.getLogger(__name__)
+
+
+def _repair_duplicate_keys(lake: LakeIO, plan: FilePlan, result: SilverResult) -> None:
+    """A table an earlier version left with a key stored twice (two processes appending the same
+    batch) keeps one row per key, before new rows are added. Checked by each refresh with new rows
+    (a grouped count over the key columns): a mark of "checked" in the table's bookmarks would make
+    them differ from a Spark-written table's, which the engines must share."""
+    removed = lake.remove_duplicate_keys(plan.uri, plan.keys, rewrite_by=plan.date_col)
+    if removed:  # None: a Lake that cannot tell (Spark); the Lake that can checks on its next refresh
+        log.warning("%s: removed %d rows of keys stored twice", plan.uri, removed)
+        result.duplicates_removed += removed
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,8 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     reach_to = block_start(hi, -2) - timedelta(days=1) if day_grain else hi
     # From here on the stored table is read: the previous batch's append must be in it.
     run.writes.wait()
+    # The snapshot "nothing stored near these rows" is decided on: their append lands on it or not at all.
+    pin = lake.pin(plan.uri)
     stored = lake.read(plan.uri, table.schema) if lake.exists(plan.uri) else None
     nearby = 0
     if stored is not None:
@@ -128,7 +147,8 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
         near = stored.filter(nw.col(date_col).is_between(history_from, reach_to) & nw.col("site_id").is_in(sites))
         nearby = count(near.head(1))
     if nearby:
-        _merge_fact_batch(run, facts, carried, lo, hi, history_from)
+        quarantined = frame.filter(~ok()).select(*keys, ERROR_COLUMN)
+        _merge_fact_batch(run, facts, carried, lo, hi, history_from, quarantined)
         engine.release(frame)
         return
     # Nothing stored for these stores near these dates: no row to update, restate or re-mask.
@@ -143,7 +163,7 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
     engine.release(frame)
     del frame, facts
-    run.writes.submit(lambda: _append_new_rows(run, source, creates=stored is None))
+    run.writes.submit(lambda: _append_new_rows(run, source, creates=stored is None, pin=pin))
     result.inserted += n
 
 
@@ -181,32 +201,45 @@ def _keyed_rows(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> tuple[nw.
     return lf, carried
 
 
-def _append_new_rows(run: _FactRun, source: nw.LazyFrame, creates: bool) -> None:
+def _append_new_rows(run: _FactRun, source: nw.LazyFrame, creates: bool, pin) -> None:
     """Write a batch with nothing stored near it: a file per day written by the engine itself where
-    it can (Polars, a table laid out by date), else a Delta append (or the table's creation)."""
+    it can (Polars, a table laid out by date), else a Delta append (or the table's creation).
+
+    The append lands on the snapshot the batch was decided on (`pin`, where the Lake can pin): if
+    another process wrote to the table since (the same batch, run twice at once), the rows are
+    MERGEd by key instead, so they are stored once whoever ran them."""
     lake, plan, marks = run.lake, run.plan, run.marks
     description = f"{plan.spec.name}: {plan.table.description}"
     descriptions = {c.name: c.description for c in plan.table.columns}
     day = fact_partitions(plan.table_name)[0]
-    if not lake.append_by_partition(plan.uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions):
-        if creates:
-            action = source.with_columns(nw.lit("upsert").alias("_action"))
-            lake.merge(
-                plan.uri,
-                action,
-                keys=plan.keys,
-                action_column="_action",
-                bookmarks=marks,
-                partition_by=[day],
-                description=description,
-                column_descriptions=descriptions,
-            )
-        else:
-            lake.append(plan.uri, source, bookmarks=marks, partition_by=[day], description=description)
+    pinned = {"pin": pin} if pin is not None else {}
+    appended = lake.append_by_partition(
+        plan.uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions, **pinned
+    )
+    if not appended and not creates:
+        try:
+            lake.append(plan.uri, source, bookmarks=marks, partition_by=[day], description=description, **pinned)
+            appended = True
+        except Stale:
+            appended = False
+    if not appended:
+        # A new table's first rows, or rows another process stored meanwhile: MERGEd by key.
+        lake.merge(
+            plan.uri,
+            source.with_columns(nw.lit("upsert").alias("_action")),
+            keys=plan.keys,
+            action_column="_action",
+            bookmarks=marks,
+            partition_by=[day],
+            description=description,
+            column_descriptions=descriptions,
+        )
     edges(source).release(source)
 
 
-def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo: date, hi: date, history_from: date) -> None:
+def _merge_fact_batch(
+    run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo: date, hi: date, history_from: date, quarantined: nw.LazyFrame
+) -> None:
     """One MERGE of a batch into stored rows, FX and masked twins computed from the rows after it.
 
     The twins of the rows written are computed on the table as it will be after this MERGE (stored
@@ -219,7 +252,9 @@ def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo
     spec, table, uri, table_name = plan.spec, plan.table, plan.uri, plan.table_name
     date_col, keys, grain = plan.date_col, plan.keys, plan.grain
     engine = edges(facts)
-    removals = restated_away(lake, uri, facts, keys, date_col, carried, lo, hi) if plan.file_spec.replaces == "site_days" else None
+    removals = (
+        restated_away(lake, uri, facts, keys, date_col, carried, lo, hi, quarantined) if plan.file_spec.replaces == "site_days" else None
+    )
     n_removed = count(removals) if removals is not None else 0
     not_carried_measures = [m for m in canonical.MEASURES if m not in carried]
     stored = lake.read(uri, table.schema).filter(nw.col(date_col).is_between(history_from, hi))
@@ -299,12 +334,22 @@ def _merge_fact_batch(run: _FactRun, facts: nw.LazyFrame, carried: list[str], lo
 
 
 def restated_away(
-    lake: LakeIO, uri: str, good: nw.LazyFrame, keys: list[str], date_col: str, carried: list[str], lo: date, hi: date
+    lake: LakeIO,
+    uri: str,
+    good: nw.LazyFrame,
+    keys: list[str],
+    date_col: str,
+    carried: list[str],
+    lo: date,
+    hi: date,
+    quarantined: nw.LazyFrame | None = None,
 ) -> nw.LazyFrame | None:
     """Stored rows of the delivered store-days that the new delivery no longer contains.
 
     Such a row is deleted, unless another kind of file also fills it (sales and inventory
-    apart): then only the measures this kind carries are cleared.
+    apart): then only the measures this kind carries are cleared. A row the delivery holds but
+    that broke a rule (`quarantined`) is no restatement: the stored row it may stand for stays
+    until a good row replaces it (see `kept_for_quarantined`).
     """
     if not lake.exists(uri):
         return None
@@ -315,10 +360,41 @@ def restated_away(
         .join(pairs, on=[date_col, "site_id"], how="semi")
         .join(good.select(keys), on=keys, how="anti")
     )
+    if quarantined is not None:
+        stored = kept_for_quarantined(stored, quarantined, date_col)
     others = [m for m in canonical.MEASURES if m not in carried]
     filled_by_others = nw.any_horizontal(*[~nw.col(m).is_null() for m in others], ignore_nulls=True) if others else nw.lit(False)
     removals = stored.select(*keys, nw.when(filled_by_others).then(nw.lit("clear")).otherwise(nw.lit("delete")).alias("_action"))
     return edges(removals).persist(removals)
+
+
+def kept_for_quarantined(candidates: nw.LazyFrame, quarantined: nw.LazyFrame, date_col: str) -> nw.LazyFrame:
+    """`candidates` (stored rows a restatement would remove) less those a quarantined row may stand for.
+
+    A quarantined row names its key as far as its values can be trusted: its date only when no
+    rule about the date failed (a future or misaligned date may be a typo of a restated day),
+    its store and product when present. It keeps every stored row matching the parts it names:
+    a row with a broken date keeps its store's product on every restated day, one naming nothing
+    keeps them all. Which parts are named is read once (a few distinct patterns), so the usual
+    clean delivery costs one small count.
+    """
+    date_broken = nw.col(ERROR_COLUMN).str.contains(f"(^|; ){date_col}:")
+    named = quarantined.select(
+        nw.when(nw.col(date_col).is_null() | date_broken).then(nw.lit(None).cast(nw.Date)).otherwise(nw.col(date_col)).alias(date_col),
+        "site_id",
+        "prod_id",
+    )
+    parts = [date_col, "site_id", "prod_id"]
+    known = named.select(*[nw.col(c).is_null().alias(f"_no_{c}") for c in parts]).unique().collect(backend="polars")
+    for pattern in known.iter_rows():
+        on = [c for c, missing in zip(parts, pattern, strict=True) if not missing]
+        if not on:
+            return candidates.filter(nw.lit(False))
+        these = named.filter(
+            nw.all_horizontal(*[nw.col(c).is_null() == missing for c, missing in zip(parts, pattern, strict=True)], ignore_nulls=True)
+        )
+        candidates = candidates.join(these.select(on).unique(), on=on, how="anti")
+    return candidates
 
 
 def _conform_with_action(frame: nw.LazyFrame, table: canonical.CanonicalTable) -> nw.LazyFrame:

@@ -39,6 +39,7 @@ class SilverResult:
     loaded: int = 0
     superseded: int = 0  # older deliveries of the same store-day (or row) in the same batch
     quarantined_by_file: dict[str, list[int]] = field(default_factory=dict)  # file -> [quarantined, rows read]
+    duplicates_removed: int = 0  # rows of a key stored twice (by an earlier version), removed by this refresh
 
     @property
     def unaccounted(self) -> int:
@@ -69,6 +70,7 @@ def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str)
         "rows_loaded": result.loaded,
         "rows_superseded": result.superseded,
         "rows_removed_by_restatement": result.removed,
+        "duplicate_key_rows_removed": result.duplicates_removed,
         "quarantine_reasons": dict(result.quarantine_reasons),
         "new_versions": result.new_versions,
         "closed_versions": result.closed_versions,
