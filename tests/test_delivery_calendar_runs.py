@@ -14,6 +14,8 @@ import polars as pl
 import pytest
 from test_real_dates import YESTERDAY, _check, _gold, _marche_day, _settle_ok, _week_end
 
+from pos_lakehouse.cli import main
+
 CODE = "cds_1001"
 
 
@@ -33,7 +35,7 @@ def _week(lake, end: date, site: str) -> dict:
 
 
 @pytest.mark.slow
-def test_calendar_and_period_coverage_follow_gaps_late_files_and_restatements(data_root, lake, headless, instance):
+def test_calendar_and_period_coverage_follow_gaps_late_files_and_restatements(data_root, lake, headless, instance, capsys):
     landing = data_root / "landing" / "marche_fr"
     # From the Tuesday two to three weeks back, so the first week starts mid-week and two whole weeks follow.
     tuesday = _week_end(YESTERDAY) - timedelta(days=26 if YESTERDAY.weekday() == 6 else 19)
@@ -74,6 +76,19 @@ def test_calendar_and_period_coverage_follow_gaps_late_files_and_restatements(da
     meta = materialization.asset_materialization.metadata
     assert meta["cells_missing"].value == 3 and meta["cells_delivered"].value == delivered.height
     assert "| date |" in meta["grid"].value and "X" in meta["grid"].value
+
+    # The terminal grid: one line per day, one column per store; the gap's line shows both missing.
+    assert main(["calendar", "--retailer", "marche_fr", "--weeks", "4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if m0 in line).split()
+    assert header == [m0, m1]
+    grid = {line[:9]: line[9:].split() for line in lines if line[:3] in ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")}
+    assert grid[gap.strftime("%a %m-%d")] == ["X", "X"] and grid[thin.strftime("%a %m-%d")] == ["+", "X"]
+    assert grid[tuesday.strftime("%a %m-%d")] == ["+", "+"]
+    assert any(line.startswith("marche_fr:") and "3 missing" in line for line in lines)
+    assert main(["calendar"]) == 0  # days x retailers: marche_fr's worst store per day
+    lines = capsys.readouterr().out.splitlines()
+    assert next(line for line in lines if line.startswith(gap.strftime("%a %m-%d"))).split()[-1] == "X"
 
     # The missing day arrives late: its cells are late, its week turns complete.
     _marche_day(landing, gap)

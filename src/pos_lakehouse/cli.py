@@ -428,6 +428,18 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """Print the delivery calendar of the last weeks: days x retailers (or one retailer's stores); delivered, late, missing."""
+    from pos_lakehouse.calendar_report import calendar_report
+    from pos_lakehouse.storage.lake import Lake
+
+    try:
+        print(calendar_report(Lake(root=str(_existing_data_root())), _specs(), args.retailer, args.weeks))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pos-lakehouse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -460,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help=cmd_catalog.__doc__)
     cat.add_argument("--markdown", metavar="PATH", help="write the catalog as Markdown to PATH instead of printing it")
     cat.set_defaults(func=cmd_catalog)
+    cal = sub.add_parser("calendar", help=cmd_calendar.__doc__)
+    cal.add_argument("--retailer", help="one retailer's stores instead of every retailer")
+    cal.add_argument("--weeks", type=int, default=4, help="weeks back from yesterday (default 4)")
+    cal.set_defaults(func=cmd_calendar)
     return parser
 
 
