@@ -144,7 +144,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pos_lakehouse.demo.generator import read_expected
     from pos_lakehouse.demo.retailers import write_demo_landing
     from pos_lakehouse.demo.simulators import start_demo_services
-    from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+    from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
     from pos_lakehouse.storage.lake import Lake
 
     only = _checked_retailers(args.retailer)
@@ -172,16 +172,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         diffs = reconcile(
             expected, gold_totals(Lake(root=str(root)), specs).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode()))
         )
-        if diffs.is_empty():
+        coverage = coverage_differences(Lake(root=str(root)), specs, expected)
+        if diffs.is_empty() and coverage.is_empty():
             console.print(
                 f"[green]reconciled[/]: gold equals the generator's totals for {expected['retailer'].n_unique()} retailer(s), {expected.height} retailer-days"
+                "; every period's days_covered/days_expected/is_complete and the delivery calendar agree with the days generated"
             )
         else:
-            console.print(f"[red]reconciliation differences: {diffs.height}[/]")
-            console.print(str(diffs.head(10)))
+            for what, found in (("reconciliation", diffs), ("period coverage / calendar", coverage)):
+                if not found.is_empty():
+                    console.print(f"[red]{what} differences: {found.height}[/]")
+                    console.print(str(found.head(10)))
             from pos_lakehouse.runner.watch import FinishedRun
 
-            failures.append(FinishedRun("", "reconciliation", "FAILURE", None, None, f"{diffs.height} differences"))
+            n = diffs.height + coverage.height
+            failures.append(FinishedRun("", "reconciliation", "FAILURE", None, None, f"{n} differences"))
     return _finish(console, started, runs, failures, args)
 
 
@@ -248,7 +253,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     import polars as pl
 
     from pos_lakehouse.demo.generator import read_expected
-    from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+    from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
     from pos_lakehouse.storage.lake import Lake
 
     root = _existing_data_root()
@@ -259,8 +264,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if not any(lake.exists(lake.gold(t)) for t in ("store_day_fact", "store_week_fact")):
         raise UsageError(f"no gold fact tables under {root / 'gold'} yet; run `pos-lakehouse demo` or `pos-lakehouse run` first")
     diffs = reconcile(expected, gold_totals(lake, _specs()).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
-    print("no differences" if diffs.is_empty() else diffs)
-    return 0 if diffs.is_empty() else 1
+    coverage = coverage_differences(lake, [s for s in _specs() if s.name in set(expected["retailer"])], expected)
+    print("no differences" if diffs.is_empty() and coverage.is_empty() else f"{diffs}\n{coverage}")
+    return 0 if diffs.is_empty() and coverage.is_empty() else 1
 
 
 # ---- serving: secure views, Unity Catalog SQL, catalog --------------------------------------------
