@@ -47,10 +47,11 @@ def _day_facts(cells: list[tuple[date, str]], *, arrived: dict | None = None, pr
                     "_source_file": f"sales_{day}.csv",
                     "_delivery_id": f"h{day}{at:%H%M}",
                     "_ingested_at": at,
+                    "_updated_at": at,
                     "pos_sales_units": 1,
                 }
             )
-    return pl.DataFrame(rows, schema_overrides={"_ingested_at": pl.Datetime("us", "UTC")})
+    return pl.DataFrame(rows, schema_overrides={"_ingested_at": pl.Datetime("us", "UTC"), "_updated_at": pl.Datetime("us", "UTC")})
 
 
 def _calendar(
@@ -173,6 +174,7 @@ def test_restated_day_counts_once_and_keeps_its_first_arrival():
     restated = facts.with_columns(
         pl.when(pl.col("date") == tuesday).then(pl.lit(restated_at)).otherwise(pl.col("_ingested_at")).alias("_ingested_at"),
         pl.when(pl.col("date") == tuesday).then(pl.lit("fix.csv")).otherwise(pl.col("_source_file")).alias("_source_file"),
+        pl.when(pl.col("date") == tuesday).then(pl.lit(restated_at)).otherwise(pl.col("_updated_at")).alias("_updated_at"),
     )
     after = _calendar(restated, ["S1"], now=restated_at + timedelta(hours=1), previous=before)
     cell = after.filter(pl.col("date") == tuesday).row(0, named=True)
@@ -202,7 +204,7 @@ def test_weekly_sender_of_days_owes_a_week_only_once_it_has_ended():
     end = last_expected_day(monday_after + timedelta(days=2), "weekly", "day", "sunday")
     assert end == SUNDAY
     # A day of a weekly file is due after its week (plus a day), so the Monday of the week is not late.
-    facts = facts.with_columns(pl.lit(_at(monday_after, 8)).alias("_ingested_at"))
+    facts = facts.with_columns(pl.lit(_at(monday_after, 8)).alias("_ingested_at"), pl.lit(_at(monday_after, 8)).alias("_updated_at"))
     cal = _calendar(facts, ["S1"], now=_at(monday_after, 9), cadence="weekly")
     assert set(cal["status"]) == {"delivered"} and cal.height == 7
     assert period_end_of(MONDAY, "week") == SUNDAY

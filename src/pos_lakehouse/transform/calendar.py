@@ -34,6 +34,7 @@ _FILES_SCHEMA = {
     "rows": pl.Int64,
     "first_arrival": pl.Datetime("us", "UTC"),
     "last_arrival": pl.Datetime("us", "UTC"),
+    "_updated_at": pl.Datetime("us", "UTC"),
 }
 
 
@@ -74,25 +75,26 @@ def expected_cells(stores: pl.DataFrame, start: date, end: date, grain: Calendar
 
 
 def delivered_files(facts: nw.LazyFrame, date_col: str, per_store: bool = True) -> pl.DataFrame:
-    """Per (date, store, file): rows and first/last arrival of the stored fact rows (engine-neutral, then collected).
+    """Per (date, store, file): rows, first/last arrival and last update of the stored fact rows (engine-neutral, then collected).
 
     Current rows only: a restated day counts its restating rows once, not both deliveries.
     """
     site = nw.col("site_id") if per_store else nw.lit(ALL_STORES)
     out = (
-        facts.select(nw.col(date_col).alias("date"), site.alias("site_id"), "_source_file", "_delivery_id", "_ingested_at")
+        facts.select(nw.col(date_col).alias("date"), site.alias("site_id"), "_source_file", "_delivery_id", "_ingested_at", "_updated_at")
         .group_by("date", "site_id", "_source_file", "_delivery_id")
         .agg(
             nw.len().alias("rows"),
             nw.col("_ingested_at").min().alias("first_arrival"),
             nw.col("_ingested_at").max().alias("last_arrival"),
+            nw.col("_updated_at").max(),
         )
         .collect(backend="polars")
         .to_native()
     )
     return out.with_columns(
         pl.col("rows").cast(pl.Int64),
-        *(pl.col(c).cast(pl.Datetime("us")).dt.replace_time_zone("UTC") for c in ("first_arrival", "last_arrival")),
+        *(pl.col(c).cast(pl.Datetime("us")).dt.replace_time_zone("UTC") for c in ("first_arrival", "last_arrival", "_updated_at")),
     ).select(list(_FILES_SCHEMA))
 
 

@@ -72,6 +72,7 @@ def refresh_calendar(lake: Lake, spec: RetailerSpec, now: datetime | None = None
     end = last_expected_day(now.date(), spec.cadence, grain, spec.week_ends_on)
     expected = expected_cells(known_stores(lake, spec, files), start, end, grain, spec.week_ends_on)
     previous = read_calendar(lake, spec)
+    uri = lake.silver(spec.name, CALENDAR)
     cells = build_calendar(
         expected,
         files,
@@ -92,14 +93,21 @@ def refresh_calendar(lake: Lake, spec: RetailerSpec, now: datetime | None = None
     stamp = pl.lit(now.astimezone(UTC)).cast(pl.Datetime("us", "UTC"))
     changed = cells.filter(pl.col("_updated_at") == stamp).height
     removed = 0 if previous is None else previous.join(cells, on=["date", "site_id"], how="anti").height
+    # The facts' newest update this calendar has seen: the catch-up sensor compares it with the facts.
+    latest = files["_updated_at"].max()
+    marks = lake.bookmarks(uri) if previous is not None else {}
+    bookmarks = {**marks, "day_updated_at": latest.isoformat()} if latest is not None else marks
     if previous is not None and changed == 0 and removed == 0:
+        if bookmarks != marks:
+            lake.commit_bookmarks(uri, bookmarks)
         return result
     stats = lake.merge(
-        lake.silver(spec.name, CALENDAR),
+        uri,
         nw.from_native(cells.lazy()),
         keys=list(table.natural_keys),
         # Cells no longer owed nor delivered (a later `starts_on`, a store gone) leave the calendar.
         delete_unmatched="t.date IS NOT NULL",
+        bookmarks=bookmarks,
         description=f"{spec.name}: {table.description}",
         column_descriptions={c.name: c.description for c in table.columns},
     )
