@@ -208,3 +208,85 @@ def test_weekly_sender_of_days_owes_a_week_only_once_it_has_ended():
     cal = _calendar(facts, ["S1"], now=_at(monday_after, 9), cadence="weekly")
     assert set(cal["status"]) == {"delivered"} and cal.height == 7
     assert period_end_of(MONDAY, "week") == SUNDAY
+
+
+# ---- what operators see: the check, the grid, the YAML -----------------------------------------------
+def _spec(**completeness):
+    from pos_lakehouse.retailer import RetailerSpec
+
+    return RetailerSpec.model_validate(
+        {
+            "retailer_id": 9001,
+            "name": "stranger_de",
+            "country": "DE",
+            "currency": "EUR",
+            "secure_group_key": 990001,
+            "completeness": completeness,
+            "delivery": {"files": [{"name": "sales", "match": "sales_*.csv", "holds": ["store_day_fact"]}]},
+        }
+    )
+
+
+def test_completeness_check_lists_missing_and_late_cells_and_blocks_only_when_the_yaml_says_so():
+    import dagster as dg
+
+    from pos_lakehouse.quality.completeness import completeness_result
+
+    gap, late_day = MONDAY + timedelta(days=2), MONDAY + timedelta(days=4)
+    on_time = [(MONDAY + timedelta(days=i), s) for i in range(7) for s in ("S1", "S2")]
+    on_time = [c for c in on_time if c != (gap, "S2") and c[0] != late_day]
+    before = _calendar(_day_facts(on_time), ["S1", "S2"], now=_at(SUNDAY + timedelta(days=1), 12))
+    arrived = _at(SUNDAY + timedelta(days=2))
+    facts = _day_facts([*on_time, (late_day, "S1"), (late_day, "S2")], arrived={(late_day, s): arrived for s in ("S1", "S2")})
+    now = arrived + timedelta(hours=1)
+    cal = _calendar(facts, ["S1", "S2"], now=now, previous=before)
+    key = dg.AssetKey(["silver", "stranger_de", "delivery_calendar"])
+
+    warn = completeness_result(_spec(window_days=14), key, cal, now)
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    assert warn.metadata["cells_missing"].value == 1 and warn.metadata["cells_late"].value == 2
+    assert warn.metadata["missing"].value == f"- {gap}: S2" and warn.metadata["late"].value == f"- {late_day}: S1, S2"
+    blocking = completeness_result(_spec(window_days=14, blocking=True), key, cal, now)
+    assert not blocking.passed and blocking.severity == dg.AssetCheckSeverity.ERROR
+    # Gaps older than the window are history: the check passes.
+    old = completeness_result(_spec(window_days=1), key, cal, _at(SUNDAY + timedelta(days=30)))
+    assert old.passed and old.metadata["cells_missing"].value == 0
+
+
+def test_grid_shows_each_cell_and_a_retailers_worst_store():
+    from pos_lakehouse.quality.calendar_grid import counts, grid, markdown_grid, text_grid
+
+    gap = MONDAY + timedelta(days=2)
+    cells = [(MONDAY + timedelta(days=i), s) for i in range(7) for s in ("S1", "S2") if (MONDAY + timedelta(days=i), s) != (gap, "S2")]
+    cal = _calendar(_day_facts(cells), ["S1", "S2"], now=_at(SUNDAY + timedelta(days=2)))
+    frame = grid(cal, MONDAY - timedelta(days=1), SUNDAY)
+    assert frame.columns == ["date", "S1", "S2"]
+    rows = {r[0]: r[1:] for r in frame.iter_rows()}
+    assert rows[gap.strftime("%a %m-%d")] == ("+", "X")
+    assert rows[(MONDAY - timedelta(days=1)).strftime("%a %m-%d")] == (".", ".")  # before the start: not owed
+    by_retailer = grid(cal.with_columns(pl.lit("stranger_de").alias("retailer")), MONDAY, SUNDAY, "retailer")
+    assert by_retailer["stranger_de"].to_list() == ["+", "+", "X", "+", "+", "+", "+"]
+    assert counts(cal, MONDAY, SUNDAY) == {
+        "cells_expected": 14,
+        "cells_missing": 1,
+        "cells_late": 0,
+        "cells_pending": 0,
+        "cells_unexpected": 0,
+        "cells_delivered": 13,
+    }
+    assert "| date | S1 | S2 |" in markdown_grid(frame)
+    assert text_grid(frame).splitlines()[0].split() == frame.columns[1:]
+
+
+def test_completeness_yaml_is_checked():
+    import pytest
+    from pydantic import ValidationError
+
+    assert _spec().completeness.start_date is None and not _spec().completeness.blocking
+    assert _spec(starts_on="2026-09-08").completeness.start_date == date(2026, 9, 8)
+    with pytest.raises(ValidationError, match="not a date"):
+        _spec(starts_on="08.09.2026")
+    with pytest.raises(ValidationError, match="window_days"):
+        _spec(window_days=0)
+    with pytest.raises(ValidationError, match="extra"):
+        _spec(blocked=True)

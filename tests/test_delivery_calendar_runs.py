@@ -68,6 +68,8 @@ def test_calendar_and_period_coverage_follow_gaps_late_files_and_restatements(da
     in_week = day_facts.filter(pl.col("date").is_between(gap_end - timedelta(days=6), gap_end))
     assert _weeks(lake).filter(pl.col("week_end_date") == gap_end)["pos_sales_units"].sum() == in_week["pos_sales_units"].sum()
 
+    assert _check(instance, ["silver", "marche_fr", "delivery_calendar"], "structure_and_keys").passed
+    assert _check(instance, ["gold", "delivery_calendar"], "rows_match_silver").passed
     check = _check(instance, ["silver", "marche_fr", "delivery_calendar"], "deliveries_complete")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["cells_missing"].value == 3

@@ -31,7 +31,8 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
 # When a row was ingested or written differs between two runs of the same files; nothing else may.
-RUN_TIMES = ("_ingested_at", "_updated_at")
+# When rows were ingested and written (and the calendar's arrival times and lateness, which follow from them).
+RUN_TIMES = ("_ingested_at", "_updated_at", "first_arrival", "last_arrival", "due_at", "late_by_hours")
 
 
 @pytest.fixture(scope="module")

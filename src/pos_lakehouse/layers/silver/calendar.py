@@ -58,6 +58,8 @@ def read_calendar(lake: Lake, spec: RetailerSpec) -> pl.DataFrame | None:
 
 def refresh_calendar(lake: Lake, spec: RetailerSpec, now: datetime | None = None) -> SilverResult:
     """Rebuild the retailer's delivery calendar up to today and MERGE what changed into silver."""
+    if not isinstance(lake, Lake):
+        raise TypeError(f"{spec.name}: the delivery calendar is built with the Polars Lake, in the Dagster process")
     now = now or datetime.now(UTC)
     result = SilverResult(CALENDAR)
     source, date_col, grain = calendar_source(spec)
