@@ -103,6 +103,13 @@ def test_first_week_starting_mid_week_is_partial_and_nothing_before_it_is_owed()
     assert cal["date"].min() == start  # Monday is not owed: the retailer started on Tuesday
     assert cal.filter(pl.col("expected"))["delivered"].all()
     assert set(cal["status"]) == {"delivered"} and set(cal["rows"]) == {2}
+    # A day delivered before it is owed (today's sales) is early, not unexpected; one before the owed range is.
+    early = _calendar(facts, ["S1"], now=_at(days[-1], 12), end=days[-1])
+    assert early.filter(pl.col("date") == days[-1]).select("expected", "status").row(0) == (False, "delivered")
+    files = delivered_files(nw.from_native(facts.lazy()), "date")
+    owed = expected_cells(pl.DataFrame({"site_id": ["S1"], "first_date": [start]}), start + timedelta(days=2), days[-1], "day", "sunday")
+    late_start = build_calendar(owed, files, None, now=_at(days[-1], 12), cadence="daily", grain="day", week_ends_on="sunday")
+    assert late_start.filter(pl.col("date") < start + timedelta(days=2))["status"].to_list() == ["unexpected", "unexpected"]
 
 
 def test_missing_day_makes_its_week_incomplete_and_is_listed_missing():

@@ -8,7 +8,8 @@ A cell's status:
 - `late`: rows arrived, after it (`late_by_hours` says how long after);
 - `missing`: expected, past due, no rows (`late_by_hours` = overdue so far);
 - `pending`: expected, not due yet;
-- `unexpected`: rows for a cell nobody expected (before the start, or a date still to come).
+- `unexpected`: rows for a cell before the retailer's owed range (before `starts_on`);
+rows for a day not owed yet (today's, delivered early) are `delivered`, with `expected` false.
 """
 
 from __future__ import annotations
@@ -170,8 +171,11 @@ def build_calendar(
     cells = cells.with_columns(due.alias("due_at"))
     late = pl.col("delivered") & (pl.col("first_arrival") > pl.col("due_at"))
     overdue = ~pl.col("delivered") & pl.col("expected") & (now_lit >= pl.col("due_at"))
+    # Rows before the owed range are unexpected; rows for a day not owed yet (today's) are simply early.
+    owed_from = expected["date"].min()
+    before = pl.lit(True) if owed_from is None else pl.col("date") < pl.lit(owed_from, pl.Date)
     status = (
-        pl.when(pl.col("delivered") & ~pl.col("expected"))
+        pl.when(pl.col("delivered") & ~pl.col("expected") & before)
         .then(pl.lit("unexpected"))
         .when(late)
         .then(pl.lit("late"))
