@@ -172,7 +172,8 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                 # The same refresh as a Spark job through Dagster Pipes; it reports materializations
                 # and its per-table results, and the checks run here on the tables it wrote.
                 invocation = spark.run(context, run_spec, "silver", [t for t in tables if t != CALENDAR], lake.root)
-                yield from invocation.get_results()
+                # Pipes reports every selected asset; the calendar's result is this process's (below).
+                yield from (r for r in invocation.get_results() if getattr(r, "asset_key", None) != silver_key(spec, CALENDAR))
                 results = {
                     m["table"]: silver_result_from_dict(m["silver"])
                     for m in invocation.get_custom_messages()
