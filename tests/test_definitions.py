@@ -61,9 +61,16 @@ def test_retailer_component_through_component_tree(data_root):
         "silver/marche_fr/store_day_fact",
         "silver/marche_fr/store_week_fact",
         "silver/marche_fr/store_month_fact",
+        "silver/marche_fr/delivery_calendar",
     }
     checks = {c.name for a in defs.assets for c in a.check_specs}
-    assert {"structure_and_keys", "one_current_version", "facts_reference_dimension_versions", "valid_gtin"} <= checks
+    assert {
+        "structure_and_keys",
+        "one_current_version",
+        "facts_reference_dimension_versions",
+        "valid_gtin",
+        "deliveries_complete",
+    } <= checks
     assert {j.name for j in defs.jobs} == {"marche_fr_ingest"}
     assert not defs.sensors  # its landing sensor is the one over every retailer, built at the root
     assert (RETAILERS_DIR / "marche_fr" / "defs.yaml").exists()

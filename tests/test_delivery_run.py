@@ -40,7 +40,7 @@ def test_one_run_carries_a_delivery_from_landing_to_gold(data_root, lake, headle
     assert gold.height == sum(f.height for f in written)
     assert int(gold["pos_sales_units"].sum()) == sum(int(f["qte_vendue"].sum()) for f in written)
     # The gold partitions it fed are recorded against the gold assets, by the delivery's run.
-    for table in ("store_day_fact", "store_week_fact", "store_month_fact", "prod_dim", "site_dim"):
+    for table in ("store_day_fact", "store_week_fact", "store_month_fact", "prod_dim", "site_dim", "delivery_calendar"):
         event = instance.get_latest_materialization_event(dg.AssetKey(["gold", table]))
         assert event is not None and event.run_id == record.run_id, table
         assert event.asset_materialization.partition == "cds_1001"

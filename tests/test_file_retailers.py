@@ -21,7 +21,7 @@ from pos_lakehouse.demo.file_retailers import (
     write_sakura_jp,
 )
 from pos_lakehouse.demo.generator import read_expected
-from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
 
 # bigbox_us runs on Spark: its silver and gold are covered by tests/test_spark_parity.py (same
 # contract, real Spark); here its file shape is checked at bronze, which is the same for both engines.
@@ -49,6 +49,10 @@ def test_every_file_retailer_lands_in_gold_and_reconciles(data_root, lake, headl
     assert set(exp["retailer"].unique()) == set(RETAILERS)
     diffs = reconcile(exp, gold_totals(lake, specs))
     assert diffs.is_empty(), diffs
+    # Weeks and months say how many of their days the files held; the calendar adds up to the files' rows.
+    coverage = coverage_differences(lake, specs, exp)
+    assert coverage.is_empty(), coverage
+    assert all(lake.exists(lake.silver(n, "delivery_calendar")) for n in RETAILERS)
 
     # Every delivered file is in bronze exactly once.
     for name, written in files.items():

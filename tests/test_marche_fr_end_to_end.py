@@ -6,7 +6,7 @@ import polars as pl
 from conftest import spec_named
 
 from pos_lakehouse.demo.generator import read_expected, write_marche_fr
-from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
 
 
 def test_landing_to_gold_reconciles_exactly(data_root, lake, headless):
@@ -18,6 +18,11 @@ def test_landing_to_gold_reconciles_exactly(data_root, lake, headless):
     assert expected.height == 8
     diffs = reconcile(expected, gold_totals(lake, [spec_named("marche_fr")]))
     assert diffs.is_empty(), diffs
+    coverage = coverage_differences(lake, [spec_named("marche_fr")], expected)
+    assert coverage.is_empty(), coverage
+    # Had the generator written one day fewer, its week, month and calendar day would disagree.
+    one_less = coverage_differences(lake, [spec_named("marche_fr")], expected.filter(pl.col("date") != expected["date"].max()))
+    assert set(one_less["table"]) == {"store_week_fact", "store_month_fact", "delivery_calendar"}, one_less
 
     bronze_rows = lake.row_count(lake.bronze("marche_fr", "pos_daily"))
     assert bronze_rows == sum(pl.read_parquet(f).height for f in files)

@@ -110,16 +110,22 @@ def test_open_week_and_month_are_published_to_date_and_recomputed_as_days_arrive
 
     week = _period("store_week_fact", "week_end_date", _week_end(YESTERDAY))
     assert set(week["is_complete"]) == {YESTERDAY.weekday() == 6}
-    assert set(week["days_covered"]) == {YESTERDAY.weekday() + 1}
+    assert set(week["days_covered"]) == {YESTERDAY.weekday() + 1} and set(week["days_expected"]) == {7}
     in_week = day_facts.filter(pl.col("date") > _week_end(YESTERDAY) - timedelta(days=7))
     assert week["pos_sales_units"].sum() == in_week["pos_sales_units"].sum()
     month = _period("store_month_fact", "month_end_date", _month_end(YESTERDAY))
-    assert set(month["is_complete"]) == {YESTERDAY == _month_end(YESTERDAY)}
-    assert set(month["days_covered"]) == {YESTERDAY.day}
+    # The month holds the days delivered in it (13 at most); complete only when they are all its days.
+    month_days = len([d for d in days if d.month == YESTERDAY.month])
+    assert set(month["days_covered"]) == {month_days} and set(month["days_expected"]) == {_month_end(YESTERDAY).day}
+    assert set(month["is_complete"]) == {month_days == _month_end(YESTERDAY).day}
     in_month = day_facts.filter(pl.col("date") >= YESTERDAY.replace(day=1))
     assert month["pos_sales_value_lc"].sum() == in_month["pos_sales_value_lc"].sum()
     earlier = _gold(lake, "store_week_fact", "cds_1001").filter(pl.col("week_end_date") < _week_end(YESTERDAY))
-    assert earlier.height and earlier["is_complete"].all() and set(earlier["days_covered"]) == {7}
+    # Whole weeks delivered are complete; the first week, delivered from a day after its start, is not.
+    first_week_days = (_week_end(days[0]) - days[0]).days + 1
+    for end, rows in earlier.group_by("week_end_date"):
+        covered = first_week_days if end[0] == _week_end(days[0]) else 7
+        assert set(rows["days_covered"]) == {covered} and set(rows["is_complete"]) == {covered == 7}, end
 
     # Today's sales arrive: the open periods are recomputed to date.
     today = date.today()
@@ -129,7 +135,7 @@ def test_open_week_and_month_are_published_to_date_and_recomputed_as_days_arrive
     assert set(week["days_covered"]) == {today.weekday() + 1}
     assert set(week["is_complete"]) == {today.weekday() == 6}
     month = _period("store_month_fact", "month_end_date", _month_end(today))
-    assert set(month["days_covered"]) == {today.day}
+    assert set(month["days_covered"]) == {len([d for d in [*days, today] if d.month == today.month])}
     day_facts = _gold(lake, "store_day_fact", "cds_1001")
     in_month = day_facts.filter(pl.col("date") >= today.replace(day=1))
     assert month["pos_sales_units"].sum() == in_month["pos_sales_units"].sum()
@@ -298,13 +304,12 @@ def test_period_coverage_and_observed_on():
     from pos_lakehouse.retailer import ObservedOn
     from pos_lakehouse.transform.measures import with_period_coverage
 
-    as_of = date(2026, 11, 25)  # a Wednesday
-    months = nw.from_native(pl.LazyFrame({"month_end_date": [date(2026, 10, 31), date(2026, 11, 30)]}))
-    out = with_period_coverage(months, "month_end_date", "month", as_of).collect().to_native()
-    assert out["is_complete"].to_list() == [True, False] and out["days_covered"].to_list() == [31, 25]
-    weeks = nw.from_native(pl.LazyFrame({"week_end_date": [date(2026, 11, 22), date(2026, 11, 29)]}))
-    out = with_period_coverage(weeks, "week_end_date", "week", as_of).collect().to_native()
-    assert out["is_complete"].to_list() == [True, False] and out["days_covered"].to_list() == [7, 3]
+    months = nw.from_native(pl.LazyFrame({"month_end_date": [date(2026, 10, 31), date(2026, 11, 30)], "days_covered": [31, 25]}))
+    out = with_period_coverage(months, "month_end_date", "month").collect().to_native()
+    assert out["is_complete"].to_list() == [True, False] and out["days_expected"].to_list() == [31, 30]
+    weeks = nw.from_native(pl.LazyFrame({"week_end_date": [date(2026, 11, 22), date(2026, 11, 29)], "days_covered": [7, 3]}))
+    out = with_period_coverage(weeks, "week_end_date", "week").collect().to_native()
+    assert out["is_complete"].to_list() == [True, False] and out["days_expected"].to_list() == [7, 7]
     rule = ObservedOn(pattern=r"dim_products_(\d{8})", format="%Y%m%d")
     assert rule.date_of("landing/x/dim_products_20261125.csv") == date(2026, 11, 25)
     assert rule.date_of("dim_products_latest.csv") is None

@@ -546,3 +546,53 @@ def test_units_times_the_last_real_price_does_not_recover_masked_values(lake):
     # The data really exercised the mask, and the multiplication recovers (almost) nothing.
     assert masked >= 6 * 4 * 20
     assert recovered <= 0.05 * masked, f"{recovered} of {masked} masked values recovered as units x last real price"
+
+
+# ---- the delivery calendar: who owes what is itself a retailer's data -------------------------------
+def _calendar_rows(code: str, key: int, days: list[date], sites: int = 2) -> list[dict]:
+    rid = code.removeprefix("cds_")
+    ts = datetime.now(UTC)
+    return [
+        {
+            "date": d,
+            "site_id": f"{rid}_S{s}",
+            "grain": "day",
+            "expected": True,
+            "delivered": s == 0,
+            "status": "delivered" if s == 0 else "missing",
+            "rows": 3 if s == 0 else 0,
+            "files": 1 if s == 0 else 0,
+            "data_provider_code": code,
+            "secure_group_key": key,
+            "_updated_at": ts,
+        }
+        for d in days
+        for s in range(sites)
+    ]
+
+
+def test_the_calendar_view_returns_only_the_readers_retailers(masked_gold):
+    lake, _, today, _ = masked_gold
+    days = [today - timedelta(days=i) for i in range(1, 6)]
+    write_gold(lake, "delivery_calendar", _calendar_rows(*MASKED, days) + _calendar_rows(*PLAIN, days, sites=3))
+    policy = _policy()
+    build_views(lake, policy)
+    per_retailer = "select data_provider_code, count(*) as n from delivery_calendar group by 1 order by 1"
+    assert query(lake, policy, "ada", per_retailer).rows() == [(MASKED[0], 10), (PLAIN[0], 15)]
+    assert query(lake, policy, "claire", per_retailer).rows() == [(MASKED[0], 10)]
+    assert query(lake, policy, "guest", per_retailer).rows() == []
+    # Asking for the other retailer by its code or key finds nothing; a join through a view the
+    # reader can see does not widen it either.
+    for sql in (
+        f"select count(*) as n from delivery_calendar where data_provider_code = '{PLAIN[0]}'",
+        f"select count(*) as n from delivery_calendar where secure_group_key = {PLAIN[1]} or true",
+        "select count(*) as n from delivery_calendar c join store_day_fact d using (data_provider_code) where c.data_provider_code <> d.data_provider_code",
+    ):
+        n = query(lake, policy, "claire", sql)["n"][0]
+        assert n == (10 if "or true" in sql else 0), sql
+    con = _reader_connection(database_path(lake), "claire", ["delivery_calendar"])
+    try:
+        assert con.execute("select distinct secure_group_key from delivery_calendar").fetchall() == [(MASKED[1],)]
+        assert con.execute("select table_name from duckdb_tables()").fetchall() == [("delivery_calendar",)]
+    finally:
+        con.close()

@@ -9,17 +9,15 @@ run`'s summary and exit code: `test_secret_redaction.py` runs it against these p
 
 from __future__ import annotations
 
-import shutil
 import socket
-from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
+from demo_defs import write_demo_defs
 
 from pos_lakehouse.ingest.reachability import SourcesUnreachable
 
-DEFS = Path(__file__).resolve().parents[1] / "src" / "pos_lakehouse" / "defs"
 PASSWORD = "unreachable-MARKER-93ab"
 
 
@@ -33,8 +31,7 @@ def _closed_port() -> int:
 @pytest.fixture
 def dead_sources(data_root, tmp_path, monkeypatch):
     """The test's own defs folder (API retries made quick) with every remote source on a closed loopback port."""
-    root = tmp_path / "defs"
-    shutil.copytree(DEFS, root, ignore=shutil.ignore_patterns("__pycache__"))
+    root = write_demo_defs(tmp_path / "defs")
     shop = root / "retailers" / "shopnow_us" / "defs.yaml"
     doc = yaml.safe_load(shop.read_text())
     doc["attributes"]["delivery"]["api"].update({"max_retries": 1, "backoff_seconds": 0.0, "timeout_seconds": 5})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -275,6 +276,48 @@ class DeliverySpec(Model):
         return self
 
 
+class CompletenessSpec(Model):
+    """What the retailer owes and how missing deliveries are reported (the delivery calendar and its check)."""
+
+    starts_on: str | None = Field(
+        default=None,
+        description="First day the retailer owes data, `YYYY-MM-DD`; default: the first date it delivered (nothing before it is missing).",
+    )
+    per_store: bool = Field(
+        default=True,
+        description="Every store (known from the site dimension or the facts) owes every day; false: the retailer owes "
+        "each day as a whole, whichever stores it holds.",
+    )
+    due_days: int = Field(
+        default=1,
+        description="A day's rows are due by the end of this many days after it (a weekly sender's: after its week); "
+        "a cell whose rows came later is `late`, one with none past it is `missing`.",
+    )
+    window_days: int = Field(
+        default=28, description="The completeness check looks at this many days back from yesterday (older gaps are history)."
+    )
+    blocking: bool = Field(
+        default=False,
+        description="A missing or late day in the window fails the check as an error, so gold is not published "
+        "(default: a warning, gold flows).",
+    )
+
+    @model_validator(mode="after")
+    def _start_is_a_date(self) -> CompletenessSpec:
+        if self.due_days < 0 or self.window_days < 1:
+            raise ValueError("completeness: due_days must be >= 0 and window_days >= 1")
+        if self.starts_on is not None:
+            try:
+                date.fromisoformat(self.starts_on)
+            except ValueError:
+                raise ValueError(f"completeness.starts_on {self.starts_on!r} is not a date (YYYY-MM-DD)") from None
+        return self
+
+    @property
+    def start_date(self) -> date | None:
+        return date.fromisoformat(self.starts_on) if self.starts_on else None
+
+
 class RetailerSpec(Model):
     """A retailer's delivery, mapping and policies: one YAML file per retailer."""
 
@@ -318,6 +361,10 @@ class RetailerSpec(Model):
     )
     week_ends_on: Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"] = Field(
         default="sunday", description="Last day of the retailer's business week, for weekly aggregates."
+    )
+    completeness: CompletenessSpec = Field(
+        default_factory=CompletenessSpec,
+        description="What the retailer owes (start, per store, due time) and how its delivery calendar's check reports gaps.",
     )
     scd2: dict[Literal["prod_dim", "site_dim"], list[str]] = Field(
         default_factory=lambda: {"prod_dim": ["prod_name", "brand", "category"], "site_dim": ["site_name", "channel"]},
@@ -377,13 +424,15 @@ class RetailerSpec(Model):
 
     @property
     def derived_tables(self) -> list[str]:
-        """Period aggregates silver derives from delivered daily facts (weekly senders deliver weeks)."""
+        """What silver derives from delivered facts: period aggregates of daily facts (weekly senders deliver
+        weeks), and the delivery calendar of every retailer that delivers facts."""
+        calendar = ["delivery_calendar"] if {"store_day_fact", "store_week_fact"} & set(self.canonical_tables) else []
         if "store_day_fact" not in self.canonical_tables:
-            return []
+            return calendar
         derived = ["store_month_fact"]
         if "store_week_fact" not in self.canonical_tables:
             derived.insert(0, "store_week_fact")
-        return derived
+        return [*derived, *calendar]
 
     @property
     def silver_tables(self) -> list[str]:

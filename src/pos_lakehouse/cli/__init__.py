@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 
-from pos_lakehouse.cli.catalog import cmd_catalog, cmd_uc_sql
+from pos_lakehouse.cli.catalog import cmd_calendar, cmd_catalog, cmd_uc_sql
 from pos_lakehouse.cli.common import UsageError, quiet_deliberate_warnings, tree
 from pos_lakehouse.cli.demo import cmd_demo, cmd_reconcile
 from pos_lakehouse.cli.dev import cmd_dev
@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     cat = sub.add_parser("catalog", help=cmd_catalog.__doc__)
     cat.add_argument("--markdown", metavar="PATH", help="write the catalog as Markdown to PATH instead of printing it")
     cat.set_defaults(func=cmd_catalog)
+    cal = sub.add_parser("calendar", help=cmd_calendar.__doc__)
+    cal.add_argument("--retailer", help="one retailer's stores instead of every retailer")
+    cal.add_argument("--weeks", type=int, default=4, help="weeks back from yesterday (default 4)")
+    cal.set_defaults(func=cmd_calendar)
     from pos_lakehouse.onboarding.command import add_parser as add_onboard
 
     add_onboard(sub)

@@ -37,3 +37,15 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
+
+
+def cmd_calendar(args: argparse.Namespace) -> int:
+    """Print the delivery calendar of the last weeks: days x retailers (or one retailer's stores); delivered, late, missing."""
+    from pos_lakehouse.quality.calendar_report import calendar_report
+    from pos_lakehouse.storage.lake import Lake
+
+    try:
+        print(calendar_report(Lake(root=str(existing_data_root())), specs(), args.retailer, args.weeks))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return 0

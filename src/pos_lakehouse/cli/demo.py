@@ -23,7 +23,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pos_lakehouse.demo.generator import read_expected
     from pos_lakehouse.demo.retailers import write_demo_landing
     from pos_lakehouse.demo.simulators import start_demo_services
-    from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+    from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
     from pos_lakehouse.storage.lake import Lake
 
     only = checked_retailers(args.retailer)
@@ -51,16 +51,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         diffs = reconcile(
             expected, gold_totals(Lake(root=str(root)), chosen).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode()))
         )
-        if diffs.is_empty():
+        coverage = coverage_differences(Lake(root=str(root)), chosen, expected)
+        if diffs.is_empty() and coverage.is_empty():
             out.print(
                 f"[green]reconciled[/]: gold equals the generator's totals for {expected['retailer'].n_unique()} retailer(s), {expected.height} retailer-days"
+                "; every period's days_covered/days_expected/is_complete and the delivery calendar agree with the days generated"
             )
         else:
-            out.print(f"[red]reconciliation differences: {diffs.height}[/]")
-            out.print(str(diffs.head(10)))
+            for what, found in (("reconciliation", diffs), ("period coverage / calendar", coverage)):
+                if not found.is_empty():
+                    out.print(f"[red]{what} differences: {found.height}[/]")
+                    out.print(str(found.head(10)))
             from pos_lakehouse.runner.watch import FinishedRun
 
-            failures.append(FinishedRun("", "reconciliation", "FAILURE", None, None, f"{diffs.height} differences"))
+            n = diffs.height + coverage.height
+            failures.append(FinishedRun("", "reconciliation", "FAILURE", None, None, f"{n} differences"))
     return finish(out, started, runs, failures, args)
 
 
@@ -69,7 +74,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     import polars as pl
 
     from pos_lakehouse.demo.generator import read_expected
-    from pos_lakehouse.quality.reconcile import gold_totals, reconcile
+    from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
     from pos_lakehouse.storage.lake import Lake
 
     root = existing_data_root()
@@ -80,8 +85,9 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     if not any(lake.exists(lake.gold(t)) for t in ("store_day_fact", "store_week_fact")):
         raise UsageError(f"no gold fact tables under {root / 'gold'} yet; run `pos-lakehouse demo` or `pos-lakehouse run` first")
     diffs = reconcile(expected, gold_totals(lake, specs()).filter(pl.col("retailer").is_in(expected["retailer"].unique().implode())))
-    print("no differences" if diffs.is_empty() else diffs)
-    return 0 if diffs.is_empty() else 1
+    coverage = coverage_differences(lake, [s for s in specs() if s.name in set(expected["retailer"])], expected)
+    print("no differences" if diffs.is_empty() and coverage.is_empty() else f"{diffs}\n{coverage}")
+    return 0 if diffs.is_empty() and coverage.is_empty() else 1
 
 
 def demo_sources(root: Path):

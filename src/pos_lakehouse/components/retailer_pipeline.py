@@ -18,9 +18,11 @@ from pos_lakehouse.ingest.sftp import landing_for
 from pos_lakehouse.layers.bronze import ingest_files
 from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
 from pos_lakehouse.layers.replay import rewind_silver
-from pos_lakehouse.layers.silver import refresh_silver, silver_metadata, silver_result_from_dict
+from pos_lakehouse.layers.silver import CALENDAR, refresh_silver, silver_metadata, silver_result_from_dict
+from pos_lakehouse.layers.silver.calendar import calendar_source, read_calendar
 from pos_lakehouse.layers.silver.quarantine import fix_hint, quarantine_overflows
 from pos_lakehouse.quality.checks import run_silver_checks, silver_check_specs
+from pos_lakehouse.quality.completeness import calendar_metadata
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.sensors.reference import REFERENCE_KEYS
 from pos_lakehouse.storage.lake import Lake
@@ -141,7 +143,10 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
         for table_name in spec.silver_tables:
             table = canonical.TABLES[table_name]
             deps = [bronze_key(spec, f.name) for f in spec.files_holding(table_name)]
-            if table_name in spec.derived_tables:
+            if table_name == CALENDAR:  # rebuilt from the stored facts and the stores the site dimension knows
+                deps = [silver_key(spec, calendar_source(spec)[0])]
+                deps += [silver_key(spec, "site_dim")] if "site_dim" in spec.canonical_tables else []
+            elif table_name in spec.derived_tables:
                 deps = [silver_key(spec, "store_day_fact")]
             elif table_name in canonical.FACTS:
                 deps += [silver_key(spec, d) for d in canonical.DIMENSIONS if d in spec.canonical_tables]
@@ -154,7 +159,11 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
                     description=f"{spec.name}: {table.description}",
                     deps=deps,
                     group_name=group,
-                    kinds={"polars", "spark", "delta"} if spec.engine == "auto" else {spec.engine, "delta"},
+                    kinds={"polars", "delta"}
+                    if table_name == CALENDAR
+                    else {"polars", "spark", "delta"}
+                    if spec.engine == "auto"
+                    else {spec.engine, "delta"},
                     tags={"layer": "silver", "retailer": spec.name, "freshness": FRESHNESS_TAG[spec.cadence]},
                     freshness_policy=FRESHNESS[spec.cadence],
                     # Its columns come with each materialization (`silver_metadata`).
@@ -183,25 +192,30 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             if run_spec.engine == "spark":
                 # The same refresh as a Spark job through Dagster Pipes; it reports materializations
                 # and its per-table results, and the checks run here on the tables it wrote.
-                invocation = spark.run(context, run_spec, "silver", tables, lake.root)
-                yield from invocation.get_results()
+                invocation = spark.run(context, run_spec, "silver", [t for t in tables if t != CALENDAR], lake.root)
+                # Pipes reports every selected asset; the calendar's result is this process's (below).
+                yield from (r for r in invocation.get_results() if getattr(r, "asset_key", None) != silver_key(spec, CALENDAR))
                 results = {
                     m["table"]: silver_result_from_dict(m["silver"])
                     for m in invocation.get_custom_messages()
                     if isinstance(m, dict) and "silver" in m
                 }
+                # The calendar is days x stores: always rebuilt here, from the facts the job wrote.
+                results |= refresh_silver(lake, spec, [CALENDAR] if CALENDAR in tables else [], datetime.now(UTC))
             else:
                 results = refresh_silver(lake, spec, tables, datetime.now(UTC))
-                for name, r in results.items():
-                    if r.quarantined:
-                        context.log.warning(
-                            f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}{fix_hint(r.quarantine_reasons)}"
-                        )
-                    uri = lake.silver(spec.name, name)
-                    yield dg.MaterializeResult(
-                        asset_key=silver_key(spec, name),
-                        metadata=dagster_metadata(silver_metadata(r, lake.row_count(uri), uri, "polars")),
+            for name, r in results.items():
+                if run_spec.engine == "spark" and name != CALENDAR:
+                    continue  # reported by the Spark job
+                if r.quarantined:
+                    context.log.warning(
+                        f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}{fix_hint(r.quarantine_reasons)}"
                     )
+                uri = lake.silver(spec.name, name)
+                metadata = dagster_metadata(silver_metadata(r, lake.row_count(uri), uri, "polars"))
+                if name == CALENDAR:
+                    metadata |= calendar_metadata(read_calendar(lake, spec))
+                yield dg.MaterializeResult(asset_key=silver_key(spec, name), metadata=metadata)
             failed = []
             for check in run_silver_checks(context, lake, spec, tables, results):
                 if not check.passed and check.severity == dg.AssetCheckSeverity.ERROR:

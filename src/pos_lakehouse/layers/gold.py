@@ -19,7 +19,7 @@ from pos_lakehouse.storage.interface import LakeIO, Writer
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.chunks import ranges_within
 
-GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact")
+GOLD_TABLES = ("prod_dim", "site_dim", "store_day_fact", "store_week_fact", "store_month_fact", "delivery_calendar")
 PARTITION_COLUMN = "data_provider_code"
 _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 import polars as pl
 
+from pos_lakehouse.quality.completeness import completeness_check_spec, completeness_result
 from pos_lakehouse.quality.schemas import evaluate, rule_names, rules_for
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
@@ -41,6 +42,9 @@ def silver_check_specs(spec: RetailerSpec, keys: Sequence[dg.AssetKey]) -> list[
         table = key.path[-1]
         for name, blocking, description in rule_names(table):
             checks.append(dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description))
+        if table == canonical.DELIVERY_CALENDAR.name:
+            checks.append(completeness_check_spec(spec, key))
+            continue
         if table in canonical.DIMENSIONS:
             table_checks = _DIMENSION_CHECKS
         else:
@@ -86,6 +90,10 @@ def run_silver_checks(context, lake: Lake, spec: RetailerSpec, tables: Sequence[
     for table in tables:
         key = dg.AssetKey(["silver", spec.name, table])
         yield from check_silver_table(lake, spec, table, key)
+        if table == canonical.DELIVERY_CALENDAR.name:
+            uri = lake.silver(spec.name, table)
+            calendar = lake.scan(uri, canonical.DELIVERY_CALENDAR.schema).collect() if lake.exists(uri) else None
+            yield completeness_result(spec, key, calendar)
         if table in canonical.FACTS and table in spec.canonical_tables:
             r = (results or {}).get(table)
             counts = {
@@ -142,7 +150,7 @@ def check_silver_table(lake: Lake, spec: RetailerSpec, table: str, key: dg.Asset
         yield _result(
             key, "one_current_version", bad, frame.height, "entities without exactly one current version or with overlapping versions"
         )
-    else:
+    elif table in canonical.FACTS:
         failing = []
         for dim_name, key_col in (("prod_dim", "prod_key"), ("site_dim", "site_key")):
             dim_keys = lake.scan(lake.silver(spec.name, dim_name), canonical.TABLES[dim_name].schema).select(key_col).collect()

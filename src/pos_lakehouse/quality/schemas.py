@@ -102,6 +102,8 @@ def rule_names(table_name: str) -> tuple[tuple[str, bool, str], ...]:
     """(name, blocking, description) of each rule of a table, in `rules_for`'s order: what check
     specs need, without building a pandera schema (nor importing pandera)."""
     table = canonical.TABLES[table_name]
+    if table_name == canonical.DELIVERY_CALENDAR.name:
+        return (("structure_and_keys", True, "Types, non-null dates and stores, unique (date, site_id), a known status."),)
     if table_name in canonical.DIMENSIONS:
         _, key, code = _dimension_codes(table_name)
         return (
@@ -138,6 +140,24 @@ def _schemas(table_name: str, today: date) -> list[pa.DataFrameSchema]:
     import pandera.polars as pa
 
     table = canonical.TABLES[table_name]
+    if table_name == canonical.DELIVERY_CALENDAR.name:
+        from pos_lakehouse.transform.calendar import STATUSES
+
+        structure = pa.DataFrameSchema(
+            {
+                "date": pa.Column(pl.Date, nullable=False),
+                "site_id": pa.Column(pl.String, nullable=False),
+                "status": pa.Column(pl.String, pa.Check.isin(list(STATUSES)), nullable=False),
+                "expected": pa.Column(pl.Boolean, nullable=False),
+                "delivered": pa.Column(pl.Boolean, nullable=False),
+                "rows": pa.Column(pl.Int64, pa.Check.ge(0), nullable=False),
+                "data_provider_code": pa.Column(pl.String, nullable=False),
+                "secure_group_key": pa.Column(pl.Int64, nullable=False),
+            },
+            unique=list(table.natural_keys),
+            name=f"{table_name}_structure",
+        )
+        return [structure]
     if table_name in canonical.DIMENSIONS:
         natural, key, code = _dimension_codes(table_name)
         structure = pa.DataFrameSchema(

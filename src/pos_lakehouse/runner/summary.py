@@ -38,7 +38,10 @@ def check_outcomes(instance: dg.DagsterInstance, spec: RetailerSpec) -> Counter:
     for table in spec.silver_tables:
         asset = dg.AssetKey(["silver", spec.name, table])
         names = [name for name, _, _ in rule_names(table)]
-        names.append("one_current_version" if table in canonical.DIMENSIONS else "facts_reference_dimension_versions")
+        if table == canonical.DELIVERY_CALENDAR.name:
+            names.append("deliveries_complete")
+        else:
+            names.append("one_current_version" if table in canonical.DIMENSIONS else "facts_reference_dimension_versions")
         keys += [dg.AssetCheckKey(asset, n) for n in names]
     outcome: Counter = Counter()
     records = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)

@@ -81,9 +81,10 @@ def _report(pipes, asset_key: str | None, metadata: dict, message: dict) -> None
 
 def run_silver(pipes, lake, spec, tables: list[str], now: datetime) -> None:
     """`refresh_silver` on a `SparkLake`; the asset evaluates the checks on the written tables."""
-    from pos_lakehouse.layers.silver import refresh_silver, silver_metadata
+    from pos_lakehouse.layers.silver import CALENDAR, refresh_silver, silver_metadata
 
-    for name, r in refresh_silver(lake, spec, tables, now).items():
+    # The delivery calendar (days x stores) is built in the Dagster process, from what this job wrote.
+    for name, r in refresh_silver(lake, spec, [t for t in tables if t != CALENDAR], now).items():
         uri = lake.silver(spec.name, name)
         if r.quarantined:
             pipes.log.warning(f"{spec.name}.{name}: {r.quarantined} row(s) quarantined: {r.quarantine_reasons}")

@@ -159,19 +159,21 @@ _MASKED_COLUMNS: tuple[Column, ...] = tuple(
 )
 
 
-# Week and month rows of the period in progress are published period-to-date and recomputed as
-# days arrive; these columns say how much of the period a row covers.
+# Week and month rows say what they hold: the days their store delivered, the days the period
+# has, and whether all of them arrived (a period in progress, or one with a gap, is not complete).
 PERIOD_COLUMNS: tuple[Column, ...] = (
     Column(
         "is_complete",
         pl.Boolean(),
-        "False while the period is still in progress: the values are period-to-date, up to the retailer's latest delivered day.",
+        "True only when the store delivered every day of the period (`days_covered` = `days_expected`); false while the "
+        "period is in progress, or when a day is missing (e.g. a first week that starts mid-week).",
     ),
     Column(
         "days_covered",
         pl.Int64(),
-        "Days of the period the values cover, from its first day (7 or the month's length once complete).",
+        "Days of the period with delivered rows for this store (a restated day counts once); the values sum these days.",
     ),
+    Column("days_expected", pl.Int64(), "Days the period has, all of which a daily sender owes (7, or the month's length)."),
 )
 
 
@@ -206,7 +208,29 @@ STORE_MONTH_FACT = _fact_table(
     "store_month_fact", "month_end_date", "Monthly sales, returns and inventory per store and product (month ending date).", period=True
 )
 
-TABLES: dict[str, CanonicalTable] = {t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT, STORE_MONTH_FACT)}
+DELIVERY_CALENDAR = CanonicalTable(
+    name="delivery_calendar",
+    description="Deliveries owed and received per date and store: expected vs delivered, rows, files, arrival and lateness.",
+    natural_keys=("date", "site_id"),
+    source_columns=(
+        Column("date", pl.Date(), "The day owed (for a retailer that sends week totals: the week's end date).", required=True),
+        Column("site_id", pl.String(), "Retailer store id; `*` when the retailer is owed per day, not per store.", required=True),
+        Column("grain", pl.String(), "`day` or `week`: what one date of this retailer's calendar stands for."),
+        Column("expected", pl.Boolean(), "The retailer owes this cell (cadence, start and known stores of its YAML and site dimension)."),
+        Column("delivered", pl.Boolean(), "Rows for this date and store are stored in silver."),
+        Column("status", pl.String(), "delivered, late, missing (past due, nothing), pending (not due yet) or unexpected."),
+        Column("rows", pl.Int64(), "Fact rows stored for the cell (after restatements: each row once)."),
+        Column("files", pl.Int64(), "Distinct delivered files the stored rows came from."),
+        Column("first_arrival", pl.Datetime("us", "UTC"), "When the cell's rows first arrived (kept across restatements)."),
+        Column("last_arrival", pl.Datetime("us", "UTC"), "When the cell's latest stored rows arrived."),
+        Column("due_at", pl.Datetime("us", "UTC"), "When the cell was due (never before the retailer's first delivery)."),
+        Column("late_by_hours", pl.Float64(), "Hours the first arrival came after `due_at`; for a missing cell, hours overdue so far."),
+    ),
+)
+
+TABLES: dict[str, CanonicalTable] = {
+    t.name: t for t in (PROD_DIM, SITE_DIM, STORE_DAY_FACT, STORE_WEEK_FACT, STORE_MONTH_FACT, DELIVERY_CALENDAR)
+}
 DIMENSIONS = ("prod_dim", "site_dim")
 FACTS = ("store_day_fact", "store_week_fact", "store_month_fact")
 

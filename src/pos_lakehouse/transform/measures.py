@@ -82,21 +82,16 @@ def period_days(end_expr: nw.Expr, grain: Grain) -> nw.Expr:
     return nw.lit(1, nw.Int64)
 
 
-def with_period_coverage(periods: nw.LazyFrame, end_col: str, grain: Grain, as_of: date, week_ends_on: str = "sunday") -> nw.LazyFrame:
-    """`is_complete` and `days_covered` of period rows, given the latest day delivered (`as_of`).
+def with_period_coverage(periods: nw.LazyFrame, end_col: str, grain: Grain) -> nw.LazyFrame:
+    """`days_expected` and `is_complete` of period rows that carry `days_covered` (their store's delivered days).
 
-    A period is complete once the retailer's data reaches its last day. Only the period holding
-    `as_of` can be open (later periods have no days yet); its rows cover its days up to `as_of`.
+    A daily sender owes every day of a period, so `days_expected` is the period's length (7 or the
+    month's); a row is complete only when its store delivered every one of those days. A period
+    still in progress, a first week that starts mid-week or a week with a day missing is not.
     """
-    open_days = (as_of - period_start_of(as_of, grain, week_ends_on)).days + 1
-    complete = nw.col(end_col) <= nw.lit(as_of, nw.Date)
-    return periods.with_columns(
-        complete.alias("is_complete"),
-        nw.when(complete)
-        .then(period_days(nw.col(end_col), grain))
-        .otherwise(nw.lit(open_days, nw.Int64))
-        .cast(nw.Int64)
-        .alias("days_covered"),
+    expected = period_days(nw.col(end_col), grain).cast(nw.Int64)
+    return periods.with_columns(expected.alias("days_expected")).with_columns(
+        (nw.col("days_covered") >= nw.col("days_expected")).alias("is_complete")
     )
 
 
@@ -130,9 +125,13 @@ def aggregate_period(daily: nw.LazyFrame, grain: Literal["week", "month"], week_
     # inner join on that key matches each period row to exactly its last day.
     sums = days.group_by(group).agg(*[nw.col(m).sum().alias(m) for m in flows], nw.col("date").max().alias("date"))
     day_key = ["date", "site_id", "prod_id"]
+    # Days the store delivered in the period (any product): what the period's values hold. A
+    # restated day is one stored day, so it counts once.
+    store_days = days.group_by(end_col, "site_id").agg(nw.col("date").n_unique().cast(nw.Int64).alias("days_covered"))
     return (
         sums.join(daily.select(*day_key, *last_cols), on=day_key, how="inner")
         .drop("date")
+        .join(store_days, on=[end_col, "site_id"], how="left")
         .with_columns(nw.col(m).cast(day_fact.column(m).nw_dtype) for m in flows)
     )
 

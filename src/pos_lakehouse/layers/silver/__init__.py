@@ -9,7 +9,7 @@ engine functions narwhals lacks come from `engines.edges`.
 
 Where things live: `plan` (what a kind of file's new bronze rows are and where they go),
 `batches` (how they are cut and ordered), `dimensions` and `facts` (each walks its rows:
-gather, transform, write), `derived` (FX, masks, period facts), `quarantine` (rows that broke
+gather, transform, write), `derived` (FX, masks, period facts), `calendar` (deliveries owed and received), `quarantine` (rows that broke
 a rule), `result` (what a refresh did). The canonical model's own facts (keys, grains,
 partitions, derived columns) are in `transform.canonical`.
 """
@@ -28,7 +28,10 @@ from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
 from pos_lakehouse.transform.canonical import DERIVED_MEASURE_COLUMNS, DIM_FOR_ID, GRAIN, KEY_COLUMN, fact_partitions
 
+CALENDAR = canonical.DELIVERY_CALENDAR.name
+
 __all__ = [
+    "CALENDAR",
     "DERIVED_MEASURE_COLUMNS",
     "DIM_FOR_ID",
     "GRAIN",
@@ -65,6 +68,12 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
             results[name] = refresh_facts(lake, spec, name, now)
             results[name].fx_filled = refill_late_fx(lake, spec, name, now) if existed else 0
     for name in spec.derived_tables:
+        if name == CALENDAR:
+            continue
         if name in tables:
             results[name] = refresh_period_facts(lake, spec, name, now)
+    if CALENDAR in tables:  # in-process Polars whichever engine wrote the facts (see `calendar`)
+        from pos_lakehouse.layers.silver.calendar import refresh_calendar
+
+        results[CALENDAR] = refresh_calendar(lake, spec, now)  # type: ignore[arg-type]
     return results

@@ -125,20 +125,11 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     result = SilverResult(table_name, bronze_versions=dict(marks))
     watermark = marks.get("day_updated_at")
     daily = lake.read(day_uri, canonical.STORE_DAY_FACT.schema)
-    # One scan of two columns: the changed days' range and newest update, and the latest day of all.
-    changed = nw.lit(True) if watermark is None else nw.col("_updated_at") > datetime.fromisoformat(watermark)
-    lo, hi, mark, as_of = (
-        daily.select(
-            nw.when(changed).then(nw.col("date")).alias("_changed_date"),
-            nw.when(changed).then(nw.col("_updated_at")).alias("_changed_at"),
-            "date",
-        )
-        .select(
-            nw.col("_changed_date").min().alias("lo"),
-            nw.col("_changed_date").max().alias("hi"),
-            nw.col("_changed_at").max().alias("mark"),
-            nw.col("date").max().alias("as_of"),
-        )
+    # One scan of two columns: the changed days' range and their newest update. A period's
+    # coverage follows from its own days, so only periods with a changed day are recomputed.
+    changed = daily if watermark is None else daily.filter(nw.col("_updated_at") > datetime.fromisoformat(watermark))
+    lo, hi, mark = (
+        changed.select(nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark"))
         .collect(backend="polars")
         .row(0)
     )
@@ -146,20 +137,8 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
         return result
     first_end = period_end_of(lo, grain, spec.week_ends_on)
     last_end = period_end_of(hi, grain, spec.week_ends_on)
-    # The period in progress is published period-to-date (`as_of`); once the retailer's days reach
-    # its end (or pass it) it is recomputed as complete, even when no day of it changed.
     pin = lake.pin(uri)  # a first load appends on this snapshot, or MERGEs if another process wrote since
     stored = lake.exists(uri)
-    if stored:
-        closing = (
-            lake.read(uri, table.schema)
-            .filter(~nw.col("is_complete") & (nw.col(end_col) <= as_of))
-            .select(nw.col(end_col).min())
-            .collect(backend="polars")
-            .item()
-        )
-        if closing is not None and closing < first_end:
-            first_end = closing
     # Whole periods: from the day after the previous period's end.
     first_day = first_end - timedelta(days=6) if grain == "week" else first_end.replace(day=1)
     days = daily.filter(nw.col("date").is_between(first_day, last_end))
@@ -170,7 +149,7 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     parts = []
     for lo_end, hi_end in ranges_within(sizes.iter_rows(), silver_batch_rows()):
         chunk = daily.filter(nw.col("date").is_between(period_start_of(lo_end, grain, spec.week_ends_on), hi_end))
-        periods = with_period_coverage(aggregate_period(chunk, grain, spec.week_ends_on), end_col, grain, as_of, spec.week_ends_on)
+        periods = with_period_coverage(aggregate_period(chunk, grain, spec.week_ends_on), end_col, grain)
         parts.append(engine.persist(conform(periods, table)))
     aggregated = nw.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
     reach = history_window(grain)

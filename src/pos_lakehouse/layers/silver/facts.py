@@ -121,7 +121,9 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     )
     if "is_complete" in {c.name for c in table.columns}:
         # Delivered weeks are whole weeks (a week not yet ended is quarantined as future-dated).
-        facts = facts.with_columns(nw.lit(True).alias("is_complete"), nw.lit(7, nw.Int64).alias("days_covered"))
+        facts = facts.with_columns(
+            nw.lit(True).alias("is_complete"), *(nw.lit(7, nw.Int64).alias(c) for c in ("days_covered", "days_expected"))
+        )
     n, lo, hi = (
         facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
     )
