@@ -58,7 +58,11 @@ def quarantine_failed(lake: LakeIO, spec: RetailerSpec, table_name: str, rows, r
             result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
         if "_source_file" in rows.collect_schema().names():
             # Per file: (quarantined, rows), for the share of a file's rows a run quarantines.
-            shares = rows.group_by("_source_file").agg(nw.len().alias("n"), (~ok()).sum().alias("bad")).collect(backend="polars")
+            shares = (
+                rows.group_by("_source_file")
+                .agg(nw.len().alias("n"), nw.when(ok()).then(0).otherwise(1).sum().alias("bad"))
+                .collect(backend="polars")
+            )
             for file, n, n_file_bad in shares.iter_rows():
                 before = result.quarantined_by_file.get(str(file), [0, 0])
                 result.quarantined_by_file[str(file)] = [before[0] + int(n_file_bad), before[1] + int(n)]
