@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import gzip
 import hashlib
 import io
 import json
 import tempfile
-import zipfile
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,93 +21,12 @@ from typing import Any
 
 import polars as pl
 
+from pos_lakehouse.ingest.archives import check_zip_container, compression_of, expand
+from pos_lakehouse.ingest.delivery_error import DeliveryError
 from pos_lakehouse.retailer import FileFormat, ReadLimits
 
 _UTF8 = {"utf-8", "utf8", "utf-8-sig", "utf_8"}
 _CHUNK = 8 << 20
-_MAX_DETAIL = 1000
-# Files expanding to less than this are exempt from the ratio limit: a few hundred repetitive
-# bytes may pack very well and harm nobody.
-_RATIO_GRACE = 1 << 20
-
-
-class DeliveryError(Exception):
-    """A delivered file that cannot be ingested; `reason` is a machine-readable code."""
-
-    def __init__(self, file: str, reason: str, detail: str):
-        self.file = file
-        self.reason = reason
-        # Reader messages may quote whole rows of a hostile file; keep what is carried around small.
-        if len(detail) > _MAX_DETAIL:
-            detail = detail[:_MAX_DETAIL] + f"... ({len(detail) - _MAX_DETAIL} more characters cut)"
-        self.detail = detail
-        super().__init__(f"{file}: {reason}: {detail}")
-
-
-class _Expansion:
-    """Counts bytes coming out of a decompressor and stops at the first limit crossed."""
-
-    def __init__(self, name: str, compressed_size: int, limits: ReadLimits, kind: str):
-        self.name, self.compressed, self.limits, self.kind, self.total = name, max(1, compressed_size), limits, kind, 0
-
-    def add(self, n: int) -> None:
-        self.total += n
-        lim = self.limits
-        if self.total > lim.max_decompressed_bytes:
-            raise DeliveryError(
-                self.name,
-                "too_large",
-                f"expands beyond max_decompressed_bytes={lim.max_decompressed_bytes} "
-                f"({self.kind}, {self.compressed} bytes compressed); stopped reading",
-            )
-        if self.total > _RATIO_GRACE and self.total > lim.max_ratio * self.compressed:
-            raise DeliveryError(
-                self.name,
-                "compression_ratio",
-                f"expands more than max_ratio={lim.max_ratio:g}x ({self.kind}: {self.compressed} bytes compressed, "
-                f"over {self.total} bytes expanded so far): a decompression bomb or corrupt data; stopped reading",
-            )
-
-
-def _compression(path: Path, fmt: FileFormat) -> str:
-    if fmt.compression != "infer":
-        return fmt.compression
-    return {".gz": "gzip", ".zip": "zip"}.get(path.suffix.lower(), "none")
-
-
-def _expand(path: Path, compression: str, limits: ReadLimits, name: str, target: Path) -> Path:
-    """Stream-decompress `path` into `target` within the limits; memory stays at one chunk."""
-    counter = _Expansion(name, path.stat().st_size, limits, compression)
-    try:
-        if compression == "gzip":
-            with gzip.open(path, "rb") as src, open(target, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    counter.add(len(chunk))
-                    out.write(chunk)
-        else:
-            with zipfile.ZipFile(path) as zf:
-                members = [m for m in zf.infolist() if not m.is_dir()]
-                if len(members) != 1:
-                    raise DeliveryError(name, "zip_members", f"expected one file in the zip, found {len(members)}")
-                with zf.open(members[0]) as src, open(target, "wb") as out:
-                    while chunk := src.read(_CHUNK):
-                        counter.add(len(chunk))
-                        out.write(chunk)
-    except EOFError as exc:  # the compressed stream ends early: a partial upload
-        raise DeliveryError(name, "truncated", f"compressed data ends early ({compression}): {exc}") from exc
-    except (OSError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DeliveryError(name, "corrupt", f"cannot decompress ({compression}): {exc}") from exc
-    return target
-
-
-def _check_zip_container(path: Path, limits: ReadLimits, name: str) -> None:
-    """An .xlsx is a zip: refuse one whose members declare more than the limits before opening it."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            declared = sum(i.file_size for i in zf.infolist())
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise DeliveryError(name, "corrupt", f"cannot read as excel: not a readable .xlsx (zip) file ({exc})") from exc
-    _Expansion(name, path.stat().st_size, limits, "xlsx").add(declared)
 
 
 def _check_columns(n: int, limits: ReadLimits, name: str) -> None:
@@ -151,8 +67,8 @@ def read_raw(
         raise DeliveryError(name, "empty_file", "the file has zero bytes")
     if size > limits.max_compressed_bytes:
         raise DeliveryError(name, "too_large", f"{size} bytes is more than max_compressed_bytes={limits.max_compressed_bytes}")
-    compression = _compression(path, fmt)
-    plain = path if compression == "none" else _expand(path, compression, limits, name, workdir / "expanded")
+    compression = compression_of(path, fmt)
+    plain = path if compression == "none" else expand(path, compression, limits, name, workdir / "expanded")
     try:
         if fmt.type == "parquet":
             try:
@@ -180,7 +96,7 @@ def read_raw(
             # A whole document has to be parsed at once; its size is already bounded by the limits above.
             frame = _as_strings(json_records(_decode(plain.read_bytes(), fmt.encoding, name), fmt.record_path, name))
         elif fmt.type == "excel":
-            _check_zip_container(plain, limits, name)
+            check_zip_container(plain, limits, name)
             data = plain.read_bytes()
             read = (
                 pl.read_excel(io.BytesIO(data), sheet_name=fmt.sheet_name, infer_schema_length=0)
@@ -385,7 +301,7 @@ def hash_and_check(
     name = display_name or path.name
     limits = limits or ReadLimits()
     digest = hashlib.sha256()
-    text = fmt.type in ("csv", "jsonl") and _compression(path, fmt) == "none" and fmt.encoding.lower() in _UTF8
+    text = fmt.type in ("csv", "jsonl") and compression_of(path, fmt) == "none" and fmt.encoding.lower() in _UTF8
     check = _TextCheck(fmt.encoding, name, limits) if text else None
     error: DeliveryError | None = None
     with open(path, "rb") as fh, ThreadPoolExecutor(1, thread_name_prefix="pos_lakehouse_hash") as pool:

@@ -33,7 +33,7 @@ from deltalake.exceptions import CommitFailedError
 from deltalake.transaction import AddAction
 
 from pos_lakehouse.storage import snapshots
-from pos_lakehouse.storage.interface import Writer, commit_metadata
+from pos_lakehouse.storage.interface import Stale, Writer, commit_metadata
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
     import pyarrow as pa
@@ -301,3 +301,29 @@ def frame_stats(part: pl.DataFrame) -> str:
         if has_stats(column.dtype):
             bounds[column.name] = (column.min(), column.max())
     return add_stats(part.height, bounds, nulls)
+
+
+class Pin:
+    """A table's snapshot a write was decided on, and the one it commits on.
+
+    "Nothing is stored here yet, so append" holds only for the snapshot it was read from: a blind
+    append made on a newer one would add the rows a second time if another process appended them
+    meanwhile. The pinned write carries its writer's transaction (`Writer`), so delta-rs refuses
+    it when a commit of the same writer landed after the pinned snapshot; that raises `Stale`
+    (not retried: the caller MERGEs by key instead). A table absent when pinned is pinned at its
+    creation (version 0, empty: tables are created empty).
+    """
+
+    def __init__(self, uri: str, version: int | None):
+        self.uri, self.version = uri, version
+
+    def commit(self, write, writer: Writer | None = None) -> None:
+        table = DeltaTable(self.uri, version=self.version if self.version is not None else 0)
+        if consumed(table, writer):
+            raise Stale(f"{self.uri}: this work is already in the table")
+        try:
+            write(table)
+        except Exception as exc:
+            if is_conflict(exc):
+                raise Stale(f"{self.uri}: another writer committed after the snapshot this write was decided on") from exc
+            raise RuntimeError(f"Delta write to {self.uri} failed: {exc}") from exc

@@ -20,13 +20,13 @@ from pos_lakehouse.storage import delta_files, partition_append, snapshots
 from pos_lakehouse.storage.delta_commit import (
     ROW_GROUP_ROWS,
     Conflict,
+    Pin,
     applied,
     commit_files,
     commit_properties,
     consumed,
     create_table,
     ensure_table,
-    is_conflict,
     retry,
     writer_properties,
 )
@@ -434,32 +434,6 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         properties = commit_properties(None, "remove duplicate keys", writer=self.writer_of(uri, writer))
         retry(lambda: write_deltalake(uri, kept.to_arrow(), mode="overwrite", predicate=predicate, commit_properties=properties), uri)
         return affected.height - kept.height
-
-
-class Pin:
-    """A table's snapshot a write was decided on, and the one it commits on.
-
-    "Nothing is stored here yet, so append" holds only for the snapshot it was read from: a blind
-    append made on a newer one would add the rows a second time if another process appended them
-    meanwhile. The pinned write carries its writer's transaction (`Writer`), so delta-rs refuses
-    it when a commit of the same writer landed after the pinned snapshot; that raises `Stale`
-    (not retried: the caller MERGEs by key instead). A table absent when pinned is pinned at its
-    creation (version 0, empty: tables are created empty).
-    """
-
-    def __init__(self, uri: str, version: int | None):
-        self.uri, self.version = uri, version
-
-    def commit(self, write, writer: Writer | None = None) -> None:
-        table = DeltaTable(self.uri, version=self.version if self.version is not None else 0)
-        if consumed(table, writer):
-            raise Stale(f"{self.uri}: this work is already in the table")
-        try:
-            write(table)
-        except Exception as exc:
-            if is_conflict(exc):
-                raise Stale(f"{self.uri}: another writer committed after the snapshot this write was decided on") from exc
-            raise RuntimeError(f"Delta write to {self.uri} failed: {exc}") from exc
 
 
 def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:
