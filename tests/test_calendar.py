@@ -12,6 +12,7 @@ import narwhals as nw
 import polars as pl
 
 from pos_lakehouse.transform.calendar import (
+    BACKFILL_WINDOW,
     build_calendar,
     calendar_dates,
     delivered_files,
@@ -168,6 +169,22 @@ def test_late_file_fills_a_gap_the_week_turns_complete_and_the_cell_says_how_lat
     assert weeks["is_complete"].all() and set(weeks["days_covered"]) == {7}
     # Only the filled cell changed: the others keep their stamp, so gold republishes one row.
     assert after.filter(pl.col("_updated_at") == later)["date"].to_list() == [gap]
+
+
+def test_history_in_a_first_delivery_arriving_over_minutes_is_backfill_and_later_days_can_be_late():
+    """An API's first pull (or an SFTP copy of history) arrives page by page over a few minutes:
+    none of it is late. A day that first arrives after that window still is."""
+    days = [MONDAY + timedelta(days=i) for i in range(6)]
+    pulled = _at(SUNDAY + timedelta(days=1), 8)
+    pages = {(d, "S1"): pulled + timedelta(seconds=20 * i) for i, d in enumerate(days)}
+    straggler = SUNDAY
+    late_at = max(pulled + BACKFILL_WINDOW, _at(straggler + timedelta(days=2))) + timedelta(hours=3)
+    facts = _day_facts([*pages, (straggler, "S1")], arrived={**pages, (straggler, "S1"): late_at})
+    cal = _calendar(facts, ["S1"], now=late_at + timedelta(minutes=5))
+    status = dict(zip(cal["date"].to_list(), cal["status"].to_list(), strict=True))
+    assert [status[d] for d in days] == ["delivered"] * len(days), status
+    assert status[straggler] == "late"
+    assert cal.filter(pl.col("date") == straggler)["late_by_hours"].item() > 0
 
 
 def test_restated_day_counts_once_and_keeps_its_first_arrival():

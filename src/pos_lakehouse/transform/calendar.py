@@ -26,6 +26,10 @@ CalendarGrain = Literal["day", "week"]
 STATUSES = ("delivered", "late", "missing", "pending", "unexpected")
 # The calendar's cell when a retailer is expected per day rather than per store.
 ALL_STORES = "*"
+# A retailer's first delivery can take a while to arrive in full (an API's pages, an SFTP folder of
+# history files copied one by one): what first arrives within this window of the very first arrival
+# is that first delivery's backfill, never late.
+BACKFILL_WINDOW = timedelta(hours=1)
 
 _FILES_SCHEMA = {
     "date": pl.Date,
@@ -142,8 +146,8 @@ def build_calendar(
 
     `previous` (the stored calendar) keeps each cell's first arrival: a restatement replaces a
     day's rows (and their arrival times) but the day arrived when it first did. Nothing counts as
-    late before the retailer's very first arrival (history sent with the first delivery is a
-    backfill, not late).
+    late before the retailer's first delivery has arrived (history sent with it, up to
+    `BACKFILL_WINDOW` after its first file or page, is a backfill, not late).
     """
     delivered = cells_from_files(files)
     if previous is not None and not previous.is_empty():
@@ -166,7 +170,7 @@ def build_calendar(
     )
     due = due_at(pl.col("date"), cadence, grain, week_ends_on, due_days)
     if onboarded is not None:
-        due = pl.max_horizontal(due, pl.lit(onboarded).cast(pl.Datetime("us", "UTC")))
+        due = pl.max_horizontal(due, pl.lit(onboarded + BACKFILL_WINDOW).cast(pl.Datetime("us", "UTC")))
     now_lit = pl.lit(now).cast(pl.Datetime("us", "UTC"))
     cells = cells.with_columns(due.alias("due_at"))
     late = pl.col("delivered") & (pl.col("first_arrival") > pl.col("due_at"))
