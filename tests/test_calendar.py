@@ -12,7 +12,6 @@ import narwhals as nw
 import polars as pl
 
 from pos_lakehouse.transform.calendar import (
-    BACKFILL_WINDOW,
     build_calendar,
     calendar_dates,
     delivered_files,
@@ -33,9 +32,11 @@ def _at(day: date, hours: float = 6) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(hours=hours)
 
 
-def _day_facts(cells: list[tuple[date, str]], *, arrived: dict | None = None, products: int = 2) -> pl.DataFrame:
+def _day_facts(
+    cells: list[tuple[date, str]], *, arrived: dict | None = None, loaded: dict | None = None, products: int = 2
+) -> pl.DataFrame:
     """Stored day facts: `products` rows per (date, store), each cell's file arriving the morning after
-    its day (or when `arrived` says)."""
+    its day (or when `arrived` says) and loaded into silver as it arrives (or when `loaded` says)."""
     rows = []
     for day, site in cells:
         at = (arrived or {}).get((day, site), _at(day + timedelta(days=1)))
@@ -48,7 +49,7 @@ def _day_facts(cells: list[tuple[date, str]], *, arrived: dict | None = None, pr
                     "_source_file": f"sales_{day}.csv",
                     "_delivery_id": f"h{day}{at:%H%M}",
                     "_ingested_at": at,
-                    "_updated_at": at,
+                    "_updated_at": (loaded or {}).get((day, site), at),
                     "pos_sales_units": 1,
                 }
             )
@@ -173,13 +174,14 @@ def test_late_file_fills_a_gap_the_week_turns_complete_and_the_cell_says_how_lat
 
 def test_history_in_a_first_delivery_arriving_over_minutes_is_backfill_and_later_days_can_be_late():
     """An API's first pull (or an SFTP copy of history) arrives page by page over a few minutes:
-    none of it is late. A day that first arrives after that window still is."""
+    none of it is late. A day that first arrives after that first load still is."""
     days = [MONDAY + timedelta(days=i) for i in range(6)]
     pulled = _at(SUNDAY + timedelta(days=1), 8)
     pages = {(d, "S1"): pulled + timedelta(seconds=20 * i) for i, d in enumerate(days)}
     straggler = SUNDAY
-    late_at = max(pulled + BACKFILL_WINDOW, _at(straggler + timedelta(days=2))) + timedelta(hours=3)
-    facts = _day_facts([*pages, (straggler, "S1")], arrived={**pages, (straggler, "S1"): late_at})
+    first_load = pulled + timedelta(minutes=5)  # silver loads the whole pull once its last page is in
+    late_at = _at(straggler + timedelta(days=2), 9)
+    facts = _day_facts([*pages, (straggler, "S1")], arrived={**pages, (straggler, "S1"): late_at}, loaded=dict.fromkeys(pages, first_load))
     cal = _calendar(facts, ["S1"], now=late_at + timedelta(minutes=5))
     status = dict(zip(cal["date"].to_list(), cal["status"].to_list(), strict=True))
     assert [status[d] for d in days] == ["delivered"] * len(days), status

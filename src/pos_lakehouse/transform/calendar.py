@@ -26,10 +26,6 @@ CalendarGrain = Literal["day", "week"]
 STATUSES = ("delivered", "late", "missing", "pending", "unexpected")
 # The calendar's cell when a retailer is expected per day rather than per store.
 ALL_STORES = "*"
-# A retailer's first delivery can take a while to arrive in full (an API's pages, an SFTP folder of
-# history files copied one by one): what first arrives within this window of the very first arrival
-# is that first delivery's backfill, never late.
-BACKFILL_WINDOW = timedelta(hours=1)
 
 _FILES_SCHEMA = {
     "date": pl.Date,
@@ -146,8 +142,10 @@ def build_calendar(
 
     `previous` (the stored calendar) keeps each cell's first arrival: a restatement replaces a
     day's rows (and their arrival times) but the day arrived when it first did. Nothing counts as
-    late before the retailer's first delivery has arrived (history sent with it, up to
-    `BACKFILL_WINDOW` after its first file or page, is a backfill, not late).
+    late that came with the retailer's first load: history sent with the first delivery is a
+    backfill, even when it arrives over minutes (an API's pages, history files copied one by one
+    to SFTP). The first load is the earliest silver update among the stored rows (should every row
+    of it be restated later, the backfill stretches to the next load: a rare, generous reading).
     """
     delivered = cells_from_files(files)
     if previous is not None and not previous.is_empty():
@@ -170,10 +168,13 @@ def build_calendar(
     )
     due = due_at(pl.col("date"), cadence, grain, week_ends_on, due_days)
     if onboarded is not None:
-        due = pl.max_horizontal(due, pl.lit(onboarded + BACKFILL_WINDOW).cast(pl.Datetime("us", "UTC")))
+        due = pl.max_horizontal(due, pl.lit(onboarded).cast(pl.Datetime("us", "UTC")))
     now_lit = pl.lit(now).cast(pl.Datetime("us", "UTC"))
     cells = cells.with_columns(due.alias("due_at"))
     late = pl.col("delivered") & (pl.col("first_arrival") > pl.col("due_at"))
+    first_load = files["_updated_at"].min()
+    if first_load is not None:
+        late = late & (pl.col("first_arrival") > pl.lit(first_load).cast(pl.Datetime("us", "UTC")))
     overdue = ~pl.col("delivered") & pl.col("expected") & (now_lit >= pl.col("due_at"))
     # Rows before the owed range are unexpected; rows for a day not owed yet (today's) are simply early.
     owed_from = expected["date"].min()
