@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+from ports import free_port
 
 _SERVE = """
 import sys
@@ -176,9 +177,7 @@ def azure_server(tmp_path_factory):
     binary = azurite_binary()
     if binary is None:
         pytest.skip("Azurite is not installed (.ci/install-services installs it from npm)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [
             binary,

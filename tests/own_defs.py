@@ -8,9 +8,41 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+import yaml
 from demo_defs import SHIPPED_DEFS as DEFS  # only its infrastructure parts are copied, no retailer
 
 POLICY = "groups:\n  pos_admins: {description: everyone, all_retailers: true}\nusers:\n  ada: [pos_admins]\n"
+
+
+def retailer_yaml(
+    name: str,
+    retailer_id: int,
+    *,
+    files: list[dict],
+    columns: dict[str, dict[str, str]],
+    country: str = "ES",
+    currency: str = "EUR",
+    **more,
+) -> str:
+    """A retailer's `defs.yaml` as a user writes it: landing files, their columns, and `more` attributes
+    (cadence, limits ...); its security key follows from the id."""
+    attributes = {
+        "retailer_id": retailer_id,
+        "name": name,
+        "country": country,
+        "currency": currency,
+        "secure_group_key": 118000 + retailer_id,
+        **more,
+        "delivery": {"channel": "landing", "files": files},
+        "columns": columns,
+    }
+    document = {"type": "pos_lakehouse.components.RetailerPipeline", "attributes": attributes}
+    return yaml.safe_dump(document, sort_keys=False, width=1000)
+
+
+def csv_file(name: str, match: str, holds: list[str], **more) -> dict:
+    """One `delivery.files` entry: `;`-separated CSV files matching `match`."""
+    return {"name": name, "match": match, "holds": holds, "format": {"type": "csv", "separator": ";"}, **more}
 
 
 def defs_folder(root: Path, retailers: dict[str, str]) -> Path:

@@ -8,7 +8,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from ports import free_port
 
 
 def _pg_bin(name: str) -> str | None:
@@ -62,9 +62,7 @@ def postgres_server() -> Iterator[Server]:
         os.chown(folder, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data, log = folder / "data", folder / "server.log"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     admin_password = "admin-" + os.urandom(6).hex()
     pwfile = folder / "pw"
     pwfile.write_text(admin_password + "\n")

@@ -9,7 +9,6 @@ the tests find what was left behind.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from conftest import DEFS_DIR, PROJECT_ROOT
+from ports import free_port, listening
 
 DEFS = DEFS_DIR
 CLI = [sys.executable, "-m", "pos_lakehouse.cli"]
@@ -122,29 +122,10 @@ def test_sigint_to_run_cancels_the_run_in_flight_and_exits_130(data_root, tmp_pa
     assert not _left_behind(home)
 
 
-def _free_port() -> int:
-    for port in range(3200, 3300):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
-
-
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds left-over processes through /proc")
 def test_sigterm_to_dev_stops_every_process_and_frees_the_port(data_root, tmp_path, monkeypatch):
     env = _env(tmp_path, data_root, _defs_copy(tmp_path), monkeypatch)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [*CLI, "dev", "--port", str(port), "--host", "127.0.0.1"],
         env=env,
@@ -154,7 +135,7 @@ def test_sigterm_to_dev_stops_every_process_and_frees_the_port(data_root, tmp_pa
         text=True,
     )
     try:
-        _wait_until(lambda: _listening(port), 600, f"the UI listened on port {port}", proc)
+        _wait_until(lambda: listening(port), 600, f"the UI listened on port {port}", proc)
         assert len(_left_behind(env["DAGSTER_HOME"])) >= 3  # the wrapper, dg dev, webserver, daemon, code server ...
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
@@ -164,6 +145,6 @@ def test_sigterm_to_dev_stops_every_process_and_frees_the_port(data_root, tmp_pa
     assert proc.returncode == 143, err[-3000:]
     assert [line for line in err.splitlines() if line.strip()][-1].startswith("stopped by SIGTERM:")
     assert not _left_behind(env["DAGSTER_HOME"])
-    assert not _listening(port)
+    assert not listening(port)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # free for the next `dev`

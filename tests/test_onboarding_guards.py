@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from own_defs import csv_file, defs_folder, retailer_yaml, run_ingest
 
 from pos_lakehouse.components.yaml_errors import load_error_lines
 from pos_lakehouse.definitions import build_definitions
@@ -24,28 +25,12 @@ from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.retailer_checks import FieldError
 from pos_lakehouse.storage.lake import Lake
 
-RETAILER_YAML = """\
-type: pos_lakehouse.components.RetailerPipeline
-attributes:
-  retailer_id: 1997
-  name: guard_es
-  country: ES
-  currency: EUR
-  secure_group_key: 119997
-  delivery:
-    channel: landing
-    files:
-      - name: ventas
-        match: "ventas_*.csv"
-        holds: [prod_dim, site_dim, store_day_fact]
-        format: {type: csv, separator: ";"}
-  columns:
-    ventas:
-      Fecha: date
-      Tienda: site_id
-      Articulo: prod_id
-      Unidades: pos_sales_units
-"""
+RETAILER_YAML = retailer_yaml(
+    "guard_es",
+    1997,
+    files=[csv_file("ventas", "ventas_*.csv", ["prod_dim", "site_dim", "store_day_fact"])],
+    columns={"ventas": {"Fecha": "date", "Tienda": "site_id", "Articulo": "prod_id", "Unidades": "pos_sales_units"}},
+)
 
 
 def _defs_folder(tmp_path: Path, yaml_text: str) -> Path:
@@ -165,30 +150,17 @@ def test_a_typo_in_an_allowed_value_makes_run_print_one_line_and_fail_without_a_
     ]
 
 
-WEEKLY_YAML = """\
-type: pos_lakehouse.components.RetailerPipeline
-attributes:
-  retailer_id: 1995
-  name: weekly_nl
-  country: NL
-  currency: EUR
-  secure_group_key: 119995
-  cadence: weekly
-  delivery:
-    channel: landing
-    files:
-      - name: weeks
-        match: "weeks_*.csv"
-        holds: [prod_dim, site_dim, store_week_fact]
-        format: {type: csv, separator: ";"}
-  columns:
-    weeks: {Week: week_end_date, Winkel: site_id, Artikel: prod_id, Aantal: pos_sales_units}
-"""
+WEEKLY_YAML = retailer_yaml(
+    "weekly_nl",
+    1995,
+    country="NL",
+    cadence="weekly",
+    files=[csv_file("weeks", "weeks_*.csv", ["prod_dim", "site_dim", "store_week_fact"])],
+    columns={"weeks": {"Week": "week_end_date", "Winkel": "site_id", "Artikel": "prod_id", "Aantal": "pos_sales_units"}},
+)
 
 
 def test_a_file_whose_weeks_mostly_miss_the_week_end_fails_the_run_naming_the_settings_and_the_share(tmp_path, data_root, instance):
-    from own_defs import defs_folder, run_ingest
-
     today = date.today()
     sunday = today - timedelta(days=(today.weekday() + 1) % 7 + 7)  # the end of a week that has ended
     monday = sunday - timedelta(days=6)
@@ -245,29 +217,12 @@ def test_byte_identical_empty_incremental_files_are_each_counted_as_a_file(tmp_p
     assert [(o.file, o.status) for o in outcomes] == [(n, "empty") for n in names]
 
 
-SNAPSHOT_YAML = """\
-type: pos_lakehouse.components.RetailerPipeline
-attributes:
-  retailer_id: 1993
-  name: snap_de
-  country: DE
-  currency: EUR
-  secure_group_key: 119993
-  delivery:
-    channel: landing
-    files:
-      - name: products
-        match: "artikel_*.csv"
-        holds: [prod_dim]
-        format: {type: csv, separator: ";"}
-  columns:
-    products: {Artikel: prod_id, Name: prod_name}
-"""
+SNAPSHOT_FILE = csv_file("products", "artikel_*.csv", ["prod_dim"])
+SNAPSHOT_COLUMNS = {"products": {"Artikel": "prod_id", "Name": "prod_name"}}
+SNAPSHOT_YAML = retailer_yaml("snap_de", 1993, country="DE", files=[SNAPSHOT_FILE], columns=SNAPSHOT_COLUMNS)
 
 
 def test_several_undated_snapshots_in_one_batch_fail_naming_observed_on(tmp_path, data_root, instance):
-    from own_defs import defs_folder, run_ingest
-
     folder = data_root / "landing" / "snap_de"
     folder.mkdir(parents=True)
     names = ["artikel_20260101.csv", "artikel_20260108.csv"]
@@ -282,9 +237,8 @@ def test_several_undated_snapshots_in_one_batch_fail_naming_observed_on(tmp_path
     assert "2 `products` snapshots ingested on" in failure and "no `observed_on`" in failure
 
     # Dated by their names, both snapshots become versions.
-    observed = "        observed_on: {pattern: 'artikel_(\\d{8})', format: '%Y%m%d'}\n"
-    dated = SNAPSHOT_YAML.replace("        holds: [prod_dim]\n", "        holds: [prod_dim]\n" + observed)
-    assert "observed_on" in dated
+    observed = {"observed_on": {"pattern": r"artikel_(\d{8})", "format": "%Y%m%d"}}
+    dated = retailer_yaml("snap_de", 1993, country="DE", files=[{**SNAPSHOT_FILE, **observed}], columns=SNAPSHOT_COLUMNS)
     defs_folder(tmp_path / "defs", {"snap_de": dated})
     assert run_ingest(defs_dir, instance, "snap_de", "cds_1993", {"ops": {"snap_de_bronze": {"config": {"files": names}}}}).success
     lake = Lake(root=str(data_root))

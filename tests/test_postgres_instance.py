@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import polars as pl
 import pytest
 import yaml
 from conftest import DEFS_DIR, PROJECT_ROOT
+from ports import free_port
 from postgres_server import postgres_server
 from test_real_dates import _marche_day
 
@@ -35,17 +35,6 @@ def test_postgres_variant_is_the_shipped_instance_on_postgres_storage():
     connection = storage["postgres"]["postgres_db"]
     assert connection.pop("scheme") == "postgresql+psycopg2"
     assert all(set(v) == {"env"} for v in connection.values())
-
-
-def _free_port() -> int:
-    for port in range(3100, 3200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 3100-3199")
 
 
 def _wait(predicate, timeout: float, what: str, logs: Path):
@@ -81,7 +70,7 @@ def test_daemon_on_postgres_carries_a_dropped_file_to_gold(tmp_path: Path, monke
         }
         for key in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
             monkeypatch.setenv(key, env[key])
-        port = _free_port()
+        port = free_port()
         (tmp_path / "workspace.yaml").write_text(
             f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n      location_name: pos_lakehouse\n"
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from own_defs import defs_folder, run_ingest
+from own_defs import csv_file, defs_folder, retailer_yaml, run_ingest
 
 from pos_lakehouse.layers.replay import ReplayError, plan_replay
 from pos_lakehouse.retailer import load_retailer_specs
@@ -23,34 +23,17 @@ from pos_lakehouse.runner.replay import replay_hints, replay_run_id, run_config
 
 CODE = "cds_1996"
 
-YAML = """\
-type: pos_lakehouse.components.RetailerPipeline
-attributes:
-  retailer_id: 1996
-  name: replay_es
-  country: ES
-  currency: EUR
-  secure_group_key: 119996
-  delivery:
-    channel: landing
-    files:
-      - name: ventas
-        match: "ventas_*.csv"
-        holds: [prod_dim, site_dim, store_day_fact]
-        format: {type: csv, separator: ";"}
-  columns:
-    ventas:
-      Fecha: date
-      Tienda: site_id
-      Articulo: prod_id
-      Unidades: pos_sales_units
-      Importe: IMPORTE_TARGET
-"""
-
 
 def _defs(tmp_path: Path, target: str | None, units: str = "Unidades") -> Path:
-    text = YAML.replace("IMPORTE_TARGET", target) if target else YAML.replace("      Importe: IMPORTE_TARGET\n", "")
-    return defs_folder(tmp_path / "defs", {"replay_es": text.replace("Unidades: pos_sales_units", f"{units}: pos_sales_units")})
+    columns = {
+        "Fecha": "date",
+        "Tienda": "site_id",
+        "Articulo": "prod_id",
+        units: "pos_sales_units",
+        **({"Importe": target} if target else {}),
+    }
+    files = [csv_file("ventas", "ventas_*.csv", ["prod_dim", "site_dim", "store_day_fact"])]
+    return defs_folder(tmp_path / "defs", {"replay_es": retailer_yaml("replay_es", 1996, files=files, columns={"ventas": columns})})
 
 
 def _deliver(data_root: Path, name: str, days_ago: int) -> tuple[int, Decimal]:

@@ -9,23 +9,15 @@ run`'s summary and exit code: `test_secret_redaction.py` runs it against these p
 
 from __future__ import annotations
 
-import socket
-
 import dagster as dg
 import pytest
 import yaml
 from demo_defs import write_demo_defs
+from ports import free_port
 
 from pos_lakehouse.ingest.reachability import SourcesUnreachable
 
 PASSWORD = "unreachable-MARKER-93ab"
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -37,7 +29,7 @@ def dead_sources(data_root, tmp_path, monkeypatch):
     doc["attributes"]["delivery"]["api"].update({"max_retries": 1, "backoff_seconds": 0.0, "timeout_seconds": 5})
     shop.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("POS_LAKEHOUSE_DEFS_DIR", str(root))
-    ports = {"api": _closed_port(), "db": _closed_port(), "sftp": _closed_port()}
+    ports = {"api": free_port(), "db": free_port(), "sftp": free_port()}
     monkeypatch.setenv("SHOPNOW_API_URL", f"http://apiuser:{PASSWORD}@127.0.0.1:{ports['api']}/")
     monkeypatch.setenv("SHOPNOW_API_TOKEN", "token-" + PASSWORD)
     monkeypatch.setenv("HIGHSTREET_DB_URL", f"postgresql+psycopg://highstreet:{PASSWORD}@127.0.0.1:{ports['db']}/warehouse")
