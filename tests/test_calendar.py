@@ -274,6 +274,12 @@ def test_completeness_check_lists_missing_and_late_cells_and_blocks_only_when_th
     assert warn.metadata["missing"].value == f"- {gap}: S2" and warn.metadata["late"].value == f"- {late_day}: S1, S2"
     blocking = completeness_result(_spec(window_days=14, blocking=True), key, cal, now)
     assert not blocking.passed and blocking.severity == dg.AssetCheckSeverity.ERROR
+    # Once the missing cell has arrived (late), nothing is owed: lateness alone warns, gold may flow.
+    filled = facts.vstack(_day_facts([(gap, "S2")], arrived={(gap, "S2"): now}))
+    cal = _calendar(filled, ["S1", "S2"], now=now + timedelta(hours=1), previous=cal)
+    only_late = completeness_result(_spec(window_days=14, blocking=True), key, cal, now + timedelta(hours=1))
+    assert not only_late.passed and only_late.severity == dg.AssetCheckSeverity.WARN
+    assert only_late.metadata["cells_missing"].value == 0 and only_late.metadata["cells_late"].value == 3
     # Gaps older than the window are history: the check passes.
     old = completeness_result(_spec(window_days=1), key, cal, _at(SUNDAY + timedelta(days=30)))
     assert old.passed and old.metadata["cells_missing"].value == 0

@@ -117,3 +117,46 @@ def test_calendar_and_period_coverage_follow_gaps_late_files_and_restatements(da
     assert week["pos_sales_units"].sum() == units_before + 2 * 4 * (9 - 3)  # 2 stores x 4 products, 6 more units each
     assert week.sort("site_id", "prod_id")["days_covered"].equals(week_before.sort("site_id", "prod_id")["days_covered"])
     assert _calendar(lake).height == lake.row_count(lake.silver("marche_fr", "delivery_calendar"))
+
+
+def test_a_blocking_completeness_check_holds_gold_until_the_missing_day_arrives(tmp_path, data_root, lake, instance):
+    """A retailer whose YAML makes completeness blocking: a day missing from its first deliveries keeps
+    its gold unpublished (silver has the rows); the day arriving late publishes every day, late noted."""
+    from own_defs import csv_file, defs_folder, retailer_yaml, run_ingest
+
+    code = "cds_1990"
+    columns = {"ventas": {"Fecha": "date", "Tienda": "site_id", "Articulo": "prod_id", "Unidades": "pos_sales_units"}}
+    files = [csv_file("ventas", "ventas_*.csv", ["prod_dim", "site_dim", "store_day_fact"])]
+    yaml_text = retailer_yaml("block_es", 1990, files=files, columns=columns, completeness={"blocking": True, "window_days": 14})
+    defs_dir = defs_folder(tmp_path / "defs", {"block_es": yaml_text})
+    folder = data_root / "landing" / "block_es"
+    folder.mkdir(parents=True)
+    days = [YESTERDAY - timedelta(days=i) for i in range(5, -1, -1)]
+    gap = days[2]
+
+    def deliver(day: date) -> str:
+        name = f"ventas_{day.isoformat()}.csv"
+        (folder / name).write_text(
+            "Fecha;Tienda;Articulo;Unidades\n" + "".join(f"{day};S{s};P{p};{s + p + 1}\n" for s in (1, 2) for p in range(3))
+        )
+        return name
+
+    def ingest(names: list[str]) -> tuple[bool, dg.AssetCheckEvaluation]:
+        result = run_ingest(defs_dir, instance, "block_es", code, {"ops": {"block_es_bronze": {"config": {"files": names}}}})
+        (check,) = [c for c in result.get_asset_check_evaluations() if c.check_name == "deliveries_complete"]
+        return result.success, check
+
+    succeeded, check = ingest([deliver(d) for d in days if d != gap])
+    assert not succeeded  # the run fails on the blocking check, as on any blocking silver check
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert check.metadata["cells_missing"].value == 2 and f"{gap}: 1990_S1, 1990_S2" in check.metadata["missing"].value
+    assert lake.row_count(lake.silver("block_es", "store_day_fact")) == 5 * 6
+    published = lake.exists(lake.gold("store_day_fact")) and _gold(lake, "store_day_fact", code).height
+    assert not published  # held back
+
+    succeeded, check = ingest([deliver(gap)])
+    assert succeeded and not check.passed and check.severity == dg.AssetCheckSeverity.WARN  # late, not missing: gold flows
+    assert check.metadata["cells_missing"].value == 0 and check.metadata["cells_late"].value == 2
+    gold = _gold(lake, "store_day_fact", code)
+    assert gold.height == 6 * 6 and sorted(gold["date"].unique()) == days
+    assert int(gold["pos_sales_units"].sum()) == 6 * sum(s + p + 1 for s in (1, 2) for p in range(3))

@@ -158,8 +158,8 @@ class CompletenessSpec(Model):
     )
     blocking: bool = Field(
         default=False,
-        description="A missing or late day in the window fails the check as an error, so gold is not published "
-        "(default: a warning, gold flows).",
+        description="A missing day in the window fails the check as an error, so gold is not published until it "
+        "arrives (late days are still a warning); default: a warning, gold flows.",
     )
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ def completeness_check_spec(spec: RetailerSpec, key: dg.AssetKey) -> dg.AssetChe
         blocking=c.blocking,
         description=f"Every (date, store) owed in the last {c.window_days} days arrived, on time (due {c.due_days} day(s) "
         f"after its {'week' if spec.cadence == 'weekly' else 'day'}); missing and late cells are listed. "
-        + ("Blocking: gold waits." if c.blocking else "A warning: gold flows."),
+        + ("Blocking: gold waits for missing days." if c.blocking else "A warning: gold flows."),
     )
 
 
@@ -55,7 +55,9 @@ def completeness_result(
         asset_key=key,
         check_name=CHECK_NAME,
         passed=problems == 0,
-        severity=dg.AssetCheckSeverity.ERROR if c.blocking else dg.AssetCheckSeverity.WARN,
+        # Blocking holds gold back for what is owed and not there; a late cell has arrived (gold is
+        # whole again), so lateness alone is reported, never blocking.
+        severity=dg.AssetCheckSeverity.ERROR if c.blocking and missing.height else dg.AssetCheckSeverity.WARN,
         description=f"{spec.name}: {' and '.join(described)} (date, store) cells since {first}" if problems else None,
         metadata={
             "window": f"{first} .. {last}",
