@@ -78,3 +78,30 @@ def test_dimension_versions_change_only_when_a_value_changes(data_root, lake):
 
 def result_key(table: str) -> str:
     return "prod_key" if table == "prod_dim" else "site_key"
+
+
+# (new extras, stored extras) -> what the dimension keeps, once the YAML maps `Importe` (it retired).
+MERGE_CASES = [
+    (None, '{"Importe":"2.50","color":"red"}'),  # no extras this time: the mapped key leaves
+    (None, '{"Importe":"2.50"}'),  # ... and nothing is left
+    ('{"color":"red"}', '{"Importe":"2.50","color":"red"}'),  # the same extra, the mapped key leaves
+    ('{"size":"L"}', '{"color":"red"}'),  # nothing retired: merged key by key
+    ('{"color":"red"}', '{"color":"red"}'),  # unchanged: the stored text to the byte
+    (None, '{"color":"red"}'),
+    ('{"color":null}', None),
+]
+
+
+def test_keys_the_yaml_now_maps_leave_the_stored_extra_attributes():
+    from pos_lakehouse.engines.json_objects import merge_objects
+
+    retired = frozenset({"Importe"})
+    got = [merge_objects(new, stored, retired) for new, stored in MERGE_CASES]
+    assert [json.loads(g) if g else g for g in got] == [{"color": "red"}, None, {"color": "red"}, {"color": "red", "size": "L"}] + [
+        {"color": "red"},
+        {"color": "red"},
+        None,
+    ]
+    assert got[4] == MERGE_CASES[4][1] and got[5] == MERGE_CASES[5][1]  # verbatim: no new version for them
+    # Without retired keys the stored objects stand as before.
+    assert merge_objects(None, MERGE_CASES[0][1]) == MERGE_CASES[0][1]

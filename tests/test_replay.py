@@ -90,6 +90,10 @@ def test_a_replay_derives_silver_and_gold_again_with_the_corrected_mapping(tmp_p
     assert _run(defs_dir, instance, run_config(spec, whole)).success
     again = _gold(lake)
     assert again["sales"] == value + value2 and again["units"] == units + units2 and again["rows"] == 8
+    # The unmapped column rode along in the dimensions' extra_attributes; mapped now, no stale copy stays.
+    for table in ("prod_dim", "site_dim"):
+        extras = pl.read_delta(lake.silver("replay_es", table))["extra_attributes"]
+        assert extras.len() > 0 and not extras.str.contains("Importe").any(), (table, extras.to_list())
     # The same plan under the same YAML has one run id; another YAML gives another.
     assert replay_run_id(spec, whole) == replay_run_id(spec, plan_replay(lake, spec))
     assert replay_run_id(spec, whole) != replay_run_id(spec.model_copy(update={"columns": {"ventas": {}}}), whole)

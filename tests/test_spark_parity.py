@@ -227,3 +227,22 @@ def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lak
     assert lake.row_count(lake.silver("marche_fr", "store_day_fact")) == rows
     (check,) = result.get_asset_check_evaluations()
     assert check.passed
+
+
+def test_spark_merges_extra_attributes_to_the_polars_bytes(spark):
+    """Both engines keep the same `extra_attributes` text, mapped (retired) keys removed."""
+    import narwhals as nw
+    from test_extra_attributes import MERGE_CASES
+
+    from pos_lakehouse.engines import polars as polars_edges
+    from pos_lakehouse.engines import spark as spark_edges
+
+    rows = [(i, new, stored) for i, (new, stored) in enumerate(MERGE_CASES)]
+    schema = {"i": pl.Int64, "new": pl.String, "stored": pl.String}
+    for retired in ((), ("Importe",)):
+        frame = nw.from_native(pl.DataFrame(rows, schema=schema, orient="row").lazy())
+        want = polars_edges.merge_json(frame, "new", "stored", "merged", retired).collect().to_native().sort("i")["merged"].to_list()
+        native = spark.createDataFrame(rows, "i long, new string, stored string")
+        merged = spark_edges.merge_json(nw.from_native(native), "new", "stored", "merged", retired).to_native()
+        got = [r["merged"] for r in sorted(merged.collect(), key=lambda r: r["i"])]
+        assert got == want, retired

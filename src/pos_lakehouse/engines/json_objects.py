@@ -6,6 +6,10 @@ rule in Spark's own functions).
 A delivery speaks only for the extra columns it carries and fills: a column it lacks, or leaves
 empty for an entity, says nothing about it, so the stored value stands. Without this, a file
 with one new (or one empty) extra column would rewrite every entity of the dimension.
+
+A key the retailer's YAML now maps to a model column (`retired`) is no longer extra: its value
+lives in that column, so it leaves every stored object the next time the entity is observed (after
+a fixed mapping and a replay, no stale copy of a measure stays behind in a dimension).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from __future__ import annotations
 import json
 
 
-def merge_objects(new: str | None, stored: str | None) -> str | None:
-    """`stored` (a JSON object, or None) updated with the keys of `new` that have a value.
+def merge_objects(new: str | None, stored: str | None, retired: frozenset[str] = frozenset()) -> str | None:
+    """`stored` (a JSON object, or None) less its `retired` keys, updated with the keys of `new` that have a value.
 
     Either text is returned verbatim when it already is the result, so an unchanged entity keeps
     its stored text to the byte (and no new version is written for it). Values are compared, and
@@ -22,10 +26,14 @@ def merge_objects(new: str | None, stored: str | None) -> str | None:
     objects as string maps, and both engines must write the same bytes."""
     given = _object(new)
     valued = {k: _text(v) for k, v in given.items() if v is not None}
-    if not valued:
+    everything = _object(stored)
+    old = {k: _text(v) for k, v in everything.items() if k not in retired}
+    if len(old) < len(everything):  # retired keys leave: the stored text cannot stand
+        if not valued:
+            return json.dumps(old, ensure_ascii=False, separators=(",", ":")) if old else None
+    elif not valued:
         return stored
-    old = {k: _text(v) for k, v in _object(stored).items()}
-    if stored is not None and all(k in old and old[k] == v for k, v in valued.items()):
+    elif stored is not None and all(k in old and old[k] == v for k, v in valued.items()):
         return stored
     kept = {k: v for k, v in old.items() if k not in valued}
     if not kept and len(valued) == len(given):

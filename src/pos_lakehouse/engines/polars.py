@@ -95,13 +95,14 @@ def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.Laz
     return nw.from_native(_native(frame).with_columns(pl.struct([pl.col(c) for c in columns]).struct.json_encode().alias(alias)))
 
 
-def merge_json(frame: nw.LazyFrame, new: str, stored: str, alias: str) -> nw.LazyFrame:
-    """`alias` = the JSON object `stored` updated with the keys `new` gives a value (see
-    `engines.json_objects.merge_objects`); either text verbatim when it already is the result."""
+def merge_json(frame: nw.LazyFrame, new: str, stored: str, alias: str, retired: Sequence[str] = ()) -> nw.LazyFrame:
+    """`alias` = the JSON object `stored` less its `retired` keys, updated with the keys `new` gives a
+    value (see `engines.json_objects.merge_objects`); either text verbatim when it already is the result."""
     from pos_lakehouse.engines.json_objects import merge_objects
 
     pair = pl.struct(pl.col(new).alias("new"), pl.col(stored).alias("stored"))
-    merged = pair.map_elements(lambda p: merge_objects(p["new"], p["stored"]), return_dtype=pl.String, skip_nulls=False)
+    gone = frozenset(retired)
+    merged = pair.map_elements(lambda p: merge_objects(p["new"], p["stored"], gone), return_dtype=pl.String, skip_nulls=False)
     return nw.from_native(_native(frame).with_columns(merged.alias(alias)))
 
 

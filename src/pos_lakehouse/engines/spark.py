@@ -101,19 +101,23 @@ def with_json(frame: nw.LazyFrame, columns: Sequence[str], alias: str) -> nw.Laz
     )
 
 
-def merge_json(frame: nw.LazyFrame, new: str, stored: str, alias: str) -> nw.LazyFrame:
+def merge_json(frame: nw.LazyFrame, new: str, stored: str, alias: str, retired: Sequence[str] = ()) -> nw.LazyFrame:
     """The Polars side's merge (`engines.json_objects.merge_objects`) in Spark's own functions:
     either text verbatim when it already is the result; a merged object is written with its values
     as JSON strings (Spark reads the objects as string maps), where the Polars side keeps numbers."""
     as_map = T.MapType(T.StringType(), T.StringType())
     given = F.from_json(F.col(new), as_map)  # pyright: ignore[reportArgumentType] -- pyspark's stub omits MapType, which Spark accepts
     valued = F.map_filter(given, lambda k, v: v.isNotNull())
-    old = F.coalesce(F.from_json(F.col(stored), as_map), F.create_map().cast(as_map))  # pyright: ignore[reportArgumentType] -- as above
+    everything = F.coalesce(F.from_json(F.col(stored), as_map), F.create_map().cast(as_map))  # pyright: ignore[reportArgumentType] -- as above
+    old = F.map_filter(everything, lambda k, v: ~F.array_contains(F.array(*[F.lit(r) for r in retired]), k)) if retired else everything
+    retiring = F.size(old) < F.size(everything)
     kept = F.map_filter(old, lambda k, v: ~F.array_contains(F.map_keys(valued), k))
     same = F.forall(F.map_keys(valued), lambda k: F.coalesce(old[k] == valued[k], F.lit(False)))
+    nothing_given = F.col(new).isNull() | (F.size(valued) == 0)
     merged = (
-        F.when(F.col(new).isNull() | (F.size(valued) == 0), F.col(stored))
-        .when(F.col(stored).isNotNull() & same, F.col(stored))
+        F.when(nothing_given & retiring, F.when(F.size(old) == 0, F.lit(None)).otherwise(F.to_json(old)))
+        .when(nothing_given, F.col(stored))
+        .when(F.col(stored).isNotNull() & same & ~retiring, F.col(stored))
         .when((F.size(kept) == 0) & (F.size(valued) == F.size(given)), F.col(new))
         .otherwise(F.to_json(F.map_concat(kept, valued)))
     )

@@ -104,6 +104,7 @@ def scd2_versions(
     key_column: str,
     now: datetime,
     enrich: Callable[[nw.LazyFrame], nw.LazyFrame] | None = None,
+    retired_extras: Sequence[str] = (),
 ) -> nw.LazyFrame:
     """Rows to upsert so the dimension reflects `observations`.
 
@@ -113,6 +114,7 @@ def scd2_versions(
     - other attributes are updated in place on the current version (type 1);
     - a new entity's first version is valid from `START_OF_HISTORY`.
     Observations older than the entity's current version are ignored (late arrivals do not rewrite history).
+    `retired_extras`: source columns the YAML maps now; they leave the stored `extra_attributes`.
     `enrich` adds derived attributes (corporate master) before comparing with what is stored.
     """
     natural = table.natural_keys[0]
@@ -123,6 +125,10 @@ def scd2_versions(
     dtype = {c: table.column(c).nw_dtype for c in columns}
 
     have = set(observations.collect_schema().names())
+    if retired_extras and "extra_attributes" not in have:
+        # No extra column this time, but stored objects may hold keys the YAML now maps: they leave.
+        observations = observations.with_columns(nw.lit(None, nw.String()).alias("extra_attributes"))
+        have.add("extra_attributes")
     absent = [c for c in attr_cols if c not in have]
     current = existing.filter(nw.col("is_current")).join(observations.select(natural).unique(), on=natural, how="semi")
     obs = observations.with_columns(nw.col(c).cast(dtype[c]).alias(c) for c in attr_cols if c in have)
@@ -135,7 +141,7 @@ def scd2_versions(
     if "extra_attributes" in have:
         # A file speaks only for the extra columns it carries and fills: the stored ones stand.
         obs = obs.join(current.select(natural, nw.col("extra_attributes").alias("_stored_extra")), on=natural, how="left")
-        obs = edges(obs).merge_json(obs, "extra_attributes", "_stored_extra", "extra_attributes").drop("_stored_extra")
+        obs = edges(obs).merge_json(obs, "extra_attributes", "_stored_extra", "extra_attributes", retired_extras).drop("_stored_extra")
     # Late observations (before the current version started) cannot reopen history.
     obs = (
         obs.join(current.select(natural, nw.col("valid_from").alias("_cur_from")), on=natural, how="left")

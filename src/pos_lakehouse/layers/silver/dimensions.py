@@ -169,7 +169,11 @@ def _upsert_versions(
         return enriched
 
     scd2_attributes = spec.scd2.get(table_name, [])  # pyright: ignore[reportCallIssue, reportArgumentType] -- a dimension's name
-    upserts = engine.persist(scd2_versions(obs, existing, table, scd2_attributes, spec.retailer_id, key_column, now, enrich=_enrich))
+    # Source columns the YAML maps are not extra (any more): a mapping fixed after the fact clears them.
+    mapped = sorted({source for columns in spec.columns.values() for source in columns})
+    upserts = engine.persist(
+        scd2_versions(obs, existing, table, scd2_attributes, spec.retailer_id, key_column, now, enrich=_enrich, retired_extras=mapped)
+    )
     # One pass answers whether there is anything to write, and how many versions are new or closed
     # (a stored key is one version: the left join keeps one row per upsert).
     known = existing.select(key_column, nw.lit(1).alias("_known"))
