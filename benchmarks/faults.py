@@ -145,14 +145,24 @@ def new_home(path: Path) -> Path:
 
 
 # ---- checks --------------------------------------------------------------------------------
+def _compared(table: str, columns: list[str]) -> list[str]:
+    """The columns two runs of the same deliveries must agree on: not the run-dependent `_` ones, nor
+    the calendar's record of when and in which files rows arrived (a killed run's deliveries arrive
+    over its restarts, the clean run's at once)."""
+    from pos_lakehouse.transform.calendar import ARRIVAL_RECORD
+
+    skip = set(ARRIVAL_RECORD) if table == "delivery_calendar" else set()
+    return sorted(c for c in columns if not c.startswith("_") and c not in skip)
+
+
 def gold_hashes(root: Path) -> dict[str, str]:
-    """Per gold table: a hash of its rows (sorted; run-dependent `_` columns left out)."""
+    """Per gold table: a hash of its rows (sorted; run-dependent columns left out)."""
     import polars as pl
 
     out = {}
     for table in sorted(p for p in (root / "gold").iterdir() if (p / "_delta_log").is_dir()):
         frame = pl.read_delta(str(table))
-        frame = frame.select(sorted(c for c in frame.columns if not c.startswith("_")))
+        frame = frame.select(_compared(table.name, frame.columns))
         frame = frame.sort(frame.columns, nulls_last=True)
         buf = frame.write_csv()
         out[table.name] = f"{frame.height}:{hashlib.sha256(buf.encode()).hexdigest()[:16]}"
@@ -169,8 +179,8 @@ def differing_columns(a: Path, b: Path, table: str) -> list[str]:
     left, right = pl.read_delta(str(a / "gold" / table)), pl.read_delta(str(b / "gold" / table))
     joined = left.join(right, on=keys, how="full", suffix="_clean", coalesce=True)
     out = []
-    for c in left.columns:
-        if c in keys or c.startswith("_"):
+    for c in _compared(table, left.columns):
+        if c in keys:
             continue
         n = joined.filter(pl.col(c).ne_missing(pl.col(f"{c}_clean"))).height
         if n:

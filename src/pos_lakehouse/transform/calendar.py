@@ -221,6 +221,10 @@ CALENDAR_COLUMNS = (
     "_delivery_id",
     "_ingested_at",
 )
+# What follows from when, and in which files, the rows arrived rather than from what arrived: the
+# same deliveries processed at other times or in other batches (after a crash, in one catch-up run)
+# give other values here, and the same everywhere else.
+ARRIVAL_RECORD = ("status", "files", "first_arrival", "last_arrival", "due_at", "late_by_hours")
 
 
 def stamp_changes(calendar: pl.DataFrame, previous: pl.DataFrame | None, now: datetime) -> pl.DataFrame:
