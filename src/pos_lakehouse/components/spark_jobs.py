@@ -39,6 +39,14 @@ JOB_MODULE = "pos_lakehouse.spark.job"
 SERVER_MODULE = "pos_lakehouse.spark.session"
 
 
+def missing_spark_packages(environment: str) -> list[str]:
+    """The `spark` extra's packages a Spark run needs here and cannot import (a Polars-only install)."""
+    import importlib.util
+
+    needed = ["pyspark", "delta"] if environment != "databricks" else ["dagster_databricks"]
+    return [name for name in needed if importlib.util.find_spec(name) is None]
+
+
 class LocalSparkServer:
     """A local Spark Connect server in its own process (`python -m pos_lakehouse.spark.session PORT`).
 
@@ -170,6 +178,12 @@ class SparkJobs(dg.ConfigurableResource):
         self, context: dg.AssetExecutionContext, spec: RetailerSpec, command: str, tables: Sequence[str], data_root: str
     ) -> dg.PipesClientCompletedInvocation:
         """Run the job for one retailer (`silver` or `gold` of some tables) and return the Pipes invocation."""
+        missing = missing_spark_packages(self.environment)
+        if missing:
+            raise dg.Failure(
+                description=f"{spec.name} runs on Spark (engine: {spec.engine}), and {', '.join(missing)} is not installed here: "
+                "install the project with its `spark` extra (`pip install 'pos_lakehouse[spark]'`, `uv sync --extra spark`)"
+            )
         extras = {
             "command": command,
             "retailer": spec.model_dump(mode="json"),
