@@ -16,6 +16,7 @@ from pos_lakehouse.layers.reference import ReferenceSource, source_for
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.sensors.landing import batch_digest
 from pos_lakehouse.sensors.runs import IN_PROGRESS_RUN_STATUSES, busy_assets, chosen, silver_keys
+from pos_lakehouse.sensors.targets import ingest_request
 from pos_lakehouse.settings import sensor_interval
 
 # The reference component's op, job and sensor (the refresh sensor waits while that job runs).
@@ -105,7 +106,7 @@ def reference_refresh_requests(
     return due
 
 
-def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+def build_reference_refresh_sensor(specs: list[RetailerSpec]) -> dg.SensorDefinition:
     """Re-runs a retailer's silver (which then publishes its gold partitions) when corporate
     reference data it uses lands after it: late FX rates fill `*_usd`, a corrected master re-enriches.
 
@@ -115,7 +116,7 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
 
     @dg.sensor(
         name="reference_refresh_sensor",
-        jobs=list(jobs.values()),
+        asset_selection=dg.AssetSelection.assets(*(k for spec in specs for k in silver_keys(spec))),
         minimum_interval_seconds=sensor_interval(30),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
@@ -128,13 +129,12 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
         due = reference_refresh_requests(context.instance, chosen(specs), REFERENCE_KEYS)
         busy = busy_assets(context.instance, specs)
         requests = [
-            dg.RunRequest(
-                job_name=jobs[spec.data_provider_code].name,
-                asset_selection=silver_keys(spec),
-                partition_key=spec.data_provider_code,
+            ingest_request(
+                spec,
+                keys=silver_keys(spec),
                 # One run per retailer and reference event: a later tick does not launch it again.
                 run_key=f"{spec.name}-reference-{storage_id}",
-                tags={"retailer": spec.name, "pos_lakehouse/reference_refresh": "true"},
+                tags={"pos_lakehouse/reference_refresh": "true"},
             )
             for spec, storage_id in due
             if not any((dg.AssetKey(["silver", spec.name, t]), spec.data_provider_code) in busy for t in spec.silver_tables)
