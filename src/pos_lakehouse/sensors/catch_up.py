@@ -19,6 +19,7 @@ import polars as pl
 
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.pool_claims import build_pool_claims_sensor
 from pos_lakehouse.sensors.reference import build_reference_refresh_sensor
 from pos_lakehouse.sensors.runs import busy_assets, chosen, silver_keys
@@ -163,10 +164,11 @@ def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definit
         description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
     )
-    def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+    def catch_up_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        lake: Lake = resource_of(context, "lake")  # built once per process (`sensors.instance`)
         assert context.repository_def is not None  # a sensor of the code location is evaluated with it
         graph = context.repository_def.asset_graph
-        requests, stale = catch_up_requests(lake, context.instance, graph, chosen(specs))
+        requests, stale = catch_up_requests(lake, instance_of(context), graph, chosen(specs))
         if not requests:
             return dg.SensorResult(skip_reason="every silver and gold table has consumed its upstream")
         for s in stale:

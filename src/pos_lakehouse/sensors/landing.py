@@ -12,6 +12,7 @@ from pos_lakehouse.ingest.landing import LandedFile, LandingZone
 from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.instance import resource_of
 from pos_lakehouse.sensors.targets import bronze_config, ingest_request, ingest_selection
 from pos_lakehouse.settings import only_retailers, sensor_interval
 
@@ -84,7 +85,8 @@ def build_landing_sensor(specs: list[RetailerSpec]) -> dg.SensorDefinition:
         description="Turns new or changed files in every retailer's landing folder (local, object store or SFTP) into "
         "its ingest runs (cursor: retailer -> file -> size:mtime).",
     )
-    def retailer_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    def retailer_landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        landing: LandingZone = resource_of(context, "landing")  # built once per process (`sensors.instance`)
         cursor = json.loads(context.cursor) if context.cursor else {}
         # `pos-lakehouse run --retailer ...` chose some retailers: the others' files stay new for later.
         chosen = only_retailers()

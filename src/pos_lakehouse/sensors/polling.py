@@ -17,6 +17,7 @@ import dagster as dg
 from pos_lakehouse.ingest.polling import probe
 from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.targets import ingest_request, ingest_selection
 from pos_lakehouse.settings import only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
@@ -28,7 +29,7 @@ def _key_for_attempt(context: dg.SensorEvaluationContext, base: str) -> str | No
     """The base key, or `-retryN` after failed runs with the earlier keys; None after too many failures."""
     for attempt in range(MAX_ATTEMPTS_PER_POSITION):
         key = base if attempt == 0 else f"{base}-retry{attempt}"
-        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+        runs = instance_of(context).get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
         if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
             return key
     return None
@@ -85,7 +86,8 @@ def _poll_sensor(seconds: int, specs: list[RetailerSpec]) -> dg.SensorDefinition
         description=f"Asks the API/database source of each retailer polled every {seconds} s ({len(specs)}) whether "
         "anything changed after the position stored with bronze; news becomes a pull run (run key derived from position and news).",
     )
-    def poll_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+    def poll_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        lake: Lake = resource_of(context, "lake")  # built once per process (`sensors.instance`)
         # `pos-lakehouse run --retailer ...` chose some retailers: the others' sources are asked later.
         chosen = only_retailers()
         asked = [s for s in specs if chosen is None or s.name in chosen]

@@ -14,6 +14,7 @@ import dagster as dg
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.layers.reference import ReferenceSource, source_for
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.landing import batch_digest
 from pos_lakehouse.sensors.runs import IN_PROGRESS_RUN_STATUSES, busy_assets, chosen, silver_keys
 from pos_lakehouse.sensors.targets import ingest_request
@@ -45,7 +46,8 @@ def build_reference_landing_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
     )
-    def corporate_reference_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    def corporate_reference_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        landing: LandingZone = resource_of(context, "landing")  # built once per process (`sensors.instance`)
         cursor = json.loads(context.cursor) if context.cursor else {}
         files = [f for f in landing.list_files(folder) if source_for(sources, f.name)]
         new = [f for f in files if cursor.get(f.name) != f.identity]
@@ -123,11 +125,12 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec]) -> dg.SensorDefini
     )
     def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         loading = dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES])
-        if context.instance.get_run_records(filters=loading, limit=1):
+        instance = instance_of(context)  # one per process (`sensors.instance`)
+        if instance.get_run_records(filters=loading, limit=1):
             # One refresh per retailer once every reference table of the load is in, not one per table.
             return dg.SensorResult(skip_reason="corporate reference data is being loaded; retailers are refreshed once it is in")
-        due = reference_refresh_requests(context.instance, chosen(specs), REFERENCE_KEYS)
-        busy = busy_assets(context.instance, specs)
+        due = reference_refresh_requests(instance, chosen(specs), REFERENCE_KEYS)
+        busy = busy_assets(instance, specs)
         requests = [
             ingest_request(
                 spec,
