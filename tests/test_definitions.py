@@ -120,3 +120,29 @@ def test_defs_built_once_per_load_and_again_after_an_edit(tmp_path: Path, data_r
 
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "other_data"))
     assert defs() is not edited
+
+
+def test_a_retailers_run_worker_builds_that_retailer_only(data_root):
+    """The run launcher tells a retailer's run worker its retailer (the run's tag, its selection within
+    that retailer's assets): the worker builds that retailer's assets, and runs steps in its own process."""
+    from conftest import spec_named
+
+    from pos_lakehouse.definitions import component_tree, retailer_definitions
+    from pos_lakehouse.sensors.targets import ingest_keys, ingest_tags, retailer_of
+
+    tree = component_tree(DEFS_DIR)
+    defs = retailer_definitions("marche_fr", tree)
+    assert defs is not None and retailer_definitions("no_such_retailer", tree) is None
+    built = {k for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
+    assert {k.path[1] for k in built} == {"marche_fr"}
+    assert built == set(ingest_keys(spec_named("marche_fr")))
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == dg.in_process_executor.name
+
+    spec = spec_named("marche_fr")
+    run = dg.DagsterRun(job_name="__ASSET_JOB", tags=ingest_tags(spec), asset_selection=frozenset(ingest_keys(spec)))
+    assert retailer_of(run) == "marche_fr"
+    # A selection beyond the retailer's bronze and silver (a gold table's catch-up) loads the whole code location.
+    wider = dg.DagsterRun(
+        job_name="__ASSET_JOB", tags=ingest_tags(spec), asset_selection=frozenset([dg.AssetKey(["gold", "store_day_fact"])])
+    )
+    assert retailer_of(wider) is None

@@ -1,5 +1,5 @@
 """Replay after a fix: silver and gold derived again from bronze with the current YAML, and a file an
-earlier YAML rejected read again -- each in one run of the retailer's ingest job.
+earlier YAML rejected read again -- each in one run of the retailer's assets, as its deliveries run.
 
 The retailer lives in a defs folder of the test's own (infrastructure folders copied, the retailer
 written here), so the test does not depend on the shipped retailers.
