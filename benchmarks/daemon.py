@@ -152,6 +152,8 @@ def run_phases(instance, retailer: str, after: float) -> str:
     """Queued -> started -> ended of the retailer's ingest runs created after `after` (run records)."""
     import dagster as dg
 
+    from pos_lakehouse.sensors.targets import run_label
+
     parts = []
     for r in instance.get_run_records(filters=dg.RunsFilter(tags={"retailer": retailer}, created_after=_dt(after))):
         created = r.create_timestamp.timestamp()
@@ -162,7 +164,7 @@ def run_phases(instance, retailer: str, after: float) -> str:
         launched = next((e.timestamp for e in logs if "Launched run worker process" in (e.message or "")), None)
         worker = f", worker start-up {start - launched:.1f} s" if launched and start else ""
         parts.append(
-            f"{r.dagster_run.job_name} {r.dagster_run.status.value}: created {created - after:.1f} s after the drop, "
+            f"{run_label(r.dagster_run)} {r.dagster_run.status.value}: created {created - after:.1f} s after the drop, "
             f"started {((start or created) - created):.1f} s later{worker}, ran {((end or time.time()) - (start or created)):.1f} s"
         )
     return "; ".join(parts) or "no run"

@@ -1,6 +1,6 @@
 """Kill runs with SIGKILL at random points, restart the driver, and check nothing is lost, stuck or doubled.
 
-Drives the real code location (landing sensors, ingest jobs, declarative automation, the
+Drives the real code location (landing sensors, retailer runs, declarative automation, the
 catch-up on start) through the in-process harness (`demo/headless.py`, which fails runs its dead
 predecessor left STARTED, as run monitoring does for launched runs) in child processes sharing one
 SQLite Dagster instance (the shipped dagster.yaml: pools, run monitoring) and one data root:

@@ -59,12 +59,23 @@ def defs_folder(root: Path, retailers: dict[str, str]) -> Path:
     return root
 
 
+def execute_ingest(defs: dg.Definitions, retailer: str, keys: list[dg.AssetKey] | None = None, **kwargs) -> dg.ExecuteInProcessResult:
+    """One run of the retailer's assets (bronze, silver, from its silver step its gold partitions; or `keys`),
+    in process, as its sensors request it: the code location's asset job with the retailer's assets and tags."""
+    from pos_lakehouse.sensors.targets import INGEST_TAG, RETAILER_TAG
+
+    if keys is None:
+        graph = defs.resolve_asset_graph()
+        keys = [k for k in graph.get_all_asset_keys() if len(k.path) == 3 and k.path[0] in ("bronze", "silver") and k.path[1] == retailer]
+    tags = {RETAILER_TAG: retailer, INGEST_TAG: retailer, **kwargs.pop("tags", {})}
+    return defs.resolve_implicit_global_asset_job_def().execute_in_process(asset_selection=keys, tags=tags, **kwargs)
+
+
 def run_ingest(defs_dir: Path, instance: dg.DagsterInstance, retailer: str, code: str, config: dict) -> dg.ExecuteInProcessResult:
-    """One run of the retailer's ingest job (bronze, silver, its gold partitions), in process."""
+    """One run of the retailer's assets (bronze, silver, its gold partitions), in process."""
     from pos_lakehouse.definitions import build_definitions
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the test policy names no group for the retailer: a PolicyWarning
         defs = build_definitions(defs_dir)
-    job = defs.resolve_job_def(f"{retailer}_ingest")
-    return job.execute_in_process(run_config=config, instance=instance, partition_key=code, raise_on_error=False)
+    return execute_ingest(defs, retailer, run_config=config, instance=instance, partition_key=code, raise_on_error=False)

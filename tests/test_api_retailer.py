@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from conftest import spec_named
+from own_defs import execute_ingest
 
 from pos_lakehouse.demo.api_simulator import ENDPOINTS, ApiSimulator, ShopNowData
 from pos_lakehouse.demo.generator import read_expected
@@ -104,7 +105,7 @@ def test_401_fails_the_run_with_a_clear_message(data_root, lake, defs, instance,
     with pytest.raises(ApiAuthError, match="401") as info:
         pull_api(lake, spec_named("shopnow_us"))
     assert "SHOPNOW_API_TOKEN" in str(info.value) and "wrong-secret-value" not in str(info.value)
-    result = defs.resolve_job_def("shopnow_us_ingest").execute_in_process(instance=instance, partition_key="cds_1004", raise_on_error=False)
+    result = execute_ingest(defs, "shopnow_us", instance=instance, partition_key="cds_1004", raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     error, message = failure.event_specific_data.error, ""

@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import spec_named
+from own_defs import execute_ingest
 
 from pos_lakehouse.demo.file_retailers import write_kaufhalle_de, write_polder_nl, write_prairie_ca, write_sakura_jp
 from pos_lakehouse.demo.generator import read_expected
@@ -408,9 +409,10 @@ def test_file_name_escaping_its_folder_is_rejected(data_root, lake, defs, instan
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "prairie_ca_sales_week_link.csv.gz").symlink_to(secret)
 
-    job = defs.resolve_job_def("prairie_ca_ingest")
     config = {"files": ["../marche_fr/prairie_ca_sales_week_secret.csv.gz", "prairie_ca_sales_week_link.csv.gz"]}
-    result = job.execute_in_process(
+    result = execute_ingest(
+        defs,
+        "prairie_ca",
         instance=instance,
         partition_key="cds_1007",
         raise_on_error=False,

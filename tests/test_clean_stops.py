@@ -101,7 +101,7 @@ def test_sigint_to_run_cancels_the_run_in_flight_and_exits_130(data_root, tmp_pa
     )
     try:
         _wait_until(
-            lambda: _runs(home, job_name="marche_fr_ingest", statuses=[dg.DagsterRunStatus.STARTED]),
+            lambda: _runs(home, tags={"pos_lakehouse/ingest": "marche_fr"}, statuses=[dg.DagsterRunStatus.STARTED]),
             600,
             "marche_fr's delivery run started",
             proc,
@@ -112,7 +112,7 @@ def test_sigint_to_run_cancels_the_run_in_flight_and_exits_130(data_root, tmp_pa
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
-    (ingest,) = _runs(home, job_name="marche_fr_ingest")
+    (ingest,) = _runs(home, tags={"pos_lakehouse/ingest": "marche_fr"})
     assert ingest.status == dg.DagsterRunStatus.CANCELED
     assert not _runs(home, statuses=[dg.DagsterRunStatus.FAILURE])
     assert not [r for r in _runs(home) if not r.is_finished]

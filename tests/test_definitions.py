@@ -20,17 +20,20 @@ def test_definitions_load(defs: dg.Definitions):
     sensor_names = {s.name for s in defs.sensors}
     assert {"retailer_landing_sensor", "every_300s_poll_sensor"} <= sensor_names
     # One landing sensor for every file-delivering retailer, not one per retailer.
+    # Its runs select a retailer's assets of the code location's asset job: no job per retailer.
     landing = defs.resolve_sensor_def("retailer_landing_sensor")
-    assert "marche_fr_ingest" in {t.job_name for t in landing.targets}
+    assert landing.asset_selection is not None
+    landing_keys = landing.asset_selection.resolve(defs.resolve_asset_graph())
+    assert {dg.AssetKey(["bronze", "marche_fr", "pos_daily"]), dg.AssetKey(["silver", "marche_fr", "store_day_fact"])} <= landing_keys
+    assert not [j for j in defs.jobs or [] if getattr(j, "name", "").endswith("_ingest")]
     assert {"serving_automation", "catch_up_sensor", "reference_refresh_sensor"} <= set(sensor_names)
     gold = defs.resolve_assets_def(dg.AssetKey(["gold", "store_day_fact"]))
     assert "cds_1001" in gold.partitions_def.get_partition_keys()
     silver = defs.resolve_assets_def(dg.AssetKey(["silver", "marche_fr", "store_day_fact"]))
     spec = next(s for s in silver.specs if s.key.path[-1] == "store_day_fact")
-    # Silver is carried by the delivery's own job (bronze + silver, gold from the silver step), not by automation.
+    # Silver is carried by the delivery's own run (bronze + silver, gold from the silver step), not by automation.
     assert spec.automation_condition is None
-    ingest = defs.resolve_job_def("marche_fr_ingest")
-    assert {k for k in ingest.asset_layer.executable_asset_keys if k.path[0] == "silver"} >= {silver.key for silver in [spec]}
+    assert spec.key in landing_keys
     assert spec.freshness_policy is not None
     # A retailer's silver columns come with its materializations: the definitions (which the daemon
     # re-reads each minute) stay small at hundreds of retailers; gold's eight tables carry theirs.
@@ -71,7 +74,7 @@ def test_retailer_component_through_component_tree(data_root):
         "valid_gtin",
         "deliveries_complete",
     } <= checks
-    assert {j.name for j in defs.jobs} == {"marche_fr_ingest"}
+    assert not defs.jobs  # its runs select its assets in the code location's asset job
     assert not defs.sensors  # its landing sensor is the one over every retailer, built at the root
     assert (RETAILERS_DIR / "marche_fr" / "defs.yaml").exists()
 
@@ -117,3 +120,29 @@ def test_defs_built_once_per_load_and_again_after_an_edit(tmp_path: Path, data_r
 
     monkeypatch.setenv("POS_LAKEHOUSE_DATA", str(tmp_path / "other_data"))
     assert defs() is not edited
+
+
+def test_a_retailers_run_worker_builds_that_retailer_only(data_root):
+    """The run launcher tells a retailer's run worker its retailer (the run's tag, its selection within
+    that retailer's assets): the worker builds that retailer's assets, and runs steps in its own process."""
+    from conftest import spec_named
+
+    from pos_lakehouse.definitions import component_tree, retailer_definitions
+    from pos_lakehouse.sensors.targets import ingest_keys, ingest_tags, retailer_of
+
+    tree = component_tree(DEFS_DIR)
+    defs = retailer_definitions("marche_fr", tree)
+    assert defs is not None and retailer_definitions("no_such_retailer", tree) is None
+    built = {k for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
+    assert {k.path[1] for k in built} == {"marche_fr"}
+    assert built == set(ingest_keys(spec_named("marche_fr")))
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == dg.in_process_executor.name
+
+    spec = spec_named("marche_fr")
+    run = dg.DagsterRun(job_name="__ASSET_JOB", tags=ingest_tags(spec), asset_selection=frozenset(ingest_keys(spec)))
+    assert retailer_of(run) == "marche_fr"
+    # A selection beyond the retailer's bronze and silver (a gold table's catch-up) loads the whole code location.
+    wider = dg.DagsterRun(
+        job_name="__ASSET_JOB", tags=ingest_tags(spec), asset_selection=frozenset([dg.AssetKey(["gold", "store_day_fact"])])
+    )
+    assert retailer_of(wider) is None

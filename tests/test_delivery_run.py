@@ -92,9 +92,11 @@ import dagster as dg
 from pos_lakehouse.definitions import build_definitions
 files = json.loads(sys.argv[1])
 with dg.DagsterInstance.get() as instance:
-    result = build_definitions().resolve_job_def("marche_fr_ingest").execute_in_process(
-        run_config={"ops": {"marche_fr_bronze": {"config": {"files": files}}}},
-        instance=instance, partition_key="cds_1001", raise_on_error=False,
+    defs = build_definitions()
+    keys = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] in ("bronze", "silver") and k.path[1:2] == ["marche_fr"]]
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        run_config={"ops": {"marche_fr_bronze": {"config": {"files": files}}}}, asset_selection=keys,
+        instance=instance, partition_key="cds_1001", raise_on_error=False, tags={"retailer": "marche_fr", "pos_lakehouse/ingest": "marche_fr"},
     )
 print("RUN", result.run_id, result.success)
 """
@@ -164,9 +166,9 @@ def test_reference_data_landing_after_silver_re_runs_only_that_retailers_silver(
 
 
 def test_runs_waiting_or_working_on_a_retailers_silver_keep_catch_up_and_refresh_off_it(data_root, defs, instance):
-    """A reference refresh (the retailer's whole ingest job: no asset selection on the run) writes its
-    silver and publishes its gold partitions; while it is queued or running, catch-up requests neither,
-    and the reference refresh sensor waits while corporate reference data is still being loaded."""
+    """A retailer's run (tagged with the retailer, selecting its bronze only here) writes its silver and
+    publishes its gold partitions too; while it is queued or running, catch-up requests neither, and the
+    reference refresh sensor waits while corporate reference data is still being loaded."""
     from pos_lakehouse.layers.gold import GOLD_TABLES
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.sensors.runs import busy_assets as _busy_assets
@@ -174,15 +176,20 @@ def test_runs_waiting_or_working_on_a_retailers_silver_keep_catch_up_and_refresh
     specs = load_retailer_specs(RETAILERS_DIR)
     marche = next(s for s in specs if s.name == "marche_fr")
     assert not _busy_assets(instance, specs)
-    # Not started yet (waiting in the queue counts as well): a whole-job run names no assets.
-    refresh = instance.create_run_for_job(defs.resolve_job_def("marche_fr_ingest"), tags={"dagster/partition": "cds_1001"})
-    assert not refresh.asset_selection
+    # Not started yet (waiting in the queue counts as well): its tag names the retailer.
+    job = defs.resolve_implicit_global_asset_job_def()
+    bronze = [dg.AssetKey(["bronze", "marche_fr", f.name]) for f in marche.delivery.files]
+    refresh = instance.create_run_for_job(
+        job, asset_selection=frozenset(bronze), tags={"dagster/partition": "cds_1001", "pos_lakehouse/ingest": "marche_fr"}
+    )
     assert _busy_assets(instance, specs) == {
+        *((k, "cds_1001") for k in bronze),
         *((dg.AssetKey(["silver", "marche_fr", t]), "cds_1001") for t in marche.silver_tables),
         *((dg.AssetKey(["gold", t]), "cds_1001") for t in marche.silver_tables if t in GOLD_TABLES),
     }
     instance.report_run_canceled(refresh)
-    gold_run = instance.create_run_for_job(defs.resolve_job_def("gold_store_day_fact_catch_up"), tags={"dagster/partition": "cds_1002"})
+    gold_key = dg.AssetKey(["gold", "store_day_fact"])
+    gold_run = instance.create_run_for_job(job, asset_selection=frozenset([gold_key]), tags={"dagster/partition": "cds_1002"})
     assert _busy_assets(instance, specs) == {(dg.AssetKey(["gold", "store_day_fact"]), "cds_1002")}
     instance.report_run_canceled(gold_run)
 

@@ -12,6 +12,7 @@ import json
 
 import polars as pl
 from conftest import spec_named
+from own_defs import execute_ingest
 
 from pos_lakehouse.demo.file_retailers import (
     write_bigbox_us,
@@ -100,12 +101,13 @@ def test_every_file_retailer_lands_in_gold_and_reconciles(data_root, lake, headl
 
 def test_bigbox_us_one_file_per_store_with_many_dates_reaches_bronze(data_root, lake, defs, instance):
     files = write_bigbox_us(data_root / "landing" / "bigbox_us", data_root / "expected", days=10, n_products=40, n_stores=4)
-    job = defs.resolve_job_def("bigbox_us_ingest")
-    result = job.execute_in_process(
+    result = execute_ingest(
+        defs,
+        "bigbox_us",
+        # Bronze only: the delivery's run would carry on to silver and gold on Spark (the spark tests' part).
+        [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[:2] == ["bronze", "bigbox_us"]],
         instance=instance,
         partition_key="cds_1003",
-        # Bronze only: the delivery's run would carry on to silver and gold on Spark (the spark tests' part).
-        asset_selection=[k for k in job.asset_layer.executable_asset_keys if k.path[0] == "bronze"],
         run_config={"ops": {"bigbox_us_bronze": {"config": {"files": [f.name for f in files]}}}},
     )
     assert result.success

@@ -25,7 +25,8 @@ def test_new_same_and_changed_file(data_root, defs, instance):
     requests, cursor = _tick(defs, instance, None)
     assert len(requests) == 1
     [request] = requests
-    assert request.partition_key == "cds_1001" and request.job_name == "marche_fr_ingest"
+    assert request.partition_key == "cds_1001" and request.tags["pos_lakehouse/ingest"] == "marche_fr"
+    assert dg.AssetKey(["bronze", "marche_fr", "pos_daily"]) in (request.asset_selection or [])
     assert request.run_config["ops"]["marche_fr_bronze"]["config"]["files"] == [first.name]
     assert json.loads(cursor)["marche_fr"][first.name]
 

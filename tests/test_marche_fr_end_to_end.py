@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 from conftest import spec_named
+from own_defs import execute_ingest
 
 from pos_lakehouse.demo.generator import read_expected, write_marche_fr
 from pos_lakehouse.quality.reconcile import coverage_differences, gold_totals, reconcile
@@ -67,10 +68,9 @@ def test_manual_rematerialization_never_appends_twice(data_root, lake, defs, ins
     files = write_marche_fr(data_root / "landing" / "marche_fr", data_root / "expected", days=2, n_products=20, n_stores=3)
     headless.settle()
     rows = lake.row_count(lake.bronze("marche_fr", "pos_daily"))
-    job = defs.resolve_job_def("marche_fr_ingest")
     for config in ({"files": [f.name for f in files]}, {}):  # named files, then "everything in the folder"
-        result = job.execute_in_process(
-            instance=instance, partition_key="cds_1001", run_config={"ops": {"marche_fr_bronze": {"config": config}}}
+        result = execute_ingest(
+            defs, "marche_fr", instance=instance, partition_key="cds_1001", run_config={"ops": {"marche_fr_bronze": {"config": config}}}
         )
         assert result.success
         mat = result.asset_materializations_for_node("marche_fr_bronze")[0]

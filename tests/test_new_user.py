@@ -343,15 +343,16 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
         automated = [r for r in runs if r.tags.get("dagster/auto_materialize") == "true"]
         assert len(by_sensor) == 1 and by_sensor[0].tags.get("dagster/run_key")
         # Launched by the daemon from the code location `dg dev` serves (named after the project), so
-        # the UI lists it on the job's page: the filter below is the one that page uses.
+        # the UI lists it with the runs of that code location's asset job (on its assets' pages), found
+        # by the retailer's tag: the filter below is the one those pages use, plus the tag.
         origin = by_sensor[0].remote_job_origin
         assert (
             origin is not None and origin.location_name == tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["name"]
         )
         page = instance.get_runs(
             filters=dg.RunsFilter(
-                job_name="marche_fr_ingest",
-                tags={".dagster/repository": f"{origin.repository_origin.repository_name}@{origin.location_name}"},
+                job_name="__ASSET_JOB",
+                tags={".dagster/repository": f"{origin.repository_origin.repository_name}@{origin.location_name}", "retailer": "marche_fr"},
             )
         )
         assert [r.run_id for r in page] == [by_sensor[0].run_id]

@@ -134,7 +134,7 @@ def _ticks(instance: dg.DagsterInstance, sensor_name: str) -> int:
 
 
 def _finished_ingest(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
-    runs = instance.get_runs(filters=dg.RunsFilter(job_name="marche_fr_ingest"))
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"pos_lakehouse/ingest": "marche_fr"}))
     return next((r for r in runs if r.is_finished), None)
 
 

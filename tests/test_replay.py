@@ -1,5 +1,5 @@
 """Replay after a fix: silver and gold derived again from bronze with the current YAML, and a file an
-earlier YAML rejected read again -- each in one run of the retailer's ingest job.
+earlier YAML rejected read again -- each in one run of the retailer's assets, as its deliveries run.
 
 The retailer lives in a defs folder of the test's own (infrastructure folders copied, the retailer
 written here), so the test does not depend on the shipped retailers.
@@ -154,7 +154,8 @@ def test_the_replay_command_launches_one_run_on_the_instance_and_the_same_replay
     assert "rejected under an earlier YAML are read again: ventas_1.csv" in replayed.stdout
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"pos_lakehouse/replay": "all"}))
-        assert [(r.job_name, r.status) for r in runs] == [("replay_es_ingest", dg.DagsterRunStatus.SUCCESS)]
+        assert [(r.tags.get("pos_lakehouse/ingest"), r.status) for r in runs] == [("replay_es", dg.DagsterRunStatus.SUCCESS)]
+        assert {k.path[1] for k in runs[0].asset_selection or []} == {"replay_es"}
         assert runs[0].tags["dagster/partition"] == CODE
     from pos_lakehouse.storage.lake import Lake
 

@@ -66,7 +66,8 @@ def test_definitions_from_another_defs_folder_see_an_added_retailer(tmp_path: Pa
     defs = build_definitions(defs_dir)
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert "silver/loader_copy/store_day_fact" in keys
-    assert "loader_copy_ingest" in {t.job_name for t in defs.resolve_sensor_def("retailer_landing_sensor").targets}
+    landing = defs.resolve_sensor_def("retailer_landing_sensor").asset_selection
+    assert landing is not None and dg.AssetKey(["silver", "loader_copy", "store_day_fact"]) in landing.resolve(defs.resolve_asset_graph())
     after = defs.resolve_assets_def(gold_key).partitions_def.get_partition_keys()
     assert set(after) == {*before, "cds_880001"}
 

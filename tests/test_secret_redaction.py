@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from conftest import DEFS_DIR
+from own_defs import execute_ingest
 from test_database_retailer import postgres_url  # noqa: F401 - the module's real PostgreSQL server
 
 from pos_lakehouse.demo.api_simulator import ApiSimulator, ShopNowData
@@ -80,7 +81,7 @@ def _execute_ingest_jobs(instance: dg.DagsterInstance) -> list[str]:
     defs = build_definitions()
     errors = []
     for name, code in (("shopnow_us", "cds_1004"), ("highstreet_uk", "cds_1005")):
-        result = defs.resolve_job_def(f"{name}_ingest").execute_in_process(instance=instance, partition_key=code, raise_on_error=False)
+        result = execute_ingest(defs, name, instance=instance, partition_key=code, raise_on_error=False)
         if not result.success:
             failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
             error, text = failure.event_specific_data.error, ""

@@ -86,12 +86,12 @@ def _inputs_stamp() -> tuple:
     return (str(root), tuple(files), tuple(sorted(os.environ.items())))
 
 
-def job_definitions(job_name: str, tree: dg.ComponentTree | None = None) -> dg.Definitions | None:
-    """What a run worker of one retailer's `<name>_ingest` job needs: that retailer's component, the
-    resources and the gold layer its silver step publishes with -- not every retailer's components.
+def retailer_definitions(name: str, tree: dg.ComponentTree | None = None) -> dg.Definitions | None:
+    """What a run worker of one retailer's run needs: that retailer's component, the resources and
+    the gold layer its silver step publishes with -- not every retailer's components.
 
-    None when `job_name` is not a retailer's ingest job, or its retailer does not live in
-    `retailers/<name>/` of the defs folder: the worker then builds the whole code location.
+    None when the retailer does not live in `retailers/<name>/` of the defs folder: the worker then
+    builds the whole code location.
     """
     from pos_lakehouse.components.gold_publication import GoldLayer
     from pos_lakehouse.components.gold_tables import GoldTables
@@ -99,11 +99,10 @@ def job_definitions(job_name: str, tree: dg.ComponentTree | None = None) -> dg.D
     from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
     from pos_lakehouse.serving.policy import load_policy
 
-    name = job_name.removesuffix("_ingest")
     tree = tree or component_tree()
     root = Path(tree.defs_module_path)
     folder, gold_folder = Path("retailers") / name, Path("gold")
-    if name == job_name or not (root / folder / "defs.yaml").is_file() or not (root / gold_folder / "defs.yaml").is_file():
+    if not name or not (root / folder / "defs.yaml").is_file() or not (root / gold_folder / "defs.yaml").is_file():
         return None
     component = tree.load_component(folder)
     gold = tree.load_component(gold_folder)
@@ -115,7 +114,8 @@ def job_definitions(job_name: str, tree: dg.ComponentTree | None = None) -> dg.D
     return dg.Definitions.merge(
         tree.build_defs_at_path(folder),
         tree.build_defs_at_path(Path("resources.py")),
-        dg.Definitions(resources={"gold": GoldLayer(tables=tuple(gold.tables), policy=policy)}),
+        # The run is of the asset job, whose executor is the code location's (`_build`).
+        dg.Definitions(resources={"gold": GoldLayer(tables=tuple(gold.tables), policy=policy)}, executor=dg.in_process_executor),
     )
 
 
@@ -130,7 +130,7 @@ def defs() -> dg.Definitions:
     global _last_built
     stamp = _inputs_stamp()
     if _last_built is None or _last_built[0] != stamp:
-        # A run worker started by `pos_lakehouse.launcher` is told its job: it builds only that.
-        job = os.environ.get("POS_LAKEHOUSE_RUN_JOB")
-        _last_built = (stamp, (job_definitions(job) if job else None) or build_definitions())
+        # A run worker started by `pos_lakehouse.launcher` for a retailer's run builds only that retailer.
+        retailer = os.environ.get("POS_LAKEHOUSE_RUN_RETAILER")
+        _last_built = (stamp, (retailer_definitions(retailer) if retailer else None) or build_definitions())
     return _last_built[1]

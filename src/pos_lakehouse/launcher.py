@@ -1,12 +1,13 @@
 """The run launcher of a one-machine deployment: each run in its own `dagster api execute_run` process,
-told which job it runs so it loads only what that job needs.
+told whose run it is so it loads only what that run needs.
 
 Dagster's default launcher asks the code server to start the run in a spawned child, which
 reloads the whole code location (every retailer's components) before running one retailer's
 delivery. This launcher starts the same worker Dagster's Docker and Kubernetes launchers start
 (`dagster api execute_run`, from the run's own code origin) as a local process, with
-`POS_LAKEHOUSE_RUN_JOB` naming the job: `definitions.defs()` then builds that retailer's
-component, the resources and the gold layer only (see `definitions.job_definitions`).
+`POS_LAKEHOUSE_RUN_RETAILER` naming the retailer of a retailer's run (its `retailer` tag, see
+`sensors.targets`): `definitions.defs()` then builds that retailer's component, the resources and
+the gold layer only (see `definitions.retailer_definitions`). Other runs load everything.
 
 Run monitoring works as with the default launcher: the worker's pid is kept on the run
 (`pos_lakehouse/worker`), its health is whether that process still lives, and termination is
@@ -26,7 +27,9 @@ from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, RunLa
 from dagster._grpc.types import ExecuteRunArgs
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
-RUN_JOB_ENV = "POS_LAKEHOUSE_RUN_JOB"
+from pos_lakehouse.sensors.targets import retailer_of
+
+RUN_RETAILER_ENV = "POS_LAKEHOUSE_RUN_RETAILER"
 WORKER_TAG = "pos_lakehouse/worker"
 
 
@@ -74,7 +77,8 @@ class JobProcessRunLauncher(RunLauncher, ConfigurableClass):
         args = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()).get_command_args()
         # The code location's own interpreter (`-m dagster`), not whichever `dagster` is first on PATH.
         command = [origin.executable_path or sys.executable, "-m", "dagster", *args[-3:]]
-        env = {**os.environ, RUN_JOB_ENV: run.job_name}
+        retailer = retailer_of(run)
+        env = {k: v for k, v in os.environ.items() if k != RUN_RETAILER_ENV} | ({RUN_RETAILER_ENV: retailer} if retailer else {})
         # In the daemon's process group: whoever stops the daemon (`pos-lakehouse run`/`dev` on
         # Ctrl-C or SIGTERM) stops its runs with it, and they end Canceled.
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
@@ -82,7 +86,10 @@ class JobProcessRunLauncher(RunLauncher, ConfigurableClass):
         identity = f"{socket.gethostname()}:{proc.pid}:{_process_start(proc.pid) or '?'}"
         self._instance.add_run_tags(run.run_id, {WORKER_TAG: identity})
         self._instance.report_engine_event(
-            f"Launched run worker process (pid {proc.pid}) loading only job {run.job_name}.", run, cls=self.__class__
+            f"Launched run worker process (pid {proc.pid}) loading "
+            + (f"only retailer {retailer}'s definitions." if retailer else "the whole code location."),
+            run,
+            cls=self.__class__,
         )
 
     def _worker(self, run: dg.DagsterRun) -> tuple[int, str] | None:

@@ -1,4 +1,4 @@
-"""RetailerPipeline: one YAML file becomes a retailer's ingest job, bronze and silver assets, and checks."""
+"""RetailerPipeline: one YAML file becomes a retailer's bronze and silver assets and their checks."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,7 +53,7 @@ class BronzeRunConfig(dg.Config):
 
 @dg.scaffold_with(RetailerScaffolder)
 class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable):
-    """A retailer's POS pipeline: ingest job, bronze and silver Delta assets, and their checks."""
+    """A retailer's POS pipeline: bronze and silver Delta assets and their checks."""
 
     @classmethod
     def get_model_cls(cls):
@@ -236,15 +236,7 @@ class RetailerPipeline(RetailerSpec, TakenAsWritten, dg.Component, dg.Resolvable
             if overflows:  # the good rows are in; the run fails so the wrong setting is seen
                 raise dg.Failure(description="; ".join(overflows))
 
-        # Its landing or poll sensor is one for all retailers, built at the root (`definitions.py`).
-        ingest_job = dg.define_asset_job(
-            name=f"{spec.name}_ingest",
-            # Bronze, silver and (from the silver step) this retailer's gold partitions in one run.
-            selection=dg.AssetSelection.assets(*[s.key for s in bronze_specs], *[s.key for s in silver_specs]),
-            description=f"Carry a delivery of {who} from landing through bronze and silver to its gold partitions.",
-            tags={"retailer": spec.name, "pos_lakehouse/ingest": spec.name},
-            # Bronze then silver, one after the other in the run's own process: a process per step
-            # would load the definitions again for each, which costs more than the steps' work.
-            executor_def=dg.in_process_executor,
-        )
-        return dg.Definitions(assets=[bronze, silver], jobs=[ingest_job])
+        # No job of its own: its runs (a delivery, a catch-up, a reference refresh) are runs of the
+        # code location's asset job selecting these assets (`sensors/targets.py` says why), requested
+        # by the sensors built at the root (`definitions.py`) over every retailer.
+        return dg.Definitions(assets=[bronze, silver])

@@ -30,6 +30,7 @@ import dagster as dg
 
 from pos_lakehouse.sensors.catch_up import catch_up_requests
 from pos_lakehouse.sensors.runs import FINISHED_STATUSES, IN_PROGRESS_RUN_STATUSES
+from pos_lakehouse.sensors.targets import INGEST_TAG
 
 # Runs this harness executes in its own process carry the process's identity, so the next harness
 # can tell a run whose process is gone from one another live harness is executing. (Runs the daemon
@@ -162,9 +163,16 @@ class Headless:
             if request.run_key
             else []
         )
+        # A retailer's run (its assets, `sensors.targets`) is a run of the code location's asset job.
+        job = (
+            self.defs.resolve_job_def(request.job_name or sensor.job_name or "")
+            if request.job_name or not request.asset_selection
+            else self.defs.resolve_implicit_global_asset_job_def()
+        )
+        retailer = (request.tags or {}).get(INGEST_TAG)
+        name = f"{retailer}_ingest" if retailer else job.name
         if any(r.status == dg.DagsterRunStatus.SUCCESS or r.status in IN_PROGRESS_RUN_STATUSES for r in earlier):
-            return RunRecord(request.job_name or sensor.job_name or "", "", True, "skipped: run key already used", request.partition_key)
-        job = self.defs.resolve_job_def(request.job_name or sensor.job_name or "")
+            return RunRecord(name, "", True, "skipped: run key already used", request.partition_key)
         tags = {
             **(request.tags or {}),
             "dagster/run_key": request.run_key or "",
@@ -177,10 +185,9 @@ class Headless:
             partition_key=request.partition_key,
             tags=tags,
             raise_on_error=False,
-            # A retailer's silver re-run (reference refresh) is a subset of its ingest job.
             asset_selection=request.asset_selection,
         )
-        return self._record(job.name, result, request.partition_key)
+        return self._record(name, result, request.partition_key)
 
     def _record(self, name: str, result: dg.ExecuteInProcessResult, partition_key: str | None) -> RunRecord:
         error = None

@@ -21,7 +21,7 @@ from pos_lakehouse.ingest.reachability import settings_missing as source_missing
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.runner.daemon import RUN_SENSOR_INTERVAL_SECONDS, running_daemon
 from pos_lakehouse.runner.processes import Interrupted
-from pos_lakehouse.runner.watch import FinishedRun, Watcher
+from pos_lakehouse.runner.watch import FinishedRun, Watcher, run_name
 
 # The code location loads in the daemon's code server before any sensor ticks; when none has ticked
 # after this long, the daemon's log says why (it is printed).
@@ -102,7 +102,7 @@ def _inherit(console, instance: dg.DagsterInstance, watcher: Watcher) -> None:
     older = watcher.inherit_runs_in_flight()
     if not older:
         return
-    names = ", ".join(sorted({r.job_name for r in older}))
+    names = ", ".join(sorted({run_name(r) for r in older}))
     if instance.run_launcher.supports_check_run_worker_health:
         console.print(f"[dim]{len(older)} run(s) of an earlier process still in flight ({names}): waiting for run monitoring[/]")
         return

@@ -1,7 +1,7 @@
 """`pos-lakehouse replay`: a retailer's silver and gold derived again from bronze, as one Dagster run.
 
-The run is the retailer's own ingest job, launched on the instance through the same workspace
-the daemon loads (so it shows on the job's page in the UI like every delivery run), with a run
+The run selects the retailer's assets as its delivery runs do, launched on the instance through the
+same workspace the daemon loads (so it shows in the UI like every delivery run), with a run
 config that says what to read again (`layers.replay.ReplayPlan`). Its run id is derived from the
 plan and the YAML: the same replay is launched once; a new YAML or new deliveries make a new one.
 """
@@ -9,8 +9,6 @@ plan and the YAML: the same replay is launched once; a new YAML or new deliverie
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -23,6 +21,8 @@ from pos_lakehouse.layers.bronze import read_as
 from pos_lakehouse.layers.replay import ReplayPlan, plan_replay, rejected_files, rejected_under_another_yaml
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.runner.daemon import LOCATION_NAME, write_workspace
+from pos_lakehouse.runner.launch import launch_asset_run
+from pos_lakehouse.sensors.targets import bronze_config, ingest_keys, ingest_tags
 from pos_lakehouse.storage.lake import Lake
 
 REPLAY_TAG = "pos_lakehouse/replay"
@@ -37,23 +37,19 @@ def replay_run_id(spec: RetailerSpec, plan: ReplayPlan, attempt: int = 0) -> str
 
 
 def run_config(spec: RetailerSpec, plan: ReplayPlan) -> dict:
-    config = {"replay": True, "replay_from": plan.replay_from, "files": plan.files, "read_again": plan.read_again}
-    return {"ops": {f"{spec.name}_bronze": {"config": config}}}
+    return bronze_config(spec, {"replay": True, "replay_from": plan.replay_from, "files": plan.files, "read_again": plan.read_again})
 
 
 def launch(spec: RetailerSpec, plan: ReplayPlan, run_id: str, describe: str) -> None:
     """Queue the replay run on the instance (the daemon starts it), from the workspace the daemon loads."""
-    tags = {"dagster/partition": spec.data_provider_code, REPLAY_TAG: describe, "retailer": spec.name}
-    with tempfile.TemporaryDirectory(prefix="pos_lakehouse_workspace_") as folder:
+    tags = {"dagster/partition": spec.data_provider_code, REPLAY_TAG: describe, **ingest_tags(spec)}
+    with tempfile.TemporaryDirectory(prefix="pos_lakehouse_workspace_") as folder, dg.DagsterInstance.get() as instance:
         workspace = write_workspace(Path(folder))
-        dagster = Path(sys.executable).with_name("dagster")
-        command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
-        command += ["job", "launch", "-w", str(workspace), "-l", LOCATION_NAME, "-j", f"{spec.name}_ingest"]
-        command += ["--config-json", json.dumps(run_config(spec, plan)), "--tags", json.dumps(tags), "--run-id", run_id]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
-        raise RuntimeError(f"could not launch the replay run: {lines[-1] if lines else f'exit {proc.returncode}'}")
+        try:
+            launch_asset_run(instance, workspace, LOCATION_NAME, ingest_keys(spec), run_config(spec, plan), tags, run_id)
+        except Exception as exc:
+            lines = str(exc).strip().splitlines()
+            raise RuntimeError(f"could not launch the replay run: {lines[-1] if lines else type(exc).__name__}") from exc
 
 
 def replay(

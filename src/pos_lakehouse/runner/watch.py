@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from pos_lakehouse.runner.daemon import LOCATION_NAME
+from pos_lakehouse.sensors.targets import run_label
 
 if TYPE_CHECKING:  # the type of what `DagsterInstance.get_ticks` returns (not exported by dagster)
     from dagster._core.scheduler.instigation import InstigatorTick
@@ -39,12 +40,8 @@ class FinishedRun:
 
 
 def run_name(run: dg.DagsterRun) -> str:
-    """The job's name; for runs of asset selections (automation), the assets they materialize."""
-    if not run.job_name.startswith("__ASSET_JOB"):
-        return run.job_name
-    keys = sorted(k.to_user_string() for k in run.asset_selection or [])
-    what = "automation" if run.tags.get("dagster/auto_materialize") == "true" else "assets"
-    return f"{what}: {', '.join(keys)}"
+    """`<retailer>_ingest` for a retailer's run; the job's name; for other runs of asset selections, their assets."""
+    return run_label(run)
 
 
 def run_error(instance: dg.DagsterInstance, run_id: str) -> str | None:

@@ -19,14 +19,17 @@ import polars as pl
 
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
+from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.pool_claims import build_pool_claims_sensor
 from pos_lakehouse.sensors.reference import build_reference_refresh_sensor
 from pos_lakehouse.sensors.runs import busy_assets, chosen, silver_keys
+from pos_lakehouse.sensors.targets import ingest_request
 from pos_lakehouse.settings import retailers_dir, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
 _GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
 _LAYER = {"bronze": 0, "silver": 1, "gold": 2}
+CATCH_UP_TAGS = {"pos_lakehouse/catch_up": "true"}
 
 
 @dataclass(frozen=True)
@@ -138,74 +141,45 @@ def catch_up_requests(
     return requests, stale
 
 
-def build_catch_up_sensor(
-    specs: list[RetailerSpec] | None = None, ingest_jobs: dict[str, dg.UnresolvedAssetJobDefinition] | None = None
-) -> dg.Definitions:
-    """The catch-up and reference refresh sensors and the jobs they target. `specs`: the code
-    location's retailers (default: the shipped retailer YAMLs).
+def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definitions:
+    """The catch-up, reference refresh and pool-claims sensors. `specs`: the code location's
+    retailers (default: the shipped retailer YAMLs).
 
-    A retailer's silver is re-run as a subset (its silver tables) of its own ingest job
-    (`ingest_jobs`, by retailer name, as the retailers' components built them): every job costs the
-    daemon a snapshot fetched from the code server at each workspace refresh, so no second job per
-    retailer. Without `ingest_jobs`, a `<name>_catch_up` job per retailer is defined here. Gold has
-    one job per table (a run's assets must share a partitions definition).
+    A retailer's silver is re-run as a run of its silver assets, tagged as the retailer's run
+    (`sensors.targets`); a gold table's partition as a run of that table alone (each gold table
+    has its own partitions, and one run's assets share a partitions definition). Both are runs of
+    the code location's asset job: a job per retailer or table costs the daemon a snapshot read at
+    every workspace refresh.
     """
     if specs is None:
         specs = load_retailer_specs(retailers_dir())
-    own_jobs = ingest_jobs is None
-    jobs = {
-        spec.data_provider_code: (
-            dg.define_asset_job(
-                f"{spec.name}_catch_up",
-                selection=dg.AssetSelection.assets(*silver_keys(spec)),
-                description=f"Silver tables of {spec.name} behind their bronze data (requested by catch_up_sensor).",
-            )
-            if ingest_jobs is None
-            else ingest_jobs[spec.name]
-        )
-        for spec in specs
-        if ingest_jobs is None or spec.name in ingest_jobs
-    }
-    gold_jobs = {
-        table: dg.define_asset_job(
-            f"gold_{table}_catch_up",
-            selection=dg.AssetSelection.assets(dg.AssetKey(["gold", table])),
-            description=f"Gold {table} partitions behind their retailer's silver data (requested by catch_up_sensor).",
-        )
-        for table in GOLD_TABLES
-        if any(table in spec.silver_tables for spec in specs)
-    }
+    by_code = {spec.data_provider_code: spec for spec in specs}
+    gold_keys = [dg.AssetKey(["gold", t]) for t in GOLD_TABLES if any(t in spec.silver_tables for spec in specs)]
 
     @dg.sensor(
         name="catch_up_sensor",
-        jobs=[*jobs.values(), *gold_jobs.values()],
+        asset_selection=dg.AssetSelection.assets(*(k for spec in specs for k in silver_keys(spec)), *gold_keys),
         minimum_interval_seconds=sensor_interval(300),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
     )
-    def catch_up_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+    def catch_up_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        lake: Lake = resource_of(context, "lake")  # built once per process (`sensors.instance`)
         assert context.repository_def is not None  # a sensor of the code location is evaluated with it
         graph = context.repository_def.asset_graph
-        requests, stale = catch_up_requests(lake, context.instance, graph, chosen(specs))
+        requests, stale = catch_up_requests(lake, instance_of(context), graph, chosen(specs))
         if not requests:
             return dg.SensorResult(skip_reason="every silver and gold table has consumed its upstream")
         for s in stale:
             context.log.info(f"{s.key.to_user_string()}[{s.partition}] is behind: {s.reason}")
         return dg.SensorResult(
             run_requests=[
-                dg.RunRequest(
-                    job_name=(gold_jobs[keys[0].path[1]] if keys[0].path[0] == "gold" else jobs[code]).name,
-                    asset_selection=keys,
-                    partition_key=code,
-                    tags={"pos_lakehouse/catch_up": "true"},
-                )
+                dg.RunRequest(asset_selection=keys, partition_key=code, tags=CATCH_UP_TAGS)
+                if keys[0].path[0] == "gold"
+                else ingest_request(by_code[code], keys=keys, tags=CATCH_UP_TAGS)
                 for keys, code in requests
             ]
         )
 
-    reference_sensor = build_reference_refresh_sensor(specs, jobs)
-    return dg.Definitions(
-        sensors=[catch_up_sensor, reference_sensor, build_pool_claims_sensor()],
-        jobs=[*(jobs.values() if own_jobs else []), *gold_jobs.values()],
-    )
+    return dg.Definitions(sensors=[catch_up_sensor, build_reference_refresh_sensor(specs), build_pool_claims_sensor()])

@@ -12,6 +12,8 @@ from pos_lakehouse.ingest.landing import LandedFile, LandingZone
 from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.instance import resource_of
+from pos_lakehouse.sensors.targets import bronze_config, ingest_request, ingest_selection
 from pos_lakehouse.settings import only_retailers, sensor_interval
 
 
@@ -62,18 +64,19 @@ def _listing(spec: RetailerSpec, landing: LandingZone) -> tuple[LandingZone, lis
         return landing, f"{spec.name}: cannot list {landing.describe(spec.name)}: {type(exc).__name__}: {exc}"
 
 
-def build_landing_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+def build_landing_sensor(specs: list[RetailerSpec]) -> dg.SensorDefinition:
     """One sensor over every file-delivering retailer (local folder, object store, SFTP).
 
     One sensor, not one per retailer: the daemon evaluates sensors one after another, so a
     sensor per retailer made every retailer wait for all the others' ticks. Its cursor holds
-    each retailer's own `file -> size:mtime` map; run keys stay `<retailer>-<digest>`.
+    each retailer's own `file -> size:mtime` map; run keys stay `<retailer>-<digest>`. Each run
+    selects its retailer's bronze and silver assets (`sensors.targets`).
     """
     by_name = {s.name: s for s in specs}
 
     @dg.sensor(
         name=LANDING_SENSOR,
-        jobs=[jobs[s.name] for s in specs],
+        asset_selection=ingest_selection(specs),
         # A tick lists every folder in well under a second even at hundreds of retailers, so it can
         # run often. The daemon looks at its sensors every 5 s and a tick is due once 8 s have
         # passed since the last one started: one tick every 10 s (with 10 here: every 15 s).
@@ -82,7 +85,8 @@ def build_landing_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.Unresolve
         description="Turns new or changed files in every retailer's landing folder (local, object store or SFTP) into "
         "its ingest runs (cursor: retailer -> file -> size:mtime).",
     )
-    def retailer_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    def retailer_landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        landing: LandingZone = resource_of(context, "landing")  # built once per process (`sensors.instance`)
         cursor = json.loads(context.cursor) if context.cursor else {}
         # `pos-lakehouse run --retailer ...` chose some retailers: the others' files stay new for later.
         chosen = only_retailers()
@@ -106,12 +110,11 @@ def build_landing_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.Unresolve
             if not batches:
                 quiet.append(zone.describe(name))
             requests += [
-                dg.RunRequest(
+                ingest_request(
+                    spec,
                     run_key=run_key(spec, batch),
-                    job_name=jobs[name].name,
-                    partition_key=spec.data_provider_code,
-                    run_config={"ops": {f"{name}_bronze": {"config": {"files": [f.name for f in batch]}}}},
-                    tags={"retailer": name, "pos_lakehouse/files": str(len(batch))},
+                    run_config=bronze_config(spec, {"files": [f.name for f in batch]}),
+                    tags={"pos_lakehouse/files": str(len(batch))},
                 )
                 for batch in batches
             ]

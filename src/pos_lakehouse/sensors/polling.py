@@ -17,6 +17,8 @@ import dagster as dg
 from pos_lakehouse.ingest.polling import probe
 from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.instance import instance_of, resource_of
+from pos_lakehouse.sensors.targets import ingest_request, ingest_selection
 from pos_lakehouse.settings import only_retailers, sensor_interval
 from pos_lakehouse.storage.lake import Lake
 
@@ -27,7 +29,7 @@ def _key_for_attempt(context: dg.SensorEvaluationContext, base: str) -> str | No
     """The base key, or `-retryN` after failed runs with the earlier keys; None after too many failures."""
     for attempt in range(MAX_ATTEMPTS_PER_POSITION):
         key = base if attempt == 0 else f"{base}-retry{attempt}"
-        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
+        runs = instance_of(context).get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": key}), limit=1)
         if not runs or runs[0].status != dg.DagsterRunStatus.FAILURE:
             return key
     return None
@@ -44,7 +46,7 @@ def _ask(lake: Lake, spec: RetailerSpec) -> dict | str:
         return f"{spec.name}: cannot ask the {spec.delivery.channel} source: {exc}"
 
 
-def _request(context: dg.SensorEvaluationContext, spec: RetailerSpec, job_name: str, news: dict) -> dg.RunRequest | str | None:
+def _request(context: dg.SensorEvaluationContext, spec: RetailerSpec, news: dict) -> dg.RunRequest | str | None:
     fresh = {k: v for k, v in news.items() if v}
     if not fresh:
         return None
@@ -55,19 +57,14 @@ def _request(context: dg.SensorEvaluationContext, spec: RetailerSpec, job_name: 
             f"{spec.name}: {MAX_ATTEMPTS_PER_POSITION} pull runs failed for the same position; see their logs "
             "(the next change at the source starts a new attempt)"
         )
-    return dg.RunRequest(
-        run_key=key,
-        job_name=job_name,
-        partition_key=spec.data_provider_code,
-        tags={"retailer": spec.name, "pos_lakehouse/pull": ",".join(sorted(fresh))},
-    )
+    return ingest_request(spec, run_key=key, tags={"pos_lakehouse/pull": ",".join(sorted(fresh))})
 
 
 def poll_sensor_name(poll_seconds: int) -> str:
     return f"every_{poll_seconds}s_poll_sensor"
 
 
-def build_poll_sensors(specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> list[dg.SensorDefinition]:
+def build_poll_sensors(specs: list[RetailerSpec]) -> list[dg.SensorDefinition]:
     """One sensor per polling interval over the pulled retailers (API, database) asked that often.
 
     Not one per retailer: the daemon evaluates sensors one after another, so a sensor per
@@ -77,19 +74,20 @@ def build_poll_sensors(specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedA
     by_interval: dict[int, list[RetailerSpec]] = {}
     for spec in specs:
         by_interval.setdefault(spec.delivery.poll_seconds, []).append(spec)
-    return [_poll_sensor(seconds, group, jobs) for seconds, group in sorted(by_interval.items())]
+    return [_poll_sensor(seconds, group) for seconds, group in sorted(by_interval.items())]
 
 
-def _poll_sensor(seconds: int, specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+def _poll_sensor(seconds: int, specs: list[RetailerSpec]) -> dg.SensorDefinition:
     @dg.sensor(
         name=poll_sensor_name(seconds),
-        jobs=[jobs[s.name] for s in specs],
+        asset_selection=ingest_selection(specs),
         minimum_interval_seconds=sensor_interval(seconds),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Asks the API/database source of each retailer polled every {seconds} s ({len(specs)}) whether "
         "anything changed after the position stored with bronze; news becomes a pull run (run key derived from position and news).",
     )
-    def poll_sensor(context: dg.SensorEvaluationContext, lake: Lake) -> dg.SensorResult:
+    def poll_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        lake: Lake = resource_of(context, "lake")  # built once per process (`sensors.instance`)
         # `pos-lakehouse run --retailer ...` chose some retailers: the others' sources are asked later.
         chosen = only_retailers()
         asked = [s for s in specs if chosen is None or s.name in chosen]
@@ -97,7 +95,7 @@ def _poll_sensor(seconds: int, specs: list[RetailerSpec], jobs: dict[str, dg.Unr
             answers = list(pool.map(lambda s: _ask(lake, s), asked))
         requests, notes, quiet, unreachable = [], [], [], []
         for spec, news in zip(asked, answers, strict=True):
-            outcome = news if isinstance(news, str) else _request(context, spec, jobs[spec.name].name, news)
+            outcome = news if isinstance(news, str) else _request(context, spec, news)
             if isinstance(news, str):
                 sort_failures(spec, news, unreachable, notes)
             elif isinstance(outcome, dg.RunRequest):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pos_lakehouse.sensors.instance import instance_of
 from pos_lakehouse.settings import sensor_interval
 
 
@@ -40,7 +41,7 @@ def build_pool_claims_sensor() -> dg.SensorDefinition:
         "without it, a step that asked just as the slot was freed would wait forever.",
     )
     def pool_claims_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        unblocked = assign_stranded_pool_claims(context.instance)
+        unblocked = assign_stranded_pool_claims(instance_of(context))
         return dg.SkipReason(f"unblocked waiting steps of {', '.join(unblocked)}" if unblocked else "no step waits for a free slot")
 
     return pool_claims_sensor

@@ -14,8 +14,10 @@ import dagster as dg
 from pos_lakehouse.ingest.landing import LandingZone
 from pos_lakehouse.layers.reference import ReferenceSource, source_for
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.landing import batch_digest
 from pos_lakehouse.sensors.runs import IN_PROGRESS_RUN_STATUSES, busy_assets, chosen, silver_keys
+from pos_lakehouse.sensors.targets import ingest_request
 from pos_lakehouse.settings import sensor_interval
 
 # The reference component's op, job and sensor (the refresh sensor waits while that job runs).
@@ -44,7 +46,8 @@ def build_reference_landing_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
     )
-    def corporate_reference_sensor(context: dg.SensorEvaluationContext, landing: LandingZone) -> dg.SensorResult:
+    def corporate_reference_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        landing: LandingZone = resource_of(context, "landing")  # built once per process (`sensors.instance`)
         cursor = json.loads(context.cursor) if context.cursor else {}
         files = [f for f in landing.list_files(folder) if source_for(sources, f.name)]
         new = [f for f in files if cursor.get(f.name) != f.identity]
@@ -105,7 +108,7 @@ def reference_refresh_requests(
     return due
 
 
-def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg.UnresolvedAssetJobDefinition]) -> dg.SensorDefinition:
+def build_reference_refresh_sensor(specs: list[RetailerSpec]) -> dg.SensorDefinition:
     """Re-runs a retailer's silver (which then publishes its gold partitions) when corporate
     reference data it uses lands after it: late FX rates fill `*_usd`, a corrected master re-enriches.
 
@@ -115,26 +118,26 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec], jobs: dict[str, dg
 
     @dg.sensor(
         name="reference_refresh_sensor",
-        jobs=list(jobs.values()),
+        asset_selection=dg.AssetSelection.assets(*(k for spec in specs for k in silver_keys(spec))),
         minimum_interval_seconds=sensor_interval(30),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
     )
     def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         loading = dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES])
-        if context.instance.get_run_records(filters=loading, limit=1):
+        instance = instance_of(context)  # one per process (`sensors.instance`)
+        if instance.get_run_records(filters=loading, limit=1):
             # One refresh per retailer once every reference table of the load is in, not one per table.
             return dg.SensorResult(skip_reason="corporate reference data is being loaded; retailers are refreshed once it is in")
-        due = reference_refresh_requests(context.instance, chosen(specs), REFERENCE_KEYS)
-        busy = busy_assets(context.instance, specs)
+        due = reference_refresh_requests(instance, chosen(specs), REFERENCE_KEYS)
+        busy = busy_assets(instance, specs)
         requests = [
-            dg.RunRequest(
-                job_name=jobs[spec.data_provider_code].name,
-                asset_selection=silver_keys(spec),
-                partition_key=spec.data_provider_code,
+            ingest_request(
+                spec,
+                keys=silver_keys(spec),
                 # One run per retailer and reference event: a later tick does not launch it again.
                 run_key=f"{spec.name}-reference-{storage_id}",
-                tags={"retailer": spec.name, "pos_lakehouse/reference_refresh": "true"},
+                tags={"pos_lakehouse/reference_refresh": "true"},
             )
             for spec, storage_id in due
             if not any((dg.AssetKey(["silver", spec.name, t]), spec.data_provider_code) in busy for t in spec.silver_tables)

@@ -7,6 +7,7 @@ import dagster as dg
 
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.retailer import RetailerSpec
+from pos_lakehouse.sensors.targets import INGEST_TAG
 from pos_lakehouse.settings import only_retailers
 
 # Run states from the public enum (the same sets Dagster keeps internally).
@@ -22,23 +23,19 @@ IN_PROGRESS_RUN_STATUSES = [
 def busy_assets(instance: dg.DagsterInstance, specs: list[RetailerSpec]) -> set[tuple[dg.AssetKey, str | None]]:
     """(asset, partition) pairs a queued or in-progress run may still write.
 
-    A run of a whole asset job names no asset selection, and a run that writes a retailer's silver
-    (its delivery run, a catch-up or reference refresh of its silver) also publishes its partitions
-    of every gold table from the silver step: both are read from the job and the retailer.
+    A run that writes a retailer's silver (its delivery run, a catch-up or reference refresh of its
+    silver) also publishes its partitions of every gold table from the silver step: read from the
+    retailer its tag or selection names.
     Queued runs count too: a catch-up requested beside one would only do its work twice.
     """
     by_name = {s.name: s for s in specs}
-    by_job = {f"{s.name}{suffix}": s.name for s in specs for suffix in ("_ingest", "_catch_up")}
-    gold_jobs = {f"gold_{t}_catch_up": t for t in GOLD_TABLES}
     busy: set[tuple[dg.AssetKey, str | None]] = set()
     statuses = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES]
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=statuses)):
         run = record.dagster_run
         partition = run.tags.get("dagster/partition")
         keys = set(run.asset_selection or [])
-        if run.job_name in gold_jobs and not keys:
-            keys.add(dg.AssetKey(["gold", gold_jobs[run.job_name]]))
-        writers = {run.tags.get("pos_lakehouse/ingest", ""), by_job.get(run.job_name, "")}
+        writers = {run.tags.get(INGEST_TAG, "")}
         writers |= {k.path[1] for k in keys if k.path[0] == "silver" and len(k.path) > 2}
         for spec in (by_name[n] for n in sorted(writers) if n in by_name):
             partition = partition or spec.data_provider_code
