@@ -4,7 +4,8 @@
         ...
 
 `stage` costs one global look-up while no profile is recording. `recording()` records every
-stage run inside it (any thread): the wall time summed over its runs and the process's peak
+stage run inside it (any thread): the wall time summed over its runs, the process's CPU time
+meanwhile (all threads: steadier than wall time on a shared machine) and the process's peak
 resident memory while it ran (Linux: the high-water mark is reset when a stage starts and read
 when it ends; a stage's peak includes its inner stages'). Stages nest: an inner stage's time is
 also in its outer one. A stage run in a background thread overlaps the stages of the thread
@@ -24,6 +25,7 @@ from pathlib import Path
 @dataclass
 class StageFigures:
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the process's CPU time (every thread's) while it ran
     runs: int = 0
     peak_gb: float = 0.0
     depth: int = 0  # how deeply nested its first run was (for printing)
@@ -38,7 +40,10 @@ class Profile:
     _local: threading.local = field(default_factory=threading.local)
 
     def as_dict(self) -> dict[str, dict]:
-        return {name: {"seconds": f.seconds, "runs": f.runs, "peak_gb": f.peak_gb, "depth": f.depth} for name, f in self.stages.items()}
+        return {
+            name: {"seconds": f.seconds, "cpu_seconds": f.cpu_seconds, "runs": f.runs, "peak_gb": f.peak_gb, "depth": f.depth}
+            for name, f in self.stages.items()
+        }
 
 
 _active: Profile | None = None
@@ -70,17 +75,18 @@ def _timed(profile: Profile, name: str) -> Iterator[None]:
         figures = profile.stages.setdefault(name, StageFigures(depth=len(stack)))
     mine = [0.0]
     stack.append(mine)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         stack.pop()
         peak = max(mine[0], _high_water_gb(reset=False))
         for outer in stack:
             outer[0] = max(outer[0], peak)
         with profile._lock:
             figures.seconds += seconds
+            figures.cpu_seconds += cpu_seconds
             figures.runs += 1
             figures.peak_gb = max(figures.peak_gb, peak)
 
