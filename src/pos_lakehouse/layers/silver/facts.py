@@ -50,13 +50,18 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     committed = dict(marks)
+    # A table this refresh creates cannot hold a key twice: nothing to check, now or later.
+    created = not lake.exists(uri)
     budget = batch_rows or silver_batch_rows()
     writes = BatchWrites(background=lake.engine == "polars")
     try:
         for n, (plan, raw) in enumerate(new_bronze_batches(lake, spec, table_name, marks, result)):
-            if n == 0:
-                with stage("facts: duplicate-key check"):
-                    _repair_duplicate_keys(lake, plan, result)
+            if n == 0 and UNIQUE_KEYS_MARK not in marks:
+                if created:
+                    result.bronze_versions[UNIQUE_KEYS_MARK] = "checked"
+                else:
+                    with stage("facts: duplicate-key check"):
+                        _repair_duplicate_keys(lake, plan, result)
             run = _FactRun(lake, plan, now, result, marks, writes)
             with stage("facts: batch plan"):
                 batches = list(fact_batches(plan, raw, budget))
@@ -74,16 +79,23 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
 
 log = logging.getLogger(__name__)
 
+# The bookmark of a table known to hold each key once: created by this code (whose appends land on
+# the snapshot they were decided on, so two processes never store a batch twice), or checked.
+UNIQUE_KEYS_MARK = "unique_keys"
+
 
 def _repair_duplicate_keys(lake: LakeIO, plan: FilePlan, result: SilverResult) -> None:
     """A table an earlier version left with a key stored twice (two processes appending the same
-    batch) keeps one row per key, before new rows are added. Checked by each refresh with new rows
-    (a grouped count over the key columns): a mark of "checked" in the table's bookmarks would make
-    them differ from a Spark-written table's, which the engines must share."""
+    batch) keeps one row per key, before new rows are added. Checked once (a grouped count over the
+    whole table), then marked in the table's bookmarks. Both engines mark the tables they create,
+    so a table's bookmarks are the same whichever engine wrote it."""
     removed = lake.remove_duplicate_keys(plan.uri, plan.keys, rewrite_by=plan.date_col)
-    if removed:  # None: a Lake that cannot tell (Spark); the Lake that can checks on its next refresh
+    if removed is None:  # a Lake that cannot tell (Spark): the Lake that can checks on its next refresh
+        return
+    if removed:
         log.warning("%s: removed %d rows of keys stored twice", plan.uri, removed)
         result.duplicates_removed += removed
+    result.bronze_versions[UNIQUE_KEYS_MARK] = "checked"
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,9 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     # twins (conform adds them): masks are computed for the carried ones only.
     in_hand = [m for m in masked_measures(spec.antitrust) if m.replace("_usd", "_lc") in carried]
     with stage("facts: FX and masks"):
-        source = mask_measures(convert_to_usd(source, reference_frame(lake, "fx_rates"), date_col), date_col, plan.grain, in_hand)
+        only_usd = count(facts.filter(nw.col("currency") != "USD").head(1)) == 0
+        usd = convert_to_usd(source, reference_frame(lake, "fx_rates"), date_col, only_usd=only_usd)
+        source = mask_measures(usd, date_col, plan.grain, in_hand)
         source = engine.persist(conform(source, table))
         result.fx_missing += count(source.filter(nw.col("fx_rate_to_usd").is_null()))
     # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
