@@ -2,6 +2,7 @@
 
     uv run python benchmarks/throughput.py              # >= 5,000,000 fact rows
     uv run python benchmarks/throughput.py --rows 500000
+    uv run python benchmarks/throughput.py --rows 1000000 --profile   # and silver's stages
 
 The delivery is bigbox_us-shaped (one pipe-delimited file per store, every date, product and
 store columns inline: the demo's large-volume retailer) and goes through the same code as the
@@ -33,6 +34,10 @@ Peak memory is each child's maximum resident set size (`wait4` rusage; Polars al
 Python's heap, which `tracemalloc` cannot see); per stage, the process's high-water mark is
 reset (`/proc/self/clear_refs`) before the stage and read (`VmHWM`) after it. Targets at
 5 million rows: pipeline/floor <= 3, peak <= 2.5 GB, bronze alone <= 1.5x the baseline.
+
+`--profile` also prints silver's own stages (`pos_lakehouse.profiling`: dimensions, fact typing
+and keys, dedup, quarantine, writes, FX and masks, week, month, calendar, bookkeeping), each with
+its time and peak, from the fastest pipeline run: what each change to silver is judged by.
 
 The delivery's dates end yesterday (a benchmark of loading, not of quarantining future dates).
 """
@@ -158,17 +163,19 @@ def run_floor(landing: Path, root: Path) -> dict:
     return {"seconds": sum(stages.values()), "stages": stages, "stage_peak_gb": peaks}
 
 
-def run_pipeline(root: Path) -> dict:
+def run_pipeline(root: Path, profile: bool = False) -> dict:
     from pos_lakehouse.ingest.landing import LocalLandingZone
     from pos_lakehouse.layers.bronze import ingest_files
     from pos_lakehouse.layers.gold import GOLD_TABLES, refresh_gold_tables
     from pos_lakehouse.layers.silver import refresh_silver
+    from pos_lakehouse.profiling import recording
     from pos_lakehouse.retailer import load_retailer_specs
     from pos_lakehouse.settings import RETAILERS_DIR
     from pos_lakehouse.storage.lake import Lake
 
     spec = next(s for s in load_retailer_specs(RETAILERS_DIR) if s.name == "bigbox_us")
     lake = Lake(root=str(root))
+    silver_profile: dict = {}
     landing = LocalLandingZone(root=str(root / "landing"))
     stages, peaks = {}, {}
     started = time.perf_counter()
@@ -181,8 +188,16 @@ def run_pipeline(root: Path) -> dict:
     stages["bronze"], peaks["bronze"] = time.perf_counter() - started, _peak_gb()
     _reset_peak()
     t = time.perf_counter()
-    silver = refresh_silver(lake, spec, spec.silver_tables)
-    stages["silver"], peaks["silver"] = time.perf_counter() - t, _peak_gb()
+    cpu = time.process_time()
+    if profile:
+        with recording() as recorded:
+            silver = refresh_silver(lake, spec, spec.silver_tables)
+        silver_profile = recorded.as_dict()
+    else:
+        silver = refresh_silver(lake, spec, spec.silver_tables)
+    # The profile resets the high-water mark per stage: the stage's peak is the highest of them.
+    stages["silver"], peaks["silver"] = time.perf_counter() - t, max([_peak_gb(), *(f["peak_gb"] for f in silver_profile.values())])
+    silver_cpu = time.process_time() - cpu
     _reset_peak()
     t = time.perf_counter()
     # As a delivery run publishes them (`components.gold_publication`).
@@ -197,7 +212,32 @@ def run_pipeline(root: Path) -> dict:
         "silver_fact_rows": silver["store_day_fact"].inserted,
         "quarantined": sum(r.quarantined for r in silver.values()),
         "gold_rows": gold_rows,
+        "silver_profile": silver_profile,
+        "silver_cpu_seconds": silver_cpu,
     }
+
+
+def print_profile(pipeline: dict) -> None:
+    """Silver's stages, nested as they ran; a stage's time includes its inner stages'."""
+    stages = pipeline["silver_profile"]
+    total = pipeline["stages"]["silver"]
+    print(
+        f"silver profile ({total:.2f}s in all, {pipeline['silver_cpu_seconds']:.1f} CPU-s): wall time summed over runs, the process's "
+        "CPU time meanwhile (all threads), peak RSS while it ran; inner stages indented:"
+    )
+    for name, f in stages.items():
+        runs = f" x{f['runs']}" if f["runs"] > 1 else ""
+        print(
+            f"  {'  ' * f['depth']}{name + runs:<{52 - 2 * f['depth']}} {f['seconds']:7.2f}s {f['seconds'] / total:6.1%} "
+            f"{f['cpu_seconds']:7.2f} CPU-s  {f['peak_gb']:5.2f} GB"
+        )
+    print(f"  (uptime: {_load()})")
+
+
+def _load() -> str:
+    """The machine's load averages (1, 5, 15 min), printed with the figures: a shared machine's load slows every phase."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 # ---- the same delivery on the Spark engine (`--engine spark`) ----------------------------
@@ -296,6 +336,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files and tables")
     parser.add_argument("--runs", type=int, default=2, help="runs of each phase, alternating; the fastest of each counts")
+    parser.add_argument("--profile", action="store_true", help="also print silver's stages (time and peak each)")
     parser.add_argument("--engine", choices=["polars", "spark"], default="polars", help="spark: also run silver+gold on local Spark")
     parser.add_argument("--phase", choices=["baseline", "floor", "pipeline", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -309,12 +350,13 @@ def main() -> int:
         args.out.write_text(json.dumps(run_floor(args.root / "landing" / "bigbox_us", args.root)))
         return 0
     if args.phase == "pipeline":
-        args.out.write_text(json.dumps(run_pipeline(args.root)))
+        args.out.write_text(json.dumps(run_pipeline(args.root, args.profile)))
         return 0
     if args.phase == "spark":
         args.out.write_text(json.dumps(run_spark(args.root)))
         return 0
 
+    load_at_start = _load()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pos_throughput_"))
     root = work / "data"
     if root.exists():
@@ -339,7 +381,7 @@ def main() -> int:
         # An empty setting: the package leaves it alone and Polars applies its defaults.
         runs["plain_floor"].append(_child("floor", "--root", str(root), env={ALLOCATOR_ENV: ""}))
         _remove(root, "bronze", "silver", "gold", "quarantine")
-        runs["pipeline"].append(_child("pipeline", "--root", str(root)))
+        runs["pipeline"].append(_child("pipeline", "--root", str(root), *(["--profile"] if args.profile else [])))
     # Other tenants' load only ever adds time: each phase's fastest run counts, every run is printed.
     (baseline, baseline_gb), (floor, floor_gb), (plain_floor, _), (pipeline, pipeline_gb) = (
         min(runs[phase], key=lambda run: run[0]["seconds"]) for phase in ("baseline", "floor", "plain_floor", "pipeline")
@@ -387,6 +429,9 @@ def main() -> int:
     )
     print(f"bronze alone vs baseline: {bronze_ratio:.2f} (target <= {TARGET_BRONZE:g}: {'met' if ok_bronze else 'MISSED'})")
     print(f"peak memory: {pipeline_gb:.2f} GB (target <= {TARGET_PEAK_GB:g} GB at 5M rows: {'met' if ok_mem else 'MISSED'})")
+    print(f"uptime at the end: {_load()} (at the start: {load_at_start})")
+    if args.profile:
+        print_profile(pipeline)
     if args.engine == "spark":
         report_spark(root, pipeline)
     if not args.keep and args.workdir is None:

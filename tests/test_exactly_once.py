@@ -153,6 +153,7 @@ def test_keys_stored_twice_by_an_earlier_version_are_repaired_on_the_next_run(da
     from pos_lakehouse.ingest.landing import LocalLandingZone
     from pos_lakehouse.layers import gold as gold_layer
     from pos_lakehouse.layers.bronze import ingest_files
+    from pos_lakehouse.layers.silver import facts as silver_facts
     from pos_lakehouse.layers.silver import refresh_silver
 
     spec = spec_named("kaufhalle_de")
@@ -172,12 +173,16 @@ def test_keys_stored_twice_by_an_earlier_version_are_repaired_on_the_next_run(da
     lake.append(gold_uri, lake.scan(gold_uri).filter(pl.col("data_provider_code") == "cds_1002").head(40).collect())
     keys = list(canonical.TABLES["store_day_fact"].natural_keys)
     assert _duplicate_keys(lake.scan(silver_uri).collect(), keys) == 40
-    # Gold partitions written before the check existed carry no mark of it (silver is checked on each refresh).
+    # A table this code created is marked as holding each key once, and not checked again...
+    assert lake.bookmarks(silver_uri)[silver_facts.UNIQUE_KEYS_MARK] == "checked"
+    # ...tables and gold partitions written before the check existed carry no mark of it.
     monkeypatch.setattr(gold_layer, "UNIQUE_KEYS_MARK", "unique_keys_of_an_older_table")
+    monkeypatch.setattr(silver_facts, "UNIQUE_KEYS_MARK", "unique_keys_of_an_older_table")
 
     silver, gold = run_layers([files[-1].name])
 
     assert silver["store_day_fact"].duplicates_removed == 40 and gold["store_day_fact"].duplicates_removed == 40
+    assert lake.bookmarks(silver_uri)["unique_keys_of_an_older_table"] == "checked"  # checked once
     assert _duplicate_keys(lake.scan(silver_uri).collect(), keys) == 0
     gold_rows = lake.scan(gold_uri).filter(pl.col("data_provider_code") == "cds_1002").collect()
     assert _duplicate_keys(gold_rows, gold_keys("store_day_fact")) == 0

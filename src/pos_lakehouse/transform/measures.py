@@ -20,18 +20,24 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 Grain = Literal["day", "week", "month"]
 
 
-def convert_to_usd(facts: nw.LazyFrame, fx: nw.LazyFrame, date_col: str) -> nw.LazyFrame:
+def convert_to_usd(facts: nw.LazyFrame, fx: nw.LazyFrame, date_col: str, only_usd: bool = False) -> nw.LazyFrame:
     """`fx_rate_to_usd` for the fact's currency and date (1 for USD), and `*_usd` = `*_lc` x rate (null when no rate).
 
-    Rounded half away from zero to 4 decimals, the same on both engines.
+    Rounded half away from zero to 4 decimals, the same on both engines. `only_usd`: the caller
+    knows no row has a currency other than USD (or none), so the rates are not joined at all.
     """
-    rates = fx.select(nw.col("date").alias(date_col), "currency", nw.col("usd_per_unit").alias("fx_rate_to_usd"))
     if "fx_rate_to_usd" in facts.collect_schema().names():
         facts = facts.drop("fx_rate_to_usd")
     # A dollar is a dollar: USD rows need no FX reference (nor wait for it) to have their USD values.
-    joined = facts.join(rates, on=[date_col, "currency"], how="left").with_columns(
-        nw.when(nw.col("currency") == "USD").then(nw.lit(1.0, nw.Float64)).otherwise(nw.col("fx_rate_to_usd")).alias("fx_rate_to_usd")
-    )
+    usd = nw.col("currency") == "USD"
+    if only_usd:
+        # The join would only copy every row's columns to add the rate no USD row reads.
+        joined = facts.with_columns(nw.when(usd).then(nw.lit(1.0, nw.Float64)).otherwise(nw.lit(None, nw.Float64)).alias("fx_rate_to_usd"))
+    else:
+        rates = fx.select(nw.col("date").alias(date_col), "currency", nw.col("usd_per_unit").alias("fx_rate_to_usd"))
+        joined = facts.join(rates, on=[date_col, "currency"], how="left").with_columns(
+            nw.when(usd).then(nw.lit(1.0, nw.Float64)).otherwise(nw.col("fx_rate_to_usd")).alias("fx_rate_to_usd")
+        )
     joined = joined.with_columns(
         (nw.col(lc).cast(nw.Float64) * nw.col("fx_rate_to_usd")).alias(usd) for lc, usd in zip(VALUE_MEASURES, USD_MEASURES)
     )

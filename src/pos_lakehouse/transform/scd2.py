@@ -199,6 +199,15 @@ def point_in_time_keys(facts: nw.LazyFrame, dim: nw.LazyFrame, natural: str, key
     versions = dim.select(natural, key_column, nw.col("valid_from").alias("_vf"), nw.col("valid_to").alias("_vt"))
     if key_column in facts.collect_schema().names():
         facts = facts.drop(key_column)
+    single = _single_versions(versions, natural, key_column) if facts.implementation.is_polars() else None
+    if single is not None:
+        # One version per entity, valid from START_OF_HISTORY on: each fact's key is its entity's,
+        # looked up by value instead of joined (a join copies every column of the facts). As the
+        # join's filter, a known entity's row dated before its version is dropped.
+        ids, keys, dtype = single
+        key = nw.col(natural).replace_strict(ids, keys, default=None, return_dtype=dtype)
+        known_then = nw.col(date_column) >= nw.lit(START_OF_HISTORY, nw.Date)
+        return facts.with_columns(key.alias(key_column)).filter(nw.col(key_column).is_null() | known_then)
     return (
         facts.join(versions, on=natural, how="left")
         .filter(
@@ -207,3 +216,13 @@ def point_in_time_keys(facts: nw.LazyFrame, dim: nw.LazyFrame, natural: str, key
         )
         .drop("_vf", "_vt")
     )
+
+
+def _single_versions(versions: nw.LazyFrame, natural: str, key_column: str):
+    """(entities, their keys, the key's type) when every entity has one version, valid from
+    START_OF_HISTORY and open-ended; else None. Read in-process: a dimension is small."""
+    frame = versions.collect(backend="polars")
+    one_each = frame[natural].n_unique() == len(frame) and frame[natural].null_count() == 0
+    if not one_each or frame["_vt"].null_count() != len(frame) or (frame["_vf"] != START_OF_HISTORY).any():
+        return None
+    return frame[natural].to_list(), frame[key_column].to_list(), frame.schema[key_column]

@@ -23,6 +23,7 @@ from pos_lakehouse.layers.silver.dimensions import reenrich_current_versions, re
 from pos_lakehouse.layers.silver.facts import refresh_facts
 from pos_lakehouse.layers.silver.quarantine import REJECTED_ROWS_TABLE
 from pos_lakehouse.layers.silver.result import SilverResult, silver_metadata, silver_result_from_dict
+from pos_lakehouse.profiling import stage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.interface import LakeIO
 from pos_lakehouse.transform import canonical
@@ -62,18 +63,24 @@ def refresh_silver(lake: LakeIO, spec: RetailerSpec, tables: list[str], now: dat
         # rates: none to re-enrich or fill, so the passes that look for them are skipped.
         existed = lake.exists(lake.silver(spec.name, name))
         if name in canonical.DIMENSIONS:
-            results[name] = refresh_dimension(lake, spec, name, now, shared)
-            results[name].reenriched = reenrich_current_versions(lake, spec, name, now) if existed else 0
+            with stage(f"{name}"):
+                results[name] = refresh_dimension(lake, spec, name, now, shared)
+            with stage(f"{name}: re-enrich"):
+                results[name].reenriched = reenrich_current_versions(lake, spec, name, now) if existed else 0
         else:
-            results[name] = refresh_facts(lake, spec, name, now)
-            results[name].fx_filled = refill_late_fx(lake, spec, name, now) if existed else 0
+            with stage(f"{name}"):
+                results[name] = refresh_facts(lake, spec, name, now)
+            with stage(f"{name}: late FX refill"):
+                results[name].fx_filled = refill_late_fx(lake, spec, name, now) if existed else 0
     for name in spec.derived_tables:
         if name == CALENDAR:
             continue
         if name in tables:
-            results[name] = refresh_period_facts(lake, spec, name, now)
+            with stage(f"{name}"):
+                results[name] = refresh_period_facts(lake, spec, name, now)
     if CALENDAR in tables:  # in-process Polars whichever engine wrote the facts (see `calendar`)
         from pos_lakehouse.layers.silver.calendar import refresh_calendar
 
-        results[CALENDAR] = refresh_calendar(lake, spec, now)  # type: ignore[arg-type]
+        with stage(CALENDAR):
+            results[CALENDAR] = refresh_calendar(lake, spec, now)  # type: ignore[arg-type]
     return results

@@ -14,6 +14,7 @@ import narwhals as nw
 import polars as pl
 
 from pos_lakehouse.layers.silver.result import SilverResult
+from pos_lakehouse.profiling import stage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
@@ -68,7 +69,8 @@ def refresh_calendar(lake: Lake, spec: RetailerSpec, now: datetime | None = None
     if not lake.exists(source_uri):
         return result
     facts = lake.read(source_uri, canonical.TABLES[source].schema)
-    files = delivered_files(facts, date_col, spec.completeness.per_store)
+    with stage(f"{CALENDAR}: delivered cells"):
+        files = delivered_files(facts, date_col, spec.completeness.per_store)
     start = spec.completeness.start_date or cast("date | None", files["date"].min())
     if start is None:
         return result

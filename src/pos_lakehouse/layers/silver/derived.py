@@ -11,6 +11,7 @@ from pos_lakehouse.engines import edges
 from pos_lakehouse.layers.reference import reference_frame
 from pos_lakehouse.layers.silver.plan import count
 from pos_lakehouse.layers.silver.result import SilverResult
+from pos_lakehouse.profiling import stage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
@@ -128,11 +129,12 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     # One scan of two columns: the changed days' range and their newest update. A period's
     # coverage follows from its own days, so only periods with a changed day are recomputed.
     changed = daily if watermark is None else daily.filter(nw.col("_updated_at") > datetime.fromisoformat(watermark))
-    lo, hi, mark = (
-        changed.select(nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark"))
-        .collect(backend="polars")
-        .row(0)
-    )
+    with stage(f"{table_name}: changed days"):
+        lo, hi, mark = (
+            changed.select(nw.col("date").min().alias("lo"), nw.col("date").max().alias("hi"), nw.col("_updated_at").max().alias("mark"))
+            .collect(backend="polars")
+            .row(0)
+        )
     if lo is None:
         return result
     first_end = period_end_of(lo, grain, spec.week_ends_on)
@@ -145,12 +147,14 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     engine = edges(days)
     # Aggregated a run of whole periods at a time (at most a batch of daily rows each), so the
     # peak follows the batch size, not the history's; the period rows are a fraction of the days.
-    sizes = _period_sizes(days, grain, spec.week_ends_on)
+    with stage(f"{table_name}: sizes"):
+        sizes = _period_sizes(days, grain, spec.week_ends_on)
     parts = []
     for lo_end, hi_end in ranges_within(sizes.iter_rows(), silver_batch_rows()):
         chunk = daily.filter(nw.col("date").is_between(period_start_of(lo_end, grain, spec.week_ends_on), hi_end))
         periods = with_period_coverage(aggregate_period(chunk, grain, spec.week_ends_on), end_col, grain)
-        parts.append(engine.persist(conform(periods, table)))
+        with stage(f"{table_name}: aggregate"):
+            parts.append(engine.persist(conform(periods, table)))
     aggregated = nw.concat(parts, how="vertical") if len(parts) > 1 else parts[0]
     reach = history_window(grain)
     # Masks read the stored periods around the recomputed ones (none on a first load).
@@ -181,23 +185,26 @@ def refresh_period_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now:
     column_descriptions = {c.name: c.description for c in table.columns}
     # A first load has nothing to match: each period end's rows go straight into its partition,
     # in one commit, where the Lake can (a partitioned write holds its whole input otherwise).
-    if not stored and lake.append_by_partition(
-        uri, end_col, out, bookmarks=bookmarks, description=description, column_descriptions=column_descriptions, **pinned(pin)
-    ):
+    with stage(f"{table_name}: masks and write"):
+        appended = not stored and lake.append_by_partition(
+            uri, end_col, out, bookmarks=bookmarks, description=description, column_descriptions=column_descriptions, **pinned(pin)
+        )
+    if appended:
         stats = {"num_target_rows_inserted": count(aggregated)}
     else:
-        stats = lake.merge(
-            uri,
-            out,
-            keys=list(table.natural_keys),
-            restrict=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end + reach}'",
-            # A product/store that no longer has days in a recomputed period loses its period row.
-            delete_unmatched=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end}'",
-            bookmarks=bookmarks,
-            partition_by=fact_partitions(table_name),
-            description=description,
-            column_descriptions=column_descriptions,
-        )
+        with stage(f"{table_name}: masks and MERGE"):
+            stats = lake.merge(
+                uri,
+                out,
+                keys=list(table.natural_keys),
+                restrict=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end + reach}'",
+                # A product/store that no longer has days in a recomputed period loses its period row.
+                delete_unmatched=f"t.{end_col} >= '{first_end}' AND t.{end_col} <= '{last_end}'",
+                bookmarks=bookmarks,
+                partition_by=fact_partitions(table_name),
+                description=description,
+                column_descriptions=column_descriptions,
+            )
     for part in parts:
         engine.release(part)
     result.inserted = int(stats.get("num_target_rows_inserted", 0))

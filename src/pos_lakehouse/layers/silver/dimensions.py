@@ -18,6 +18,7 @@ from pos_lakehouse.layers.silver.batches import batch_order, delivery_batches, d
 from pos_lakehouse.layers.silver.plan import FilePlan, count, new_bronze_batches, ok
 from pos_lakehouse.layers.silver.quarantine import quarantine_failed
 from pos_lakehouse.layers.silver.result import SilverResult
+from pos_lakehouse.profiling import stage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO
@@ -35,14 +36,16 @@ def refresh_dimension(lake: LakeIO, spec: RetailerSpec, table_name: str, now: da
     uri = lake.silver(spec.name, table_name)
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
-    observations = [
-        _observe(lake, plan, raw, marks, now, result, shared) for plan, raw in new_bronze_batches(lake, spec, table_name, marks, result)
-    ]
+    with stage(f"{table_name}: observe"):
+        observations = [
+            _observe(lake, plan, raw, marks, now, result, shared) for plan, raw in new_bronze_batches(lake, spec, table_name, marks, result)
+        ]
     if not observations:
         if result.bronze_versions and lake.exists(uri):
             lake.commit_bookmarks(uri, result.bronze_versions)
         return result
-    return _upsert_versions(lake, spec, canonical.TABLES[table_name], uri, observations, now, result)
+    with stage(f"{table_name}: versions"):
+        return _upsert_versions(lake, spec, canonical.TABLES[table_name], uri, observations, now, result)
 
 
 def _one_snapshot_per_day(plan: FilePlan, files) -> None:

@@ -25,6 +25,7 @@ from pos_lakehouse.layers.silver.derived import refresh_derived_measures
 from pos_lakehouse.layers.silver.plan import FilePlan, count, new_bronze_batches, ok
 from pos_lakehouse.layers.silver.quarantine import quarantine_failed
 from pos_lakehouse.layers.silver.result import SilverResult
+from pos_lakehouse.profiling import stage
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO, Stale
@@ -49,35 +50,52 @@ def refresh_facts(lake: LakeIO, spec: RetailerSpec, table_name: str, now: dateti
     marks = lake.bookmarks(uri)
     result = SilverResult(table_name, bronze_versions=dict(marks))
     committed = dict(marks)
+    # A table this refresh creates cannot hold a key twice: nothing to check, now or later.
+    created = not lake.exists(uri)
     budget = batch_rows or silver_batch_rows()
     writes = BatchWrites(background=lake.engine == "polars")
     try:
         for n, (plan, raw) in enumerate(new_bronze_batches(lake, spec, table_name, marks, result)):
-            if n == 0:
-                _repair_duplicate_keys(lake, plan, result)
+            if n == 0 and UNIQUE_KEYS_MARK not in marks:
+                if created:
+                    result.bronze_versions[UNIQUE_KEYS_MARK] = "checked"
+                else:
+                    with stage("facts: duplicate-key check"):
+                        _repair_duplicate_keys(lake, plan, result)
             run = _FactRun(lake, plan, now, result, marks, writes)
-            for batch in fact_batches(plan, raw, budget):
+            with stage("facts: batch plan"):
+                batches = list(fact_batches(plan, raw, budget))
+            for batch in batches:
                 _load_fact_batch(run, raw, batch)
     finally:
-        writes.close()
+        with stage("facts: last write (waited for)"):
+            writes.close()
     # The consumed bronze versions advance once every batch (and its derived twins) is in.
     if result.bronze_versions != committed and lake.exists(uri):
-        lake.commit_bookmarks(uri, result.bronze_versions)
+        with stage("facts: bookmarks"):
+            lake.commit_bookmarks(uri, result.bronze_versions)
     return result
 
 
 log = logging.getLogger(__name__)
 
+# The bookmark of a table known to hold each key once: created by this code (whose appends land on
+# the snapshot they were decided on, so two processes never store a batch twice), or checked.
+UNIQUE_KEYS_MARK = "unique_keys"
+
 
 def _repair_duplicate_keys(lake: LakeIO, plan: FilePlan, result: SilverResult) -> None:
     """A table an earlier version left with a key stored twice (two processes appending the same
-    batch) keeps one row per key, before new rows are added. Checked by each refresh with new rows
-    (a grouped count over the key columns): a mark of "checked" in the table's bookmarks would make
-    them differ from a Spark-written table's, which the engines must share."""
+    batch) keeps one row per key, before new rows are added. Checked once (a grouped count over the
+    whole table), then marked in the table's bookmarks. Both engines mark the tables they create,
+    so a table's bookmarks are the same whichever engine wrote it."""
     removed = lake.remove_duplicate_keys(plan.uri, plan.keys, rewrite_by=plan.date_col)
-    if removed:  # None: a Lake that cannot tell (Spark); the Lake that can checks on its next refresh
+    if removed is None:  # a Lake that cannot tell (Spark): the Lake that can checks on its next refresh
+        return
+    if removed:
         log.warning("%s: removed %d rows of keys stored twice", plan.uri, removed)
         result.duplicates_removed += removed
+    result.bronze_versions[UNIQUE_KEYS_MARK] = "checked"
 
 
 @dataclass(frozen=True)
@@ -101,21 +119,24 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     engine = edges(raw)
     # Transform: canonical, checked and keyed rows; only the columns silver stores (plus the
     # row's identity) are materialized.
-    lf, carried = _keyed_rows(run, raw, batch)
-    have = set(lf.collect_schema().names())
-    wanted = [c.name for c in table.columns if c.name in have]
-    frame = engine.persist(lf.select(*wanted, "_row_number", ERROR_COLUMN))
-    before_dedup = count(frame)
+    with stage("facts: typing and keys"):
+        lf, carried = _keyed_rows(run, raw, batch)
+        have = set(lf.collect_schema().names())
+        wanted = [c.name for c in table.columns if c.name in have]
+        frame = engine.persist(lf.select(*wanted, "_row_number", ERROR_COLUMN))
+        before_dedup = count(frame)
     result.input_rows += before_dedup
     # A delivery split by date: its bronze rows are this part's rows (one per canonical row).
     result.bronze_rows += before_dedup if batch.bronze_rows is None else batch.bronze_rows
-    deduplicated = deduplicate_fact_batch(frame, keys, date_col, plan.file_spec.replaces)
-    if deduplicated is not frame:  # some rows may be superseded (an unchanged batch needs no second count)
-        deduplicated = engine.persist(deduplicated)
-        engine.release(frame)
-        result.superseded += before_dedup - count(deduplicated)
-    frame, deduplicated = deduplicated, None
-    quarantine_failed(lake, spec, plan.table_name, frame, raw, now, result)
+    with stage("facts: dedup"):
+        deduplicated = deduplicate_fact_batch(frame, keys, date_col, plan.file_spec.replaces)
+        if deduplicated is not frame:  # some rows may be superseded (an unchanged batch needs no second count)
+            deduplicated = engine.persist(deduplicated)
+            engine.release(frame)
+            result.superseded += before_dedup - count(deduplicated)
+        frame, deduplicated = deduplicated, None
+    with stage("facts: quarantine"):
+        quarantine_failed(lake, spec, plan.table_name, frame, raw, now, result)
     facts = (
         frame.filter(ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
     )
@@ -124,9 +145,10 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
         facts = facts.with_columns(
             nw.lit(True).alias("is_complete"), *(nw.lit(7, nw.Int64).alias(c) for c in ("days_covered", "days_expected"))
         )
-    n, lo, hi = (
-        facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
-    )
+    with stage("facts: date range"):
+        n, lo, hi = (
+            facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
+        )
     result.loaded += n
     if n == 0:
         engine.release(frame)
@@ -138,19 +160,22 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     history_from = block_start(lo, 1) if day_grain else lo
     reach_to = block_start(hi, -2) - timedelta(days=1) if day_grain else hi
     # From here on the stored table is read: the previous batch's append must be in it.
-    run.writes.wait()
-    # The snapshot "nothing stored near these rows" is decided on: their append lands on it or not at all.
-    pin = lake.pin(plan.uri)
-    stored = lake.read(plan.uri, table.schema) if lake.exists(plan.uri) else None
-    nearby = 0
-    if stored is not None:
-        # A list (not a join) so the reader can skip data files by their site_id bounds; one row is enough.
-        sites = facts.select("site_id").unique().collect(backend="polars")["site_id"].to_list()
-        near = stored.filter(nw.col(date_col).is_between(history_from, reach_to) & nw.col("site_id").is_in(sites))
-        nearby = count(near.head(1))
+    with stage("facts: previous write (waited for)"):
+        run.writes.wait()
+    with stage("facts: nearby stored rows"):
+        # The snapshot "nothing stored near these rows" is decided on: their append lands on it or not at all.
+        pin = lake.pin(plan.uri)
+        stored = lake.read(plan.uri, table.schema) if lake.exists(plan.uri) else None
+        nearby = 0
+        if stored is not None:
+            # A list (not a join) so the reader can skip data files by their site_id bounds; one row is enough.
+            sites = facts.select("site_id").unique().collect(backend="polars")["site_id"].to_list()
+            near = stored.filter(nw.col(date_col).is_between(history_from, reach_to) & nw.col("site_id").is_in(sites))
+            nearby = count(near.head(1))
     if nearby:
         quarantined = frame.filter(~ok()).select(*keys, ERROR_COLUMN)
-        _merge_fact_batch(run, facts, carried, lo, hi, history_from, quarantined)
+        with stage("facts: MERGE"):
+            _merge_fact_batch(run, facts, carried, lo, hi, history_from, quarantined)
         engine.release(frame)
         return
     # Nothing stored for these stores near these dates: no row to update, restate or re-mask.
@@ -159,9 +184,12 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     # Measures this kind of file does not carry are null in every row here, and so are their
     # twins (conform adds them): masks are computed for the carried ones only.
     in_hand = [m for m in masked_measures(spec.antitrust) if m.replace("_usd", "_lc") in carried]
-    source = mask_measures(convert_to_usd(source, reference_frame(lake, "fx_rates"), date_col), date_col, plan.grain, in_hand)
-    source = engine.persist(conform(source, table))
-    result.fx_missing += count(source.filter(nw.col("fx_rate_to_usd").is_null()))
+    with stage("facts: FX and masks"):
+        only_usd = count(facts.filter(nw.col("currency") != "USD").head(1)) == 0
+        usd = convert_to_usd(source, reference_frame(lake, "fx_rates"), date_col, only_usd=only_usd)
+        source = mask_measures(usd, date_col, plan.grain, in_hand)
+        source = engine.persist(conform(source, table))
+        result.fx_missing += count(source.filter(nw.col("fx_rate_to_usd").is_null()))
     # The batch's rows are all in `source` now: free them before the write (a copy less at the peak).
     engine.release(frame)
     del frame, facts
@@ -215,9 +243,10 @@ def _append_new_rows(run: _FactRun, source: nw.LazyFrame, creates: bool, pin) ->
     descriptions = {c.name: c.description for c in plan.table.columns}
     day = fact_partitions(plan.table_name)[0]
     pinned = {"pin": pin} if pin is not None else {}
-    appended = lake.append_by_partition(
-        plan.uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions, **pinned
-    )
+    with stage("facts: per-day write (in the background)"):
+        appended = lake.append_by_partition(
+            plan.uri, day, source, bookmarks=marks, description=description, column_descriptions=descriptions, **pinned
+        )
     if not appended and not creates:
         try:
             lake.append(plan.uri, source, bookmarks=marks, partition_by=[day], description=description, **pinned)

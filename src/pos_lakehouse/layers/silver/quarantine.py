@@ -20,8 +20,12 @@ REJECTED_ROWS_TABLE = "rejected_rows"
 _REASON = re.compile(r"^([^:]+: [a-z ]+?)(?: \S+ as .*)?$")
 
 
-def quarantine_rows(lake: LakeIO, spec: RetailerSpec, table: str, bad: nw.LazyFrame, raw: nw.LazyFrame, now: datetime) -> dict[str, int]:
-    """Keep rejected rows with their raw values and every failed rule; return counts per reason."""
+def quarantine_rows(
+    lake: LakeIO, spec: RetailerSpec, table: str, bad: nw.LazyFrame, raw: nw.LazyFrame, now: datetime, per_error=None
+) -> dict[str, int]:
+    """Keep rejected rows with their raw values and every failed rule; return counts per reason.
+
+    `per_error` (a Polars frame of `_errors` and `n`), when the caller has counted them already."""
     raw_cols = [c for c in raw.collect_schema().names() if not c.startswith("_") and c not in ("data_provider_code", "secure_group_key")]
     joined = raw.join(bad.select("_delivery_id", "_row_number", ERROR_COLUMN), on=["_delivery_id", "_row_number"], how="inner")
     joined = edges(joined).with_json(joined, raw_cols, "raw_values")
@@ -39,7 +43,8 @@ def quarantine_rows(lake: LakeIO, spec: RetailerSpec, table: str, bad: nw.LazyFr
         description="Rows that failed a silver rule: which rule, which file and row, and the raw values.",
     )
     counts: dict[str, int] = {}
-    per_error = bad.group_by(ERROR_COLUMN).agg(nw.len().alias("n")).collect(backend="polars")
+    if per_error is None:
+        per_error = bad.group_by(ERROR_COLUMN).agg(nw.len().alias("n")).collect(backend="polars")
     for errors, n in per_error.iter_rows():
         for error in str(errors).split("; "):
             m = _REASON.match(error)
@@ -53,19 +58,22 @@ def quarantine_failed(lake: LakeIO, spec: RetailerSpec, table_name: str, rows, r
     bad = rows.filter(~ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
     n_bad = count(bad)
     result.quarantined += n_bad
-    if n_bad:
-        for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now).items():
-            result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
-        if "_source_file" in rows.collect_schema().names():
-            # Per file: (quarantined, rows), for the share of a file's rows a run quarantines.
-            shares = (
-                rows.group_by("_source_file")
-                .agg(nw.len().alias("n"), nw.when(ok()).then(0).otherwise(1).sum().alias("bad"))
-                .collect(backend="polars")
-            )
-            for file, n, n_file_bad in shares.iter_rows():
-                before = result.quarantined_by_file.get(str(file), [0, 0])
-                result.quarantined_by_file[str(file)] = [before[0] + int(n_file_bad), before[1] + int(n)]
+    if not n_bad:
+        return
+    per_error = None
+    if "_source_file" in rows.collect_schema().names():
+        # One grouped pass over the rows (per file and reasons, null for a good row) gives both
+        # the share of each file's rows quarantined and the counts per reason.
+        per_file = rows.group_by("_source_file", ERROR_COLUMN).agg(nw.len().alias("n")).collect(backend="polars")
+        per_error = per_file.filter(~nw.col(ERROR_COLUMN).is_null()).group_by(ERROR_COLUMN).agg(nw.col("n").sum())
+        shares = per_file.group_by("_source_file").agg(
+            nw.col("n").sum().alias("n"), nw.when(nw.col(ERROR_COLUMN).is_null()).then(0).otherwise(nw.col("n")).sum().alias("bad")
+        )
+        for file, n, n_file_bad in shares.select("_source_file", "n", "bad").iter_rows():
+            before = result.quarantined_by_file.get(str(file), [0, 0])
+            result.quarantined_by_file[str(file)] = [before[0] + int(n_file_bad), before[1] + int(n)]
+    for reason, n in quarantine_rows(lake, spec, table_name, bad, raw, now, per_error).items():
+        result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + n
 
 
 # What to change when most of a file's rows break a rule that usually means a wrong setting.
