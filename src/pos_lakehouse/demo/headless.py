@@ -163,12 +163,11 @@ class Headless:
             if request.run_key
             else []
         )
-        # A retailer's run (its assets, `sensors.targets`) is a run of the code location's asset job.
-        job = (
-            self.defs.resolve_job_def(request.job_name or sensor.job_name or "")
-            if request.job_name or not request.asset_selection
-            else self.defs.resolve_implicit_global_asset_job_def()
-        )
+        # The sensor's job (corporate reference data); a retailer's run (its assets, `sensors.targets`)
+        # is a run of the code location's asset job.
+        targets = [t.job_name for t in sensor.targets]
+        job_name = request.job_name or (targets[0] if len(targets) == 1 else None)
+        job = self.defs.resolve_job_def(job_name) if job_name else self.defs.resolve_implicit_global_asset_job_def()
         retailer = (request.tags or {}).get(INGEST_TAG)
         name = f"{retailer}_ingest" if retailer else job.name
         if any(r.status == dg.DagsterRunStatus.SUCCESS or r.status in IN_PROGRESS_RUN_STATUSES for r in earlier):
