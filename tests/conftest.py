@@ -79,6 +79,17 @@ def headless(defs: dg.Definitions, instance: dg.DagsterInstance):
     return Headless(defs, instance, quiet=True)
 
 
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """A standalone master, a worker and a Spark Connect server on loopback (`spark_cluster.py`),
+    started once per test process (about half a minute) for every test that needs a Spark: they
+    all run on one worker (the `spark` group), one after the other."""
+    from spark_cluster import spark_cluster as start
+
+    with start(tmp_path_factory.mktemp("spark_cluster")) as started:
+        yield started
+
+
 def spec_named(name: str):
     from pos_lakehouse.retailer import load_retailer_specs
 

@@ -1,19 +1,27 @@
 """Same deliveries through the Polars engine and the Spark engine: identical silver, gold and keys.
 
-Two data roots get byte-identical bronze (the same files ingested at the same instants); then
+The Spark side is a Spark Connect session on the suite's loopback cluster (`spark_cluster` in
+conftest), with the server's own session defaults (`Etc/UTC`, 200 shuffle partitions,
+case-insensitive) as Databricks serverless has them, and as the local path has them too (the
+Dagster step's jobs are clients of a local Connect server): the job's settings
+(`apply_job_settings`) make it right.
+
+Three data roots get byte-identical bronze (the same files ingested at the same instants); then
 silver and gold are refreshed with Polars in one and with PySpark + delta-spark in the other, in
-two incremental rounds (the second renames a product: an SCD2 change). Every silver and gold
-table must hold the same rows, column for column and in key order. Spark tests are few and
-small: each Spark action has a fixed cost that dwarfs these row counts.
+two incremental rounds: the second brings a new day that renames a product (an SCD2 change) and a
+corrected re-delivery of the first day (a restatement). Silver's MERGEs record their bookmarks in
+commits of their own (`bookmarks_in="properties"`, as on a session that refuses the commit-metadata
+setting), gold's in the MERGE's own commit (`commit`); the Polars Lake reads both. The third root
+is an `engine: auto` retailer: the first, larger delivery goes to Spark, the second to Polars.
+Every silver and gold table must hold the same rows, column for column and in key order. Spark
+tests are few and small: each Spark action has a fixed cost that dwarfs these row counts.
 """
 
-import os
 import shutil
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 from conftest import spec_named
@@ -24,6 +32,7 @@ from pos_lakehouse.ingest.landing import LocalLandingZone
 from pos_lakehouse.layers import gold as polars_gold  # one definition: run on either Lake
 from pos_lakehouse.layers import silver as polars_silver
 from pos_lakehouse.layers.bronze import ingest_files
+from pos_lakehouse.layers.engine_choice import engine_for, pending_bronze_rows
 from pos_lakehouse.layers.reference import load_reference_file
 from pos_lakehouse.storage.lake import Lake
 from pos_lakehouse.transform import canonical
@@ -32,24 +41,19 @@ from pos_lakehouse.transform.keys import surrogate_key
 pytestmark = pytest.mark.spark
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+GOLD = polars_gold.GOLD_TABLES
 
 
-@pytest.fixture(scope="module")
-def spark():
-    """One local Spark for the module (JVM start-up and the Delta jars are the fixed cost)."""
-    previous = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"  # Spark hands back timestamps in the process time zone
+@pytest.fixture
+def spark(spark_cluster, monkeypatch):
+    """A Connect session on the cluster, as the server hands it out (nothing set), in a process
+    whose time zone is UTC (Spark hands timestamps back as naive datetimes in the process's zone,
+    which the job pins the same way)."""
+    monkeypatch.setenv("TZ", "UTC")
     time.tzset()
-    from pos_lakehouse.spark.session import local_spark
-
-    session = local_spark("pos_lakehouse_tests", cores=2, memory="2g")
-    session.conf.set("spark.sql.caseSensitive", "true")
-    yield session
-    session.stop()
-    if previous is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = previous
+    with spark_cluster.connect() as session:
+        yield session
+    monkeypatch.undo()
     time.tzset()
 
 
@@ -75,49 +79,11 @@ def test_spark_surrogate_keys_are_bit_for_bit_the_polars_ones(spark):
     assert got == {p: surrogate_key(1001, [p], d) for p, d in cases}
 
 
-def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
-    from pos_lakehouse.spark.lake import SparkLake
-
-    spec = spec_named("marche_fr")
-    staging = tmp_path / "staging"
-    files = write_marche_fr(
-        staging / "marche_fr", tmp_path / "expected", days=3, n_products=8, n_stores=2, density=1.0, renames={2: (3, "Produit 00003 Bio")}
-    )
-    reference = write_corporate_reference(tmp_path / "reference_files", products=40, sites=10)
-    roots = {"polars": tmp_path / "polars", "spark": tmp_path / "spark"}
-    lakes = {name: Lake(root=str(root)) for name, root in roots.items()}
-    for name, root in roots.items():
-        shutil.copytree(staging, root / "landing")
-        for path in reference:
-            load_reference_file(lakes[name], path.stem, path)
-    spark_lake = SparkLake(spark, str(roots["spark"]))
-    # The delivery calendar is always built in process with Polars, here from the facts each engine wrote.
-    tables = [t for t in spec.silver_tables if t != "delivery_calendar"]
-
-    def deliver(names: list[str], at: datetime) -> None:
-        for name, root in roots.items():
-            ingest_files(lakes[name], LocalLandingZone(root=str(root / "landing")), spec, names, now=at)
-
-    def refresh(at: datetime) -> dict:
-        done = {
-            "polars": polars_silver.refresh_silver(lakes["polars"], spec, [*tables, "delivery_calendar"], at),
-            "spark": polars_silver.refresh_silver(spark_lake, spec, tables, at)
-            | polars_silver.refresh_silver(lakes["spark"], spec, ["delivery_calendar"], at),
-        }
-        for table in polars_gold.GOLD_TABLES:
-            if table in spec.silver_tables:
-                polars_gold.refresh_gold(lakes["polars"], spec, table)
-                polars_gold.refresh_gold(spark_lake, spec, table)
-        return done
-
-    deliver([f.name for f in files[:2]], T0)
-    first = refresh(T0 + timedelta(minutes=1))
-    deliver([files[2].name], T0 + timedelta(hours=1))
-    second = refresh(T0 + timedelta(hours=1, minutes=1))
-    # A corrected re-delivery of the first day restates its store-days: one row dropped (deleted
-    # from silver and gold), one changed, one repeated in the file (the earlier copy quarantined
-    # as a duplicate) and one with an unreadable sales value (quarantined with its reason).
-    original = pl.read_parquet(files[0]).with_columns(pl.all().cast(pl.String))
+def _correction(first_day: Path) -> tuple[pl.DataFrame, str]:
+    """A corrected re-delivery of a day: its first row dropped (deleted from silver and gold), the
+    next one changed, repeated with other units before it (that earlier copy quarantined as a
+    duplicate), and one with an unreadable sales value (quarantined with its reason)."""
+    original = pl.read_parquet(first_day).with_columns(pl.all().cast(pl.String))
     changed_units = str(int(original["qte_vendue"][1]) + 5)
     correction = pl.concat(
         [
@@ -128,28 +94,89 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
             ),
         ]
     )
-    for root in roots.values():
-        correction.write_parquet(root / "landing" / "marche_fr" / files[0].name.replace(".parquet", "_v2.parquet"))
-    deliver([files[0].name.replace(".parquet", "_v2.parquet")], T0 + timedelta(hours=2))
-    third = refresh(T0 + timedelta(hours=2, minutes=1))
-    day_fact = third["polars"]["store_day_fact"]
-    assert day_fact.removed >= 1 and day_fact.quarantined == 2 and day_fact.quarantine_reasons, day_fact
+    return correction, changed_units
 
+
+def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
+    from pos_lakehouse.spark.lake import SparkLake
+    from pos_lakehouse.spark.session_conf import apply_job_settings
+
+    spec = spec_named("marche_fr")
+    staging = tmp_path / "staging"
+    files = write_marche_fr(
+        staging / "marche_fr", tmp_path / "expected", days=4, n_products=8, n_stores=2, density=1.0, renames={3: (3, "Produit 00003 Bio")}
+    )
+    correction, changed_units = _correction(files[0])
+    correction.write_parquet(staging / "marche_fr" / files[0].name.replace(".parquet", "_v2.parquet"))
+    reference = write_corporate_reference(tmp_path / "reference_files", products=40, sites=10)
+    roots = {"polars": tmp_path / "polars", "spark": tmp_path / "spark"}
+    lakes = {name: Lake(root=str(root)) for name, root in roots.items()}
+    for name, root in roots.items():
+        shutil.copytree(staging, root / "landing")
+        for path in reference:
+            load_reference_file(lakes[name], path.stem, path)
+    # The delivery calendar is always built in process with Polars, here from the facts each engine wrote.
+    tables = [t for t in spec.silver_tables if t != "delivery_calendar"]
+
+    server_default = spark.conf.get("spark.sql.session.timeZone")
+    apply_job_settings(spark, shuffle_partitions=2, spec=spec)
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC" != server_default
+
+    rounds = [[f.name for f in files[:3]], [files[3].name, files[0].name.replace(".parquet", "_v2.parquet")]]
+    auto_spec = spec.model_copy(update={"engine": "auto", "spark_from_rows": pl.read_parquet(files[3]).height + correction.height + 1})
+    auto = Lake(root=str(tmp_path / "auto"))
+    chosen, done = [], []
+    for i, names in enumerate(rounds):
+        at = T0 + timedelta(hours=i)
+        for name, root in roots.items():
+            ingest_files(lakes[name], LocalLandingZone(root=str(root / "landing")), spec, names, now=at)
+        if i:  # the auto lake's first delivery was the Spark lake's own work: it starts as a copy of it
+            ingest_files(auto, LocalLandingZone(root=str(tmp_path / "auto" / "landing")), spec, names, now=at)
+        chosen.append(engine_for(auto_spec, pending_bronze_rows(auto if i else lakes["spark"], auto_spec, spec.silver_tables)))
+        at += timedelta(minutes=1)
+        # As the Spark job does: a Lake per job (its silver, then its gold), each bookmarking its own way.
+        silver_lake = SparkLake(spark, str(roots["spark"]), bookmarks_in="properties")
+        gold_lake = SparkLake(spark, str(roots["spark"]), bookmarks_in="commit")
+        done.append(
+            {
+                "polars": polars_silver.refresh_silver(lakes["polars"], spec, [*tables, "delivery_calendar"], at),
+                "spark": polars_silver.refresh_silver(silver_lake, spec, tables, at)
+                | polars_silver.refresh_silver(lakes["spark"], spec, ["delivery_calendar"], at),
+            }
+        )
+        if i and chosen[-1] == "polars":
+            polars_silver.refresh_silver(auto, spec, spec.silver_tables, at)
+        for table in (t for t in GOLD if t in spec.silver_tables):
+            polars_gold.refresh_gold(lakes["polars"], spec, table)
+            polars_gold.refresh_gold(gold_lake, spec, table)
+            if i and chosen[-1] == "polars":
+                polars_gold.refresh_gold(auto, spec, table)
+        if i == 0:
+            shutil.copytree(roots["spark"], tmp_path / "auto")
+
+    day_fact = done[-1]["polars"]["store_day_fact"]
+    assert day_fact.removed >= 1 and day_fact.quarantined == 2 and day_fact.quarantine_reasons, day_fact
+    operations = {}
     for table in spec.silver_tables:
         polars_rows = _rows(lakes["polars"].silver("marche_fr", table), table)
         spark_rows = _rows(lakes["spark"].silver("marche_fr", table), table)
         assert polars_rows.height > 0
         assert spark_rows.equals(polars_rows), f"silver.{table} differs:\n{polars_rows}\n{spark_rows}"
         # The engine's report of what it did matches too (rows read, inserted, updated, quarantined, dates).
-        for done in (first, second, third):
-            assert done["spark"][table] == done["polars"][table], (table, done["polars"][table], done["spark"][table])
-        # Bookmarks written by Spark are read by the Polars Lake: the engines can take turns.
-        assert lakes["spark"].bookmarks(lakes["spark"].silver("marche_fr", table)) == lakes["polars"].bookmarks(
-            lakes["polars"].silver("marche_fr", table)
-        )
-    for table in polars_gold.GOLD_TABLES:
-        if table in spec.silver_tables:
-            assert _rows(lakes["spark"].gold(table), table).equals(_rows(lakes["polars"].gold(table), table)), f"gold.{table} differs"
+        for both in done:
+            assert both["spark"][table] == both["polars"][table], (table, both["polars"][table], both["spark"][table])
+        # Bookmarks written by Spark, in commits of their own, are read by the Polars Lake: the engines can take turns.
+        uris = {name: lakes[name].silver("marche_fr", table) for name in roots}
+        assert lakes["spark"].bookmarks(uris["spark"]) == lakes["polars"].bookmarks(uris["polars"]), table
+        operations[table] = [c.get("operation") for c in lakes["spark"].commits(uris["spark"], 20)]
+        assert table == "delivery_calendar" or "SET TBLPROPERTIES" in operations[table], operations
+    assert "MERGE" in operations["store_day_fact"], operations  # the restatement MERGEd
+    for table in (t for t in GOLD if t in spec.silver_tables):
+        uris = {name: lakes[name].gold(table) for name in roots}
+        assert _rows(uris["spark"], table).equals(_rows(uris["polars"], table)), f"gold.{table} differs"
+        # The MERGE's own commit carries them. Less the mark of the one-time duplicate-key repair,
+        # which only the Polars Lake can run.
+        assert lakes["spark"].bookmarks(uris["spark"]) == _without_repair_mark(lakes["polars"].bookmarks(uris["polars"])), table
 
     # The restatement: the dropped row is gone, the changed one carries its new units, the
     # repeated one its last copy; both engines quarantined the same rows for the same reasons.
@@ -184,49 +211,17 @@ def test_same_deliveries_same_silver_gold_and_keys(spark, tmp_path: Path):
     assert prod["spark"]["prod_key"].to_list() == prod["polars"]["prod_key"].to_list()
     assert pl.read_delta(lakes["spark"].gold("store_day_fact")).select(pl.col("prod_key").is_null().sum()).item() == 0
 
+    # engine: auto took Spark for the first, larger delivery and Polars for the second, and ended
+    # where either engine alone does.
+    assert chosen == ["spark", "polars"]
+    for table in spec.silver_tables:
+        assert _rows(auto.silver("marche_fr", table), table).equals(_rows(lakes["polars"].silver("marche_fr", table), table)), table
+    for table in (t for t in GOLD if t in spec.silver_tables):
+        assert _rows(auto.gold(table), table).equals(_rows(lakes["polars"].gold(table), table)), f"auto: gold.{table} differs"
 
-def test_spark_retailer_runs_through_pipes_subprocess(data_root: Path, lake: Lake):
-    """The silver asset of a `engine: spark` retailer runs the job in a subprocess and reports back through Pipes."""
-    from pos_lakehouse.components.spark_jobs import SparkJobs
 
-    spec = spec_named("marche_fr").model_copy(update={"engine": "spark"})
-    files = write_marche_fr(data_root / "landing" / "marche_fr", data_root / "expected", days=1, n_products=4, n_stores=2)
-    ingest_files(lake, LocalLandingZone(root=str(data_root / "landing")), spec, [f.name for f in files], now=T0)
-    tables = ["prod_dim", "site_dim", "store_day_fact"]
-
-    @dg.multi_asset(
-        specs=[dg.AssetSpec(["silver", "marche_fr", t]) for t in tables],
-        check_specs=[dg.AssetCheckSpec("one_current_version", asset=["silver", "marche_fr", "prod_dim"])],
-    )
-    def silver(context: dg.AssetExecutionContext, spark: SparkJobs):
-        from pos_lakehouse.layers.silver import silver_result_from_dict
-        from pos_lakehouse.quality.checks import run_silver_checks
-
-        invocation = spark.run(context, spec, "silver", tables, lake.root)
-        yield from invocation.get_results()
-        # The job reports results, not checks: the checks run here, on the tables it wrote.
-        reported = {m["table"]: silver_result_from_dict(m["silver"]) for m in invocation.get_custom_messages()}
-        assert set(reported) == set(tables)
-        yield from (
-            c
-            for c in run_silver_checks(context, lake, spec, tables, reported)
-            if c.check_name == "one_current_version" and c.asset_key.path[-1] == "prod_dim"
-        )
-
-    result = dg.materialize([silver], resources={"spark": SparkJobs(cores=2, driver_memory="2g")})
-    assert result.success
-    reported = {tuple(e.materialization.asset_key.path): e.materialization.metadata for e in result.get_asset_materialization_events()}
-    assert set(reported) == {("silver", "marche_fr", t) for t in tables}
-    rows = pl.read_parquet(files[0]).height
-    assert reported[("silver", "marche_fr", "store_day_fact")]["dagster/row_count"].value == rows
-    assert reported[("silver", "marche_fr", "store_day_fact")]["engine"].value == "spark"
-    assert {c.name for c in reported[("silver", "marche_fr", "store_day_fact")]["dagster/column_schema"].schema.columns} >= {
-        "site_key",
-        "pos_sales_units",
-    }
-    assert lake.row_count(lake.silver("marche_fr", "store_day_fact")) == rows
-    (check,) = result.get_asset_check_evaluations()
-    assert check.passed
+def _without_repair_mark(marks: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in marks.items() if not k.startswith(polars_gold.UNIQUE_KEYS_MARK)}
 
 
 def test_spark_merges_extra_attributes_to_the_polars_bytes(spark):

@@ -139,7 +139,8 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     # The retailer's first rows in this table: nothing to match, so no MERGE; appended a date range
     # at a time (bounded memory whatever the history's size), on the snapshot that showed the
     # partition empty (`pin`): when another process published meanwhile, this one MERGEs instead.
-    first = partition_row_count(lake, table_name, code) == 0
+    before = partition_row_count(lake, table_name, code)
+    first = before == 0
     appended = first and _append_new_partition(
         lake, gold_uri, changed, table_name, date_col, per_day, {**options, "partition": code if not others else None}, writer, pin
     )
@@ -159,8 +160,15 @@ def refresh_gold(lake: LakeIO, spec: RetailerSpec, table_name: str) -> GoldResul
     result.merged_rows = changed_rows
     result.inserted = int(stats.get("num_target_rows_inserted", 0))
     result.updated = int(stats.get("num_target_rows_updated", 0))
-    # Into an empty partition, every changed row went in (when all are this retailer's): no recount.
-    result.partition_rows = changed_rows if appended and not others else partition_row_count(lake, table_name, code)
+    # When every changed row is this retailer's, the partition holds what it held, plus what went
+    # in, less what the MERGE deleted (only this retailer writes its partition): no recount, which
+    # is a scan of the partition (a Spark job).
+    if appended and not others:
+        result.partition_rows = changed_rows
+    elif not others and "num_target_rows_deleted" in stats:
+        result.partition_rows = before + result.inserted - int(stats["num_target_rows_deleted"])
+    else:
+        result.partition_rows = partition_row_count(lake, table_name, code)
     return result
 
 

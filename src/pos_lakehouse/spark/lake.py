@@ -59,17 +59,37 @@ class SparkLake(DeltaLakeBase):
         self._schemas: dict[str, T.StructType] = {}
         self._files: dict[tuple[str, int], list[str]] = {}
         self._absent: set[str] = set()
+        # Bookmarks as of this Lake's last write to a table: a write recording bookmarks makes them
+        # the newest value of their keys (what `bookmarks` reads back from the log), so the table's
+        # bookmarks after it follow from those before it without reading the log again.
+        self._marks: dict[str, dict[str, str]] = {}
 
     def _owned(self, uri: str) -> bool:
         """Tables only this engine's jobs create (bronze and reference data come from elsewhere)."""
         return any(uri.startswith(join_uri(self.root, layer)) for layer in ("silver", "gold", "quarantine"))
 
-    def _wrote(self, uri: str) -> None:
+    def _wrote(self, uri: str, bookmarks: Mapping[str, str] | None = None) -> None:
+        """After a commit to `uri` that records `bookmarks`."""
         self._known.add(uri)
         self._absent.discard(uri)
         self._schemas.pop(uri, None)
         for key in [k for k in self._commits if k[0] == uri]:
             del self._commits[key]
+        if uri in self._marks:
+            self._marks[uri].update({k: str(v) for k, v in (bookmarks or {}).items()})
+
+    def _failed(self, uri: str) -> None:
+        """After a write to `uri` that raised: whether it committed is unknown, so the log is read again."""
+        self._wrote(uri)
+        self._marks.pop(uri, None)
+
+    def bookmarks(self, uri: str, max_commits: int = 1000) -> dict[str, str]:
+        if uri in self._marks:
+            return dict(self._marks[uri])
+        marks = super().bookmarks(uri, max_commits)
+        if self._owned(uri) and max_commits >= 1000:  # all of them, of a table only this job writes
+            self._marks[uri] = dict(marks)
+        return marks
 
     # ---- reading --------------------------------------------------------------------------
     def read_ordered(self, uri: str, schema: pl.Schema) -> nw.LazyFrame:
@@ -172,8 +192,12 @@ class SparkLake(DeltaLakeBase):
     def _bookmark_properties(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         marks = commit_metadata(bookmarks, "bookmark")
         props = ", ".join(f"{_text(k)} = {_text(v)}" for k, v in sorted(marks.items()))
-        self.spark.sql(f"ALTER TABLE delta.{sql_name(uri)} SET TBLPROPERTIES ({props})")
-        self._wrote(uri)
+        try:
+            self.spark.sql(f"ALTER TABLE delta.{sql_name(uri)} SET TBLPROPERTIES ({props})")
+        except Exception:
+            self._failed(uri)
+            raise
+        self._wrote(uri, bookmarks)
 
     def create(self, uri: str, schema: T.StructType, *, partition_by=None, description=None, column_descriptions=None) -> None:
         """An empty table with table and column comments (as `Lake` writes them, read by Unity Catalog)."""
@@ -202,8 +226,10 @@ class SparkLake(DeltaLakeBase):
         writer = data.write.format("delta").mode("append").option("mergeSchema", "true").option("userMetadata", metadata)
         try:
             (writer.partitionBy(*partition_by) if partition_by and fresh else writer).save(uri)
-        finally:
-            self._wrote(uri)
+        except Exception:
+            self._failed(uri)
+            raise
+        self._wrote(uri, bookmarks)
 
     def merge(self, uri: str, data: DataFrame | nw.LazyFrame, **options) -> dict:
         """Upsert rows as `MergeSpec(**options)` says (the same MERGE as `Lake.merge`), as one SQL MERGE."""
@@ -221,9 +247,12 @@ class SparkLake(DeltaLakeBase):
         try:
             with self._commit(uri, spec.bookmarks, "merge"):
                 done = self.spark.sql(sql).collect()[0]
+        except Exception:
+            self._failed(uri)
+            raise
         finally:
-            self._wrote(uri)
             self.spark.catalog.dropTempView(view)
+        self._wrote(uri, spec.bookmarks)
         return {f"num_target_rows_{k}": int(done[f"num_{k}_rows"]) for k in ("inserted", "updated", "deleted")}
 
     def _insert_into_new(self, uri: str, data: DataFrame, spec: MergeSpec) -> dict:
@@ -235,8 +264,10 @@ class SparkLake(DeltaLakeBase):
         metadata = json.dumps(commit_metadata(spec.bookmarks, "merge"), sort_keys=True)
         try:
             data.write.format("delta").mode("append").option("userMetadata", metadata).save(uri)
-        finally:
-            self._wrote(uri)
+        except Exception:
+            self._failed(uri)
+            raise
+        self._wrote(uri, spec.bookmarks)
         done = self.spark.sql(f"DESCRIBE HISTORY delta.{sql_name(uri)} LIMIT 1").collect()[0]
         inserted = int((done["operationMetrics"] or {}).get("numOutputRows", 0))
         return {"num_target_rows_inserted": inserted, "num_target_rows_updated": 0, "num_target_rows_deleted": 0}
@@ -247,8 +278,12 @@ class SparkLake(DeltaLakeBase):
         if self.exists(uri) and self.bookmarks_in == "properties":
             self._bookmark_properties(uri, bookmarks)
         elif self.exists(uri):
-            with self._commit(uri, bookmarks, "bookmark"):
-                self.spark.sql(
-                    f"ALTER TABLE delta.{sql_name(uri)} SET TBLPROPERTIES ('pos_lakehouse.bookmark_commit' = '{uuid.uuid4().hex}')"
-                )
-            self._wrote(uri)
+            try:
+                with self._commit(uri, bookmarks, "bookmark"):
+                    self.spark.sql(
+                        f"ALTER TABLE delta.{sql_name(uri)} SET TBLPROPERTIES ('pos_lakehouse.bookmark_commit' = '{uuid.uuid4().hex}')"
+                    )
+            except Exception:
+                self._failed(uri)
+                raise
+            self._wrote(uri, bookmarks)

@@ -130,13 +130,27 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
     result.bronze_rows += before_dedup if batch.bronze_rows is None else batch.bronze_rows
     with stage("facts: dedup"):
         deduplicated = deduplicate_fact_batch(frame, keys, date_col, plan.file_spec.replaces)
-        if deduplicated is not frame:  # some rows may be superseded (an unchanged batch needs no second count)
+        if deduplicated is not frame:
             deduplicated = engine.persist(deduplicated)
             engine.release(frame)
-            result.superseded += before_dedup - count(deduplicated)
         frame, deduplicated = deduplicated, None
+    with stage("facts: counts and dates"):
+        # One pass answers how many rows are left, how many broke a rule and the good rows' dates
+        # (each a Spark job, and a round trip over Spark Connect, when asked apart).
+        good_date = nw.when(ok()).then(nw.col(date_col))
+        left, n_bad, lo, hi = (
+            frame.select(
+                nw.len().alias("n"),
+                nw.when(ok()).then(0).otherwise(1).sum().alias("bad"),
+                good_date.min().alias("lo"),
+                good_date.max().alias("hi"),
+            )
+            .collect(backend="polars")
+            .row(0)
+        )
+    result.superseded += before_dedup - left
     with stage("facts: quarantine"):
-        quarantine_failed(lake, spec, plan.table_name, frame, raw, now, result)
+        quarantine_failed(lake, spec, plan.table_name, frame, raw, now, result, n_bad=int(n_bad or 0))
     facts = (
         frame.filter(ok()).drop("_row_number", ERROR_COLUMN).with_columns(nw.lit(now).cast(nw.Datetime("us", "UTC")).alias("_updated_at"))
     )
@@ -145,10 +159,7 @@ def _load_fact_batch(run: _FactRun, raw: nw.LazyFrame, batch: FactBatch) -> None
         facts = facts.with_columns(
             nw.lit(True).alias("is_complete"), *(nw.lit(7, nw.Int64).alias(c) for c in ("days_covered", "days_expected"))
         )
-    with stage("facts: date range"):
-        n, lo, hi = (
-            facts.select(nw.len(), nw.col(date_col).min().alias("lo"), nw.col(date_col).max().alias("hi")).collect(backend="polars").row(0)
-        )
+    n = left - int(n_bad or 0)
     result.loaded += n
     if n == 0:
         engine.release(frame)

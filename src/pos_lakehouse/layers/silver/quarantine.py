@@ -53,10 +53,13 @@ def quarantine_rows(
     return counts
 
 
-def quarantine_failed(lake: LakeIO, spec: RetailerSpec, table_name: str, rows, raw, now: datetime, result: SilverResult) -> None:
-    """Quarantine the rows that broke a rule and count them, per reason, in `result`."""
+def quarantine_failed(
+    lake: LakeIO, spec: RetailerSpec, table_name: str, rows, raw, now: datetime, result: SilverResult, n_bad: int | None = None
+) -> None:
+    """Quarantine the rows that broke a rule and count them, per reason, in `result` (`n_bad`: how
+    many there are, when the caller counted them already)."""
     bad = rows.filter(~ok()).select("_delivery_id", "_row_number", ERROR_COLUMN)
-    n_bad = count(bad)
+    n_bad = count(bad) if n_bad is None else n_bad
     result.quarantined += n_bad
     if not n_bad:
         return
