@@ -23,13 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ports import free_port
+
 CONNECT_SERVER = "org.apache.spark.sql.connect.service.SparkConnectServer"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -128,7 +124,9 @@ def spark_cluster(
     *,
     worker_cores: int = 2,
     worker_memory: str = "2g",
-    driver_memory: str = "1g",
+    # The Connect server's driver keeps every session's plans and Delta logs for the whole test
+    # session (one cluster serves every Spark test): 1g ran out after the end-to-end run.
+    driver_memory: str = "2g",
     executor_memory: str = "1g",
     connect_cores: int = 1,
     timeout: float = 300,
