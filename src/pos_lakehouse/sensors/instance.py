@@ -2,9 +2,8 @@
 
 The code server evaluates each tick in a fresh context that holds only a reference to the instance:
 `context.instance`, and `context.resources` for a sensor that declares resources, build a new
-`DagsterInstance` from it, and building one checks each storage's schema revision (alembic) --
-0.3 s of a loaded two-core machine at every tick, for a sensor that ticks every 10 s and lists
-folders in milliseconds. The same instance and resources serve every later tick of the process.
+`DagsterInstance` from it, and building one checks each storage's schema revision (alembic): far
+more than the tick's own work (listing folders) for a sensor that ticks every few seconds. The same instance and resources serve every later tick of the process.
 
 A context built around an instance (tests, `build_sensor_context(instance=...)`) is used as it is.
 """

@@ -4,8 +4,7 @@ that say whose run it is.
 Every retailer's delivery, catch-up and reference refresh runs are runs of Dagster's one asset job
 over the code location, each selecting that retailer's assets -- not a job per retailer. Each job
 is a snapshot the code server serializes and the daemon reads back at every workspace refresh (once
-a minute), so a job per retailer made the daemon's idle cost grow with the retailers (at 208
-retailers their jobs were 11 of the 22 MB). One named job over every retailer's assets is not
+a minute), so a job per retailer made the daemon's idle cost grow with the retailers. One named job over every retailer's assets is not
 possible either: Dagster asks a named asset job's assets to share one partitions definition, and
 each retailer's assets have their own (its `data_provider_code`). The asset job Dagster builds
 for the whole code location allows that, and a run's selection then holds one retailer's assets.
