@@ -7,7 +7,7 @@ from pydantic import Field
 
 from pos_lakehouse.components.asset_keys import column_schema, gold_key, silver_key
 from pos_lakehouse.components.gold_publication import GoldLayer
-from pos_lakehouse.components.loaded_retailers import retailers_in_folder
+from pos_lakehouse.components.loaded_retailers import retailers_in_folder, retailers_path_field
 from pos_lakehouse.components.spark_jobs import SparkJobs
 from pos_lakehouse.components.yaml_schema import TakenAsWritten
 from pos_lakehouse.layers.gold import GOLD_TABLES, PARTITION_COLUMN
@@ -25,11 +25,7 @@ def retailer_partitions(specs: list[RetailerSpec]) -> dg.StaticPartitionsDefinit
 class GoldTables(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
     """Gold tables unioning every retailer's silver, partitioned (Delta and Dagster) by data provider code."""
 
-    retailers_path: str = Field(
-        default="../retailers",
-        description="Defs folder of the retailers' RetailerPipeline components (relative to this file); the retailer "
-        "partitions derive from the loaded components.",
-    )
+    retailers_path: str = retailers_path_field("the retailer partitions derive from the loaded components.")
     tables: list[str] = Field(default_factory=lambda: list(GOLD_TABLES), description="Canonical tables to publish in gold.")
     access_policy_path: str = Field(
         default="../serving/access_policy.yaml",

@@ -12,9 +12,18 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from pos_lakehouse.components.retailer_pipeline import RetailerPipeline
 from pos_lakehouse.retailer import RetailerSpec
+
+
+def retailers_path_field(what_is_read: str):
+    """The `retailers_path` attribute of a component that reads every retailer (gold, serving views)."""
+    return Field(
+        default="../retailers",
+        description="Defs folder of the retailers' RetailerPipeline components (relative to this file): " + what_is_read,
+    )
 
 
 def _specs(components: Iterable[RetailerPipeline]) -> list[RetailerSpec]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from pos_lakehouse.components.loaded_retailers import retailers_in_folder
+from pos_lakehouse.components.loaded_retailers import retailers_in_folder, retailers_path_field
 from pos_lakehouse.components.yaml_schema import TakenAsWritten
 from pos_lakehouse.layers.gold import GOLD_TABLES
 from pos_lakehouse.serving.limits import QueryLimits
@@ -26,11 +26,7 @@ REFRESH_ON_GOLD_CHANGE = (
 class ServingViews(TakenAsWritten, dg.Component, dg.Model, dg.Resolvable):
     """Secure gold views for analysts: one DuckDB view per gold table, filtered and masked by the access policy."""
 
-    retailers_path: str = Field(
-        default="../retailers",
-        description="Defs folder of the retailers' RetailerPipeline components (relative to this file): their keys and "
-        "antitrust settings, and which gold tables are published.",
-    )
+    retailers_path: str = retailers_path_field("their keys and antitrust settings, and which gold tables are published.")
     access_policy_path: str = Field(
         default="access_policy.yaml",
         description="The access policy YAML: reader groups and users (relative to this file). Retailers' keys and "

@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 
 import narwhals as nw
 
+from pos_lakehouse.layers.silver.result import date_span
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.settings import silver_batch_rows
 from pos_lakehouse.storage.interface import LakeIO, Writer
@@ -249,6 +250,5 @@ def gold_metadata(result: GoldResult, uri: str, engine: str) -> dict:
         "rows_inserted": result.inserted,
         "rows_updated": result.updated,
         "duplicate_key_rows_removed": result.duplicates_removed,
-        "dates_from": str(result.min_date) if result.min_date else "-",
-        "dates_to": str(result.max_date) if result.max_date else "-",
+        **date_span(result.min_date, result.max_date),
     }

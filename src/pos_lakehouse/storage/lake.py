@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, TypedDict, Unpack, cast
 
 import dagster as dg
 import narwhals as nw
@@ -16,7 +16,7 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from pydantic import Field
 
-from pos_lakehouse.storage import delta_files, partition_append, snapshots
+from pos_lakehouse.storage import delta_files, duplicate_keys, partition_append, snapshots
 from pos_lakehouse.storage.delta_commit import (
     ROW_GROUP_ROWS,
     Conflict,
@@ -35,6 +35,17 @@ from pos_lakehouse.storage.interface import DeltaLakeBase, MergeSpec, Stale, Wri
 
 if TYPE_CHECKING:  # pyarrow (and numpy with it) loads where a table is written, not with the definitions
     import pyarrow as pa
+
+
+class PartitionAppend(TypedDict, total=False):
+    """How an append of whole partitions is committed: the bookmarks it advances, the description and
+    column descriptions of a table it creates, the writer it records, the snapshot it must land on."""
+
+    bookmarks: Mapping[str, str] | None
+    description: str | None
+    column_descriptions: Mapping[str, str] | None
+    writer: Writer | None
+    pin: Pin | None
 
 
 class Lake(dg.ConfigurableResource, DeltaLakeBase):
@@ -308,12 +319,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         uri: str,
         column: str,
         parts: Sequence[tuple[object, pl.LazyFrame | nw.LazyFrame]],
-        *,
-        bookmarks: Mapping[str, str] | None = None,
-        description: str | None = None,
-        column_descriptions: Mapping[str, str] | None = None,
-        writer: Writer | None = None,
-        pin: Pin | None = None,
+        **options: Unpack[PartitionAppend],
     ) -> bool:
         """Append (value of `column`, rows holding it) parts, each its own files, in one commit
         (creating the table, partitioned by `column`, if absent); streams like an unpartitioned
@@ -323,18 +329,35 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         frames = [(value, rows.lazy() if isinstance(rows, pl.DataFrame) else rows) for value, rows in frames]
         if not frames:
             return False
-        self._create_partitioned(uri, frames[0][1].collect_schema(), column, description, column_descriptions)
-        table = self.snapshot(uri)
-        assert table is not None
-        if not partition_append.applicable(table, frames[0][1], column, [value for value, _ in frames]):
-            return False
+        return self._append_written(
+            uri,
+            column,
+            (frames[0][1], [value for value, _ in frames]),
+            lambda commit: partition_append.append_partitions(uri, column, frames, ROW_GROUP_ROWS, commit),
+            options,
+        )
 
+    def _append_written(
+        self,
+        uri: str,
+        column: str,
+        sample: tuple[pl.LazyFrame, Sequence[object]],
+        write: Callable[[Callable[[list], None]], object],
+        options: PartitionAppend,
+    ) -> bool:
+        """Create the partitioned table if absent, check that `sample` (rows, partition values) fits its
+        layout, then `write` the files and commit their add actions; False when it does not fit or the
+        pin went stale (the written files were removed)."""
+        rows, values = sample
+        self._create_partitioned(uri, rows.collect_schema(), column, options.get("description"), options.get("column_descriptions"))
+        table = self.snapshot(uri)
+        if table is None or not partition_append.applicable(table, rows, column, values):
+            return False
+        bookmarks, writer, pin = options.get("bookmarks"), options.get("writer"), options.get("pin")
         try:
-            partition_append.append_partitions(
-                uri, column, frames, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks, writer, pin)
-            )
+            write(lambda actions: self._add_files(uri, actions, column, bookmarks, writer, pin))
         except Stale:
-            return False  # the files written were removed
+            return False
         return True
 
     def _add_files(
@@ -368,12 +391,7 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
         uri: str,
         column: str,
         data: pl.DataFrame | pl.LazyFrame | nw.LazyFrame,
-        *,
-        bookmarks: Mapping[str, str] | None = None,
-        description: str | None = None,
-        column_descriptions: Mapping[str, str] | None = None,
-        writer: Writer | None = None,
-        pin: Pin | None = None,
+        **options: Unpack[PartitionAppend],
     ) -> bool:
         """Append rows in memory to a table partitioned by `column` alone (creating it so if absent):
         one Parquet file per partition value, written by Polars, added in one commit
@@ -385,18 +403,13 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
             frame = frame.collect()
         if frame.is_empty() or frame[column].null_count():
             return False
-        self._create_partitioned(uri, frame.schema, column, description, column_descriptions)
-        table = self.snapshot(uri)
-        values = frame[column].unique().to_list()
-        if table is None or not partition_append.applicable(table, frame.lazy(), column, [str(v) for v in values]):
-            return False
-        try:
-            partition_append.write_partition_files(
-                uri, column, frame, ROW_GROUP_ROWS, lambda actions: self._add_files(uri, actions, column, bookmarks, writer, pin)
-            )
-        except Stale:
-            return False  # the files written were removed
-        return True
+        return self._append_written(
+            uri,
+            column,
+            (frame.lazy(), [str(v) for v in frame[column].unique().to_list()]),
+            lambda commit: partition_append.write_partition_files(uri, column, frame, ROW_GROUP_ROWS, commit),
+            options,
+        )
 
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str], writer: Writer | None = None) -> None:
         """Record bookmarks with an empty commit-less write when there was nothing to merge."""
@@ -410,30 +423,10 @@ class Lake(dg.ConfigurableResource, DeltaLakeBase):
     def remove_duplicate_keys(
         self, uri: str, keys: Sequence[str], *, rewrite_by: str, scope: tuple[str, str] | None = None, writer: Writer | None = None
     ) -> int:
-        """Leave one row per key (the newest `_updated_at`), where a table holds a key twice; the
-        number of rows removed.
-
-        Duplicates are what an earlier version of this code could leave when two processes ran the
-        same work at once. Only the `rewrite_by` values (dates) holding a duplicate are rewritten,
-        in one overwrite commit restricted to them (and to `scope`, a retailer's gold partition)."""
-        dt = self.table(uri)
-        if dt is None:
-            return 0
-        rows = pl.scan_delta(dt)
-        if scope is not None:
-            rows = rows.filter(pl.col(scope[0]) == scope[1])
-        doubled = rows.group_by(keys).agg(pl.len().alias("_n")).filter(pl.col("_n") > 1).select(keys)
-        values = rows.join(doubled, on=list(keys), how="semi").select(rewrite_by).unique().collect()[rewrite_by].to_list()
-        if not values:
-            return 0
-        affected = rows.filter(pl.col(rewrite_by).is_in(values)).collect()
-        order = ["_updated_at"] if "_updated_at" in affected.columns else []
-        kept = (affected.sort(order, nulls_last=False) if order else affected).unique(list(keys), keep="last", maintain_order=True)
-        listed = ", ".join(f"'{v}'" for v in values)
-        predicate = f"{rewrite_by} IN ({listed})" + (f" AND {scope[0]} = '{scope[1]}'" if scope is not None else "")
+        """Leave one row per key (the newest `_updated_at`) where the table holds a key twice; the number
+        of rows removed (`storage.duplicate_keys`)."""
         properties = commit_properties(None, "remove duplicate keys", writer=self.writer_of(uri, writer))
-        retry(lambda: write_deltalake(uri, kept.to_arrow(), mode="overwrite", predicate=predicate, commit_properties=properties), uri)
-        return affected.height - kept.height
+        return duplicate_keys.remove(uri, keys, rewrite_by=rewrite_by, scope=scope, commit_properties=properties)
 
 
 def _with_column_comments(table: pa.Table, comments: Mapping[str, str]) -> pa.Table:

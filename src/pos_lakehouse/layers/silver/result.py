@@ -79,8 +79,7 @@ def silver_metadata(result: SilverResult, row_count: int, uri: str, engine: str)
         "rows_without_fx_rate": result.fx_missing,
         "rows_filled_by_late_fx": result.fx_filled,
         "versions_reenriched_from_master": result.reenriched,
-        "dates_from": str(result.min_date) if result.min_date else "-",
-        "dates_to": str(result.max_date) if result.max_date else "-",
+        **date_span(result.min_date, result.max_date),
         "bronze_versions_consumed": dict(result.bronze_versions),
     }
 
@@ -92,3 +91,8 @@ def silver_result_from_dict(data: dict) -> SilverResult:
         if values.get(key):
             values[key] = date.fromisoformat(str(values[key]))
     return SilverResult(**values)
+
+
+def date_span(first: date | None, last: date | None) -> dict[str, str]:
+    """The dates a materialization's rows span, as asset metadata (silver and gold report them alike)."""
+    return {"dates_from": str(first) if first else "-", "dates_to": str(last) if last else "-"}
