@@ -32,12 +32,17 @@ LOCATION_NAME = "pos_lakehouse"
 RUN_SENSOR_INTERVAL_SECONDS = 1
 
 
+def working_directory() -> str | None:
+    """As `dg dev`: the checkout's `src/` is the code location's working directory (none for a wheel)."""
+    checkout = checkout_root()
+    return str(checkout / "src") if checkout is not None else None
+
+
 def write_workspace(folder: Path) -> Path:
     """A workspace file loading the package's code location under the name `dg dev` gives it."""
     entry: dict[str, str] = {"module_name": MODULE, "location_name": LOCATION_NAME}
-    checkout = checkout_root()
-    if checkout is not None:  # as `dg dev`: the checkout's `src/` is the working directory
-        entry["working_directory"] = str(checkout / "src")
+    if (directory := working_directory()) is not None:
+        entry["working_directory"] = directory
     path = folder / "workspace.yaml"
     path.write_text(yaml.safe_dump({"load_from": [{"python_module": entry}]}))
     return path
