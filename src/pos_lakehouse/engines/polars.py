@@ -59,19 +59,24 @@ def parse_columns(
     column (blank text is missing, not unparseable). Building a message for every row, to throw
     it away for the good ones, cost as much as the parsing itself.
     """
-    values, failed, messages = [], [], []
+    values, typed, failed, messages = [], [], [], []
     for name, dtype in columns.items():
         if dtype == pl.String:
             raw = pl.col(name).str.strip_chars()
             values.append(pl.when(raw != "").then(raw).alias(name))
             messages.append(pl.lit(None, pl.String).alias(error_prefix + name))
             continue
-        value = _parsed(name, dtype, decimal_comma, date_formats)
-        values.append(value.alias(name))
-        failed.append(pl.when(value.is_null()).then(pl.col(name)).alias(error_prefix + name))
+        # Parsed once into a column of its own, which the failures then read (the same expression
+        # in both places was parsed twice).
+        value = "__typed_" + name
+        typed.append(_parsed(name, dtype, decimal_comma, date_formats).alias(value))
+        failed.append(pl.when(pl.col(value).is_null()).then(pl.col(name)).alias(error_prefix + name))
+        values.append(pl.col(value).alias(name))
         text = pl.col(error_prefix + name).str.strip_chars()
         messages.append(pl.when(text != "").then(pl.format(f"{name}: cannot parse {{}} as {dtype}", text)).alias(error_prefix + name))
-    return nw.from_native(_native(frame).with_columns(*failed, *values).with_columns(messages))
+    scratch = [e.meta.output_name() for e in typed]
+    native = _native(frame).with_columns(typed).with_columns(failed).with_columns(values).drop(scratch)
+    return nw.from_native(native.with_columns(messages))
 
 
 def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str) -> nw.LazyFrame:
