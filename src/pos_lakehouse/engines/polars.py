@@ -61,14 +61,14 @@ def parse_columns(
     """
     values, typed, failed, messages = [], [], [], []
     for name, dtype in columns.items():
+        # Parsed (or trimmed) once into a column of its own, which the failure check or the blank
+        # test then reads: an expression written twice was computed twice.
+        value = "__typed_" + name
         if dtype == pl.String:
-            raw = pl.col(name).str.strip_chars()
-            values.append(pl.when(raw != "").then(raw).alias(name))
+            typed.append(pl.col(name).str.strip_chars().alias(value))
+            values.append(pl.when(pl.col(value) != "").then(pl.col(value)).alias(name))
             messages.append(pl.lit(None, pl.String).alias(error_prefix + name))
             continue
-        # Parsed once into a column of its own, which the failures then read (the same expression
-        # in both places was parsed twice).
-        value = "__typed_" + name
         typed.append(_parsed(name, dtype, decimal_comma, date_formats).alias(value))
         failed.append(pl.when(pl.col(value).is_null()).then(pl.col(name)).alias(error_prefix + name))
         values.append(pl.col(value).alias(name))
