@@ -30,7 +30,12 @@ def _parsed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Se
         candidates = [raw.str.to_date(fmt, strict=False) for fmt in date_formats]
         # Timestamps such as `2026-01-05 00:00:00` (Parquet dates arrive as strings) parse to their date.
         candidates.append(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
-        return pl.coalesce(candidates)
+        # Most dates parse as they come, in the first format: only the others are trimmed and tried
+        # in every format (trimming never changes a date that parses without it).
+        direct = pl.col(name).str.to_date(date_formats[0], strict=False) if date_formats else None
+        if direct is None:
+            return pl.coalesce(candidates)
+        return pl.when(direct.is_null() & pl.col(name).is_not_null()).then(pl.coalesce(candidates)).otherwise(direct)
     if isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
         target = pl.Float64 if dtype == pl.Int64 else dtype
         value = _number(pl.col(name), decimal_comma).cast(target, strict=False)
