@@ -148,3 +148,17 @@ def test_sigterm_to_dev_stops_every_process_and_frees_the_port(data_root, tmp_pa
     assert not listening(port)
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # free for the next `dev`
+
+
+def test_a_run_created_but_not_yet_queued_is_canceled_at_once(instance):
+    """A stop right after a sensor created a run (not yet submitted to the queue): no worker will ever
+    end it, so the stop marks it CANCELED itself instead of waiting for a worker until its timeout."""
+    from pos_lakehouse.runner.watch import Watcher
+
+    since = time.time() - 1
+    run = instance.create_run_for_job(dg.GraphDefinition(name="nothing").to_job(), status=dg.DagsterRunStatus.NOT_STARTED)
+    # Without a worker to end it, a run only asked to terminate would still be CANCELING after this.
+    asked = Watcher(instance, [], since=since).cancel_in_flight(timeout=5)
+    assert asked == [run.run_id]
+    stored = instance.get_run_by_id(run.run_id)
+    assert stored is not None and stored.status == dg.DagsterRunStatus.CANCELED

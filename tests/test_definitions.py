@@ -146,3 +146,23 @@ def test_a_retailers_run_worker_builds_that_retailer_only(data_root):
         job_name="__ASSET_JOB", tags=ingest_tags(spec), asset_selection=frozenset([dg.AssetKey(["gold", "store_day_fact"])])
     )
     assert retailer_of(wider) is None
+
+
+def test_a_serving_views_run_worker_builds_the_views_only(data_root):
+    """The automation's run of the serving views is told so by the run launcher: its worker builds the
+    views and the resources, not the retailers' assets; any other selection builds everything."""
+    from pos_lakehouse.definitions import component_tree, serving_definitions
+    from pos_lakehouse.launcher import RUN_RETAILER_ENV, RUN_SERVING_ENV, worker_env
+
+    defs = serving_definitions(component_tree(DEFS_DIR))
+    assert defs is not None
+    built = {k for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) for k in a.keys}
+    assert built == {dg.AssetKey(["serving", "gold_views"])}
+    assert set(defs.resources or {}) >= {"lake"}
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert job.executor_def.name == dg.in_process_executor.name
+
+    views = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset(built))
+    assert worker_env(views).get(RUN_SERVING_ENV) == "1" and RUN_RETAILER_ENV not in worker_env(views)
+    wider = dg.DagsterRun(job_name="__ASSET_JOB", asset_selection=frozenset([*built, dg.AssetKey(["gold", "store_day_fact"])]))
+    assert RUN_SERVING_ENV not in worker_env(wider) and RUN_RETAILER_ENV not in worker_env(wider)

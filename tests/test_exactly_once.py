@@ -81,6 +81,7 @@ def _unreferenced(lake: Lake, uri: str, path: Path) -> bool:
 _DRIVER = textwrap.dedent(
     """
     import json, sys, time, warnings
+    from pathlib import Path
     warnings.filterwarnings("ignore")
     import dagster as dg
     from pos_lakehouse.definitions import build_definitions
@@ -89,7 +90,8 @@ _DRIVER = textwrap.dedent(
     defs = build_definitions()
     with dg.DagsterInstance.get() as instance:
         driver = Headless(defs, instance, quiet=True)
-        while time.time() < float(sys.argv[1]):  # both drivers start their work together
+        Path(sys.argv[1]).touch()  # loaded; both drivers start their work together, once both are
+        while not Path(sys.argv[2]).exists():
             time.sleep(0.01)
         records = driver.settle()
     print(json.dumps([f"{r.name}: {r.error}" for r in records if not r.success]))
@@ -110,7 +112,8 @@ def test_two_instances_running_one_retailer_at_once_store_each_key_once(tmp_path
     write_marche_fr(landing, root / "expected", days=20, start=start, n_products=150, n_stores=12)
     defs = tmp_path / "defs"
     shutil.copytree(DEFS, defs, ignore=shutil.ignore_patterns("__pycache__"))
-    start_at = time.time() + 25  # both code locations loaded by then, on a busy 2-core machine
+    # Each driver says when its code location is loaded; both are told to go at the same moment.
+    go = tmp_path / "go"
     drivers = []
     for name in ("a", "b"):
         home = tmp_path / f"home_{name}"
@@ -124,8 +127,13 @@ def test_two_instances_running_one_retailer_at_once_store_each_key_once(tmp_path
             "POS_LAKEHOUSE_DEFS_DIR": str(defs),
             "POS_LAKEHOUSE_ONLY_RETAILERS": "marche_fr",
         }
-        cmd = [sys.executable, "-c", _DRIVER, str(start_at)]
+        cmd = [sys.executable, "-c", _DRIVER, str(tmp_path / f"ready_{name}"), str(go)]
         drivers.append(subprocess.Popen(cmd, env=env, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + 600
+    while not all((tmp_path / f"ready_{n}").exists() for n in ("a", "b")):
+        assert time.monotonic() < deadline and all(d.poll() is None for d in drivers), [d.communicate() for d in drivers]
+        time.sleep(0.05)
+    go.touch()
     outcomes = [d.communicate(timeout=900) for d in drivers]
 
     lake = Lake(root=str(root))

@@ -321,6 +321,34 @@ def _marche_delivery(folder: Path, day: date, stores: int = 2, products: int = 3
     return sum(r["qte_vendue"] for r in rows)
 
 
+_UI_QUERY = """
+query RunsAndAsset($filter: RunsFilter!, $asset: AssetKeyInput!) {
+  runsOrError(filter: $filter) {
+    __typename
+    ... on Runs { results { runId pipelineName repositoryOrigin { repositoryLocationName repositoryName } } }
+  }
+  assetOrError(assetKey: $asset) { __typename ... on Asset { assetMaterializations(limit: 10) { runId } } }
+}
+"""
+
+
+def _ui_view(instance: dg.DagsterInstance, origin, asset_path: list[str]) -> dict:
+    """A job page's runs (the asset job, filtered by the code location's repository tag and the
+    retailer's tag) and an asset page's materializations, through the webserver's GraphQL schema."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    repository = f"{origin.repository_origin.repository_name}@{origin.location_name}"
+    tags = [{"key": ".dagster/repository", "value": repository}, {"key": "retailer", "value": "marche_fr"}]
+    variables = {"filter": {"pipelineName": "__ASSET_JOB", "tags": tags}, "asset": {"path": asset_path}}
+    # Run and event storage are all these two fields read: no code location needs loading.
+    with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as process:
+        result = execute_dagster_graphql(process.create_request_context(), _UI_QUERY, variables)
+    assert result.data["runsOrError"]["__typename"] == "Runs" and result.data["assetOrError"]["__typename"] == "Asset"
+    return result.data
+
+
 @pytest.mark.slow
 def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
@@ -362,6 +390,16 @@ def test_run_processes_a_hand_filled_landing_folder_to_gold(data_root, lake, tmp
             r.tags.get("dagster/from_automation_condition") == "true" and r.tags.get("dagster/asset_evaluation_id") for r in automated
         )
         assert {r.run_id for r in runs} == {r.run_id for r in by_sensor + automated}  # nothing "manually launched"
+        # What the UI asks (its GraphQL API, as the webserver serves it): the run has its code location's
+        # origin, is among that location's asset job's runs, and on the materializations of its assets.
+        seen = _ui_view(instance, origin, ["silver", "marche_fr", "store_day_fact"])
+        [listed] = seen["runsOrError"]["results"]
+        assert listed["runId"] == by_sensor[0].run_id and listed["pipelineName"] == "__ASSET_JOB"
+        assert listed["repositoryOrigin"] == {
+            "repositoryLocationName": origin.location_name,
+            "repositoryName": origin.repository_origin.repository_name,
+        }
+        assert by_sensor[0].run_id in {m["runId"] for m in seen["assetOrError"]["assetMaterializations"]}
 
     # Nothing new in landing: a second `run` has nothing to do and succeeds.
     assert main(["run", "--retailer", "marche_fr"]) == 0

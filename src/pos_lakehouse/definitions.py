@@ -119,6 +119,33 @@ def retailer_definitions(name: str, tree: dg.ComponentTree | None = None) -> dg.
     )
 
 
+def serving_definitions(tree: dg.ComponentTree | None = None) -> dg.Definitions | None:
+    """What a run worker of a serving views run needs: the serving component and the resources --
+    not every retailer's assets (it reads the retailers' YAMLs for the policy, as the full build does).
+
+    None when the defs folder has no `serving/` component: the worker then builds the whole code location.
+    """
+    tree = tree or component_tree()
+    if not (Path(tree.defs_module_path) / "serving" / "defs.yaml").is_file():
+        return None
+    return dg.Definitions.merge(
+        tree.build_defs_at_path(Path("serving")),
+        tree.build_defs_at_path(Path("resources.py")),
+        dg.Definitions(executor=dg.in_process_executor),
+    )
+
+
+def _run_worker_definitions() -> dg.Definitions | None:
+    """The part of the code location a run worker started by `pos_lakehouse.launcher` was told to
+    build (a retailer's, or the serving views'); None elsewhere, or when that part is not found."""
+    retailer = os.environ.get("POS_LAKEHOUSE_RUN_RETAILER")
+    if retailer:
+        return retailer_definitions(retailer)
+    if os.environ.get("POS_LAKEHOUSE_RUN_SERVING"):
+        return serving_definitions()
+    return None
+
+
 _last_built: tuple[tuple, dg.Definitions] | None = None
 
 
@@ -130,7 +157,7 @@ def defs() -> dg.Definitions:
     global _last_built
     stamp = _inputs_stamp()
     if _last_built is None or _last_built[0] != stamp:
-        # A run worker started by `pos_lakehouse.launcher` for a retailer's run builds only that retailer.
-        retailer = os.environ.get("POS_LAKEHOUSE_RUN_RETAILER")
-        _last_built = (stamp, (retailer_definitions(retailer) if retailer else None) or build_definitions())
+        # A run worker started by `pos_lakehouse.launcher` for a retailer's run builds only that
+        # retailer, for a serving views run only the views.
+        _last_built = (stamp, _run_worker_definitions() or build_definitions())
     return _last_built[1]

@@ -7,7 +7,9 @@ delivery. This launcher starts the same worker Dagster's Docker and Kubernetes l
 (`dagster api execute_run`, from the run's own code origin) as a local process, with
 `POS_LAKEHOUSE_RUN_RETAILER` naming the retailer of a retailer's run (its `retailer` tag, see
 `sensors.targets`): `definitions.defs()` then builds that retailer's component, the resources and
-the gold layer only (see `definitions.retailer_definitions`). Other runs load everything.
+the gold layer only (see `definitions.retailer_definitions`). A run of the serving views alone (the
+automation's run after every gold change) is told so by `POS_LAKEHOUSE_RUN_SERVING` and builds the
+views and the resources only (`definitions.serving_definitions`). Other runs load everything.
 
 Run monitoring works as with the default launcher: the worker's pid is kept on the run
 (`pos_lakehouse/worker`), its health is whether that process still lives, and termination is
@@ -30,6 +32,7 @@ from dagster._serdes import ConfigurableClass, ConfigurableClassData
 from pos_lakehouse.sensors.targets import retailer_of
 
 RUN_RETAILER_ENV = "POS_LAKEHOUSE_RUN_RETAILER"
+RUN_SERVING_ENV = "POS_LAKEHOUSE_RUN_SERVING"
 WORKER_TAG = "pos_lakehouse/worker"
 
 
@@ -40,6 +43,23 @@ def _process_start(pid: int) -> str | None:
             return f.read().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
+
+
+def serving_only(run: dg.DagsterRun) -> bool:
+    """Whether the run selects serving assets only (the serving views)."""
+    keys = run.asset_selection
+    return bool(keys) and all(k.path[0] == "serving" for k in keys or ())
+
+
+def worker_env(run: dg.DagsterRun) -> dict[str, str]:
+    """The launcher's environment for the run's worker, saying which part of the code location it builds."""
+    env = {k: v for k, v in os.environ.items() if k not in (RUN_RETAILER_ENV, RUN_SERVING_ENV)}
+    retailer = retailer_of(run)
+    if retailer:
+        env[RUN_RETAILER_ENV] = retailer
+    elif serving_only(run):
+        env[RUN_SERVING_ENV] = "1"
+    return env
 
 
 class JobProcessRunLauncher(RunLauncher, ConfigurableClass):
@@ -77,8 +97,7 @@ class JobProcessRunLauncher(RunLauncher, ConfigurableClass):
         args = ExecuteRunArgs(job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref()).get_command_args()
         # The code location's own interpreter (`-m dagster`), not whichever `dagster` is first on PATH.
         command = [origin.executable_path or sys.executable, "-m", "dagster", *args[-3:]]
-        retailer = retailer_of(run)
-        env = {k: v for k, v in os.environ.items() if k != RUN_RETAILER_ENV} | ({RUN_RETAILER_ENV: retailer} if retailer else {})
+        env = worker_env(run)
         # In the daemon's process group: whoever stops the daemon (`pos-lakehouse run`/`dev` on
         # Ctrl-C or SIGTERM) stops its runs with it, and they end Canceled.
         proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
@@ -87,7 +106,13 @@ class JobProcessRunLauncher(RunLauncher, ConfigurableClass):
         self._instance.add_run_tags(run.run_id, {WORKER_TAG: identity})
         self._instance.report_engine_event(
             f"Launched run worker process (pid {proc.pid}) loading "
-            + (f"only retailer {retailer}'s definitions." if retailer else "the whole code location."),
+            + (
+                f"only retailer {env[RUN_RETAILER_ENV]}'s definitions."
+                if RUN_RETAILER_ENV in env
+                else "only the serving views' definitions."
+                if RUN_SERVING_ENV in env
+                else "the whole code location."
+            ),
             run,
             cls=self.__class__,
         )

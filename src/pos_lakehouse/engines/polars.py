@@ -30,7 +30,12 @@ def _parsed(name: str, dtype: pl.DataType, decimal_comma: bool, date_formats: Se
         candidates = [raw.str.to_date(fmt, strict=False) for fmt in date_formats]
         # Timestamps such as `2026-01-05 00:00:00` (Parquet dates arrive as strings) parse to their date.
         candidates.append(raw.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False))
-        return pl.coalesce(candidates)
+        # Most dates parse as they come, in the first format: only the others are trimmed and tried
+        # in every format (trimming never changes a date that parses without it).
+        direct = pl.col(name).str.to_date(date_formats[0], strict=False) if date_formats else None
+        if direct is None:
+            return pl.coalesce(candidates)
+        return pl.when(direct.is_null() & pl.col(name).is_not_null()).then(pl.coalesce(candidates)).otherwise(direct)
     if isinstance(dtype, (pl.Decimal, pl.Float64, pl.Int64)):
         target = pl.Float64 if dtype == pl.Int64 else dtype
         value = _number(pl.col(name), decimal_comma).cast(target, strict=False)
@@ -59,19 +64,24 @@ def parse_columns(
     column (blank text is missing, not unparseable). Building a message for every row, to throw
     it away for the good ones, cost as much as the parsing itself.
     """
-    values, failed, messages = [], [], []
+    values, typed, failed, messages = [], [], [], []
     for name, dtype in columns.items():
+        # Parsed (or trimmed) once into a column of its own, which the failure check or the blank
+        # test then reads: an expression written twice was computed twice.
+        value = "__typed_" + name
         if dtype == pl.String:
-            raw = pl.col(name).str.strip_chars()
-            values.append(pl.when(raw != "").then(raw).alias(name))
+            typed.append(pl.col(name).str.strip_chars().alias(value))
+            values.append(pl.when(pl.col(value) != "").then(pl.col(value)).alias(name))
             messages.append(pl.lit(None, pl.String).alias(error_prefix + name))
             continue
-        value = _parsed(name, dtype, decimal_comma, date_formats)
-        values.append(value.alias(name))
-        failed.append(pl.when(value.is_null()).then(pl.col(name)).alias(error_prefix + name))
+        typed.append(_parsed(name, dtype, decimal_comma, date_formats).alias(value))
+        failed.append(pl.when(pl.col(value).is_null()).then(pl.col(name)).alias(error_prefix + name))
+        values.append(pl.col(value).alias(name))
         text = pl.col(error_prefix + name).str.strip_chars()
         messages.append(pl.when(text != "").then(pl.format(f"{name}: cannot parse {{}} as {dtype}", text)).alias(error_prefix + name))
-    return nw.from_native(_native(frame).with_columns(*failed, *values).with_columns(messages))
+    scratch = [e.meta.output_name() for e in typed]
+    native = _native(frame).with_columns(typed).with_columns(failed).with_columns(values).drop(scratch)
+    return nw.from_native(native.with_columns(messages))
 
 
 def with_surrogate_key(frame: nw.LazyFrame, alias: str, retailer_id: int, natural_keys: Sequence[str], date_col: str) -> nw.LazyFrame:

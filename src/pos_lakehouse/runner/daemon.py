@@ -24,17 +24,25 @@ MODULE = "pos_lakehouse.definitions"
 # What `dg dev` names the project's code location (the project's name in pyproject.toml); runs
 # are listed on a job's page by this name, so `run` and an installed `dev` use it too.
 LOCATION_NAME = "pos_lakehouse"
-# `run` caps every sensor's interval at this (the daemon's sensor loop comes round every 5 s), so
-# it sees everything settled seconds after the last run, not after the catch-up sensor's 5 minutes.
-RUN_SENSOR_INTERVAL_SECONDS = 5
+# `run` caps every sensor's interval at this, so it sees everything settled seconds after the last
+# run, not after the catch-up sensor's 5 minutes. The daemon's sensor loop comes round every 5 s and
+# a sensor is due once its interval has passed since its last tick *started* (a little after the
+# loop's start): an interval of 5 s is missed by that margin and ticks every other loop (10 s),
+# anything shorter ticks on every loop.
+RUN_SENSOR_INTERVAL_SECONDS = 1
+
+
+def working_directory() -> str | None:
+    """As `dg dev`: the checkout's `src/` is the code location's working directory (none for a wheel)."""
+    checkout = checkout_root()
+    return str(checkout / "src") if checkout is not None else None
 
 
 def write_workspace(folder: Path) -> Path:
     """A workspace file loading the package's code location under the name `dg dev` gives it."""
     entry: dict[str, str] = {"module_name": MODULE, "location_name": LOCATION_NAME}
-    checkout = checkout_root()
-    if checkout is not None:  # as `dg dev`: the checkout's `src/` is the working directory
-        entry["working_directory"] = str(checkout / "src")
+    if (directory := working_directory()) is not None:
+        entry["working_directory"] = directory
     path = folder / "workspace.yaml"
     path.write_text(yaml.safe_dump({"load_from": [{"python_module": entry}]}))
     return path

@@ -1,40 +1,50 @@
-"""One run of a retailer's assets queued on the instance from the workspace the daemon loads, as the
-daemon's sensors queue theirs: same code location origin, same asset job, same tags.
+"""One run of a retailer's assets queued on the instance from the code location the daemon serves, as
+the daemon's sensors queue theirs: same code location name and module, same asset job, same tags.
 
 `dagster job launch` does this for a named job but takes no asset selection, and a retailer's runs
 select its assets in the code location's asset job (`sensors.targets`). What follows is that
 command's own steps (`dagster._cli.job.execute_launch_command`) with the selection added, as the
-sensor daemon creates a run for a sensor's request.
+sensor daemon creates a run for a sensor's request. The code location is loaded in this process
+(Dagster's in-process code location, under the name and from the module the daemon's code server
+uses), where a workspace file would start one more code server process beside the daemon's.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.definitions.assets.job.asset_job import IMPLICIT_ASSET_JOB_NAME
 from dagster._core.definitions.selector import JobSubsetSelector
+from dagster._core.remote_origin import InProcessCodeLocationOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
-from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+
+from pos_lakehouse.runner.daemon import LOCATION_NAME, MODULE, working_directory
+
+
+def code_location_origin() -> InProcessCodeLocationOrigin:
+    """The code location as the daemon's workspace names and loads it (`daemon.write_workspace`), in this process."""
+    target = LoadableTargetOrigin(executable_path=sys.executable, module_name=MODULE, working_directory=working_directory())
+    return InProcessCodeLocationOrigin(target, location_name=LOCATION_NAME)
 
 
 def launch_asset_run(
     instance: dg.DagsterInstance,
-    workspace: Path,
-    location_name: str,
     keys: Sequence[dg.AssetKey],
     run_config: Mapping,
     tags: Mapping[str, str],
     run_id: str,
 ) -> dg.DagsterRun:
     """Queue a run of `keys` (with their checks) in the code location's asset job; the daemon starts it."""
-    with WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(workspace)]), read_only=False) as process:
+    with WorkspaceProcessContext(instance, InProcessWorkspaceLoadTarget(code_location_origin()), read_only=False) as process:
         context = process.create_request_context()
-        location = context.get_code_location(location_name)
+        location = context.get_code_location(LOCATION_NAME)
         [repository] = location.get_repositories().values()
         selector = JobSubsetSelector(
-            location_name=location_name,
+            location_name=LOCATION_NAME,
             repository_name=repository.name,
             job_name=IMPLICIT_ASSET_JOB_NAME,
             op_selection=None,

@@ -9,7 +9,6 @@ plan and the YAML: the same replay is launched once; a new YAML or new deliverie
 from __future__ import annotations
 
 import json
-import tempfile
 import uuid
 from collections.abc import Callable
 from datetime import date
@@ -20,7 +19,6 @@ import dagster as dg
 from pos_lakehouse.layers.bronze import read_as
 from pos_lakehouse.layers.replay import ReplayPlan, plan_replay, rejected_files, rejected_under_another_yaml
 from pos_lakehouse.retailer import RetailerSpec
-from pos_lakehouse.runner.daemon import LOCATION_NAME, write_workspace
 from pos_lakehouse.runner.launch import launch_asset_run
 from pos_lakehouse.sensors.targets import bronze_config, ingest_keys, ingest_tags
 from pos_lakehouse.storage.lake import Lake
@@ -41,12 +39,11 @@ def run_config(spec: RetailerSpec, plan: ReplayPlan) -> dict:
 
 
 def launch(spec: RetailerSpec, plan: ReplayPlan, run_id: str, describe: str) -> None:
-    """Queue the replay run on the instance (the daemon starts it), from the workspace the daemon loads."""
+    """Queue the replay run on the instance (the daemon starts it), from the code location the daemon loads."""
     tags = {"dagster/partition": spec.data_provider_code, REPLAY_TAG: describe, **ingest_tags(spec)}
-    with tempfile.TemporaryDirectory(prefix="pos_lakehouse_workspace_") as folder, dg.DagsterInstance.get() as instance:
-        workspace = write_workspace(Path(folder))
+    with dg.DagsterInstance.get() as instance:
         try:
-            launch_asset_run(instance, workspace, LOCATION_NAME, ingest_keys(spec), run_config(spec, plan), tags, run_id)
+            launch_asset_run(instance, ingest_keys(spec), run_config(spec, plan), tags, run_id)
         except Exception as exc:
             lines = str(exc).strip().splitlines()
             raise RuntimeError(f"could not launch the replay run: {lines[-1] if lines else type(exc).__name__}") from exc

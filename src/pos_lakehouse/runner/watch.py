@@ -165,6 +165,19 @@ class Watcher:
             if not open_runs or time.monotonic() > deadline:
                 break
             for run in open_runs:
+                if run.status == dg.DagsterRunStatus.NOT_STARTED:
+                    # Created by a sensor and not submitted yet: no worker will ever end it, so it is
+                    # canceled as the coordinator cancels a queued run (a submit that follows skips it).
+                    self.instance.report_run_canceling(run, message="Canceling run before it was queued.")
+                    self.instance.report_run_canceled(run)
+                    asked.add(run.run_id)
+                    continue
+                if run.run_id in asked and run.status == dg.DagsterRunStatus.CANCELING and self._worker_gone(run):
+                    # Asked while its worker was still starting (the interrupt ended it before Dagster
+                    # could record anything): nobody else will mark it, so it is marked here, not
+                    # after the timeout.
+                    self.instance.report_run_canceled(run, message="its run worker ended on the termination request")
+                    continue
                 # A run the coordinator launched just after it was asked (as queued) is asked again.
                 if run.run_id not in asked or run.status == dg.DagsterRunStatus.QUEUED:
                     try:
@@ -174,6 +187,18 @@ class Watcher:
                     asked.add(run.run_id)
             time.sleep(0.5)
         return sorted(asked)
+
+    def _worker_gone(self, run: dg.DagsterRun) -> bool:
+        """Whether the run launcher knows the run's worker process has ended (False when it cannot tell)."""
+        from dagster._core.launcher import WorkerStatus
+
+        launcher = self.instance.run_launcher
+        if not launcher.supports_check_run_worker_health:
+            return False
+        try:
+            return launcher.check_run_worker_health(run).status == WorkerStatus.FAILED
+        except Exception:  # a launcher that cannot check this run: wait for the timeout
+            return False
 
     def mark_left_canceled(self, why: str) -> list[str]:
         """Runs still not finished once every process is stopped: their worker is gone, so record them CANCELED."""
