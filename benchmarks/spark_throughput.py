@@ -3,6 +3,7 @@
     uv run python benchmarks/spark_throughput.py                  # 1,000,000 fact rows, local Spark
     uv run python benchmarks/spark_throughput.py --rows 5000000
     uv run python benchmarks/spark_throughput.py --cluster        # both on a standalone cluster through Spark Connect
+    uv run python benchmarks/spark_throughput.py --demo --no-floor --profile   # the demo's bigbox_us (54k rows, reference data)
 
 The delivery is `throughput.py`'s (bigbox_us-shaped pipe-delimited store files). Each side runs in
 its own child process with a Spark of its own (the same driver settings and the job's session
@@ -184,6 +185,9 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="where to write (default: a temporary folder)")
     parser.add_argument("--profile", action="store_true", help="count the Spark path's jobs per stage and per call site (local Spark only)")
     parser.add_argument("--no-floor", action="store_true", help="run the Spark path only (no ratio)")
+    parser.add_argument(
+        "--demo", action="store_true", help="the demo's bigbox_us delivery (and corporate reference data) instead of --rows"
+    )
     parser.add_argument("--phase", choices=["floor", "spark"], help=argparse.SUPPRESS)
     parser.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -197,8 +201,11 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="pos_spark_throughput_"))
     roots = {side: work / side for side in ("floor", "spark")}
     t = time.perf_counter()
-    rows = generate(roots["floor"] / "landing" / "bigbox_us", args.rows)
-    shutil.copytree(roots["floor"] / "landing", roots["spark"] / "landing")
+    if args.demo:
+        rows = _demo_delivery(roots)
+    else:
+        rows = generate(roots["floor"] / "landing" / "bigbox_us", args.rows)
+        shutil.copytree(roots["floor"] / "landing", roots["spark"] / "landing")
     print(
         f"delivery: {rows:,} fact rows, generated in {time.perf_counter() - t:.1f}s; load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
@@ -228,6 +235,24 @@ def main() -> int:
     if args.workdir is None:
         shutil.rmtree(work)
     return 0
+
+
+def _demo_delivery(roots: dict[str, Path]) -> int:
+    """The demo's bigbox_us files in both landings, and its corporate reference data in the Spark
+    side's lake (the enrichment then matches as in the demo)."""
+    import polars as pl
+
+    from pos_lakehouse.demo.file_retailers import write_bigbox_us
+    from pos_lakehouse.demo.reference import write_corporate_reference
+    from pos_lakehouse.layers.reference import load_reference_file
+    from pos_lakehouse.storage.lake import Lake
+
+    files = write_bigbox_us(roots["floor"] / "landing" / "bigbox_us", roots["floor"] / "expected")
+    shutil.copytree(roots["floor"] / "landing", roots["spark"] / "landing")
+    lake = Lake(root=str(roots["spark"]))
+    for path in write_corporate_reference(roots["spark"] / "corporate"):
+        load_reference_file(lake, path.stem, path)
+    return sum(pl.scan_csv(f, separator="|").select(pl.len()).collect().item() for f in files)
 
 
 @contextlib.contextmanager

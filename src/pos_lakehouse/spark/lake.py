@@ -40,6 +40,31 @@ def _text(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+class _AppendFigures(dict):
+    """A MERGE's figures for rows appended to a new table: nothing updated or deleted, and the rows
+    inserted read from the append's commit when first asked (a round trip that most callers, who
+    know how many rows they wrote, never make)."""
+
+    INSERTED = "num_target_rows_inserted"
+
+    def __init__(self, spark: SparkSession, uri: str):
+        super().__init__(num_target_rows_updated=0, num_target_rows_deleted=0)
+        self._spark, self._uri = spark, uri
+
+    def __missing__(self, key: str) -> int:
+        if key != self.INSERTED:
+            raise KeyError(key)
+        done = self._spark.sql(f"DESCRIBE HISTORY delta.{sql_name(self._uri)} LIMIT 1").collect()[0]
+        self[key] = int((done["operationMetrics"] or {}).get("numOutputRows", 0))
+        return self[key]
+
+    def get(self, key, default=None):
+        return self[key] if key == self.INSERTED else super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key == self.INSERTED or super().__contains__(key)
+
+
 class SparkLake(DeltaLakeBase):
     """`Lake` for Spark: `<root>/{bronze,silver,gold,quarantine}/...` Delta tables."""
 
@@ -59,6 +84,11 @@ class SparkLake(DeltaLakeBase):
         self._schemas: dict[str, T.StructType] = {}
         self._files: dict[tuple[str, int], list[str]] = {}
         self._absent: set[str] = set()
+        # Tables others write (bronze, reference data) are read as of their version when this Lake
+        # first looked: every silver table of a job then consumes the same bronze and enriches from
+        # the same master (a delivery ingested meanwhile waits for the next job, as its bookmark
+        # says), and the version and its files are read once per job instead of once per table.
+        self._pinned: dict[str, int] = {}
         # Bookmarks as of this Lake's last write to a table: a write recording bookmarks makes them
         # the newest value of their keys (what `bookmarks` reads back from the log), so the table's
         # bookmarks after it follow from those before it without reading the log again.
@@ -72,6 +102,7 @@ class SparkLake(DeltaLakeBase):
         """After a commit to `uri` that records `bookmarks`."""
         self._known.add(uri)
         self._absent.discard(uri)
+        self._pinned.pop(uri, None)
         self._schemas.pop(uri, None)
         for key in [k for k in self._commits if k[0] == uri]:
             del self._commits[key]
@@ -105,6 +136,8 @@ class SparkLake(DeltaLakeBase):
         return (nw.from_native(self.read_files(uri, files)) if files else None), version
 
     def version(self, uri: str) -> int | None:
+        if uri in self._pinned:
+            return self._pinned[uri]
         try:
             version = int(self.spark.sql(f"DESCRIBE HISTORY delta.{sql_name(uri)} LIMIT 1").collect()[0]["version"])
         except AnalysisException:  # no Delta table there
@@ -112,6 +145,8 @@ class SparkLake(DeltaLakeBase):
                 self._absent.add(uri)
             return None
         self._known.add(uri)
+        if not self._owned(uri):
+            self._pinned[uri] = version
         return version
 
     def exists(self, uri: str) -> bool:
@@ -120,6 +155,8 @@ class SparkLake(DeltaLakeBase):
         return uri in self._known or self.version(uri) is not None  # a table that exists stays
 
     def files_at(self, uri: str, version: int | None) -> list[str]:
+        if version is None and not self._owned(uri):
+            version = self.version(uri)  # as of the pinned version
         if version is not None and (uri, version) in self._files:
             return self._files[uri, version]
         reader = self.spark.read.format("delta")
@@ -147,7 +184,8 @@ class SparkLake(DeltaLakeBase):
             if schema is None:
                 raise FileNotFoundError(f"no Delta table at {uri}")
             return self.spark.createDataFrame([], schema)
-        df = self.spark.read.format("delta").load(uri)
+        reader = self.spark.read.format("delta")
+        df = (reader.option("versionAsOf", self._pinned[uri]) if uri in self._pinned else reader).load(uri)
         if schema is not None:
             have = set(df.columns)
             df = df.select([(F.col(f.name) if f.name in have else F.lit(None)).cast(f.dataType).alias(f.name) for f in schema.fields])
@@ -268,9 +306,7 @@ class SparkLake(DeltaLakeBase):
             self._failed(uri)
             raise
         self._wrote(uri, spec.bookmarks)
-        done = self.spark.sql(f"DESCRIBE HISTORY delta.{sql_name(uri)} LIMIT 1").collect()[0]
-        inserted = int((done["operationMetrics"] or {}).get("numOutputRows", 0))
-        return {"num_target_rows_inserted": inserted, "num_target_rows_updated": 0, "num_target_rows_deleted": 0}
+        return _AppendFigures(self.spark, uri)
 
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks when there was nothing to merge: Delta skips the commit of an empty
