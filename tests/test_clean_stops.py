@@ -113,13 +113,13 @@ def test_sigint_to_run_cancels_the_run_in_flight_and_exits_130(data_root, tmp_pa
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
     (ingest,) = _runs(home, tags={"pos_lakehouse/ingest": "marche_fr"})
-    assert ingest.status == dg.DagsterRunStatus.CANCELED
-    assert not _runs(home, statuses=[dg.DagsterRunStatus.FAILURE])
-    assert not [r for r in _runs(home) if not r.is_finished]
+    assert ingest.status == dg.DagsterRunStatus.CANCELED, (ingest.status, err[-3000:])
+    assert not _runs(home, statuses=[dg.DagsterRunStatus.FAILURE]), err[-3000:]
+    assert not [r for r in _runs(home) if not r.is_finished], [(r.run_id, r.status) for r in _runs(home)]
     lines = [line for line in err.splitlines() if line.strip()]
     assert lines[-1].startswith("stopped by SIGINT:") and "canceled" in lines[-1], err[-3000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert not _left_behind(home)
+    assert not _left_behind(home), _left_behind(home)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds left-over processes through /proc")
