@@ -7,5 +7,6 @@
   (a retailer's silver re-enriched when reference data lands after it);
 - `pool_claims`: `pool_claims_sensor`, free pool slots handed to steps left waiting;
 - `targets`: what a retailer's runs select (its assets, in the code location's asset job) and the tags naming it;
-- `code_location`: `serving_automation` and the assembly of all of the above for the definitions.
+- `code_location`: `serving_automation` and the assembly of all of the above for the definitions;
+- `running`: how each is declared (RUNNING by default, its interval from `settings.sensor_interval`).
 """

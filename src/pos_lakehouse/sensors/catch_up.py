@@ -22,9 +22,10 @@ from pos_lakehouse.retailer import RetailerSpec, load_retailer_specs
 from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.pool_claims import build_pool_claims_sensor
 from pos_lakehouse.sensors.reference import build_reference_refresh_sensor
+from pos_lakehouse.sensors.running import running_sensor
 from pos_lakehouse.sensors.runs import busy_assets, chosen, silver_keys
 from pos_lakehouse.sensors.targets import ingest_request
-from pos_lakehouse.settings import retailers_dir, sensor_interval
+from pos_lakehouse.settings import retailers_dir
 from pos_lakehouse.storage.lake import Lake
 
 _GOLD_MARK_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
@@ -156,13 +157,12 @@ def build_catch_up_sensor(specs: list[RetailerSpec] | None = None) -> dg.Definit
     by_code = {spec.data_provider_code: spec for spec in specs}
     gold_keys = [dg.AssetKey(["gold", t]) for t in GOLD_TABLES if any(t in spec.silver_tables for spec in specs)]
 
-    @dg.sensor(
-        name="catch_up_sensor",
-        asset_selection=dg.AssetSelection.assets(*(k for spec in specs for k in silver_keys(spec)), *gold_keys),
-        minimum_interval_seconds=sensor_interval(300),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
+    @running_sensor(
+        "catch_up_sensor",
+        300,
+        "Requests any silver or gold asset whose upstream Delta table holds data newer than it consumed "
         "(after a killed or failed run), whatever happened to the last run; checked every 5 minutes.",
+        asset_selection=dg.AssetSelection.assets(*(k for spec in specs for k in silver_keys(spec)), *gold_keys),
     )
     def catch_up_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         lake: Lake = resource_of(context, "lake")  # built once per process (`sensors.instance`)

@@ -13,8 +13,9 @@ from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.ingest.sftp import SftpError, landing_for
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.sensors.instance import resource_of
+from pos_lakehouse.sensors.running import running_sensor
 from pos_lakehouse.sensors.targets import bronze_config, ingest_request, ingest_selection
-from pos_lakehouse.settings import only_retailers, sensor_interval
+from pos_lakehouse.settings import only_retailers
 
 
 def plan_runs(
@@ -74,16 +75,15 @@ def build_landing_sensor(specs: list[RetailerSpec]) -> dg.SensorDefinition:
     """
     by_name = {s.name: s for s in specs}
 
-    @dg.sensor(
-        name=LANDING_SENSOR,
-        asset_selection=ingest_selection(specs),
+    @running_sensor(
+        LANDING_SENSOR,
+        8,
         # A tick lists every folder in well under a second even at hundreds of retailers, so it can
         # run often. The daemon looks at its sensors every 5 s and a tick is due once 8 s have
         # passed since the last one started: one tick every 10 s (with 10 here: every 15 s).
-        minimum_interval_seconds=sensor_interval(8),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Turns new or changed files in every retailer's landing folder (local, object store or SFTP) into "
+        "Turns new or changed files in every retailer's landing folder (local, object store or SFTP) into "
         "its ingest runs (cursor: retailer -> file -> size:mtime).",
+        asset_selection=ingest_selection(specs),
     )
     def retailer_landing_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         landing: LandingZone = resource_of(context, "landing")  # built once per process (`sensors.instance`)

@@ -18,8 +18,9 @@ from pos_lakehouse.ingest.polling import probe
 from pos_lakehouse.ingest.reachability import SourcesUnreachable, sort_failures
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.sensors.instance import instance_of, resource_of
+from pos_lakehouse.sensors.running import running_sensor
 from pos_lakehouse.sensors.targets import ingest_request, ingest_selection
-from pos_lakehouse.settings import only_retailers, sensor_interval
+from pos_lakehouse.settings import only_retailers
 from pos_lakehouse.storage.lake import Lake
 
 MAX_ATTEMPTS_PER_POSITION = 3
@@ -78,13 +79,12 @@ def build_poll_sensors(specs: list[RetailerSpec]) -> list[dg.SensorDefinition]:
 
 
 def _poll_sensor(seconds: int, specs: list[RetailerSpec]) -> dg.SensorDefinition:
-    @dg.sensor(
-        name=poll_sensor_name(seconds),
-        asset_selection=ingest_selection(specs),
-        minimum_interval_seconds=sensor_interval(seconds),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Asks the API/database source of each retailer polled every {seconds} s ({len(specs)}) whether "
+    @running_sensor(
+        poll_sensor_name(seconds),
+        seconds,
+        f"Asks the API/database source of each retailer polled every {seconds} s ({len(specs)}) whether "
         "anything changed after the position stored with bronze; news becomes a pull run (run key derived from position and news).",
+        asset_selection=ingest_selection(specs),
     )
     def poll_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         lake: Lake = resource_of(context, "lake")  # built once per process (`sensors.instance`)

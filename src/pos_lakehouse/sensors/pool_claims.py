@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pos_lakehouse.sensors.instance import instance_of
-from pos_lakehouse.settings import sensor_interval
+from pos_lakehouse.sensors.running import running_sensor
 
 
 def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
@@ -33,11 +33,10 @@ def assign_stranded_pool_claims(instance: dg.DagsterInstance) -> list[str]:
 
 
 def build_pool_claims_sensor() -> dg.SensorDefinition:
-    @dg.sensor(
-        name="pool_claims_sensor",
-        minimum_interval_seconds=sensor_interval(30),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Hands free pool slots (silver, gold, ingest) to steps left waiting for them; "
+    @running_sensor(
+        "pool_claims_sensor",
+        30,
+        "Hands free pool slots (silver, gold, ingest) to steps left waiting for them; "
         "without it, a step that asked just as the slot was freed would wait forever.",
     )
     def pool_claims_sensor(context: dg.SensorEvaluationContext) -> dg.SkipReason:

@@ -16,9 +16,9 @@ from pos_lakehouse.layers.reference import ReferenceSource, source_for
 from pos_lakehouse.retailer import RetailerSpec
 from pos_lakehouse.sensors.instance import instance_of, resource_of
 from pos_lakehouse.sensors.landing import batch_digest
+from pos_lakehouse.sensors.running import running_sensor
 from pos_lakehouse.sensors.runs import IN_PROGRESS_RUN_STATUSES, busy_assets, chosen, silver_keys
 from pos_lakehouse.sensors.targets import ingest_request
-from pos_lakehouse.settings import sensor_interval
 
 # The reference component's op, job and sensor (the refresh sensor waits while that job runs).
 OP_NAME = "corporate_reference"
@@ -39,12 +39,11 @@ def build_reference_landing_sensor(
 ) -> dg.SensorDefinition:
     """New or changed corporate reference files in landing `folder/` become one run of the refresh `job`."""
 
-    @dg.sensor(
-        name=SENSOR_NAME,
+    @running_sensor(
+        SENSOR_NAME,
+        60,
+        f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
         job=job,
-        minimum_interval_seconds=sensor_interval(60),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"New or changed corporate reference files in landing `{folder}/` become a reference refresh run.",
     )
     def corporate_reference_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         landing: LandingZone = resource_of(context, "landing")  # built once per process (`sensors.instance`)
@@ -116,12 +115,11 @@ def build_reference_refresh_sensor(specs: list[RetailerSpec]) -> dg.SensorDefini
     query per tick whatever the number of retailers.
     """
 
-    @dg.sensor(
-        name="reference_refresh_sensor",
+    @running_sensor(
+        "reference_refresh_sensor",
+        30,
+        "Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
         asset_selection=dg.AssetSelection.assets(*(k for spec in specs for k in silver_keys(spec))),
-        minimum_interval_seconds=sensor_interval(30),
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Re-enriches retailers' silver (and so their gold) when product master, site master or FX rates land after it.",
     )
     def reference_refresh_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         loading = dg.RunsFilter(job_name=JOB_NAME, statuses=[dg.DagsterRunStatus.QUEUED, *IN_PROGRESS_RUN_STATUSES])
