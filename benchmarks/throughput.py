@@ -60,9 +60,11 @@ from pathlib import Path
 # package applies on import, as the pipeline does.
 from pos_lakehouse.runtime import ALLOCATOR_ENV
 
-TARGET_RATIO = 3.0  # pipeline / floor
-TARGET_PEAK_GB = 2.5
-TARGET_BRONZE = 1.5  # bronze stage / baseline
+# The targets the product is held to on a quiet machine (landing to gold within 2x the bare floor,
+# bronze at read-and-write speed, 5M rows in 2 GB).
+TARGET_RATIO = 2.0  # pipeline / floor
+TARGET_PEAK_GB = 2.0
+TARGET_BRONZE = 1.3  # bronze stage / baseline
 PRODUCTS = 2000
 DAYS = 100
 DENSITY = 0.51
