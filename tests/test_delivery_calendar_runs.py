@@ -37,8 +37,10 @@ def _week(lake, end: date, site: str) -> dict:
 @pytest.mark.slow
 def test_calendar_and_period_coverage_follow_gaps_late_files_and_restatements(data_root, lake, headless, instance, capsys):
     landing = data_root / "landing" / "marche_fr"
-    # From the Tuesday two to three weeks back, so the first week starts mid-week and two whole weeks follow.
-    tuesday = _week_end(YESTERDAY) - timedelta(days=26 if YESTERDAY.weekday() == 6 else 19)
+    # From a Tuesday, so the first week starts mid-week and two whole weeks follow, both over by
+    # yesterday whatever weekday today is: the second ends on the last Sunday up to yesterday.
+    last_whole_week_end = _week_end(YESTERDAY) - timedelta(days=0 if YESTERDAY.weekday() == 6 else 7)
+    tuesday = last_whole_week_end - timedelta(days=19)
     days = [tuesday + timedelta(days=i) for i in range((YESTERDAY - tuesday).days + 1)]
     gap = tuesday + timedelta(days=8)  # the Wednesday of the first whole week
     thin = tuesday + timedelta(days=15)  # store M001 sends nothing that Wednesday
