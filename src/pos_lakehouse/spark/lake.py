@@ -40,31 +40,6 @@ def _text(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class _AppendFigures(dict):
-    """A MERGE's figures for rows appended to a new table: nothing updated or deleted, and the rows
-    inserted read from the append's commit when first asked (a round trip that most callers, who
-    know how many rows they wrote, never make)."""
-
-    INSERTED = "num_target_rows_inserted"
-
-    def __init__(self, spark: SparkSession, uri: str):
-        super().__init__(num_target_rows_updated=0, num_target_rows_deleted=0)
-        self._spark, self._uri = spark, uri
-
-    def __missing__(self, key: str) -> int:
-        if key != self.INSERTED:
-            raise KeyError(key)
-        done = self._spark.sql(f"DESCRIBE HISTORY delta.{sql_name(self._uri)} LIMIT 1").collect()[0]
-        self[key] = int((done["operationMetrics"] or {}).get("numOutputRows", 0))
-        return self[key]
-
-    def get(self, key, default=None):
-        return self[key] if key == self.INSERTED else super().get(key, default)
-
-    def __contains__(self, key) -> bool:
-        return key == self.INSERTED or super().__contains__(key)
-
-
 class SparkLake(DeltaLakeBase):
     """`Lake` for Spark: `<root>/{bronze,silver,gold,quarantine}/...` Delta tables."""
 
@@ -306,7 +281,9 @@ class SparkLake(DeltaLakeBase):
             self._failed(uri)
             raise
         self._wrote(uri, spec.bookmarks)
-        return _AppendFigures(self.spark, uri)
+        done = self.spark.sql(f"DESCRIBE HISTORY delta.{sql_name(uri)} LIMIT 1").collect()[0]
+        inserted = int((done["operationMetrics"] or {}).get("numOutputRows", 0))
+        return {"num_target_rows_inserted": inserted, "num_target_rows_updated": 0, "num_target_rows_deleted": 0}
 
     def commit_bookmarks(self, uri: str, bookmarks: Mapping[str, str]) -> None:
         """Record bookmarks when there was nothing to merge: Delta skips the commit of an empty
